@@ -6,15 +6,16 @@
 export interface MicroBatch {
   /** (T) token ids of the concatenated samples. */
   inputIds: Int32Array;
-  /** (T) next-token targets aligned with inputIds (labels[t] is the target predicted at t);
-   *  -100 where no loss is taken: non-assistant turns, the first label of each later sample
-   *  as VeOmni does, and the last token of each sample. */
+  /** (T) labels in Hugging Face convention (NOT shifted): usually labels[t] = inputIds[t]; the
+   *  model shifts, so logits at t are scored against labels[t+1] (nothing for t = T-1).
+   *  -100 means no loss: non-assistant turns, padding, and the first label of each later
+   *  sample (as VeOmni packs), so no position predicts across a sample boundary. */
   labels: Int32Array;
   /** (T) position ids, restarting at 0 at each sample start. */
   positionIds: Int32Array;
   /** (S+1) sample boundaries: sample s spans [cuSeqlens[s], cuSeqlens[s+1]); cuSeqlens[0]=0, cuSeqlens[S]=T. */
   cuSeqlens: Int32Array;
-  /** Count of labels != -100 in this micro-batch (the loss normaliser is the sum over the global step). */
+  /** Count of labels[1..T-1] != -100, the positions that carry loss in this micro-batch (the loss normaliser is the sum over the global step). */
   validTokens: number;
 }
 
