@@ -1,0 +1,134 @@
+// Hugging Face `config.json` -> the decoder's hyperparameters. One reader for the dense decoder
+// families (llama, qwen2, qwen3); family differences (biases, qk-norm) come from the registry.
+// Shape letters used across models/: T tokens in a packed row, C hidden_size, I intermediate_size,
+// V vocab_size, L layers, NH query heads, NKV key/value heads, HS head_dim.
+import { readFileSync } from "node:fs";
+import type { RopeScaling } from "../kernels/rope.ts";
+
+export interface DecoderConfig {
+  modelType: string;
+  V: number;
+  C: number;
+  I: number;
+  L: number;
+  NH: number;
+  NKV: number;
+  HS: number;
+  ropeTheta: number;
+  ropeScaling: RopeScaling | null;
+  eps: number;
+  tied: boolean;
+  /** Bias on q/k/v projections (qwen2 always; llama/qwen3 when attention_bias). */
+  qkvBias: boolean;
+  /** Bias on o_proj (llama/qwen3 attention_bias). */
+  oBias: boolean;
+  /** Per-head RMSNorm on q and k before RoPE (qwen3). */
+  qkNorm: boolean;
+  initializerRange: number;
+  maxPositions: number;
+  eosTokenIds: number[];
+  bosTokenId: number | null;
+  /** The parsed config.json as read (written back unchanged with exported weights). */
+  raw: Record<string, unknown>;
+}
+
+export class ConfigError extends Error {}
+
+type Raw = Record<string, unknown>;
+
+function num(raw: Raw, key: string, where: string, dflt?: number): number {
+  const v = raw[key] ?? dflt;
+  if (typeof v !== "number" || !Number.isFinite(v)) {
+    throw new ConfigError(`${where}: "${key}" must be a number, got ${JSON.stringify(raw[key])}`);
+  }
+  return v;
+}
+
+function posInt(raw: Raw, key: string, where: string, dflt?: number): number {
+  const v = num(raw, key, where, dflt);
+  if (!Number.isInteger(v) || v <= 0) throw new ConfigError(`${where}: "${key}" must be a positive integer, got ${v}`);
+  return v;
+}
+
+function parseRopeScaling(raw: Raw, where: string): RopeScaling | null {
+  const rs = raw.rope_scaling as Raw | null | undefined;
+  if (rs === null || rs === undefined) return null;
+  const type = (rs.rope_type ?? rs.type) as string | undefined;
+  if (type === "default") return null;
+  if (type !== "llama3") {
+    throw new ConfigError(`${where}: rope_scaling type ${JSON.stringify(type)} is not supported (supported: default, llama3)`);
+  }
+  return {
+    rope_type: "llama3",
+    factor: num(rs, "factor", `${where} rope_scaling`),
+    low_freq_factor: num(rs, "low_freq_factor", `${where} rope_scaling`),
+    high_freq_factor: num(rs, "high_freq_factor", `${where} rope_scaling`),
+    original_max_position_embeddings: num(rs, "original_max_position_embeddings", `${where} rope_scaling`),
+  };
+}
+
+export interface FamilyFlags {
+  qkvBias: boolean;
+  oBias: boolean;
+  qkNorm: boolean;
+  /** HF default of tie_word_embeddings for this family when the key is absent. */
+  tiedDefault: boolean;
+}
+
+/** Parse a config.json object with a family's flags (see registry.ts). `where` names the file. */
+export function parseDecoderConfig(raw: Raw, flags: FamilyFlags, where: string): DecoderConfig {
+  const C = posInt(raw, "hidden_size", where);
+  const NH = posInt(raw, "num_attention_heads", where);
+  const NKV = posInt(raw, "num_key_value_heads", where, NH);
+  if (NH % NKV !== 0) throw new ConfigError(`${where}: num_attention_heads (${NH}) must be a multiple of num_key_value_heads (${NKV})`);
+  const hd = raw.head_dim;
+  const HS = hd === null || hd === undefined ? C / NH : posInt(raw, "head_dim", where);
+  if (!Number.isInteger(HS) || HS % 2 !== 0) throw new ConfigError(`${where}: head_dim ${HS} (hidden_size / num_attention_heads) must be an even integer`);
+  const act = raw.hidden_act ?? "silu";
+  if (act !== "silu") throw new ConfigError(`${where}: hidden_act "${String(act)}" is not supported (expected silu)`);
+  if (raw.mlp_bias === true) throw new ConfigError(`${where}: mlp_bias true is not supported`);
+  if (raw.use_sliding_window === true) throw new ConfigError(`${where}: use_sliding_window true is not supported`);
+  if (raw.partial_rotary_factor !== undefined && raw.partial_rotary_factor !== 1) {
+    throw new ConfigError(`${where}: partial_rotary_factor ${String(raw.partial_rotary_factor)} is not supported (expected 1)`);
+  }
+  const eos = raw.eos_token_id;
+  const attnBias = raw.attention_bias === true;
+  return {
+    modelType: String(raw.model_type),
+    V: posInt(raw, "vocab_size", where),
+    C,
+    I: posInt(raw, "intermediate_size", where),
+    L: posInt(raw, "num_hidden_layers", where),
+    NH,
+    NKV,
+    HS,
+    ropeTheta: num(raw, "rope_theta", where, 10000),
+    ropeScaling: parseRopeScaling(raw, where),
+    eps: num(raw, "rms_norm_eps", where, 1e-6),
+    tied: typeof raw.tie_word_embeddings === "boolean" ? raw.tie_word_embeddings : flags.tiedDefault,
+    qkvBias: flags.qkvBias || attnBias,
+    oBias: flags.oBias && attnBias,
+    qkNorm: flags.qkNorm,
+    initializerRange: num(raw, "initializer_range", where, 0.02),
+    maxPositions: posInt(raw, "max_position_embeddings", where, 4096),
+    eosTokenIds: typeof eos === "number" ? [eos] : Array.isArray(eos) ? eos.filter((x): x is number => typeof x === "number") : [],
+    bosTokenId: typeof raw.bos_token_id === "number" ? raw.bos_token_id : null,
+    raw,
+  };
+}
+
+export function readConfigJson(path: string): Raw {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (e) {
+    throw new ConfigError(`${path}: cannot read model config: ${(e as Error).message}`);
+  }
+  try {
+    const raw = JSON.parse(text);
+    if (typeof raw !== "object" || raw === null || Array.isArray(raw)) throw new Error("not a JSON object");
+    return raw as Raw;
+  } catch (e) {
+    throw new ConfigError(`${path}: invalid config.json: ${(e as Error).message}`);
+  }
+}

@@ -1,0 +1,111 @@
+// Parameter layout, llm.c style: every parameter is a named view into ONE flat f32 buffer per
+// FSDP unit. Unit 0 = embeddings, units 1..L = decoder layers, unit L+1 = final norm (+ lm_head
+// when untied). Gradients and optimizer state mirror the same layout, so FSDP shards, gathers and
+// reduce-scatters whole units, and the optimizer runs over flat ranges.
+import type { DecoderConfig } from "./config.ts";
+
+export type InitKind = "normal" | "zeros" | "ones";
+
+export interface ParamEntry {
+  /** Hugging Face name, e.g. "model.layers.3.self_attn.q_proj.weight". */
+  name: string;
+  unit: number;
+  /** Element offset inside the unit's flat buffer. */
+  offset: number;
+  shape: number[];
+  numel: number;
+  /** Weight decay applies (matrices: linears and embeddings); not to norms and biases. */
+  decay: boolean;
+  /** HF _init_weights: normal(0, initializer_range) for linear/embedding weights, zeros for biases, ones for norms. */
+  init: InitKind;
+}
+
+export interface UnitLayout {
+  index: number;
+  /** "embed", "layers.3", "head". */
+  name: string;
+  numel: number;
+  params: ParamEntry[];
+  /** Other units whose parameters this unit's compute reads (tied lm_head reads unit 0's
+   *  embedding): an FSDP plan must have them gathered too while this unit runs. */
+  reads: number[];
+}
+
+export interface ParamLayout {
+  units: UnitLayout[];
+  byName: Map<string, ParamEntry>;
+  totalNumel: number;
+  /** Index of the head unit (final norm + lm_head). */
+  headUnit: number;
+}
+
+class UnitBuilder {
+  params: ParamEntry[] = [];
+  numel = 0;
+  constructor(readonly index: number) {}
+  add(name: string, shape: number[], init: InitKind): void {
+    const numel = shape.reduce((a, b) => a * b, 1);
+    this.params.push({ name, unit: this.index, offset: this.numel, shape, numel, decay: shape.length >= 2, init });
+    this.numel += numel;
+  }
+}
+
+/** HF parameter names and shapes of a dense decoder (llama / qwen2 / qwen3), grouped in units. */
+export function decoderLayout(c: DecoderConfig): ParamLayout {
+  const units: UnitLayout[] = [];
+  const finish = (b: UnitBuilder, name: string, reads: number[] = []) =>
+    units.push({ index: b.index, name, numel: b.numel, params: b.params, reads });
+
+  const emb = new UnitBuilder(0);
+  emb.add("model.embed_tokens.weight", [c.V, c.C], "normal");
+  finish(emb, "embed");
+  for (let l = 0; l < c.L; l++) {
+    const b = new UnitBuilder(l + 1);
+    const p = `model.layers.${l}.`;
+    b.add(p + "input_layernorm.weight", [c.C], "ones");
+    for (const [proj, rows] of [["q_proj", c.NH * c.HS], ["k_proj", c.NKV * c.HS], ["v_proj", c.NKV * c.HS]] as const) {
+      b.add(`${p}self_attn.${proj}.weight`, [rows, c.C], "normal");
+      if (c.qkvBias) b.add(`${p}self_attn.${proj}.bias`, [rows], "zeros");
+    }
+    b.add(p + "self_attn.o_proj.weight", [c.C, c.NH * c.HS], "normal");
+    if (c.oBias) b.add(p + "self_attn.o_proj.bias", [c.C], "zeros");
+    if (c.qkNorm) {
+      b.add(p + "self_attn.q_norm.weight", [c.HS], "ones");
+      b.add(p + "self_attn.k_norm.weight", [c.HS], "ones");
+    }
+    b.add(p + "post_attention_layernorm.weight", [c.C], "ones");
+    b.add(p + "mlp.gate_proj.weight", [c.I, c.C], "normal");
+    b.add(p + "mlp.up_proj.weight", [c.I, c.C], "normal");
+    b.add(p + "mlp.down_proj.weight", [c.C, c.I], "normal");
+    finish(b, `layers.${l}`);
+  }
+  const head = new UnitBuilder(c.L + 1);
+  head.add("model.norm.weight", [c.C], "ones");
+  if (!c.tied) head.add("lm_head.weight", [c.V, c.C], "normal");
+  finish(head, "head", c.tied ? [0] : []);
+
+  const byName = new Map<string, ParamEntry>();
+  for (const u of units) for (const p of u.params) byName.set(p.name, p);
+  return { units, byName, totalNumel: units.reduce((a, u) => a + u.numel, 0), headUnit: c.L + 1 };
+}
+
+/** Every difference between the layout and a checkpoint's tensors (missing, unexpected, wrong
+ *  shape), listed before any data is read. `lm_head.weight` in a tied checkpoint is accepted
+ *  (HF sometimes saves it) and ignored. */
+export function checkpointMismatches(layout: ParamLayout, tensors: Map<string, number[]>, tied: boolean): string[] {
+  const out: string[] = [];
+  for (const [name, p] of layout.byName) {
+    const shape = tensors.get(name);
+    if (!shape) out.push(`missing ${name} (expected shape [${p.shape}])`);
+    else if (shape.length !== p.shape.length || shape.some((d, i) => d !== p.shape[i])) {
+      out.push(`${name}: checkpoint shape [${shape}] != config shape [${p.shape}]`);
+    }
+  }
+  for (const name of tensors.keys()) {
+    if (layout.byName.has(name)) continue;
+    if (tied && name === "lm_head.weight") continue;
+    if (name.endsWith("rotary_emb.inv_freq")) continue; // old HF checkpoints store the RoPE table
+    out.push(`unexpected ${name} (shape [${tensors.get(name)}])`);
+  }
+  return out;
+}
