@@ -1,0 +1,47 @@
+// kernels/: the tensor + op contract and its backends. Import kernels only through this file.
+//
+//   const k = await createKernels({ backend: "cpu", threads: 1 });
+//   const flat = k.alloc([nParams]);                 // one flat f32 buffer (shared on cpu)
+//   const wq = k.view(flat, off, [C, C]);            // named views into it
+//   k.linearForward(q, x, wq, null, T, C, C);        // ops enqueue and return
+//   const loss = await k.read(lossBuf);              // labelled sync point
+
+import type { Kernels } from "./ops.ts";
+import { createCpuKernels } from "./cpu/index.ts";
+
+export type { AdamWParams, AllocOptions, Kernels } from "./ops.ts";
+export type { BackendName, DType, HostArray, Storage, Tensor } from "./tensor.ts";
+export { DTYPE_BYTES, expectTensor, numelOf, shapeStr } from "./tensor.ts";
+export { ropeCosSin, ropeInvFreq, type RopeOptions, type RopeScaling } from "./rope.ts";
+export { lrAt, type LrDecayStyle, type LrScheduleOptions } from "./lr_schedule.ts";
+export { clipCoefficient, shiftLabels } from "./optim.ts";
+export { createReferenceKernels, cpuWrap, OPENBLAS_DEFAULT_PATH } from "./cpu/index.ts";
+
+export interface KernelsOptions {
+  /** "auto" picks cpu for now (the webgpu backend is chosen explicitly until it is measured faster). */
+  backend: "cpu" | "webgpu" | "auto";
+  /** CPU: OpenBLAS threads. Ignored by webgpu. */
+  threads: number;
+  /** CPU: OpenBLAS library path override. */
+  blasPath?: string;
+}
+
+/** Create the backend chosen once at start; log `k.description`. No per-op fallback exists. */
+export async function createKernels(opts: KernelsOptions): Promise<Kernels> {
+  switch (opts.backend) {
+    case "cpu":
+    case "auto":
+      return createCpuKernels({ threads: opts.threads, blasPath: opts.blasPath });
+    case "webgpu": {
+      // kernels/webgpu/ (engineer G) exports createWebGpuKernels(opts): Promise<Kernels>.
+      const spec = "./webgpu/index.ts";
+      const mod = (await import(spec)) as { createWebGpuKernels?: (o: KernelsOptions) => Promise<Kernels> };
+      if (!mod.createWebGpuKernels) throw new Error("kernels: kernels/webgpu/index.ts does not export createWebGpuKernels");
+      return mod.createWebGpuKernels(opts);
+    }
+    default: {
+      const never: never = opts.backend;
+      throw new Error(`kernels.backend must be cpu, webgpu or auto, got ${String(never)}`);
+    }
+  }
+}

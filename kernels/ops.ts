@@ -1,0 +1,161 @@
+// The op contract: every backend (cpu, webgpu) exports one object implementing `Kernels`, so the
+// type checker proves completeness and one test suite runs against each backend.
+//
+// Execution model (asynchronous device, like CUDA streams / WebGPU queues):
+// - Every op ENQUEUES and returns void. Ops run in call order on one queue, so a later op sees an
+//   earlier op's writes. Host code must not look at results until a sync point.
+// - Sync points are the only awaits: `await k.read(t)` (copy one tensor to the host) and
+//   `await k.sync()` (wait for everything enqueued). The CPU backend runs each op synchronously
+//   inside the call, so its sync points resolve at once; code must still await them.
+// - `upload` snapshots its source at call time: the host array may be reused right after.
+//
+// Conventions:
+// - Outputs come first, then inputs, then sizes, then scalars. Sizes are passed explicitly (llm.c
+//   style) so a view of any shape with the right element count can be used; backends check
+//   dtypes and element counts at the edge and throw naming the op and argument.
+// - Backward ops ACCUMULATE (+=) into every gradient output, activation gradients included; the
+//   caller zeroes gradient buffers when a step (or a micro-batch's activation grads) starts.
+//   A gradient output passed as `null` is not computed.
+// - f32 everywhere for math; i32 for token ids, targets, positions, cu_seqlens. Reductions
+//   (norms, softmax sums, losses) accumulate in at least f32, in a fixed order (bit-reproducible).
+// - Shape letters: see tensor.ts. In-place use (out === inp) is allowed only where noted.
+
+import type { BackendName, DType, HostArray, Tensor } from "./tensor.ts";
+
+export interface AllocOptions {
+  /** CPU: back the storage with a SharedArrayBuffer so another thread (the mesh transport
+   *  worker) can read/write it without copies. Ignored by device backends. Default true on cpu. */
+  shared?: boolean;
+  /** A name for errors and debugging ("layers.3.flat_grads"). */
+  name?: string;
+}
+
+/** PyTorch AdamW (torch.optim.AdamW, foreach=False semantics), one step on a flat range. */
+export interface AdamWParams {
+  lr: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  /** Decoupled: param *= 1 - lr * weightDecay before the Adam update. */
+  weightDecay: number;
+  /** 1-based step count t used in the bias corrections 1 - beta^t. */
+  step: number;
+  /** The gradient is multiplied by this first (the clip coefficient; 1 for none). Grad is not modified. */
+  gradScale: number;
+}
+
+export interface Kernels {
+  readonly backend: BackendName;
+  /** One line for the startup log: library, threads, adapter. */
+  readonly description: string;
+
+  // ---------------------------------------------------------------- memory and sync points
+  /** New zero-filled contiguous tensor. dtype defaults to f32. */
+  alloc<D extends DType = "f32">(shape: readonly number[], dtype?: D, opts?: AllocOptions): Tensor<D>;
+  /** A view of `shape` starting `offsetElems` elements into `flat` (any tensor; offsets add up).
+   *  Throws if it does not fit. The view shares storage: writes through it land in `flat`. */
+  view<D extends DType>(flat: Tensor<D>, offsetElems: number, shape: readonly number[]): Tensor<D>;
+  /** Release device memory of a tensor allocated with `alloc` (views: no-op). Using it afterwards is an error. */
+  free(t: Tensor): void;
+  /** Enqueue host -> tensor copy. `src.length` must equal `dst.numel`. `src` is snapshotted now. */
+  upload<D extends DType>(dst: Tensor<D>, src: HostArray<D>): void;
+  /** SYNC POINT: a fresh host copy of `t` after all enqueued work that precedes this call. */
+  read<D extends DType>(t: Tensor<D>): Promise<HostArray<D>>;
+  /** SYNC POINT: resolves when everything enqueued so far has completed. */
+  sync(): Promise<void>;
+
+  // ---------------------------------------------------------------- elementwise (any shape, same numel)
+  /** t <- 0 */
+  zero(t: Tensor): void;
+  /** t <- value */
+  fill(t: Tensor, value: number): void;
+  /** dst <- src (same dtype and numel; may be views of one storage if they do not overlap) */
+  copy(dst: Tensor, src: Tensor): void;
+  /** out <- a + b (f32; out may alias a or b) */
+  add(out: Tensor<"f32">, a: Tensor<"f32">, b: Tensor<"f32">): void;
+  /** t <- t * s */
+  scale(t: Tensor<"f32">, s: number): void;
+  /** y <- y + alpha * x */
+  axpy(y: Tensor<"f32">, alpha: number, x: Tensor<"f32">): void;
+
+  // ---------------------------------------------------------------- matmul
+  /** General GEMM, row-major: out (M,N) <- alpha * op(a) @ op(b) + beta * out, where
+   *  op(a) is (M,K): a is (M,K), or (K,M) when transA; op(b) is (K,N): b is (K,N), or (N,K) when transB.
+   *  beta = 0 overwrites out (NaNs in out do not propagate). */
+  gemm(
+    out: Tensor<"f32">, a: Tensor<"f32">, b: Tensor<"f32">,
+    M: number, N: number, K: number, transA: boolean, transB: boolean, alpha: number, beta: number,
+  ): void;
+  /** out (N,OC) <- inp (N,C) @ weight (OC,C)^T + bias (OC)  (bias may be null; HF nn.Linear layout).
+   *  Also the inference logits path: out (N,V) <- hidden (N,C) @ lm_head (V,C)^T. */
+  linearForward(out: Tensor<"f32">, inp: Tensor<"f32">, weight: Tensor<"f32">, bias: Tensor<"f32"> | null,
+    N: number, C: number, OC: number): void;
+  /** dinp (N,C) += dout (N,OC) @ weight (OC,C); dweight (OC,C) += dout^T @ inp (N,C); dbias (OC) += sum_n dout.
+   *  Any gradient output may be null (not computed). */
+  linearBackward(dinp: Tensor<"f32"> | null, dweight: Tensor<"f32"> | null, dbias: Tensor<"f32"> | null,
+    dout: Tensor<"f32">, inp: Tensor<"f32">, weight: Tensor<"f32">, N: number, C: number, OC: number): void;
+
+  // ---------------------------------------------------------------- embedding
+  /** out (T,C) <- table (V,C)[ids (T)]. Throws on an id outside [0,V) (CPU checks; device backends clamp-check at read). */
+  embeddingForward(out: Tensor<"f32">, ids: Tensor<"i32">, table: Tensor<"f32">, T: number, C: number, V: number): void;
+  /** dtable (V,C) [ids[t]] += dout (T,C) [t], in token order (deterministic). */
+  embeddingBackward(dtable: Tensor<"f32">, dout: Tensor<"f32">, ids: Tensor<"i32">, T: number, C: number, V: number): void;
+
+  // ---------------------------------------------------------------- RMSNorm (HF LlamaRMSNorm, f32)
+  /** out (N,C) <- inp * rsqrt(mean(inp^2) + eps) * weight (C); rstd (N) <- rsqrt(mean(inp^2) + eps).
+   *  Per-head qk-norm (Qwen3) is N = T*NH rows of C = HS. out may alias inp. */
+  rmsnormForward(out: Tensor<"f32">, rstd: Tensor<"f32">, inp: Tensor<"f32">, weight: Tensor<"f32">,
+    N: number, C: number, eps: number): void;
+  /** dinp (N,C) += d/dinp, dweight (C) += sum_n dout * inp * rstd; from dout (N,C), inp (N,C), weight (C), rstd (N). */
+  rmsnormBackward(dinp: Tensor<"f32">, dweight: Tensor<"f32"> | null, dout: Tensor<"f32">, inp: Tensor<"f32">,
+    weight: Tensor<"f32">, rstd: Tensor<"f32">, N: number, C: number): void;
+
+  // ---------------------------------------------------------------- rotary embedding (HF rotate_half)
+  /** out (T,NH,HS) <- inp * cos + rotate_half(inp) * sin, where for token t at position p = positions[t]
+   *  and i < HS/2: cos/sin (P, HS/2) tables from `ropeCosSin` (rope.ts) give angle p * inv_freq[i],
+   *  used for both halves (HF's cat(freqs, freqs)). Positions restart per packed sample; p < P.
+   *  Apply to q (NH heads) and k (NKV heads) separately. out may alias inp. */
+  ropeForward(out: Tensor<"f32">, inp: Tensor<"f32">, cos: Tensor<"f32">, sin: Tensor<"f32">,
+    positions: Tensor<"i32">, T: number, NH: number, HS: number): void;
+  /** dinp (T,NH,HS) += rotation of dout by -angle (the transpose of ropeForward). */
+  ropeBackward(dinp: Tensor<"f32">, dout: Tensor<"f32">, cos: Tensor<"f32">, sin: Tensor<"f32">,
+    positions: Tensor<"i32">, T: number, NH: number, HS: number): void;
+
+  // ---------------------------------------------------------------- attention (varlen, causal, GQA/MQA)
+  /** out (T,NH,HS), lse (T,NH) <- causal softmax(q k^T * scale) v within each packed sample:
+   *  token t of sample s = [cu[s], cu[s+1]) attends to keys j with cu[s] <= j <= t, never across samples.
+   *  q (T,NH,HS), k/v (T,NKV,HS), NH % NKV == 0, query head h uses kv head floor(h / (NH/NKV)).
+   *  cuSeqlens (S+1) i32 with cu[0]=0, cu[S]=T. lse is the natural-log logsumexp of the scaled scores,
+   *  saved for backward (flash style: no T x T matrix is kept). scale is usually 1/sqrt(HS). */
+  attentionForward(out: Tensor<"f32">, lse: Tensor<"f32">, q: Tensor<"f32">, k: Tensor<"f32">, v: Tensor<"f32">,
+    cuSeqlens: Tensor<"i32">, T: number, NH: number, NKV: number, HS: number, scale: number): void;
+  /** dq (T,NH,HS), dk/dv (T,NKV,HS) += gradients, from dout (T,NH,HS) and the forward's q, k, v, out, lse. */
+  attentionBackward(dq: Tensor<"f32">, dk: Tensor<"f32">, dv: Tensor<"f32">, dout: Tensor<"f32">,
+    q: Tensor<"f32">, k: Tensor<"f32">, v: Tensor<"f32">, out: Tensor<"f32">, lse: Tensor<"f32">,
+    cuSeqlens: Tensor<"i32">, T: number, NH: number, NKV: number, HS: number, scale: number): void;
+
+  // ---------------------------------------------------------------- SwiGLU
+  /** out (N) <- silu(gate (N)) * up (N), silu(x) = x * sigmoid(x). N is T*I for the MLP. */
+  swigluForward(out: Tensor<"f32">, gate: Tensor<"f32">, up: Tensor<"f32">, N: number): void;
+  /** dgate (N) += dout * up * silu'(gate); dup (N) += dout * silu(gate). */
+  swigluBackward(dgate: Tensor<"f32">, dup: Tensor<"f32">, dout: Tensor<"f32">, gate: Tensor<"f32">,
+    up: Tensor<"f32">, N: number): void;
+
+  // ---------------------------------------------------------------- LM head + cross-entropy, fused
+  /** Next-token cross-entropy over logits = hidden (T,C) @ weight (V,C)^T without materialising
+   *  (T,V): rows are processed in chunks. targets (T) i32 are already shifted (targets[t] scores
+   *  logits row t); -100 = ignored. loss (1) += SUM over valid rows of -log softmax(logits)[target];
+   *  dhidden (T,C) += gradScale * dloss/dhidden, dweight (V,C) += gradScale * dloss/dweight
+   *  (gradScale = 1 / global valid tokens for VeOmni's normalisation). dhidden/dweight may be null
+   *  (evaluation). A target outside [0,V) other than -100 throws. */
+  crossEntropyFused(loss: Tensor<"f32">, dhidden: Tensor<"f32"> | null, dweight: Tensor<"f32"> | null,
+    hidden: Tensor<"f32">, weight: Tensor<"f32">, targets: Tensor<"i32">,
+    T: number, C: number, V: number, gradScale: number): void;
+
+  // ---------------------------------------------------------------- optimizer
+  /** out (1) <- sum over all bufs of sum of squares (accumulated in f64, buffers in order).
+   *  Global grad norm = sqrt(all-reduced sum); clip with `clipCoefficient` (optim.ts). */
+  sumSquares(out: Tensor<"f32">, bufs: readonly Tensor<"f32">[]): void;
+  /** One AdamW step over flat ranges of equal numel: param, grad, m (exp_avg), v (exp_avg_sq). */
+  adamw(param: Tensor<"f32">, grad: Tensor<"f32">, m: Tensor<"f32">, v: Tensor<"f32">, p: AdamWParams): void;
+}

@@ -1,0 +1,78 @@
+// Rotary-embedding tables, computed on the host exactly as Hugging Face transformers does
+// (modeling_rope_utils.py `_compute_default_rope_parameters` / `_compute_llama3_parameters`, and
+// LlamaRotaryEmbedding.forward), in f32 arithmetic (each step rounded with Math.fround, as torch
+// does in float32). The tables are uploaded once; `ropeForward` indexes them by position id.
+
+export interface RopeScaling {
+  /** HF `rope_scaling.rope_type` (older configs: `type`). Only "default" and "llama3" here. */
+  rope_type: "default" | "llama3";
+  factor?: number;
+  low_freq_factor?: number;
+  high_freq_factor?: number;
+  original_max_position_embeddings?: number;
+}
+
+export interface RopeOptions {
+  /** Rotary dimension: head_dim * partial_rotary_factor (usually head_dim). Must be even. */
+  dim: number;
+  /** HF `rope_theta` (base). */
+  theta: number;
+  scaling?: RopeScaling | null;
+}
+
+const f = Math.fround;
+
+/** inv_freq (dim/2): 1 / theta^(2i/dim), then llama3 frequency-dependent scaling if asked. */
+export function ropeInvFreq(opts: RopeOptions): Float32Array {
+  const { dim, theta } = opts;
+  if (dim <= 0 || dim % 2 !== 0) throw new Error(`ropeInvFreq: rotary dim must be even and > 0, got ${dim}`);
+  const half = dim / 2;
+  const inv = new Float32Array(half);
+  for (let i = 0; i < half; i++) {
+    // torch: arange(0, dim, 2).float() / dim, base ** that, 1.0 / that  (all float32)
+    const e = f(f(2 * i) / dim);
+    inv[i] = f(1 / f(Math.pow(theta, e)));
+  }
+  const sc = opts.scaling;
+  if (!sc || sc.rope_type === "default") return inv;
+  if (sc.rope_type !== "llama3") {
+    throw new Error(`ropeInvFreq: rope_scaling.rope_type "${String(sc.rope_type)}" not supported (expected default or llama3)`);
+  }
+  const factor = need(sc.factor, "factor");
+  const low = need(sc.low_freq_factor, "low_freq_factor");
+  const high = need(sc.high_freq_factor, "high_freq_factor");
+  const oldCtx = need(sc.original_max_position_embeddings, "original_max_position_embeddings");
+  const lowWavelen = oldCtx / low; // python floats (f64)
+  const highWavelen = oldCtx / high;
+  for (let i = 0; i < half; i++) {
+    const invF = inv[i];
+    const wavelen = f((2 * Math.PI) / invF); // python scalar / float32 tensor -> float32
+    let v = wavelen > lowWavelen ? f(invF / factor) : invF;
+    const smooth = f(f(f(oldCtx / wavelen) - low) / (high - low));
+    const smoothed = f(f(f(f(1 - smooth) * v) / factor) + f(smooth * v));
+    const medium = !(wavelen < highWavelen) && !(wavelen > lowWavelen);
+    if (medium) v = smoothed;
+    inv[i] = v;
+  }
+  return inv;
+}
+
+function need(v: number | undefined, key: string): number {
+  if (v === undefined || !Number.isFinite(v)) throw new Error(`ropeInvFreq: rope_scaling.${key} is required for llama3 scaling`);
+  return v;
+}
+
+/** cos, sin (P, dim/2): angle p * inv_freq[i] rounded to f32 (HF's f32 matmul), then cos/sin * attentionScaling. */
+export function ropeCosSin(invFreq: Float32Array, maxPositions: number, attentionScaling = 1): { cos: Float32Array; sin: Float32Array } {
+  const half = invFreq.length;
+  const cos = new Float32Array(maxPositions * half);
+  const sin = new Float32Array(maxPositions * half);
+  for (let p = 0; p < maxPositions; p++) {
+    for (let i = 0; i < half; i++) {
+      const a = f(p * invFreq[i]);
+      cos[p * half + i] = Math.cos(a) * attentionScaling;
+      sin[p * half + i] = Math.sin(a) * attentionScaling;
+    }
+  }
+  return { cos, sin };
+}
