@@ -1,0 +1,168 @@
+// One rank's part of a save: lay its pieces out as two safetensors files (model, optim) whose
+// data sections mirror one staging buffer byte for byte, then write them durably. layoutRank
+// and stagePieces run on the training thread (the copy is the whole training stall);
+// writeRank runs on the writer thread (writer_worker.ts) or inline, and returns the report the
+// coordinator needs to commit (commit.ts).
+
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, writeSync } from "node:fs";
+import { join } from "node:path";
+import {
+  type FileMeta, type Group, type PieceRef, METADATA_FILE, extraFileName, numelOf, pieceKey, rankFileName,
+} from "./format.ts";
+import type { Piece } from "./plan.ts";
+import { buildHeader } from "./st_layout.ts";
+
+export interface LaidPiece {
+  name: string;
+  group: Group;
+  shape: number[];
+  start: number;
+  length: number;
+  key: string;
+  /** Byte offset of the piece in the staging buffer. */
+  staging: number;
+  /** Absolute byte offset of the piece in its file. */
+  byteOffset: number;
+}
+
+export interface RankFileLayout {
+  name: string;
+  header: Uint8Array;
+  /** The file's data section is staging[stagingBegin, stagingEnd). */
+  stagingBegin: number;
+  stagingEnd: number;
+  pieces: LaidPiece[];
+}
+
+export interface RankLayout {
+  rank: number;
+  step: number;
+  files: RankFileLayout[];
+  stagingBytes: number;
+}
+
+/** What a rank tells the coordinator once its files are durable. */
+export interface RankReport {
+  rank: number;
+  step: number;
+  files: Record<string, FileMeta>;
+  pieces: { name: string; group: Group; shape: number[]; ref: PieceRef }[];
+  extra: string;
+}
+
+export function layoutRank(rank: number, step: number, pieces: readonly Piece[]): RankLayout {
+  const files: RankFileLayout[] = [];
+  let staging = 0;
+  for (const group of ["model", "optim"] as const) {
+    const mine = pieces.filter((p) => p.group === group);
+    const entries = mine.map((p) => {
+      const whole = p.start === 0 && p.data.length === numelOf(p.shape);
+      return { key: pieceKey(p.name, p.shape, p.start, p.data.length), dtype: "F32" as const, shape: whole ? p.shape : [p.data.length], bytes: p.data.length * 4 };
+    });
+    const { header, fileOffsets } = buildHeader(entries, { format: "veomni-ts-checkpoint", rank: String(rank), step: String(step) });
+    const begin = staging;
+    const laid = mine.map((p, i) => {
+      const lp: LaidPiece = { name: p.name, group, shape: p.shape, start: p.start, length: p.data.length, key: entries[i].key, staging, byteOffset: fileOffsets[i] };
+      staging += p.data.length * 4;
+      return lp;
+    });
+    files.push({ name: rankFileName(group, rank), header, stagingBegin: begin, stagingEnd: staging, pieces: laid });
+  }
+  return { rank, step, files, stagingBytes: staging };
+}
+
+/** Copies every piece into staging (f32 at the laid-out offsets). The only work that blocks training. */
+export function stagePieces(layout: RankLayout, pieces: readonly Piece[], staging: Float32Array): void {
+  const laid = layout.files.flatMap((f) => f.pieces);
+  if (laid.length !== pieces.length) throw new Error(`rank ${layout.rank}: ${pieces.length} pieces for a layout of ${laid.length}`);
+  const byGroup = { model: pieces.filter((p) => p.group === "model"), optim: pieces.filter((p) => p.group === "optim") };
+  const ordered = [...byGroup.model, ...byGroup.optim];
+  for (let i = 0; i < ordered.length; i++) {
+    const p = ordered[i], l = laid[i];
+    if (p.name !== l.name || p.data.length !== l.length) throw new Error(`rank ${layout.rank}: piece ${i} is ${p.name}[${p.data.length}], layout says ${l.name}[${l.length}]`);
+    staging.set(p.data, l.staging / 4);
+  }
+}
+
+export interface WriteOptions {
+  /** Fault injection for the kill tests: after this many data bytes, call onPause and stop there. */
+  pauseAfterBytes?: number;
+  onPause?: () => void;
+}
+
+const CHUNK = 16 << 20; // bytes per write(2): large enough for full disk speed, small enough to interleave
+
+function writeAll(fd: number, bytes: Uint8Array, opts: WriteOptions, written: { n: number }): void {
+  for (let at = 0; at < bytes.length; ) {
+    const n = writeSync(fd, bytes, at, Math.min(CHUNK, bytes.length - at));
+    at += n;
+    written.n += n;
+    if (opts.pauseAfterBytes !== undefined && written.n >= opts.pauseAfterBytes) {
+      opts.onPause?.();
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0); // parked here until killed
+    }
+  }
+}
+
+/** Checks, checksums and writes one rank's files into `dir`, each fsynced, then the folder.
+ *  Refuses non-finite values (nothing is written) and a folder that is already committed. */
+export function writeRank(dir: string, layout: RankLayout, staging: Uint8Array, extraText: string, opts: WriteOptions = {}): RankReport {
+  const where = `rank ${layout.rank} step ${layout.step}`;
+  if (existsSync(join(dir, METADATA_FILE))) throw new Error(`${where}: ${dir} is already committed; refusing to overwrite it`);
+  const f32 = new Float32Array(staging.buffer, staging.byteOffset, staging.byteLength >> 2);
+  const bad: string[] = [];
+  const crcs = new Map<LaidPiece, number>();
+  for (const f of layout.files) {
+    for (const p of f.pieces) {
+      const v = f32.subarray(p.staging / 4, p.staging / 4 + p.length);
+      for (let i = 0; i < v.length; i++) {
+        const x = v[i];
+        if (x - x !== 0) { bad.push(`${p.name}[${p.start + i}]=${x}`); break; }
+      }
+      crcs.set(p, Bun.hash.crc32(staging.subarray(p.staging, p.staging + p.length * 4)));
+    }
+  }
+  if (bad.length) throw new Error(`${where}: non-finite values, checkpoint not written: ${bad.slice(0, 8).join(", ")}${bad.length > 8 ? ` and ${bad.length - 8} more tensors` : ""}`);
+
+  mkdirSync(dir, { recursive: true });
+  const files: Record<string, FileMeta> = {};
+  const written = { n: 0 };
+  for (const f of layout.files) {
+    const fd = openSync(join(dir, f.name), "w");
+    try {
+      const data = staging.subarray(f.stagingBegin, f.stagingEnd);
+      writeAll(fd, f.header, opts, written);
+      writeAll(fd, data, opts, written);
+      fsyncSync(fd);
+      files[f.name] = { rank: layout.rank, bytes: f.header.length + data.length, crc32: Bun.hash.crc32(data, Bun.hash.crc32(f.header)) };
+    } finally {
+      closeSync(fd);
+    }
+  }
+  const extra = extraFileName(layout.rank);
+  const extraBytes = new TextEncoder().encode(extraText);
+  const fd = openSync(join(dir, extra), "w");
+  try {
+    writeAll(fd, extraBytes, opts, written);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  files[extra] = { rank: layout.rank, bytes: extraBytes.length, crc32: Bun.hash.crc32(extraBytes) };
+  fsyncDir(dir);
+  const pieces = layout.files.flatMap((f) => f.pieces.map((p) => ({
+    name: p.name, group: p.group, shape: p.shape,
+    ref: { rank: layout.rank, file: f.name, key: p.key, start: p.start, length: p.length, byteOffset: p.byteOffset, crc32: crcs.get(p)! },
+  })));
+  return { rank: layout.rank, step: layout.step, files, pieces, extra };
+}
+
+/** fsync a directory so the names created in it survive a crash. */
+export function fsyncDir(dir: string): void {
+  const fd = openSync(dir, "r");
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
