@@ -10,7 +10,7 @@ import {
   type FileMeta, type Group, type PieceRef, METADATA_FILE, extraFileName, numelOf, pieceKey, rankFileName,
 } from "./format.ts";
 import type { Piece } from "./plan.ts";
-import { buildHeader } from "./st_layout.ts";
+import { encodeHeader } from "./safetensors.ts";
 
 export interface LaidPiece {
   name: string;
@@ -55,14 +55,14 @@ export function layoutRank(rank: number, step: number, pieces: readonly Piece[])
   let staging = 0;
   for (const group of ["model", "optim"] as const) {
     const mine = pieces.filter((p) => p.group === group);
-    const entries = mine.map((p) => {
+    const specs = mine.map((p) => {
       const whole = p.start === 0 && p.data.length === numelOf(p.shape);
-      return { key: pieceKey(p.name, p.shape, p.start, p.data.length), dtype: "F32" as const, shape: whole ? p.shape : [p.data.length], bytes: p.data.length * 4 };
+      return { name: pieceKey(p.name, p.shape, p.start, p.data.length), dtype: "F32" as const, shape: whole ? p.shape : [p.data.length] };
     });
-    const { header, fileOffsets } = buildHeader(entries, { format: "veomni-ts-checkpoint", rank: String(rank), step: String(step) });
+    const { bytes: header, infos } = encodeHeader(specs, { format: "veomni-ts-checkpoint", rank: String(rank), step: String(step) });
     const begin = staging;
     const laid = mine.map((p, i) => {
-      const lp: LaidPiece = { name: p.name, group, shape: p.shape, start: p.start, length: p.data.length, key: entries[i].key, staging, byteOffset: fileOffsets[i] };
+      const lp: LaidPiece = { name: p.name, group, shape: p.shape, start: p.start, length: p.data.length, key: specs[i].name, staging, byteOffset: header.length + infos[i].offsets[0] };
       staging += p.data.length * 4;
       return lp;
     });

@@ -57,6 +57,7 @@ export class AsyncSaver {
     const extraText = encodeExtra(req.extra);
     const id = this.nextId++;
     const durable = new Promise<RankReport>((resolve, reject) => this.waiting.set(id, { resolve, reject }));
+    durable.catch(() => {}); // the owner awaits it; a failure must not also crash the process as unhandled
     this.inflight = durable;
     const msg: WriterRequest = { type: "write", id, dir: req.dir, layout, staging: this.staging, extraText, pauseAfterBytes: req.pauseAfterBytes };
     this.worker.postMessage(msg);
