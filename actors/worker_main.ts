@@ -1,3 +1,64 @@
-// Entry point placeholder: this command is not built yet. It says so and fails, never fakes success.
-console.error("veomni-ts: 'worker_main' is not available yet in this version (see README.md, Features).");
-process.exit(2);
+// Entry point: `bun run worker --rank N [--nats URL] [--job JOB] [--epoch E] [--host ADDR]`.
+// The NATS token comes from VEOMNI_NATS_TOKEN (or --token, visible to `ps`); the URL from
+// --nats or VEOMNI_NATS_URL. Without --job the worker joins the newest job in rendezvous.
+// Exit codes: 0 done, 1 failed, 2 usage, 3 refused by the coordinator, 4 fenced (a newer epoch
+// took the rank), 5 orphaned (the coordinator went away).
+import { makeLogger } from "../configs/index.ts";
+import { runWorker } from "./worker.ts";
+import { RUNNERS } from "./runners.ts";
+
+function usage(msg: string): never {
+  console.error(`worker: ${msg}\nusage: bun run worker --rank N [--nats nats://host:4222] [--job JOB] [--epoch E] [--host ADDR] [--token T]`);
+  process.exit(2);
+}
+
+const argv = process.argv.slice(2);
+const opt: Record<string, string> = {};
+const flags = new Set<string>();
+for (let i = 0; i < argv.length; i++) {
+  const a = argv[i];
+  if (!a.startsWith("--")) usage(`unexpected argument ${a}`);
+  const eq = a.indexOf("=");
+  if (eq > 0) opt[a.slice(2, eq)] = a.slice(eq + 1);
+  else if (a === "--exit-with-parent") flags.add("exit-with-parent");
+  else if (i + 1 < argv.length) opt[a.slice(2)] = argv[++i];
+  else usage(`${a} needs a value`);
+}
+const known = new Set(["rank", "nats", "job", "epoch", "host", "token"]);
+for (const k of Object.keys(opt)) if (!known.has(k)) usage(`unknown option --${k} (expected one of ${[...known].map((x) => "--" + x).join(", ")})`);
+if (opt.rank === undefined || !/^\d+$/.test(opt.rank)) usage("--rank N (a non-negative integer) is required");
+const rank = Number(opt.rank);
+const natsUrl = opt.nats ?? Bun.env.VEOMNI_NATS_URL;
+if (!natsUrl) usage("--nats URL (or VEOMNI_NATS_URL) is required");
+if (opt.epoch !== undefined && !/^\d+$/.test(opt.epoch)) usage(`--epoch ${opt.epoch}: expected a non-negative integer`);
+
+const logger = makeLogger(`worker-${rank}`, Bun.env.VEOMNI_LOG_DIR ?? null);
+
+if (flags.has("exit-with-parent")) {
+  // Spawned by a local coordinator: our stdin is its pipe. EOF means it is gone (even kill -9).
+  process.stdin.on("end", () => {
+    logger.error("coordinator process gone (stdin closed); exiting");
+    process.exit(5);
+  });
+  process.stdin.resume();
+}
+
+let code: number;
+try {
+  code = await runWorker({
+    natsUrl,
+    token: opt.token ?? Bun.env.VEOMNI_NATS_TOKEN,
+    rank,
+    job: opt.job,
+    epoch: opt.epoch === undefined ? 0 : Number(opt.epoch),
+    host: opt.host ?? "127.0.0.1",
+    logger,
+    runners: RUNNERS,
+  });
+} catch (e) {
+  logger.error({ rank, err: e instanceof Error ? e.message : String(e) }, "worker failed");
+  console.error(`worker rank ${rank}: ${e instanceof Error ? e.message : String(e)}`);
+  code = 1;
+}
+logger.flush();
+process.exit(code);

@@ -1,0 +1,297 @@
+// The coordinator owns one job: control plane (embedded nats-server or an external one), the
+// job record in KV, rendezvous, the step schedule, metrics, liveness and the clean end.
+// Each step is one command to every rank and one report back from each: no NATS traffic per
+// micro-batch. Any failure stops every rank (one-for-all, see supervision.ts).
+import { hostname } from "node:os";
+import { randomBytes } from "node:crypto";
+import { basename, resolve } from "node:path";
+import type { NatsConnection, Subscription } from "@nats-io/transport-node";
+import type { KV } from "@nats-io/kv";
+import type { Logger } from "pino";
+import type { Config } from "../configs/index.ts";
+import { startNatsServer, type NatsServer } from "./embedded.ts";
+import { CasRecord, connectNats, keys, openBucket, retrying, toJson, type JobState, type RankRecord } from "./nats.ts";
+import { Actor } from "./mailbox.ts";
+import { PROTOCOL_VERSION, decodeToCoordinator, encode, subjects, type PeerInfo, type StepMetrics, type ToWorker } from "./protocol.ts";
+import { Rendezvous } from "./rendezvous.ts";
+import { LocalWorkers } from "./spawn.ts";
+import { MetricsSink, mergeStep, type MetricsLine } from "./metrics.ts";
+import { decide, describe, type Failure } from "./supervision.ts";
+
+export interface RunJobOptions {
+  /** step implementation the workers build: "train" (default) or "toy" (runtime tests). */
+  runner?: string;
+  /** abort = Ctrl-C (the coordinator also handles SIGINT/SIGTERM itself while the job runs). */
+  signal?: AbortSignal;
+  /** progress line on stderr; default: stderr is a TTY. */
+  progress?: boolean;
+  /** called once the job exists in KV (tests read the KV record while the job runs). */
+  onStarted?: (info: JobInfo) => void;
+  /** called after each step's metrics line (hooks for checkpoint commits, tests). */
+  onStep?: (m: MetricsLine) => void;
+  /** extra environment for local workers. */
+  workerEnv?: Record<string, string>;
+}
+
+export interface JobInfo {
+  job: string;
+  natsUrl: string;
+  token: string | null;
+  epoch: number;
+}
+
+class JobFailed extends Error {
+  constructor(readonly failure: Failure) {
+    super(describe(failure));
+  }
+}
+
+export function jobIdFor(config: Config): string {
+  if (config.launch.job_id) return config.launch.job_id;
+  const base = basename(resolve(config.train.output_dir ?? "job")).replace(/[^A-Za-z0-9_-]/g, "_").slice(0, 40) || "job";
+  const t = new Date().toISOString().replace(/[-:T]/g, "").slice(0, 14);
+  return `${base}-${t}-${randomBytes(3).toString("hex")}`;
+}
+
+export async function runJob(config: Config, logger: Logger, opts: RunJobOptions = {}): Promise<number> {
+  const l = config.launch;
+  const embedded = l.nats === null;
+  const world = l.world_size;
+  const nLocal = l.local_workers ?? (embedded ? world : 0);
+  if (nLocal > world) throw new Error(`launch.local_workers(${nLocal}) is above launch.world_size(${world})`);
+  if (embedded && nLocal < world) throw new Error(`launch.local_workers(${nLocal}) < launch.world_size(${world}) needs launch.nats (remote workers cannot reach an embedded loopback server)`);
+
+  let server: NatsServer | null = null;
+  let nc: NatsConnection | null = null;
+  let workers: LocalWorkers | null = null;
+  const job = jobIdFor(config);
+  const cleanups: Array<() => void> = [];
+  let raise!: (f: Failure) => void;
+  const failed = new Promise<never>((_, rej) => (raise = (f) => rej(new JobFailed(f))));
+  failed.catch(() => {});
+  const onSignal = (sig: NodeJS.Signals) => raise({ kind: "interrupted", signal: sig });
+  for (const sig of ["SIGINT", "SIGTERM"] as const) {
+    const h = () => onSignal(sig);
+    process.once(sig, h);
+    cleanups.push(() => process.off(sig, h));
+  }
+  if (opts.signal) {
+    const h = () => raise({ kind: "interrupted", signal: "SIGINT" });
+    if (opts.signal.aborted) h();
+    opts.signal.addEventListener("abort", h);
+    cleanups.push(() => opts.signal!.removeEventListener("abort", h));
+  }
+
+  let state!: JobState;
+  let stateRec!: CasRecord<JobState>;
+  // All writes of <job>.state go through one mailbox: CAS writes must not race each other.
+  const stateWriter = new Actor<JobState, void>("job-state", (st) =>
+    retrying(`write ${keys.state(job)}`, () => stateRec.writeOwned({ ...st, updated_at: new Date().toISOString() }, (cur) => cur.coordinator.pid === process.pid && cur.coordinator.host === hostname()), 60_000),
+  );
+  let exitCode = 0;
+  try {
+    if (embedded) {
+      server = await startNatsServer({ host: "127.0.0.1" });
+      logger.info({ url: server.url }, "embedded nats-server started");
+    }
+    const natsUrl = server?.url ?? l.nats!;
+    const token = server?.token ?? l.nats_token;
+    nc = await connectNats({ url: natsUrl, token: token ?? undefined, name: `veomni-coordinator-${job}` });
+    const kv = await openBucket(nc);
+    state = {
+      job, phase: "rendezvous", epoch: 1, world_size: world, step: 0, max_steps: config.train.max_steps ?? 0, loss: null, tokens_per_s: null,
+      last_checkpoint: null, error: null, coordinator: { host: hostname(), pid: process.pid }, output_dir: resolve(config.train.output_dir ?? "."),
+      runner: opts.runner ?? "train", updated_at: new Date().toISOString(),
+    };
+    await kv.create(keys.config(job), toJson(config)).catch((e) => {
+      throw new Error(`job ${job}: ${keys.config(job)} already exists in KV bucket veomni_jobs (${(e as Error).message}); choose another launch.job_id`);
+    });
+    stateRec = new CasRecord<JobState>(kv, keys.state(job));
+    await stateRec.create(state);
+    opts.onStarted?.({ job, natsUrl, token, epoch: state.epoch });
+    logger.info({ job, world, local: nLocal, nats: natsUrl }, "job created");
+
+    const run = new JobRun(nc, kv, config, job, state, stateWriter, logger, raise, opts);
+    workers = new LocalWorkers({ natsUrl, token, job, outputDir: config.train.output_dir, env: opts.workerEnv }, (e) =>
+      raise({ kind: "exited", rank: e.rank, pid: e.pid, code: e.code, signal: e.signal, stderrTail: e.stderrTail }),
+    );
+    const lw = workers;
+    await Promise.race([run.execute(nLocal, lw), failed]);
+    state.phase = "done";
+  } catch (e) {
+    if (!(e instanceof JobFailed)) throw e;
+    const d = decide(e.failure, { restarts: 0, maxRestarts: l.max_restarts, lastCheckpoint: state?.last_checkpoint ?? null });
+    // Restart from a checkpoint comes with the checkpoint issue; until then every failure stops the job.
+    const reason = d.reason;
+    exitCode = d.action === "stop" ? d.exitCode : 1;
+    logger.error({ job }, `job stopped: ${reason}`);
+    if (state) {
+      state.phase = e.failure.kind === "interrupted" ? "stopped" : "failed";
+      state.error = reason;
+    }
+  } finally {
+    for (const c of cleanups) c();
+    // Tell everyone: the KV phase (workers watch it) and a stop command; then reap local children.
+    if (nc && state && stateRec) {
+      if (state.phase === "rendezvous" || state.phase === "running") state.phase = "failed";
+      await stateWriter.ask(state).catch((e) => logger.warn({ err: String(e) }, "could not record the final state"));
+      const stop: ToWorker = { v: PROTOCOL_VERSION, kind: "stop", job, epoch: state.epoch, reason: state.error ?? "done" };
+      nc.publish(subjects(job).cmd, encode(stop));
+      await nc.flush().catch(() => {});
+    }
+    await workers?.reap(exitCode === 0 ? 10_000 : 3000);
+    await nc?.close().catch(() => {});
+    await server?.stop();
+  }
+  logger.info({ job, exitCode }, exitCode === 0 ? "job done" : "job ended with an error");
+  return exitCode;
+}
+
+/** The live part of a job: rendezvous, ready barrier, steps, liveness. */
+class JobRun {
+  private subs: Subscription[] = [];
+  private waiter: { step: number; reports: Map<number, StepMetrics>; done: () => void } | null = null;
+  private ready = new Map<number, number>();
+  private readyDone: () => void = () => {};
+  private lastSeen = new Map<number, number>();
+  private connected = true;
+  private currentCmd: Uint8Array | null = null;
+
+  constructor(
+    private nc: NatsConnection,
+    private kv: KV,
+    private config: Config,
+    private job: string,
+    private state: JobState,
+    private stateWriter: Actor<JobState, void>,
+    private log: Logger,
+    private raise: (f: Failure) => void,
+    private opts: RunJobOptions,
+  ) {}
+
+  async execute(nLocal: number, workers: LocalWorkers): Promise<void> {
+    const l = this.config.launch;
+    const subj = subjects(this.job);
+    const secret = randomBytes(32).toString("hex");
+    const rdv = new Rendezvous(
+      this.job, l.world_size, () => this.state.epoch,
+      (rank, peers): ToWorker => ({ v: PROTOCOL_VERSION, kind: "welcome", job: this.job, rank, epoch: this.state.epoch, secret, peers, config: this.config, runner: this.state.runner }),
+      (rank) => workers.pid(rank),
+      (msg, f) => this.log.info(f, msg),
+    );
+    const readyAll = new Promise<void>((r) => (this.readyDone = r));
+    this.subs.push(this.nc.subscribe(subj.register, { callback: (err, msg) => void (err || rdv.onRequest(msg)) }));
+    this.subs.push(this.nc.subscribe(subj.report, { callback: (err, msg) => void (err || this.onReport(msg.data)) }));
+    await this.nc.flush();
+    for (let r = 0; r < nLocal; r++) workers.spawn(r);
+    const timers = this.startLiveness();
+    try {
+      if (nLocal < l.world_size) this.log.info({ ranks: rdv.missing }, `waiting for remote workers: bun run worker --rank N --nats ${this.config.launch.nats}`);
+      const peers: PeerInfo[] = await rdv.all;
+      for (const p of peers) this.lastSeen.set(p.rank, Date.now());
+      await readyAll;
+      const total = Math.min(...this.ready.values());
+      this.state.max_steps = total;
+      this.state.phase = "running";
+      await this.writeState();
+      this.log.info({ peers: peers.map((p) => p.addr), steps: total }, "rendezvous done; running");
+      const sink = new MetricsSink(this.config.train.output_dir, this.opts.progress ?? process.stderr.isTTY === true, () => total);
+      for (let s = 0; s < total; s++) {
+        const t0 = performance.now();
+        const reports = await this.runStep(s);
+        const m = mergeStep(s, reports, (performance.now() - t0) / 1000);
+        sink.write(m);
+        this.state.step = m.step;
+        this.state.loss = m.loss;
+        this.state.tokens_per_s = m.tokens_per_s;
+        await this.writeState();
+        this.opts.onStep?.(m);
+      }
+      sink.end();
+    } finally {
+      for (const t of timers) clearInterval(t);
+      for (const s of this.subs) s.unsubscribe();
+    }
+  }
+
+  private runStep(step: number): Promise<StepMetrics[]> {
+    return new Promise((resolve) => {
+      const reports = new Map<number, StepMetrics>();
+      this.waiter = { step, reports, done: () => resolve([...reports.keys()].sort((a, b) => a - b).map((r) => reports.get(r)!)) };
+      this.currentCmd = encode({ v: PROTOCOL_VERSION, kind: "step", job: this.job, epoch: this.state.epoch, step });
+      this.nc.publish(subjects(this.job).cmd, this.currentCmd);
+    });
+  }
+
+  private onReport(data: Uint8Array): void {
+    let m;
+    try {
+      m = decodeToCoordinator(data);
+    } catch (e) {
+      this.log.warn({ err: (e as Error).message }, "dropped a malformed report");
+      return;
+    }
+    if (m.kind === "register") return;
+    if (m.epoch !== this.state.epoch) {
+      this.log.warn({ rank: m.rank, epoch: m.epoch, current: this.state.epoch }, `refused a ${m.kind} report from stale epoch ${m.epoch}`);
+      return;
+    }
+    if (m.kind === "ready") {
+      this.ready.set(m.rank, m.totalSteps);
+      if (this.ready.size === this.config.launch.world_size) this.readyDone();
+    } else if (m.kind === "failed") {
+      this.raise({ kind: "reported", rank: m.rank, step: m.step, error: m.error });
+    } else if (m.kind === "step_done") {
+      const w = this.waiter;
+      if (!w || w.step !== m.step) return; // a duplicate re-sent after a reconnect
+      w.reports.set(m.rank, m.metrics);
+      if (w.reports.size === this.config.launch.world_size) {
+        this.waiter = null;
+        w.done();
+      }
+    }
+  }
+
+  private writeState(): Promise<void> {
+    return this.stateWriter.ask({ ...this.state });
+  }
+
+  /** Heartbeat deadlines (paused while NATS is unreachable), coordinator liveness touch, reconnect re-sends. */
+  private startLiveness(): ReturnType<typeof setInterval>[] {
+    const l = this.config.launch;
+    void (async () => {
+      const w = await this.kv.watch({ key: `${this.job}.ranks.>` });
+      for await (const e of w) {
+        if (e.operation !== "PUT") continue;
+        const r = e.json<RankRecord>();
+        if (r.epoch === this.state.epoch && this.lastSeen.has(r.rank)) this.lastSeen.set(r.rank, Date.now());
+      }
+    })().catch(() => {});
+    void (async () => {
+      for await (const s of this.nc.status()) {
+        if (s.type === "disconnect") {
+          this.connected = false;
+          this.log.warn("NATS disconnected; heartbeat deadlines paused");
+        } else if (s.type === "reconnect") {
+          this.connected = true;
+          for (const r of this.lastSeen.keys()) this.lastSeen.set(r, Date.now());
+          this.log.info("NATS reconnected; re-sending the current step command");
+          if (this.currentCmd && this.waiter) this.nc.publish(subjects(this.job).cmd, this.currentCmd);
+        }
+      }
+    })().catch(() => {});
+    const check = setInterval(() => {
+      if (!this.connected) return;
+      const now = Date.now();
+      for (const [rank, t] of this.lastSeen) {
+        const silentS = (now - t) / 1000;
+        if (silentS > l.dead_after_s) this.raise({ kind: "silent", rank, silentS, deadlineS: l.dead_after_s });
+      }
+    }, Math.max(100, Math.min(l.heartbeat_s, l.dead_after_s / 4) * 1000));
+    // Touch <job>.state so workers (and `bun run jobs`) see a live coordinator.
+    const touch = setInterval(() => {
+      if (this.connected && this.stateWriter.pending === 0) void this.writeState().catch(() => {});
+    }, l.heartbeat_s * 1000);
+    return [check, touch];
+  }
+}

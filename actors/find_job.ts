@@ -1,0 +1,35 @@
+// A worker started without --job joins the newest job waiting in rendezvous that has its rank.
+// Watches `*.state` in KV: the watch first replays each key's last value, then follows updates
+// (event-driven: no polling). A job whose record went quiet for a minute (a coordinator that
+// died in rendezvous) is not a candidate: a live coordinator touches its state every heartbeat.
+import type { KV } from "@nats-io/kv";
+import type { Logger } from "pino";
+import type { JobState } from "./nats.ts";
+
+const FRESH_MS = 60_000;
+
+function fits(st: JobState, rank: number): boolean {
+  return st.phase === "rendezvous" && rank < st.world_size && Date.now() - Date.parse(st.updated_at) < FRESH_MS;
+}
+
+export async function findJob(kv: KV, rank: number, log: Logger): Promise<string> {
+  const w = await kv.watch({ key: "*.state" });
+  let best: JobState | null = null;
+  let announced = false;
+  for await (const e of w) {
+    if (e.operation === "PUT") {
+      const st = e.json<JobState>();
+      if (fits(st, rank) && (!best || st.updated_at > best.updated_at)) best = st;
+    }
+    const caughtUp = e.isUpdate || e.delta === 0;
+    if (caughtUp && best) break;
+    if (caughtUp && !announced) {
+      log.info({ rank }, "no job in rendezvous yet; waiting for a coordinator");
+      announced = true;
+    }
+  }
+  w.stop();
+  if (!best) throw new Error(`worker rank ${rank}: KV watch ended before any job was in rendezvous`);
+  log.info({ job: best.job, rank }, "found job");
+  return best.job;
+}

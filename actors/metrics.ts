@@ -1,0 +1,77 @@
+// Per-step metrics: the coordinator merges the ranks' reports into one line of
+// output_dir/metrics.jsonl and, on a terminal, a progress line (never into log files).
+import { appendFileSync, mkdirSync } from "node:fs";
+import { join } from "node:path";
+import type { StepMetrics } from "./protocol.ts";
+
+export interface MetricsLine {
+  /** 1-based count of finished optimizer steps. */
+  step: number;
+  /** global token-mean loss: sum of ranks' token losses / global valid tokens. */
+  loss: number;
+  grad_norm: number;
+  lr: number;
+  /** tokens processed by all ranks in the step. */
+  tokens: number;
+  valid_tokens: number;
+  tokens_per_s: number;
+  /** model FLOPs utilisation against the ranks' backend peak; null if the backend has none. */
+  mfu: number | null;
+  /** max over ranks. */
+  peak_rss_mb: number;
+  step_time_s: number;
+}
+
+/** Merge one step's reports (one per rank, in rank order). `wallS`: coordinator-measured step time. */
+export function mergeStep(step: number, reports: StepMetrics[], wallS: number): MetricsLine {
+  let lossSum = 0;
+  let valid = 0;
+  let tokens = 0;
+  let flops = 0;
+  let peak = 0;
+  let rss = 0;
+  for (const r of reports) {
+    lossSum += r.lossSum;
+    valid += r.validTokens;
+    tokens += r.tokens;
+    flops += r.flops;
+    peak += r.peakFlops;
+    rss = Math.max(rss, r.peakRssMb);
+  }
+  // Every rank reports the same post-reduction grad norm and lr; take rank 0's.
+  const r0 = reports[0];
+  return {
+    step: step + 1,
+    loss: valid > 0 ? lossSum / valid : NaN,
+    grad_norm: r0.gradNorm,
+    lr: r0.lr,
+    tokens,
+    valid_tokens: valid,
+    tokens_per_s: wallS > 0 ? tokens / wallS : 0,
+    mfu: peak > 0 && wallS > 0 ? flops / wallS / peak : null,
+    peak_rss_mb: Math.round(rss * 10) / 10,
+    step_time_s: wallS,
+  };
+}
+
+export class MetricsSink {
+  private readonly file: string | null;
+  constructor(outputDir: string | null, private readonly tty: boolean, private readonly totalSteps: () => number) {
+    this.file = outputDir ? join(outputDir, "metrics.jsonl") : null;
+    if (outputDir) mkdirSync(outputDir, { recursive: true });
+  }
+
+  write(m: MetricsLine): void {
+    if (this.file) appendFileSync(this.file, JSON.stringify(m) + "\n");
+    if (this.tty) {
+      const mfu = m.mfu === null ? "" : ` mfu ${(m.mfu * 100).toFixed(1)}%`;
+      process.stderr.write(
+        `\rstep ${m.step}/${this.totalSteps()} loss ${m.loss.toFixed(4)} gnorm ${m.grad_norm.toFixed(3)} lr ${m.lr.toExponential(2)} ${m.tokens_per_s.toFixed(0)} tok/s${mfu} rss ${m.peak_rss_mb.toFixed(0)} MB   `,
+      );
+    }
+  }
+
+  end(): void {
+    if (this.tty) process.stderr.write("\n");
+  }
+}

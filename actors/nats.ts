@@ -1,0 +1,145 @@
+// NATS connection and the job record in JetStream KV (bucket `veomni_jobs`).
+// Keys: `<job>.config` (resolved config, JSON), `<job>.state` (JobState), `<job>.ranks.<r>`
+// (RankRecord). Values are JSON so `nats kv get veomni_jobs <job>.state` prints them readably.
+// Every write is a compare-and-set on the revision the writer last saw: a stale writer (an old
+// coordinator, a worker of an earlier epoch) fails instead of overwriting newer state.
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { Kvm, type KV } from "@nats-io/kv";
+
+export const BUCKET = "veomni_jobs";
+
+export type JobPhase = "rendezvous" | "running" | "done" | "failed" | "stopped";
+
+export interface JobState {
+  job: string;
+  phase: JobPhase;
+  /** generation number: bumps on every restart; fences out stale workers. */
+  epoch: number;
+  world_size: number;
+  /** last completed optimizer step (1-based count of finished steps). */
+  step: number;
+  max_steps: number;
+  loss: number | null;
+  tokens_per_s: number | null;
+  /** output_dir-relative path of the newest committed checkpoint (checkpoint issue). */
+  last_checkpoint: string | null;
+  error: string | null;
+  coordinator: { host: string; pid: number };
+  /** step implementation the workers build: "train" (the model) or "toy" (runtime tests). */
+  runner: string;
+  output_dir: string;
+  updated_at: string;
+}
+
+export interface RankRecord {
+  rank: number;
+  epoch: number;
+  host: string;
+  pid: number;
+  /** data-plane address "host:port". */
+  addr: string;
+  status: "joined" | "running" | "done" | "failed";
+  /** last finished step on this rank. */
+  step: number;
+  rss_mb: number;
+  /** wall-clock ms of the last heartbeat (Date.now()). */
+  heartbeat_ms: number;
+  heartbeat_at: string;
+}
+
+export const keys = {
+  config: (job: string) => `${job}.config`,
+  state: (job: string) => `${job}.state`,
+  rank: (job: string, r: number) => `${job}.ranks.${r}`,
+};
+
+export interface NatsOptions {
+  url: string;
+  token?: string;
+  name: string;
+}
+
+/** Connect with retry-forever reconnects (PLATFORM.md: the default gives up after ~10 tries). */
+export async function connectNats(o: NatsOptions): Promise<NatsConnection> {
+  return connect({
+    servers: o.url,
+    token: o.token,
+    name: o.name,
+    maxReconnectAttempts: -1,
+    reconnectTimeWait: 250,
+    reconnectJitter: 100,
+    pingInterval: 2000,
+    timeout: 5000,
+  });
+}
+
+export async function openBucket(nc: NatsConnection): Promise<KV> {
+  // history 16: `nats kv history` shows the recent transitions of a job.
+  return new Kvm(nc).create(BUCKET, { history: 16 });
+}
+
+const enc = new TextEncoder();
+export const toJson = (v: unknown): Uint8Array => enc.encode(JSON.stringify(v));
+
+/** A KV value this process owns, written only with CAS on the revision it last saw. */
+export class CasRecord<T> {
+  private revision = 0;
+  constructor(readonly kv: KV, readonly key: string) {}
+
+  /** Create the key; fails if it already exists (e.g. a job id already taken). */
+  async create(value: T): Promise<void> {
+    this.revision = await this.kv.create(this.key, toJson(value));
+  }
+
+  /** Adopt the key's current revision (or create it) before CAS writes. */
+  async adopt(value: T): Promise<void> {
+    const e = await this.kv.get(this.key);
+    if (e && e.operation === "PUT") this.revision = await this.kv.update(this.key, toJson(value), e.revision);
+    else this.revision = await this.kv.create(this.key, toJson(value));
+  }
+
+  /**
+   * CAS write that survives a lost acknowledgement (the server applied our write, then NATS
+   * restarted before the ack came back: our revision is then one behind our own write). On a
+   * conflict the current value is read; if `owns` says it is still ours, adopt and write again.
+   */
+  async writeOwned(value: T, owns: (current: T) => boolean): Promise<void> {
+    try {
+      await this.write(value);
+    } catch (e) {
+      if (!/wrong last sequence/i.test(String(e))) throw e;
+      const cur = await readJson<T>(this.kv, this.key);
+      if (!cur || !owns(cur)) throw new Error(`${this.key}: written by another process since revision ${this.revision}: ${JSON.stringify(cur)}`);
+      await this.adopt(value);
+    }
+  }
+
+  /** CAS write; throws a "wrong last sequence" error if someone else wrote since. */
+  async write(value: T): Promise<void> {
+    this.revision = await this.kv.update(this.key, toJson(value), this.revision);
+  }
+}
+
+/** Retry `op` while NATS is disconnected or JetStream is not ready yet, up to `deadlineMs`. */
+export async function retrying<T>(what: string, op: () => Promise<T>, deadlineMs = 30_000): Promise<T> {
+  const t0 = Date.now();
+  let wait = 50;
+  for (;;) {
+    try {
+      return await op();
+    } catch (e) {
+      const msg = e instanceof Error ? e.message : String(e);
+      // A CAS conflict is a real error (another writer), not a transport hiccup.
+      if (/wrong last sequence|key exists/i.test(msg)) throw e;
+      if (Date.now() - t0 > deadlineMs) throw new Error(`${what}: still failing after ${deadlineMs} ms: ${msg}`);
+      await Bun.sleep(wait); // backoff while the server is unreachable (not a test wait)
+      wait = Math.min(wait * 2, 1000);
+    }
+  }
+}
+
+export async function readJson<T>(kv: KV, key: string): Promise<T | null> {
+  const e = await kv.get(key);
+  if (!e || e.operation !== "PUT" || e.length === 0) return null;
+  return e.json<T>();
+}

@@ -1,0 +1,233 @@
+// One worker process = one rank. It finds its job in KV, opens its data-plane listener,
+// registers (rendezvous), builds its stages from the welcome, then runs each step on one
+// command from the coordinator and reports that step's metrics: no NATS traffic per micro-batch.
+// It heartbeats into `<job>.ranks.<r>` and exits when the coordinator stops the job, goes silent,
+// or when a newer epoch has taken its rank (fencing).
+import { hostname } from "node:os";
+import type { NatsConnection } from "@nats-io/transport-node";
+import type { KV } from "@nats-io/kv";
+import type { Logger } from "pino";
+import type { Config } from "../configs/index.ts";
+import { Actor } from "./mailbox.ts";
+import { CasRecord, connectNats, keys, openBucket, readJson, retrying, type JobState, type RankRecord } from "./nats.ts";
+import { PROTOCOL_VERSION, assertNever, decodeToWorker, encode, subjects, type StepMetrics, type ToCoordinator, type ToWorker } from "./protocol.ts";
+import { peakRssMb, type RunnerFactory, type StepRunner } from "./runner.ts";
+import { findJob } from "./find_job.ts";
+
+export interface WorkerOptions {
+  natsUrl: string;
+  token?: string;
+  rank: number;
+  /** job id; absent: join the newest job in rendezvous that has this rank. */
+  job?: string;
+  /** epoch the worker believes current (a re-joining worker); 0 = fresh. */
+  epoch?: number;
+  /** data-plane bind/advertise address and ports (before the config is known). */
+  host: string;
+  portRange?: [number, number];
+  logger: Logger;
+  runners: Record<string, RunnerFactory>;
+}
+
+export const EXIT = { ok: 0, failed: 1, refused: 3, fenced: 4, orphaned: 5 } as const;
+
+export async function runWorker(o: WorkerOptions): Promise<number> {
+  const log = o.logger;
+  const nc = await connectNats({ url: o.natsUrl, token: o.token, name: `veomni-worker-${o.rank}` });
+  try {
+    return await new WorkerShell(nc, await openBucket(nc), o).run();
+  } finally {
+    await nc.close().catch(() => {});
+    log.info({ rank: o.rank }, "worker closed");
+  }
+}
+
+class WorkerShell {
+  private job = "";
+  private epoch = 0;
+  private runner: StepRunner | null = null;
+  private lastDone = -1;
+  private running = -1;
+  private lastReport: Uint8Array | null = null;
+  private finish!: (code: number) => void;
+  private readonly done = new Promise<number>((r) => (this.finish = r));
+  private record!: CasRecord<RankRecord>;
+  private rec!: RankRecord;
+
+  constructor(private nc: NatsConnection, private kv: KV, private o: WorkerOptions) {}
+
+  async run(): Promise<number> {
+    const { o } = this;
+    const log = o.logger;
+    this.job = o.job ?? (await findJob(this.kv, o.rank, log));
+    const subj = subjects(this.job);
+    // The listener is opened before rendezvous: its address goes in the table. The runner kind is
+    // in the welcome, so the address comes from the "train" factory unless the job says otherwise.
+    const state = await readJson<JobState>(this.kv, keys.state(this.job));
+    if (!state) throw new Error(`worker rank ${o.rank}: job ${this.job} has no ${keys.state(this.job)} in KV`);
+    const factory = o.runners[state.runner];
+    if (!factory) throw new Error(`worker rank ${o.rank}: unknown runner "${state.runner}" in ${keys.state(this.job)}, expected one of ${Object.keys(o.runners).join(", ")}`);
+    const addr = await factory.listen(o.host, o.portRange ?? [0, 0]);
+
+    const reg: ToCoordinator = { v: PROTOCOL_VERSION, kind: "register", job: this.job, rank: o.rank, epoch: o.epoch ?? 0, host: hostname(), pid: process.pid, addr };
+    const welcome = await this.register(subj.register, reg);
+    if (welcome.kind === "refused") {
+      log.error({ rank: o.rank, job: this.job }, `refused by the coordinator: ${welcome.reason}`);
+      return EXIT.refused;
+    }
+    if (welcome.kind !== "welcome") throw new Error(`worker rank ${o.rank}: expected welcome, got ${welcome.kind}`);
+    this.epoch = welcome.epoch;
+    const config = welcome.config as Config;
+    log.info({ job: this.job, rank: o.rank, epoch: this.epoch, world: welcome.peers.length }, "joined");
+
+    // Rank record + heartbeat (CAS on our own revision: a newer epoch's write fences us out).
+    this.record = new CasRecord<RankRecord>(this.kv, keys.rank(this.job, o.rank));
+    this.rec = { rank: o.rank, epoch: this.epoch, host: reg.host, pid: process.pid, addr, status: "joined", step: 0, rss_mb: peakRssMb(), heartbeat_ms: Date.now(), heartbeat_at: new Date().toISOString() };
+    await retrying(`write ${this.record.key}`, () => this.record.adopt(this.rec));
+    const hb = setInterval(() => void this.heartbeat(), config.launch.heartbeat_s * 1000);
+    const watchStop = this.watchCoordinator(config);
+
+    // Commands: one at a time through the compute actor's mailbox.
+    const stepActor = new Actor<number, void>("compute", (s) => this.step(s), (_, err) => this.fail(err));
+    const sub = this.nc.subscribe(subj.cmd, {
+      callback: (err, msg) => {
+        if (err) return;
+        let m: ToWorker;
+        try {
+          m = decodeToWorker(msg.data);
+        } catch (e) {
+          log.warn({ err: String(e) }, "dropped a malformed command");
+          return;
+        }
+        this.onCommand(m, stepActor);
+      },
+    });
+    try {
+      this.runner = await factory.build({ job: this.job, rank: o.rank, worldSize: welcome.peers.length, epoch: this.epoch, secret: welcome.secret, peers: welcome.peers, config, logger: log });
+      this.publish({ v: PROTOCOL_VERSION, kind: "ready", job: this.job, rank: o.rank, epoch: this.epoch, totalSteps: this.runner.totalSteps });
+    } catch (e) {
+      this.fail(e instanceof Error ? e : new Error(String(e)));
+    }
+    const code = await this.done;
+    clearInterval(hb);
+    watchStop();
+    sub.unsubscribe();
+    stepActor.stop("worker exiting");
+    this.rec.status = code === EXIT.ok ? "done" : "failed";
+    if (code !== EXIT.fenced) await this.heartbeat();
+    await this.runner?.close().catch(() => {});
+    return code;
+  }
+
+  private async register(subject: string, reg: ToCoordinator): Promise<ToWorker> {
+    // Retry: the coordinator holds the reply until every rank is in, and a NATS restart loses it.
+    for (;;) {
+      try {
+        const r = await this.nc.request(subject, encode(reg), { timeout: 3000 });
+        return decodeToWorker(r.data);
+      } catch (e) {
+        this.o.logger.debug({ err: String(e) }, "register: no answer yet, retrying");
+        if (/503|no responders/i.test(String(e))) await Bun.sleep(250); // coordinator not subscribed yet (backoff, not a test wait)
+      }
+    }
+  }
+
+  private onCommand(m: ToWorker, stepActor: Actor<number, void>): void {
+    switch (m.kind) {
+      case "step":
+        if (m.epoch !== this.epoch) return; // another generation's command
+        if (m.step === this.lastDone && this.lastReport) this.nc.publish(subjects(this.job).report, this.lastReport); // re-sent after a reconnect
+        else if (m.step === this.lastDone + 1 && this.running !== m.step) {
+          this.running = m.step;
+          stepActor.send(m.step);
+        }
+        return;
+      case "stop":
+        if (m.epoch !== this.epoch) return;
+        this.o.logger.info({ reason: m.reason }, "stop from the coordinator");
+        this.finish(EXIT.ok);
+        return;
+      case "welcome":
+      case "refused":
+        return; // replies to register, not commands
+      default:
+        assertNever(m, "worker command");
+    }
+  }
+
+  private async step(s: number): Promise<void> {
+    const metrics: StepMetrics = await this.runner!.runStep(s);
+    this.lastDone = s;
+    this.rec.step = s + 1;
+    this.rec.status = "running";
+    const report: ToCoordinator = { v: PROTOCOL_VERSION, kind: "step_done", job: this.job, rank: this.o.rank, epoch: this.epoch, step: s, metrics };
+    this.lastReport = encode(report);
+    this.nc.publish(subjects(this.job).report, this.lastReport);
+  }
+
+  private fail(err: Error): void {
+    this.o.logger.error({ err: err.message }, "rank failed");
+    this.publish({ v: PROTOCOL_VERSION, kind: "failed", job: this.job, rank: this.o.rank, epoch: this.epoch, step: this.running, error: err.message });
+    // flush so the report leaves before we exit
+    void this.nc.flush().catch(() => {}).finally(() => this.finish(EXIT.failed));
+  }
+
+  private publish(m: ToCoordinator): void {
+    this.nc.publish(subjects(this.job).report, encode(m));
+  }
+
+  private async heartbeat(): Promise<void> {
+    this.rec.heartbeat_ms = Date.now();
+    this.rec.heartbeat_at = new Date(this.rec.heartbeat_ms).toISOString();
+    this.rec.rss_mb = Math.round(peakRssMb());
+    try {
+      await this.record.write(this.rec);
+    } catch (e) {
+      const msg = String(e);
+      if (!/wrong last sequence/i.test(msg)) return; // NATS down: the next beat retries
+      const cur = await readJson<RankRecord>(this.kv, this.record.key).catch(() => null);
+      if (cur && (cur.epoch > this.epoch || cur.pid !== process.pid)) {
+        this.o.logger.error({ theirs: cur, epoch: this.epoch }, `fenced: ${this.record.key} now belongs to pid ${cur.pid} epoch ${cur.epoch}`);
+        this.finish(EXIT.fenced);
+      } else await this.record.adopt(this.rec).catch(() => {});
+    }
+  }
+
+  /** Exit if the job ends, or the coordinator stops touching `<job>.state` for dead_after_s. */
+  private watchCoordinator(config: Config): () => void {
+    let lastSeen = Date.now();
+    let connected = true;
+    const deadMs = config.launch.dead_after_s * 1000;
+    let stopped = false;
+    void (async () => {
+      const w = await this.kv.watch({ key: keys.state(this.job) });
+      for await (const e of w) {
+        if (stopped) break;
+        lastSeen = Date.now();
+        if (e.operation !== "PUT") continue;
+        const st = e.json<JobState>();
+        if (st.phase === "done" || st.phase === "failed" || st.phase === "stopped") this.finish(st.phase === "done" ? EXIT.ok : EXIT.orphaned);
+        else if (st.epoch > this.epoch) this.finish(EXIT.fenced);
+      }
+    })().catch(() => {});
+    void (async () => {
+      for await (const s of this.nc.status()) {
+        if (s.type === "disconnect") connected = false;
+        if (s.type === "reconnect") {
+          connected = true;
+          lastSeen = Date.now();
+        }
+      }
+    })().catch(() => {});
+    const t = setInterval(() => {
+      if (connected && Date.now() - lastSeen > deadMs) {
+        this.o.logger.error(`coordinator silent for ${((Date.now() - lastSeen) / 1000).toFixed(1)} s; exiting`);
+        this.finish(EXIT.orphaned);
+      }
+    }, Math.max(100, deadMs / 4));
+    return () => {
+      stopped = true;
+      clearInterval(t);
+    };
+  }
+}
