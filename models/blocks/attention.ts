@@ -1,0 +1,119 @@
+// Self-attention block (HF LlamaAttention / Qwen2Attention / Qwen3Attention), explicit autograd:
+//   q = xn Wq^T (+bq) -> (qwen3: per-head RMSNorm) -> RoPE ; same for k ; v = xn Wv^T (+bv)
+//   att = varlen causal softmax(q k^T / sqrt(HS)) v   (GQA: query head h reads kv head h / (NH/NKV))
+//   out = att Wo^T (+bo)
+// Shapes: xn (T,C), q/att (T,NH,HS) = (T,D), k/v (T,NKV,HS) = (T,DKV), lse (T,NH).
+import type { Kernels } from "../../kernels/index.ts";
+import type { DecoderConfig } from "../config.ts";
+import type { Arena, BatchInputs, Buf, F32 } from "./arena.ts";
+import { RMSNorm } from "./norm.ts";
+import type { Rope } from "./rope.ts";
+
+/** The layer's parameter (or gradient) views by short name, e.g. "self_attn.q_proj.weight". */
+export type Views = Map<string, F32>;
+
+/** What forward saves for backward. RoPE runs in place, so q/k hold the rotated values;
+ *  qRaw/kRaw (pre-norm projections) exist only with qk-norm, whose backward needs them. */
+export interface AttnSaved {
+  q: Buf; k: Buf; v: Buf; att: Buf; lse: Buf;
+  qRaw: Buf | null; kRaw: Buf | null; rstdQ: Buf | null; rstdK: Buf | null;
+}
+
+/** Backward-only scratch, shared by all layers. */
+export interface AttnScratch {
+  datt: Buf; dq: Buf; dk: Buf; dv: Buf; dqPre: Buf; dkPre: Buf;
+}
+
+export class Attention {
+  readonly D: number;
+  readonly DKV: number;
+  private scale: number;
+  private headNorm: RMSNorm | null;
+
+  constructor(private k: Kernels, private c: DecoderConfig, private rope: Rope) {
+    this.D = c.NH * c.HS;
+    this.DKV = c.NKV * c.HS;
+    this.scale = 1 / Math.sqrt(c.HS);
+    this.headNorm = c.qkNorm ? new RMSNorm(k, c.HS, c.eps) : null;
+  }
+
+  allocSaved(a: Arena, name: string): AttnSaved {
+    const { NH, NKV } = this.c;
+    const qk = this.c.qkNorm;
+    return {
+      q: a.buf(this.D, `${name}.q`), k: a.buf(this.DKV, `${name}.k`), v: a.buf(this.DKV, `${name}.v`),
+      att: a.buf(this.D, `${name}.att`), lse: a.buf(NH, `${name}.lse`),
+      qRaw: qk ? a.buf(this.D, `${name}.q_raw`) : null, kRaw: qk ? a.buf(this.DKV, `${name}.k_raw`) : null,
+      rstdQ: qk ? a.buf(NH, `${name}.rstd_q`) : null, rstdK: qk ? a.buf(NKV, `${name}.rstd_k`) : null,
+    };
+  }
+
+  allocScratch(a: Arena): AttnScratch {
+    return {
+      datt: a.buf(this.D, "attn.datt"), dq: a.buf(this.D, "attn.dq"), dk: a.buf(this.DKV, "attn.dk"),
+      dv: a.buf(this.DKV, "attn.dv"), dqPre: a.buf(this.D, "attn.dq_pre"), dkPre: a.buf(this.DKV, "attn.dk_pre"),
+    };
+  }
+
+  // out (T,C) <- xn (T,C); fills s
+  forward(out: F32, xn: F32, w: Views, s: AttnSaved, b: BatchInputs): void {
+    const { k, c, D, DKV } = this;
+    const T = b.T;
+    const q = s.q.at(T), kk = s.k.at(T), v = s.v.at(T), att = s.att.at(T);
+    this.project(q, s.qRaw, s.rstdQ, xn, w, "q", c.NH, D, b);
+    this.project(kk, s.kRaw, s.rstdK, xn, w, "k", c.NKV, DKV, b);
+    k.linearForward(v, xn, w.get("self_attn.v_proj.weight")!, w.get("self_attn.v_proj.bias") ?? null, T, c.C, DKV);
+    k.attentionForward(att, s.lse.at(T), q, kk, v, b.cuSeqlens, T, c.NH, c.NKV, c.HS, this.scale);
+    k.linearForward(out, att, w.get("self_attn.o_proj.weight")!, w.get("self_attn.o_proj.bias") ?? null, T, D, c.C);
+  }
+
+  /** q or k: projection (+bias), optional per-head norm, RoPE in place. */
+  private project(dst: F32, raw: Buf | null, rstd: Buf | null, xn: F32, w: Views, which: "q" | "k", H: number, W: number, b: BatchInputs): void {
+    const T = b.T;
+    const weight = w.get(`self_attn.${which}_proj.weight`)!;
+    const bias = w.get(`self_attn.${which}_proj.bias`) ?? null;
+    if (this.headNorm) {
+      const r = raw!.at(T);
+      this.k.linearForward(r, xn, weight, bias, T, this.c.C, W);
+      this.headNorm.forward(dst, rstd!.at(T), r, w.get(`self_attn.${which}_norm.weight`)!, T * H);
+    } else {
+      this.k.linearForward(dst, xn, weight, bias, T, this.c.C, W);
+    }
+    this.rope.forward(dst, dst, b.positions, T, H);
+  }
+
+  // dxn (T,C) += ; g (weight grads) += ; from dout (T,C)
+  backward(dxn: F32, g: Views, dout: F32, xn: F32, w: Views, s: AttnSaved, sc: AttnScratch, b: BatchInputs): void {
+    const { k, c, D, DKV } = this;
+    const T = b.T;
+    const datt = sc.datt.at(T), dq = sc.dq.at(T), dk = sc.dk.at(T), dv = sc.dv.at(T);
+    k.zero(datt);
+    k.linearBackward(datt, g.get("self_attn.o_proj.weight")!, g.get("self_attn.o_proj.bias") ?? null, dout, s.att.at(T),
+      w.get("self_attn.o_proj.weight")!, T, D, c.C);
+    k.zero(dq); k.zero(dk); k.zero(dv);
+    k.attentionBackward(dq, dk, dv, datt, s.q.at(T), s.k.at(T), s.v.at(T), s.att.at(T), s.lse.at(T), b.cuSeqlens,
+      T, c.NH, c.NKV, c.HS, this.scale);
+    k.linearBackward(dxn, g.get("self_attn.v_proj.weight")!, g.get("self_attn.v_proj.bias") ?? null, dv, xn,
+      w.get("self_attn.v_proj.weight")!, T, c.C, DKV);
+    this.unproject(dxn, g, dq, sc.dqPre.at(T), s.qRaw, s.rstdQ, xn, w, "q", c.NH, D, b);
+    this.unproject(dxn, g, dk, sc.dkPre.at(T), s.kRaw, s.rstdK, xn, w, "k", c.NKV, DKV, b);
+  }
+
+  /** Backward of project(): d(rotated) -> RoPE^T -> (norm backward) -> projection backward. */
+  private unproject(dxn: F32, g: Views, dRot: F32, dPre: F32, raw: Buf | null, rstd: Buf | null, xn: F32, w: Views,
+    which: "q" | "k", H: number, W: number, b: BatchInputs): void {
+    const { k, c } = this;
+    const T = b.T;
+    k.zero(dPre);
+    this.rope.backward(dPre, dRot, b.positions, T, H);
+    let dProj = dPre;
+    if (this.headNorm) {
+      k.zero(dRot); // reuse: dRot is consumed, now receives d(raw projection)
+      const nw = `self_attn.${which}_norm.weight`;
+      this.headNorm.backward(dRot, g.get(nw)!, dPre, raw!.at(T), w.get(nw)!, rstd!.at(T), T * H);
+      dProj = dRot;
+    }
+    k.linearBackward(dxn, g.get(`self_attn.${which}_proj.weight`)!, g.get(`self_attn.${which}_proj.bias`) ?? null, dProj, xn,
+      w.get(`self_attn.${which}_proj.weight`)!, T, c.C, W);
+  }
+}

@@ -1,0 +1,234 @@
+// The dense causal LM shared by llama / qwen2 / qwen3: embeddings -> L decoder layers -> final
+// norm -> lm_head + cross-entropy. Parameters and gradients are one flat f32 buffer per unit
+// (layout.ts). Model code knows nothing of parallelism: FSDP & co. plug in through UnitHooks.
+//
+// Unit order. forward: 0 (embed), 1..L (layers), H = L+1 (head). backward: H, L..1, 0.
+// The head's forward is fused with its loss gradient (linear + CE in chunks, no (T,V) logits):
+// its lm_head gradient is written between beforeUnitForward(H) and afterUnitForward(H), into
+// grads[H] (untied) or grads[0] (tied: the head also READS unit 0, see layout.units[H].reads).
+import type { Kernels } from "../kernels/index.ts";
+import { shiftLabels } from "../kernels/index.ts";
+import type { MicroBatch } from "../data/batch.ts";
+import type { DecoderConfig } from "./config.ts";
+import type { ModelFamily } from "./registry.ts";
+import { decoderLayout, type ParamLayout } from "./layout.ts";
+import { Arena, type BatchInputs, type Buf, type F32, type I32 } from "./blocks/arena.ts";
+import type { Views } from "./blocks/attention.ts";
+import { Embedding, LmHead } from "./blocks/embedding.ts";
+import { Rope } from "./blocks/rope.ts";
+import { DecoderLayer, type LayerSaved, type LayerScratch } from "./decoder_layer.ts";
+
+/** Called around each unit's compute; async allowed (all-gather params, reduce-scatter grads).
+ *  Hooks may replace `model.params[u]` / `model.grads[u]` (same numel) before the unit runs. */
+export interface UnitHooks {
+  beforeUnitForward?(u: number): void | Promise<void>;
+  afterUnitForward?(u: number): void | Promise<void>;
+  beforeUnitBackward?(u: number): void | Promise<void>;
+  afterUnitBackward?(u: number): void | Promise<void>;
+}
+
+export interface DecoderOptions {
+  /** Capacity in tokens of one packed micro-batch row (micro_batch_size * max_seq_len). */
+  maxTokens: number;
+  /** train.enable_gradient_checkpointing: keep only each layer's input, recompute in backward. */
+  gradientCheckpointing: boolean;
+}
+
+export class DecoderLM {
+  readonly layout: ParamLayout;
+  /** One flat f32 buffer per unit (layout.units[u].numel). */
+  readonly params: F32[];
+  /** Mirrors params; allocated by allocGrads() (not needed for inference). */
+  grads: F32[] | null = null;
+  hooks: UnitHooks = {};
+  /** Bytes of activation buffers (saved + scratch) at capacity. */
+  readonly activationBytes: number;
+
+  private rope: Rope;
+  private emb: Embedding;
+  private layer: DecoderLayer;
+  private head: LmHead;
+  private resid: Buf[]; // (L+1) x (Tmax,C): input of layer l, resid[L] = final hidden
+  private saved: LayerSaved[]; // L sets, or 1 with checkpointing
+  private scratch: LayerScratch;
+  private dres: Buf;
+  private inputs: { ids: I32; positions: I32; cuSeqlens: I32; targets: I32 };
+  private hostTargets: Int32Array;
+  private pending: BatchInputs | null = null;
+  private viewCache = new WeakMap<F32, Views>();
+
+  constructor(readonly k: Kernels, readonly config: DecoderConfig, readonly family: ModelFamily, readonly opts: DecoderOptions) {
+    const c = config;
+    const Tmax = opts.maxTokens;
+    this.layout = decoderLayout(c);
+    this.params = this.layout.units.map((u) => k.alloc([u.numel], "f32", { name: `${u.name}.params` }));
+    this.rope = new Rope(k, c.HS, c.ropeTheta, c.ropeScaling, Math.max(Tmax, c.maxPositions));
+    this.emb = new Embedding(k, c);
+    this.layer = new DecoderLayer(k, c, this.rope);
+    const a = new Arena(k, Tmax);
+    this.head = new LmHead(k, c, a);
+    this.resid = Array.from({ length: c.L + 1 }, (_, l) => a.buf(c.C, `resid.${l}`));
+    const nSaved = opts.gradientCheckpointing ? 1 : c.L;
+    this.saved = Array.from({ length: nSaved }, (_, l) => this.layer.allocSaved(a, `layers.${l}`));
+    this.scratch = this.layer.allocScratch(a);
+    this.dres = a.buf(c.C, "dres");
+    this.activationBytes = a.bytes;
+    this.inputs = {
+      ids: k.alloc([Tmax], "i32", { shared: false, name: "input_ids" }),
+      positions: k.alloc([Tmax], "i32", { shared: false, name: "position_ids" }),
+      cuSeqlens: k.alloc([Tmax + 1], "i32", { shared: false, name: "cu_seqlens" }),
+      targets: k.alloc([Tmax], "i32", { shared: false, name: "targets" }),
+    };
+    this.hostTargets = new Int32Array(Tmax);
+  }
+
+  get headUnit(): number {
+    return this.layout.headUnit;
+  }
+
+  allocGrads(): F32[] {
+    if (!this.grads) this.grads = this.layout.units.map((u) => this.k.alloc([u.numel], "f32", { name: `${u.name}.grads` }));
+    return this.grads;
+  }
+
+  zeroGrads(): void {
+    for (const g of this.allocGrads()) this.k.zero(g);
+  }
+
+  /** View of one parameter (by HF name) in its unit's current flat buffer. */
+  param(name: string): F32 {
+    return this.viewOf(this.params, name);
+  }
+
+  grad(name: string): F32 {
+    return this.viewOf(this.allocGrads(), name);
+  }
+
+  private viewOf(flats: F32[], name: string): F32 {
+    const p = this.layout.byName.get(name);
+    if (!p) throw new Error(`model ${this.config.modelType}: no parameter "${name}"`);
+    return this.k.view(flats[p.unit], p.offset, p.shape);
+  }
+
+  /** Views of a unit's flat buffer by short name ("self_attn.q_proj.weight"), cached per buffer. */
+  private views(flat: F32, u: number): Views {
+    let v = this.viewCache.get(flat);
+    if (!v) {
+      v = new Map();
+      const prefix = u >= 1 && u <= this.config.L ? `model.layers.${u - 1}.` : "";
+      for (const p of this.layout.units[u].params) v.set(p.name.slice(prefix.length), this.k.view(flat, p.offset, p.shape));
+      this.viewCache.set(flat, v);
+    }
+    return v;
+  }
+
+  private headWeights(flats: F32[]): { normW: F32; weight: F32 } {
+    const H = this.headUnit;
+    const hv = this.views(flats[H], H);
+    const weight = this.config.tied ? this.views(flats[0], 0).get("model.embed_tokens.weight")! : hv.get("lm_head.weight")!;
+    return { normW: hv.get("model.norm.weight")!, weight };
+  }
+
+  /** Upload one packed row; checks the contract of data/batch.ts at this edge. */
+  setBatch(mb: MicroBatch): BatchInputs {
+    const T = mb.inputIds.length;
+    const S = mb.cuSeqlens.length - 1;
+    const where = `model ${this.config.modelType}: micro-batch`;
+    if (T < 1 || T > this.opts.maxTokens) throw new Error(`${where} has ${T} tokens; capacity is 1..${this.opts.maxTokens} (micro_batch_size * max_seq_len)`);
+    if (mb.labels.length !== T || mb.positionIds.length !== T) throw new Error(`${where}: input_ids (${T}), labels (${mb.labels.length}), position_ids (${mb.positionIds.length}) differ in length`);
+    if (S < 1 || mb.cuSeqlens[0] !== 0 || mb.cuSeqlens[S] !== T) throw new Error(`${where}: cu_seqlens must run from 0 to ${T}, got [${mb.cuSeqlens.join(",")}]`);
+    const { k } = this;
+    const inp = this.inputs;
+    const v = <D extends "i32">(t: I32, n: number) => (n === t.numel ? t : k.view(t, 0, [n])) as I32;
+    const b: BatchInputs = { T, S, ids: v(inp.ids, T), positions: v(inp.positions, T), cuSeqlens: v(inp.cuSeqlens, S + 1), targets: v(inp.targets, T) };
+    const tg = this.hostTargets.subarray(0, T);
+    shiftLabels(tg, mb.labels);
+    k.upload(b.ids, mb.inputIds);
+    k.upload(b.positions, mb.positionIds);
+    k.upload(b.cuSeqlens, mb.cuSeqlens);
+    k.upload(b.targets, tg);
+    return b;
+  }
+
+  /** Forward one micro-batch: loss (1) += sum of next-token CE over its valid tokens. With
+   *  `grad`, the head's gradient is scaled by gradScale (1 / global valid tokens of the step)
+   *  and backward() must follow before the next forward. */
+  async forward(mb: MicroBatch, loss: F32, gradScale: number, grad = true): Promise<void> {
+    const { config: c, hooks: h } = this;
+    const b = this.setBatch(mb);
+    const T = b.T;
+    await h.beforeUnitForward?.(0);
+    this.emb.forward(this.resid[0].at(T), this.views(this.params[0], 0).get("model.embed_tokens.weight")!, b);
+    await h.afterUnitForward?.(0);
+    for (let l = 0; l < c.L; l++) {
+      await h.beforeUnitForward?.(l + 1);
+      this.layerForward(l, b);
+      await h.afterUnitForward?.(l + 1);
+    }
+    const H = this.headUnit;
+    await h.beforeUnitForward?.(H);
+    const { normW, weight } = this.headWeights(this.params);
+    const dweight = grad ? this.headWeights(this.allocGrads()).weight : null;
+    this.head.forwardLoss(loss, dweight, this.resid[c.L].at(T), normW, weight, b, gradScale);
+    await h.afterUnitForward?.(H);
+    this.pending = grad ? b : null;
+  }
+
+  /** Full logits (T,V) of a packed row (evaluation; SYNC POINT: reads them to the host). */
+  async logits(mb: MicroBatch): Promise<Float32Array> {
+    const { k, config: c, hooks: h } = this;
+    const b = this.setBatch(mb);
+    const T = b.T;
+    await h.beforeUnitForward?.(0);
+    this.emb.forward(this.resid[0].at(T), this.views(this.params[0], 0).get("model.embed_tokens.weight")!, b);
+    await h.afterUnitForward?.(0);
+    for (let l = 0; l < c.L; l++) {
+      await h.beforeUnitForward?.(l + 1);
+      this.layerForward(l, b);
+      await h.afterUnitForward?.(l + 1);
+    }
+    const H = this.headUnit;
+    await h.beforeUnitForward?.(H);
+    const out = k.alloc([T, c.V], "f32", { shared: false, name: "logits" });
+    const { normW, weight } = this.headWeights(this.params);
+    this.head.logits(out, this.resid[c.L].at(T), normW, weight, T);
+    await h.afterUnitForward?.(H);
+    const host = await k.read(out);
+    k.free(out);
+    this.pending = null;
+    return host;
+  }
+
+  private layerForward(l: number, b: BatchInputs): void {
+    const s = this.saved[this.opts.gradientCheckpointing ? 0 : l];
+    this.layer.forward(this.resid[l + 1].at(b.T), this.resid[l].at(b.T), this.views(this.params[l + 1], l + 1), s, this.scratch, b);
+  }
+
+  /** Backward of the last forward(grad = true): accumulates into grads (zeroed by the caller per step). */
+  async backward(): Promise<void> {
+    const b = this.pending;
+    if (!b) throw new Error(`model ${this.config.modelType}: backward() without a preceding forward(grad = true)`);
+    this.pending = null;
+    const { k, config: c, hooks: h } = this;
+    const grads = this.allocGrads();
+    const T = b.T;
+    const dres = this.dres.at(T); // (T,C) gradient w.r.t. the residual stream, layer by layer
+    const H = this.headUnit;
+    await h.beforeUnitBackward?.(H);
+    k.zero(dres);
+    const hw = this.headWeights(this.params);
+    this.head.backward(dres, this.views(grads[H], H).get("model.norm.weight")!, this.resid[c.L].at(T), hw.normW, T);
+    await h.afterUnitBackward?.(H);
+    for (let l = c.L - 1; l >= 0; l--) {
+      const u = l + 1;
+      await h.beforeUnitBackward?.(u);
+      if (this.opts.gradientCheckpointing) this.layerForward(l, b);
+      const s = this.saved[this.opts.gradientCheckpointing ? 0 : l];
+      this.layer.backward(dres, this.views(grads[u], u), this.resid[l].at(T), this.views(this.params[u], u), s, this.scratch, b);
+      await h.afterUnitBackward?.(u);
+    }
+    await h.beforeUnitBackward?.(0);
+    this.emb.backward(this.views(grads[0], 0).get("model.embed_tokens.weight")!, dres, b);
+    await h.afterUnitBackward?.(0);
+  }
+}

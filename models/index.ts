@@ -1,0 +1,8 @@
+// models/: the public surface. Registry keyed by HF model_type; one dense decoder for
+// llama / qwen2 / qwen3 built from blocks/; flat per-unit parameter layout; FSDP-style unit hooks.
+export { DecoderLM, type DecoderOptions, type UnitHooks } from "./decoder.ts";
+export { ConfigError, readConfigJson, type DecoderConfig } from "./config.ts";
+export { resolveConfig, familyOf, supportedModelTypes, type ModelFamily } from "./registry.ts";
+export { decoderLayout, checkpointMismatches, type ParamLayout, type ParamEntry, type UnitLayout } from "./layout.ts";
+export { DENSE_DECODER_PLAN, placementOf, type ParallelPlan, type Placement } from "./plan.ts";
+export { createModel, initWeights, initModelFromConfig, loadWeights, loadPretrained, exportTensors } from "./load.ts";
