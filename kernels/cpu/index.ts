@@ -1,6 +1,6 @@
 // CPU backend constructors: the fast one (default) and the reference one (plain loops, tests).
 import { CpuKernels } from "./backend.ts";
-import { makeFastOps } from "./fast/index.ts";
+import { makeFastOps, type FastTuning } from "./fast/index.ts";
 import { loadOpenBlas, OPENBLAS_DEFAULT_PATH } from "./fast/openblas.ts";
 import { referenceOps } from "./reference/index.ts";
 
@@ -9,6 +9,8 @@ export interface CpuKernelsOptions {
   threads: number;
   /** Library path; default /usr/lib/x86_64-linux-gnu/libopenblas.so.0 (Debian libopenblas0). */
   blasPath?: string;
+  /** Block sizes of the fast path (tests and benchmarks only). */
+  tuning?: FastTuning;
 }
 
 export function createCpuKernels(opts: CpuKernelsOptions): CpuKernels {
@@ -16,7 +18,7 @@ export function createCpuKernels(opts: CpuKernelsOptions): CpuKernels {
   const blas = loadOpenBlas(opts.blasPath ?? OPENBLAS_DEFAULT_PATH);
   blas.setThreads(opts.threads);
   const desc = `cpu: ${blas.config} (${blas.path}), ${blas.threads()} BLAS threads`;
-  return new CpuKernels(makeFastOps(blas), desc);
+  return new CpuKernels(makeFastOps(blas, opts.tuning), desc);
 }
 
 /** Plain-loop reference backend (no BLAS): the ground truth in parity tests. */
@@ -25,6 +27,7 @@ export function createReferenceKernels(): CpuKernels {
 }
 
 export { CpuKernels } from "./backend.ts";
+export { DEFAULT_TUNING, type FastTuning } from "./fast/index.ts";
 export { cpuWrap } from "./memory.ts";
 export { referenceOps } from "./reference/index.ts";
 export { loadOpenBlas, OPENBLAS_DEFAULT_PATH } from "./fast/openblas.ts";

@@ -1,0 +1,120 @@
+// Fast varlen causal attention (GQA/MQA) on the CPU, flash style: per sample, per query head,
+// query blocks of BR rows against key blocks of up to BC columns. The scores of one block live in
+// a scratch (BR,BC) matrix made by sgemm straight from the (T,NH,HS)/(T,NKV,HS) layouts (leading
+// dimension NH*HS / NKV*HS, no transposes or copies); softmax is online across key blocks
+// (running max m, running sum l, O rescaled); lse = m + log l is saved for backward. Backward
+// (FlashAttention-2) recomputes P = exp(S - lse) per block: dV += P^T dO, dP = dO V^T,
+// dS = P (dP - D) with D = rowsum(dO * O), dQ += scale dS K, dK += scale dS^T Q.
+// All loops run in a fixed order, so results are bit-reproducible.
+
+import type { Blas } from "./openblas.ts";
+
+type F32 = Float32Array;
+type I32 = Int32Array;
+
+/** Default block sizes, chosen by measurement (docs/bench/kernels.md). */
+export const ATTN_BR = 64; // query rows per block
+export const ATTN_BC = 512; // key columns per block
+
+export function attentionOps(blas: Blas, BR = ATTN_BR, BC = ATTN_BC) {
+  // Scratch, grown on demand and reused: S/P and dP (BR,BC), O accumulator (BR,HS), row stats, D.
+  let S = new Float32Array(BR * BC);
+  let dP = new Float32Array(BR * BC);
+  let O = new Float32Array(0);
+  const m = new Float64Array(BR);
+  const l = new Float64Array(BR);
+  let D = new Float32Array(0);
+
+  /** S <- exp(S - m[r]) for block rows [i0, i0+br) vs keys [j0, j0+bc); causally masked (j > i) -> 0. */
+  function expMasked(br: number, bc: number, i0: number, j0: number): void {
+    for (let r = 0; r < br; r++) {
+      const lim = Math.max(0, Math.min(bc, i0 + r - j0 + 1)); // keys j <= i
+      const row = r * bc, mo = m[r];
+      for (let c = 0; c < lim; c++) S[row + c] = Math.exp(S[row + c] - mo);
+      S.fill(0, row + lim, row + bc);
+    }
+  }
+
+  function forward(out: F32, lse: F32, q: F32, k: F32, v: F32, cu: I32, T: number, NH: number, NKV: number, HS: number, scale: number): void {
+    if (O.length < BR * HS) O = new Float32Array(BR * HS);
+    const G = NH / NKV, ldq = NH * HS, ldk = NKV * HS;
+    for (let s = 0; s + 1 < cu.length; s++) {
+      const s0 = cu[s], s1 = cu[s + 1];
+      for (let h = 0; h < NH; h++) {
+        const g = Math.floor(h / G);
+        for (let i0 = s0; i0 < s1; i0 += BR) {
+          const br = Math.min(BR, s1 - i0);
+          O.fill(0, 0, br * HS);
+          m.fill(-Infinity, 0, br);
+          l.fill(0, 0, br);
+          for (let j0 = s0; j0 < i0 + br; j0 += BC) {
+            const bc = Math.min(BC, i0 + br - j0);
+            blas.sgemm(false, true, br, bc, HS, scale, q, i0 * ldq + h * HS, ldq, k, j0 * ldk + g * HS, ldk, 0, S, 0, bc);
+            // online softmax: new row max, rescale running O and l by exp(m_old - m_new)
+            for (let r = 0; r < br; r++) {
+              const lim = Math.min(bc, i0 + r - j0 + 1);
+              let mx = m[r];
+              for (let c = 0; c < lim; c++) if (S[r * bc + c] > mx) mx = S[r * bc + c];
+              const corr = m[r] === -Infinity ? 0 : Math.exp(m[r] - mx);
+              if (corr !== 1) {
+                l[r] *= corr;
+                for (let d = 0; d < HS; d++) O[r * HS + d] *= corr;
+              }
+              m[r] = mx;
+            }
+            expMasked(br, bc, i0, j0);
+            for (let r = 0; r < br; r++) {
+              let sum = 0;
+              for (let c = 0; c < bc; c++) sum += S[r * bc + c];
+              l[r] += sum;
+            }
+            blas.sgemm(false, false, br, HS, bc, 1, S, 0, bc, v, j0 * ldk + g * HS, ldk, 1, O, 0, HS);
+          }
+          for (let r = 0; r < br; r++) {
+            const inv = 1 / l[r], o = (i0 + r) * ldq + h * HS;
+            for (let d = 0; d < HS; d++) out[o + d] = O[r * HS + d] * inv;
+            lse[(i0 + r) * NH + h] = m[r] + Math.log(l[r]);
+          }
+        }
+      }
+    }
+  }
+
+  function backward(dq: F32, dk: F32, dv: F32, dout: F32, q: F32, k: F32, v: F32, out: F32, lse: F32, cu: I32,
+    T: number, NH: number, NKV: number, HS: number, scale: number): void {
+    const G = NH / NKV, ldq = NH * HS, ldk = NKV * HS;
+    if (D.length < T * NH) D = new Float32Array(T * NH);
+    for (let t = 0; t < T * NH; t++) {
+      let s = 0;
+      for (let d = 0; d < HS; d++) s += dout[t * HS + d] * out[t * HS + d];
+      D[t] = s;
+    }
+    for (let s = 0; s + 1 < cu.length; s++) {
+      const s0 = cu[s], s1 = cu[s + 1];
+      for (let h = 0; h < NH; h++) {
+        const g = Math.floor(h / G);
+        for (let i0 = s0; i0 < s1; i0 += BR) {
+          const br = Math.min(BR, s1 - i0);
+          const qo = i0 * ldq + h * HS;
+          for (let r = 0; r < br; r++) m[r] = lse[(i0 + r) * NH + h];
+          for (let j0 = s0; j0 < i0 + br; j0 += BC) {
+            const bc = Math.min(BC, i0 + br - j0);
+            const ko = j0 * ldk + g * HS;
+            blas.sgemm(false, true, br, bc, HS, scale, q, qo, ldq, k, ko, ldk, 0, S, 0, bc);
+            expMasked(br, bc, i0, j0); // S is now P
+            blas.sgemm(true, false, bc, HS, br, 1, S, 0, bc, dout, qo, ldq, 1, dv, ko, ldk); // dV += P^T dO
+            blas.sgemm(false, true, br, bc, HS, 1, dout, qo, ldq, v, ko, ldk, 0, dP, 0, bc); // dP = dO V^T
+            for (let r = 0; r < br; r++) {
+              const Dr = D[(i0 + r) * NH + h], row = r * bc;
+              for (let c = 0; c < bc; c++) dP[row + c] = S[row + c] * (dP[row + c] - Dr); // dS
+            }
+            blas.sgemm(false, false, br, HS, bc, scale, dP, 0, bc, k, ko, ldk, 1, dq, qo, ldq); // dQ += scale dS K
+            blas.sgemm(true, false, bc, HS, br, scale, dP, 0, bc, q, qo, ldq, 1, dk, ko, ldk); // dK += scale dS^T Q
+          }
+        }
+      }
+    }
+  }
+
+  return { attentionForward: forward, attentionBackward: backward };
+}

@@ -1,0 +1,101 @@
+// Fast LM head + cross-entropy (Liger-style chunking), sum of squares and AdamW.
+// Cross-entropy never materialises (T,V) logits: valid rows (target != -100) are gathered in
+// chunks of R rows; per chunk Z (R,V) = H W^T (sgemm), softmax and loss per row, Z turned into
+// dZ = (softmax - onehot) * gradScale in place, then dH = dZ W and dW += dZ^T H (two sgemms).
+// Ignored rows cost nothing. Chunk R keeps Z near 8 MiB (R*V floats), so memory is O(R*V).
+
+import type { AdamWParams } from "../../ops.ts";
+import type { Blas } from "./openblas.ts";
+
+type F32 = Float32Array;
+type I32 = Int32Array;
+
+/** Default logits chunk: 2^21 floats = 8 MiB. */
+export const CE_CHUNK_FLOATS = 1 << 21;
+
+export function lossOptimOps(blas: Blas, Z_FLOATS = CE_CHUNK_FLOATS) {
+  let Z = new Float32Array(0);
+  let H = new Float32Array(0);
+  let dH = new Float32Array(0);
+  let rows = new Int32Array(0);
+
+  function crossEntropyFused(loss: F32, dhidden: F32 | null, dweight: F32 | null, hidden: F32, weight: F32, targets: I32,
+    T: number, C: number, V: number, gradScale: number): void {
+    if (rows.length < T) rows = new Int32Array(T);
+    let nValid = 0;
+    for (let t = 0; t < T; t++) if (targets[t] !== -100) rows[nValid++] = t;
+    const R = Math.max(1, Math.min(nValid, Math.floor(Z_FLOATS / V) || 1, 1024));
+    if (Z.length < R * V) Z = new Float32Array(R * V);
+    if (H.length < R * C) H = new Float32Array(R * C);
+    if (dhidden && dH.length < R * C) dH = new Float32Array(R * C);
+    const grads = dhidden !== null || dweight !== null;
+    let total = 0;
+    for (let c0 = 0; c0 < nValid; c0 += R) {
+      const r = Math.min(R, nValid - c0);
+      for (let i = 0; i < r; i++) {
+        const t = rows[c0 + i];
+        H.set(hidden.subarray(t * C, t * C + C), i * C);
+      }
+      blas.sgemm(false, true, r, V, C, 1, H, 0, C, weight, 0, C, 0, Z, 0, V); // Z (r,V) = H W^T
+      for (let i = 0; i < r; i++) {
+        const o = i * V, y = targets[rows[c0 + i]];
+        let mx = -Infinity;
+        for (let v = 0; v < V; v++) if (Z[o + v] > mx) mx = Z[o + v];
+        let sum = 0;
+        for (let v = 0; v < V; v++) sum += Math.exp(Z[o + v] - mx);
+        const lse = mx + Math.log(sum);
+        total += lse - Z[o + y];
+        if (grads) {
+          for (let v = 0; v < V; v++) Z[o + v] = Math.exp(Z[o + v] - lse) * gradScale;
+          Z[o + y] -= gradScale;
+        }
+      }
+      if (dhidden) {
+        blas.sgemm(false, false, r, C, V, 1, Z, 0, V, weight, 0, C, 0, dH, 0, C); // dH (r,C) = dZ W
+        for (let i = 0; i < r; i++) {
+          const d = rows[c0 + i] * C, s = i * C;
+          for (let c = 0; c < C; c++) dhidden[d + c] += dH[s + c];
+        }
+      }
+      if (dweight) blas.sgemm(true, false, V, C, r, 1, Z, 0, V, H, 0, C, 1, dweight, 0, C); // dW += dZ^T H
+    }
+    loss[0] += total;
+  }
+
+  function sumSquares(bufs: readonly F32[]): number {
+    let total = 0;
+    for (const b of bufs) {
+      // four independent f64 accumulators, combined in a fixed order
+      let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+      const n = b.length, n4 = n & ~3;
+      for (let i = 0; i < n4; i += 4) {
+        s0 += b[i] * b[i];
+        s1 += b[i + 1] * b[i + 1];
+        s2 += b[i + 2] * b[i + 2];
+        s3 += b[i + 3] * b[i + 3];
+      }
+      for (let i = n4; i < n; i++) s0 += b[i] * b[i];
+      total += s0 + s1 + s2 + s3;
+    }
+    return total;
+  }
+
+  // torch.optim.AdamW step; same algebra as the reference, f64 temporaries, f32 stores.
+  function adamw(param: F32, grad: F32, m: F32, v: F32, p: AdamWParams): void {
+    const b1 = p.beta1, b2 = p.beta2, gs = p.gradScale, eps = p.eps;
+    const stepSize = p.lr / (1 - Math.pow(b1, p.step));
+    const invBc2Sqrt = 1 / Math.sqrt(1 - Math.pow(b2, p.step));
+    const decay = 1 - p.lr * p.weightDecay;
+    const n = param.length;
+    for (let i = 0; i < n; i++) {
+      const g = grad[i] * gs;
+      const mi = b1 * m[i] + (1 - b1) * g;
+      const vi = b2 * v[i] + (1 - b2) * g * g;
+      m[i] = mi;
+      v[i] = vi;
+      param[i] = param[i] * decay - (stepSize * mi) / (Math.sqrt(vi) * invBc2Sqrt + eps);
+    }
+  }
+
+  return { crossEntropyFused, sumSquares, adamw };
+}
