@@ -1,0 +1,10 @@
+// data/: the public surface (see data/README.md). Imports nothing of ours outside data/.
+export type { MicroBatch, StepBatch } from "./batch.ts";
+export { IGNORE_INDEX } from "./batch.ts";
+export { createDataLoader, DataLoader, type DataLoaderConfig, type LoaderOptions, type LoaderInfo, type LoaderLog } from "./loader.ts";
+export { reshardStates, type LoaderState } from "./state.ts";
+export { loadTokenizer, resolveTokenizer, type TextTokenizer } from "./tokenizer.ts";
+export { makeTemplate, type Message, type Segment } from "./templates.ts";
+export { packMicroBatch, firstFit, budgetAt } from "./packing.ts";
+export { expandTrainPath, splitParagraphs } from "./sources.ts";
+export { DataLoaderWorker } from "./worker.ts";

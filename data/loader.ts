@@ -1,0 +1,233 @@
+// The data loader of one data-parallel rank: ordered positions -> raw rows -> samples -> buffer ->
+// packed micro-batches, `gradAccum` of them per optimizer step. Its whole position is a small
+// LoaderState (state.ts); restoring it continues bit-identically.
+import type { MicroBatch, StepBatch } from "./batch.ts";
+import { EpochOrder } from "./order.ts";
+import { budgetAt, firstFit, packMicroBatch } from "./packing.ts";
+import { defaultKeys, makeSample, type Sample, type SampleSpec } from "./samples.ts";
+import { expandTrainPath, indexSources, readUnit, type RawRow, type SourceIndex } from "./sources.ts";
+import { type BufRef, type LoaderState, reshardStates, streamAt, streamFor } from "./state.ts";
+import { makeTemplate } from "./templates.ts";
+import { loadTokenizer, type TextTokenizer } from "./tokenizer.ts";
+
+/** The config fields the loader reads (VeOmni v0.1 names; the project's Config fits this shape). */
+export interface DataLoaderConfig {
+  data: {
+    train_path: string | null;
+    data_type: "plaintext" | "conversation";
+    text_keys?: string | null;
+    chat_template?: string;
+    max_seq_len: number;
+    train_size?: number;
+    on_bad_sample?: "error" | "skip";
+  };
+  train: {
+    micro_batch_size: number;
+    global_batch_size?: number | null;
+    num_train_epochs: number;
+    dyn_bsz: boolean;
+    dyn_bsz_margin?: number;
+    dyn_bsz_buffer_size: number;
+    bsz_warmup_ratio?: number;
+    bsz_warmup_init_mbtoken?: number;
+    seed: number;
+    max_steps?: number | null;
+  };
+}
+
+/** pino-compatible subset. */
+export interface LoaderLog { info(obj: object, msg: string): void; warn(obj: object, msg: string): void }
+
+export interface LoaderOptions {
+  dpRank: number;
+  dpSize: number;
+  /** Model vocabulary size (config.json vocab_size): every token id must be below it. */
+  vocabSize: number;
+  /** Tokenizer folder, tokenizer.json path, or a name for resolveTokenizer ("qwen3"); null for pre-tokenized data only. */
+  tokenizerPath: string | null;
+  log?: LoaderLog;
+  /** Base for relative paths (default: the process's working directory). */
+  cwd?: string;
+}
+
+export interface LoaderInfo {
+  files: number;
+  units: number;
+  /** Samples (rows / documents) in one epoch over all ranks. */
+  totalSamples: number;
+  gradAccum: number;
+  /** Token budget of a micro-batch after warmup (dyn_bsz), micro_batch_size * max_seq_len - margin. */
+  budget: number;
+  /** Optimizer steps the schedule should plan for: max_steps, else an estimate (VeOmni's). */
+  trainSteps: number;
+  tokenizerEngine: "fast" | "hf" | null;
+}
+
+interface Buffered extends BufRef { sample: Sample }
+
+export class DataLoader {
+  readonly info: LoaderInfo;
+  private idx: SourceIndex;
+  private order: EpochOrder;
+  private spec: SampleSpec;
+  private st: LoaderState;
+  private buf: Buffered[] = [];
+  private unitCache = new Map<number, RawRow[]>();
+  private done = false;
+
+  constructor(private cfg: DataLoaderConfig, private opts: LoaderOptions) {
+    const { data, train } = cfg;
+    const { dpRank, dpSize } = opts;
+    if (!data.train_path) throw new Error("data.train_path is required");
+    if (!(dpRank >= 0 && dpRank < dpSize)) throw new Error(`data loader: dp rank ${dpRank} outside [0, ${dpSize})`);
+    const mbs = train.micro_batch_size;
+    const gbs = train.global_batch_size ?? mbs * dpSize;
+    if (gbs % (mbs * dpSize) !== 0)
+      throw new Error(`train.global_batch_size ${gbs} is not a multiple of micro_batch_size ${mbs} x data-parallel size ${dpSize}`);
+    const gradAccum = gbs / (mbs * dpSize);
+    const tokenizer: TextTokenizer | null = opts.tokenizerPath ? loadTokenizer(opts.tokenizerPath, opts.cwd) : null;
+    const keys = defaultKeys(data.data_type, data.text_keys);
+    const template = data.data_type === "conversation" && tokenizer
+      ? makeTemplate(data.chat_template ?? "default", { bosToken: tokenizer.bosToken, eosToken: tokenizer.eosToken, tokenizerTemplate: tokenizer.chatTemplate })
+      : null;
+    this.spec = { dataType: data.data_type, keys, maxSeqLen: data.max_seq_len, vocabSize: opts.vocabSize, tokenizer, template };
+    const files = expandTrainPath(data.train_path, opts.cwd);
+    this.idx = indexSources(files, keys, data.on_bad_sample === "skip");
+    for (const f of this.idx.emptyFiles) opts.log?.warn({ file: f }, "skipping empty data file");
+    const N = this.idx.total;
+    if (N === 0) throw new Error(`empty dataset: 0 samples in ${files.length} file(s) of data.train_path '${data.train_path}'`);
+    // one step needs gradAccum micro-batches of >= 1 sample (dyn_bsz) or exactly mbs samples, on every rank
+    const need = train.dyn_bsz ? gradAccum * dpSize : gbs;
+    if (N < need) throw new Error(`too few samples for one step: ${N} samples in data.train_path, one step needs ${need} (global_batch_size ${gbs} = micro_batch_size ${mbs} x dp ${dpSize} x grad accum ${gradAccum}${train.dyn_bsz ? ", dyn_bsz: >= 1 sample per micro-batch" : ""})`);
+    this.order = new EpochOrder(this.idx.units.map((u) => u.count), train.seed);
+    const budget = mbs * data.max_seq_len - (train.dyn_bsz_margin ?? 0);
+    const trainSteps = train.max_steps ?? Math.max(1, train.dyn_bsz
+      ? Math.floor(((data.train_size ?? 10_000_000) * train.num_train_epochs) / (gbs * data.max_seq_len))
+      : Math.floor((N * train.num_train_epochs) / gbs));
+    this.info = { files: files.length, units: this.idx.units.length, totalSamples: N, gradAccum, budget, trainSteps, tokenizerEngine: tokenizer?.engine ?? null };
+    this.st = {
+      version: 1, dpRank, dpSize, seed: train.seed, total: N, units: this.idx.units.length,
+      step: 0, epoch: 0, cursor: 0, streams: [], buffer: [], skipped: 0,
+    };
+    opts.log?.info({ ...this.info, dpRank, dpSize }, "data loader ready");
+  }
+
+  /** The next optimizer step's micro-batches for this rank, or null when max_steps is reached or
+   *  the last epoch cannot fill a whole step (the remainder is dropped, as drop_last). */
+  async nextStep(): Promise<StepBatch | null> {
+    const { train } = this.cfg;
+    if (this.done || (train.max_steps != null && this.st.step >= train.max_steps)) return null;
+    const microBatches: MicroBatch[] = [];
+    for (let m = 0; m < this.info.gradAccum; m++) {
+      const mb = train.dyn_bsz ? await this.dynamicMicroBatch() : await this.staticMicroBatch();
+      if (!mb) { this.done = true; return null; }
+      microBatches.push(mb);
+    }
+    return { step: this.st.step++, microBatches };
+  }
+
+  /** This rank's position; JSON-serialisable, for the checkpoint. */
+  state(): LoaderState {
+    const s = this.st;
+    return { ...s, streams: s.streams.map((x) => ({ ...x, pending: [...x.pending] })), buffer: this.buf.map(({ epoch, pos }) => ({ epoch, pos })) };
+  }
+
+  /** Restores this rank from its own state, or from every rank's state of a checkpoint saved on
+   *  any number of ranks (reshardStates; refused with both sizes where not exact). */
+  async restore(saved: LoaderState | LoaderState[]): Promise<void> {
+    const all = Array.isArray(saved) ? saved : [saved];
+    const mine = all.length === 1 && all[0].dpSize === this.opts.dpSize
+      ? all[0] : reshardStates(all, this.opts.dpSize)[this.opts.dpRank];
+    const want = { seed: this.st.seed, total: this.st.total, units: this.st.units };
+    for (const k of ["seed", "total", "units"] as const)
+      if (mine[k] !== want[k]) throw new Error(`loader state: ${k} ${mine[k]} in the checkpoint, ${want[k]} now (different data or seed)`);
+    if (mine.dpRank !== this.opts.dpRank || mine.dpSize !== this.opts.dpSize)
+      throw new Error(`loader state of rank ${mine.dpRank}/${mine.dpSize} given to rank ${this.opts.dpRank}/${this.opts.dpSize}`);
+    this.st = { ...mine, buffer: [], streams: mine.streams.map((x) => ({ ...x, pending: [...x.pending] })) };
+    this.done = false;
+    this.buf = [];
+    for (const b of mine.buffer) {
+      const r = await this.sampleAt(b.epoch, b.pos);
+      if (r) this.buf.push({ ...b, sample: r });
+    }
+  }
+
+  get skipped(): number { return this.st.skipped; }
+
+  // ---- reading --------------------------------------------------------------------------
+
+  /** Next position of this rank's streams, moving into the next epoch at the end of one. */
+  private nextRef(): BufRef | null {
+    for (;;) {
+      const st = streamFor(this.st, this.st.epoch);
+      const pos = streamAt(st, this.st.cursor, this.st.total);
+      if (pos >= 0) { this.st.cursor++; return { epoch: this.st.epoch, pos }; }
+      if (this.st.epoch + 1 >= this.cfg.train.num_train_epochs) return null;
+      this.st.epoch++;
+      this.st.cursor = 0;
+      this.st.streams = this.st.streams.filter((x) => x.epoch >= this.st.epoch);
+    }
+  }
+
+  private async sampleAt(epoch: number, pos: number): Promise<Sample | null> {
+    const { unit, row } = this.order.locate(epoch, pos);
+    let rows = this.unitCache.get(unit);
+    if (!rows) {
+      rows = await readUnit(this.idx, this.idx.units[unit]);
+      if (this.unitCache.size >= 4) this.unitCache.delete(this.unitCache.keys().next().value!);
+      this.unitCache.set(unit, rows);
+    }
+    const r = makeSample(rows[row], this.spec);
+    if ("bad" in r) {
+      if (this.cfg.data.on_bad_sample !== "skip") throw new Error(`bad sample: ${r.bad} (data.on_bad_sample: skip counts and skips these)`);
+      this.st.skipped++;
+      if (this.st.skipped <= 10 || this.st.skipped % 1000 === 0) this.opts.log?.warn({ skipped: this.st.skipped }, `skipping bad sample: ${r.bad}`);
+      return null;
+    }
+    return r;
+  }
+
+  /** Reads one more good sample into the buffer; false at the end of the data. */
+  private async fill(): Promise<boolean> {
+    for (;;) {
+      const ref = this.nextRef();
+      if (!ref) return false;
+      const s = await this.sampleAt(ref.epoch, ref.pos);
+      if (s) { this.buf.push({ ...ref, sample: s }); return true; }
+    }
+  }
+
+  private async staticMicroBatch(): Promise<MicroBatch | null> {
+    const mbs = this.cfg.train.micro_batch_size;
+    while (this.buf.length < mbs) if (!(await this.fill())) return null;
+    return packMicroBatch(this.buf.splice(0, mbs).map((b) => b.sample));
+  }
+
+  private bufTokens(): number {
+    let t = 0;
+    for (const b of this.buf) t += b.sample.ids.length;
+    return t;
+  }
+
+  // Refill to >= dyn_bsz_buffer_size samples holding >= one budget of tokens, then first-fit.
+  private async dynamicMicroBatch(): Promise<MicroBatch | null> {
+    const { train } = this.cfg;
+    const budget = budgetAt(this.st.step, this.info.budget, train.bsz_warmup_ratio ?? 0, train.bsz_warmup_init_mbtoken ?? 200, this.info.trainSteps);
+    let tokens = this.bufTokens();
+    while (this.buf.length < train.dyn_bsz_buffer_size || tokens < budget) {
+      if (!(await this.fill())) break;
+      tokens += this.buf[this.buf.length - 1].sample.ids.length;
+    }
+    if (this.buf.length === 0) return null;
+    const chosen = firstFit(this.buf.map((b) => b.sample.ids.length), budget);
+    const take = new Set(chosen);
+    const samples = chosen.map((i) => this.buf[i].sample);
+    this.buf = this.buf.filter((_, i) => !take.has(i));
+    return packMicroBatch(samples);
+  }
+}
+
+/** Builds the loader of one data-parallel rank (indexes the files, loads the tokenizer). */
+export function createDataLoader(cfg: DataLoaderConfig, opts: LoaderOptions): DataLoader {
+  return new DataLoader(cfg, opts);
+}

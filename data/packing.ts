@@ -1,0 +1,53 @@
+// Padding-free packing (VeOmni rmpad_with_pos_ids) and the dynamic-batching choice.
+import { IGNORE_INDEX, type MicroBatch } from "./batch.ts";
+import type { Sample } from "./samples.ts";
+
+/** S samples -> one row of T = sum(L_s) tokens: ids and labels concatenated, position ids
+ *  restarting at 0 per sample, cuSeqlens (S+1), and the first label of every later sample set to
+ *  IGNORE_INDEX so no position predicts across a boundary (labels are not shifted: the model
+ *  scores logits[t-1] against labels[t]). */
+export function packMicroBatch(samples: Sample[]): MicroBatch {
+  let T = 0;
+  for (const s of samples) T += s.ids.length;
+  const inputIds = new Int32Array(T);
+  const labels = new Int32Array(T);
+  const positionIds = new Int32Array(T);
+  const cuSeqlens = new Int32Array(samples.length + 1);
+  let off = 0;
+  samples.forEach((s, k) => {
+    const L = s.ids.length;
+    inputIds.set(s.ids, off);
+    labels.set(s.labels, off);
+    if (k > 0) labels[off] = IGNORE_INDEX;
+    for (let i = 0; i < L; i++) positionIds[off + i] = i;
+    off += L;
+    cuSeqlens[k + 1] = off;
+  });
+  let validTokens = 0;
+  for (let t = 1; t < T; t++) if (labels[t] !== IGNORE_INDEX) validTokens++;
+  return { inputIds, labels, positionIds, cuSeqlens, validTokens };
+}
+
+/** Greedy first-fit in insertion order: indices of the buffered samples (lengths `lens`) that go
+ *  into one micro-batch of at most `budget` tokens. Scans the whole buffer, taking every sample
+ *  that still fits, and stops early once the budget is exactly full. If not even the first
+ *  sample fits (only possible while the budget ramps up under bsz_warmup_ratio, or with
+ *  dyn_bsz_margin, since samples are at most max_seq_len), that one sample is taken alone:
+ *  the single documented case where a micro-batch exceeds its budget. */
+export function firstFit(lens: ArrayLike<number>, budget: number): number[] {
+  const chosen: number[] = [];
+  let used = 0;
+  for (let i = 0; i < lens.length && used < budget; i++) {
+    if (used + lens[i] <= budget) { chosen.push(i); used += lens[i]; }
+  }
+  if (chosen.length === 0 && lens.length > 0) chosen.push(0);
+  return chosen;
+}
+
+/** Token budget of one micro-batch at `step` (VeOmni bsz warmup): rises linearly from
+ *  `initTokens` to `full` over the first floor(trainSteps * ratio) steps, then stays at `full`. */
+export function budgetAt(step: number, full: number, ratio: number, initTokens: number, trainSteps: number): number {
+  const warm = Math.floor(trainSteps * ratio);
+  if (warm <= 0 || step >= warm) return full;
+  return Math.min(full, Math.floor(initTokens + ((full - initTokens) * step) / warm));
+}
