@@ -94,13 +94,14 @@ const CHUNK = 16 << 20; // bytes per write(2): large enough for full disk speed,
 
 function writeAll(fd: number, bytes: Uint8Array, opts: WriteOptions, written: { n: number }): void {
   for (let at = 0; at < bytes.length; ) {
-    const n = writeSync(fd, bytes, at, Math.min(CHUNK, bytes.length - at));
-    at += n;
-    written.n += n;
     if (opts.pauseAfterBytes !== undefined && written.n >= opts.pauseAfterBytes) {
       opts.onPause?.();
       Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0); // parked here until killed
     }
+    const limit = opts.pauseAfterBytes === undefined ? CHUNK : Math.min(CHUNK, opts.pauseAfterBytes - written.n); // stop exactly there
+    const n = writeSync(fd, bytes, at, Math.min(limit, bytes.length - at));
+    at += n;
+    written.n += n;
   }
 }
 
