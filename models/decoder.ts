@@ -13,7 +13,7 @@ import type { DecoderConfig } from "./config.ts";
 import type { ModelFamily } from "./registry.ts";
 import { decoderLayout, type ParamLayout } from "./layout.ts";
 import { Arena, type BatchInputs, type Buf, type F32, type I32 } from "./blocks/arena.ts";
-import type { Views } from "./blocks/attention.ts";
+import { LayerKv, type Views } from "./blocks/attention.ts";
 import { Embedding, LmHead } from "./blocks/embedding.ts";
 import { Rope } from "./blocks/rope.ts";
 import { DecoderLayer, type LayerSaved, type LayerScratch } from "./decoder_layer.ts";
@@ -196,6 +196,34 @@ export class DecoderLM {
     const host = await k.read(out);
     k.free(out);
     this.pending = null;
+    return host;
+  }
+
+  /** A KV cache for up to `capacity` tokens (prompt + generated). */
+  newKvCache(capacity: number): LayerKv[] {
+    const c = this.config;
+    return Array.from({ length: c.L }, () => new LayerKv(capacity, c.NKV * c.HS));
+  }
+
+  /** Inference step with a KV cache: feeds `ids` at positions cache.length.. and returns their
+   *  logits (T,V) (SYNC POINT). T is the prompt at prefill, then 1 per generated token. */
+  async forwardCached(ids: Int32Array, cache: LayerKv[]): Promise<Float32Array> {
+    const { k, config: c } = this;
+    const T = ids.length;
+    const past = cache[0].length;
+    const b = this.setBatch({
+      inputIds: ids, labels: new Int32Array(T).fill(-100), positionIds: Int32Array.from({ length: T }, (_, i) => past + i),
+      cuSeqlens: Int32Array.from([0, T]), validTokens: 0,
+    });
+    this.emb.forward(this.resid[0].at(T), this.views(this.params[0], 0).get("model.embed_tokens.weight")!, b);
+    for (let l = 0; l < c.L; l++) {
+      await this.layer.forwardCached(this.resid[l + 1].at(T), this.resid[l].at(T), this.views(this.params[l + 1], l + 1), this.saved[0], this.scratch, b, cache[l]);
+    }
+    const out = k.alloc([T, c.V], "f32", { shared: false, name: "logits" });
+    const { normW, weight } = this.headWeights(this.params);
+    this.head.logits(out, this.resid[c.L].at(T), normW, weight, T);
+    const host = await k.read(out);
+    k.free(out);
     return host;
   }
 

@@ -5,7 +5,7 @@
 import type { Kernels } from "../kernels/index.ts";
 import type { DecoderConfig } from "./config.ts";
 import type { Arena, BatchInputs, Buf, F32 } from "./blocks/arena.ts";
-import { Attention, type AttnSaved, type AttnScratch, type Views } from "./blocks/attention.ts";
+import { Attention, type AttnSaved, type AttnScratch, type LayerKv, type Views } from "./blocks/attention.ts";
 import { Mlp, type MlpSaved, type MlpScratch } from "./blocks/mlp.ts";
 import { RMSNorm } from "./blocks/norm.ts";
 import type { Rope } from "./blocks/rope.ts";
@@ -51,6 +51,19 @@ export class DecoderLayer {
     const xn1 = s.xn1.at(T), xmid = s.xmid.at(T), xn2 = s.xn2.at(T), branch = sc.branch.at(T);
     this.norm.forward(xn1, s.rstd1.at(T), xin, w.get("input_layernorm.weight")!, T);
     this.attn.forward(branch, xn1, w, s.attn, b);
+    k.add(xmid, xin, branch);
+    this.norm.forward(xn2, s.rstd2.at(T), xmid, w.get("post_attention_layernorm.weight")!, T);
+    this.mlp.forward(branch, xn2, w, s.mlp, b);
+    k.add(xout, xmid, branch);
+  }
+
+  /** Inference: forward with the attention reading/extending a KV cache. */
+  async forwardCached(xout: F32, xin: F32, w: Views, s: LayerSaved, sc: LayerScratch, b: BatchInputs, kv: LayerKv): Promise<void> {
+    const { k } = this;
+    const T = b.T;
+    const xn1 = s.xn1.at(T), xmid = s.xmid.at(T), xn2 = s.xn2.at(T), branch = sc.branch.at(T);
+    this.norm.forward(xn1, s.rstd1.at(T), xin, w.get("input_layernorm.weight")!, T);
+    await this.attn.forwardCached(branch, xn1, w, s.attn, b, kv);
     k.add(xmid, xin, branch);
     this.norm.forward(xn2, s.rstd2.at(T), xmid, w.get("post_attention_layernorm.weight")!, T);
     this.mlp.forward(branch, xn2, w, s.mlp, b);

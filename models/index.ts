@@ -6,3 +6,4 @@ export { resolveConfig, familyOf, supportedModelTypes, type ModelFamily } from "
 export { decoderLayout, checkpointMismatches, type ParamLayout, type ParamEntry, type UnitLayout } from "./layout.ts";
 export { DENSE_DECODER_PLAN, placementOf, type ParallelPlan, type Placement } from "./plan.ts";
 export { createModel, initWeights, initModelFromConfig, loadWeights, loadPretrained, exportTensors } from "./load.ts";
+export { generate, argmax, sample, promptLoss, type GenerateOptions, type GenerateResult } from "./generate.ts";

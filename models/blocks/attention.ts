@@ -9,6 +9,26 @@ import type { Arena, BatchInputs, Buf, F32 } from "./arena.ts";
 import { RMSNorm } from "./norm.ts";
 import type { Rope } from "./rope.ts";
 
+/** One layer's cached keys (after RoPE) and values, (capacity, NKV, HS) each, on the host. */
+export class LayerKv {
+  readonly k: Float32Array;
+  readonly v: Float32Array;
+  length = 0;
+  constructor(readonly capacity: number, private rowWidth: number) {
+    this.k = new Float32Array(capacity * rowWidth);
+    this.v = new Float32Array(capacity * rowWidth);
+  }
+  /** Append T rows; returns the number of rows cached before them. */
+  append(k: Float32Array, v: Float32Array, T: number): number {
+    const past = this.length;
+    if (past + T > this.capacity) throw new Error(`KV cache: ${past} + ${T} tokens exceed its capacity of ${this.capacity}`);
+    this.k.set(k, past * this.rowWidth);
+    this.v.set(v, past * this.rowWidth);
+    this.length += T;
+    return past;
+  }
+}
+
 /** The layer's parameter (or gradient) views by short name, e.g. "self_attn.q_proj.weight". */
 export type Views = Map<string, F32>;
 
@@ -64,6 +84,48 @@ export class Attention {
     this.project(kk, s.kRaw, s.rstdK, xn, w, "k", c.NKV, DKV, b);
     k.linearForward(v, xn, w.get("self_attn.v_proj.weight")!, w.get("self_attn.v_proj.bias") ?? null, T, c.C, DKV);
     k.attentionForward(att, s.lse.at(T), q, kk, v, b.cuSeqlens, T, c.NH, c.NKV, c.HS, this.scale);
+    k.linearForward(out, att, w.get("self_attn.o_proj.weight")!, w.get("self_attn.o_proj.bias") ?? null, T, D, c.C);
+  }
+
+  /** Inference with a KV cache: the T new tokens (positions past..past+T-1) attend to the cached
+   *  keys/values and to themselves (causal). SYNC POINT: q/k/v are read to the host, the small
+   *  decode attention runs there, the result is uploaded for o_proj. out (T,C) <- xn (T,C). */
+  async forwardCached(out: F32, xn: F32, w: Views, s: AttnSaved, b: BatchInputs, cache: LayerKv): Promise<void> {
+    const { k, c, D, DKV } = this;
+    const { T } = b;
+    const { NH, NKV, HS } = c;
+    const q = s.q.at(T), kk = s.k.at(T), v = s.v.at(T), att = s.att.at(T);
+    this.project(q, s.qRaw, s.rstdQ, xn, w, "q", NH, D, b);
+    this.project(kk, s.kRaw, s.rstdK, xn, w, "k", NKV, DKV, b);
+    k.linearForward(v, xn, w.get("self_attn.v_proj.weight")!, w.get("self_attn.v_proj.bias") ?? null, T, c.C, DKV);
+    const qh = await k.read(q);
+    const past = cache.append(await k.read(kk), await k.read(v), T);
+    const o = new Float32Array(T * D);
+    const scores = new Float64Array(past + T);
+    const rep = NH / NKV;
+    for (let t = 0; t < T; t++) {
+      const n = past + t + 1; // keys 0..past+t
+      for (let h = 0; h < NH; h++) {
+        const kvh = Math.floor(h / rep);
+        const qo = (t * NH + h) * HS;
+        let mx = -Infinity;
+        for (let j = 0; j < n; j++) {
+          const ko = (j * NKV + kvh) * HS;
+          let dot = 0;
+          for (let d = 0; d < HS; d++) dot += qh[qo + d] * cache.k[ko + d];
+          scores[j] = dot * this.scale;
+          if (scores[j] > mx) mx = scores[j];
+        }
+        let sum = 0;
+        for (let j = 0; j < n; j++) sum += scores[j] = Math.exp(scores[j] - mx);
+        for (let j = 0; j < n; j++) {
+          const p = scores[j] / sum;
+          const vo = (j * NKV + kvh) * HS;
+          for (let d = 0; d < HS; d++) o[qo + d] += p * cache.v[vo + d];
+        }
+      }
+    }
+    k.upload(att, o);
     k.linearForward(out, att, w.get("self_attn.o_proj.weight")!, w.get("self_attn.o_proj.bias") ?? null, T, D, c.C);
   }
 

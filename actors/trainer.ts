@@ -1,0 +1,124 @@
+// The Trainer: owns a model and its AdamW state and runs ONE optimizer step over a rank's
+// micro-batches. The step reads like nanoGPT; the only awaits are the labelled sync points and
+// the data-parallel collectives, which a mesh plugs in through `StepCollectives` (the default is
+// a single process: identity). FSDP/TP attach to the model from outside via model.hooks.
+//
+// Loss normalisation (VeOmni): each micro-batch's token-sum CE is scaled by 1 / (valid tokens of
+// the whole global step, all ranks), so the accumulated gradient is the exact token mean.
+// AdamW as torch.optim.AdamW: betas (0.9, 0.95), eps 1e-8, decoupled weight decay on matrices
+// (linears, embeddings) only; clip_grad_norm_(max_grad_norm) on the global norm first.
+import { clipCoefficient, lrAt, type Kernels, type LrScheduleOptions, type Tensor } from "../kernels/index.ts";
+import type { MicroBatch } from "../data/batch.ts";
+import type { DecoderLM } from "../models/index.ts";
+
+type F32 = Tensor<"f32">;
+
+/** Data-parallel reductions of a step (all-reduce sums over the DP group). */
+export interface StepCollectives {
+  /** Sum of a host number over ranks (token counts, loss sums, squared grad norms of shards). */
+  allReduceSum(x: number): Promise<number>;
+  /** After the last backward: DDP all-reduces grads, FSDP waits for its reduce-scatters. */
+  syncGrads(model: DecoderLM): Promise<void>;
+}
+
+export const SINGLE_PROCESS: StepCollectives = {
+  allReduceSum: async (x) => x,
+  syncGrads: async () => {},
+};
+
+export interface TrainerOptions {
+  schedule: LrScheduleOptions;
+  weightDecay: number;
+  maxGradNorm: number;
+  beta1?: number;
+  beta2?: number;
+  eps?: number;
+  collectives?: StepCollectives;
+}
+
+export interface TrainerMetrics {
+  step: number;
+  /** Mean next-token CE over the global step's valid tokens. */
+  loss: number;
+  /** Global L2 norm of the gradient before clipping. */
+  grad_norm: number;
+  lr: number;
+  /** All tokens of the global step (valid or not). */
+  tokens: number;
+  /** Loss-carrying tokens of the global step. */
+  valid_tokens: number;
+  /** This rank's share: its summed token loss, valid tokens and tokens. */
+  local: { lossSum: number; validTokens: number; tokens: number };
+}
+
+/** A contiguous run of one unit's flat buffer with one weight-decay setting. */
+interface Segment { unit: number; offset: number; numel: number; decay: boolean }
+
+export class Trainer {
+  readonly k: Kernels;
+  /** AdamW exp_avg / exp_avg_sq, one flat buffer per unit (mirrors model.params). */
+  readonly m: F32[];
+  readonly v: F32[];
+  /** Optimizer steps taken (AdamW's t, 1-based inside the update); restored on resume. */
+  optimizerSteps = 0;
+  private segments: Segment[] = [];
+  private lossBuf: F32;
+  private sqBuf: F32;
+  private comm: StepCollectives;
+
+  constructor(readonly model: DecoderLM, readonly opts: TrainerOptions) {
+    const k = (this.k = model.k);
+    model.allocGrads();
+    this.m = model.params.map((p, u) => k.alloc([p.numel], "f32", { name: `${model.layout.units[u].name}.exp_avg` }));
+    this.v = model.params.map((p, u) => k.alloc([p.numel], "f32", { name: `${model.layout.units[u].name}.exp_avg_sq` }));
+    this.lossBuf = k.alloc([1], "f32", { shared: false, name: "loss" });
+    this.sqBuf = k.alloc([1], "f32", { shared: false, name: "grad_sumsq" });
+    this.comm = opts.collectives ?? SINGLE_PROCESS;
+    for (const u of model.layout.units) {
+      for (const p of u.params) {
+        const last = this.segments[this.segments.length - 1];
+        if (last && last.unit === u.index && last.decay === p.decay) last.numel += p.numel;
+        else this.segments.push({ unit: u.index, offset: p.offset, numel: p.numel, decay: p.decay });
+      }
+    }
+  }
+
+  /** One optimizer step (0-based `step` for the LR schedule) over this rank's micro-batches. */
+  async step(step: number, microBatches: MicroBatch[]): Promise<TrainerMetrics> {
+    const { k, model, comm } = this;
+    const localValid = microBatches.reduce((a, mb) => a + mb.validTokens, 0);
+    const localTokens = microBatches.reduce((a, mb) => a + mb.inputIds.length, 0);
+    const validTokens = await comm.allReduceSum(localValid); // collective: global normaliser
+    model.zeroGrads();
+    k.zero(this.lossBuf);
+    for (const mb of microBatches) {
+      await model.forward(mb, this.lossBuf, 1 / Math.max(1, validTokens));
+      await model.backward();
+    }
+    await comm.syncGrads(model); // collective: DDP all-reduce / FSDP reduce-scatter
+    k.sumSquares(this.sqBuf, model.grads!);
+    const gradNorm = Math.sqrt(await comm.allReduceSum((await k.read(this.sqBuf))[0])); // sync + collective
+    const lr = lrAt(step, this.opts.schedule);
+    this.adamw(lr, clipCoefficient(gradNorm, this.opts.maxGradNorm));
+    const lossSum = (await k.read(this.lossBuf))[0]; // sync point
+    const [globalLoss, tokens] = [await comm.allReduceSum(lossSum), await comm.allReduceSum(localTokens)];
+    return {
+      step, loss: globalLoss / Math.max(1, validTokens), grad_norm: gradNorm, lr, tokens, valid_tokens: validTokens,
+      local: { lossSum, validTokens: localValid, tokens: localTokens },
+    };
+  }
+
+  /** AdamW over every decay / no-decay run of every unit, grads scaled by the clip coefficient. */
+  private adamw(lr: number, gradScale: number): void {
+    const { k, model, opts } = this;
+    const t = ++this.optimizerSteps;
+    const grads = model.grads!;
+    for (const s of this.segments) {
+      const at = (f: F32) => (s.numel === f.numel ? f : k.view(f, s.offset, [s.numel]));
+      k.adamw(at(model.params[s.unit]), at(grads[s.unit]), at(this.m[s.unit]), at(this.v[s.unit]), {
+        lr, beta1: opts.beta1 ?? 0.9, beta2: opts.beta2 ?? 0.95, eps: opts.eps ?? 1e-8,
+        weightDecay: s.decay ? opts.weightDecay : 0, step: t, gradScale,
+      });
+    }
+  }
+}
