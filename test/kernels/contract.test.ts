@@ -1,0 +1,57 @@
+// The memory side of the Kernels contract on the CPU backend: views share storage, uploads
+// snapshot, reads copy, shared buffers, and edge checks that name the op, argument and expectation.
+import { describe, expect, test } from "bun:test";
+import { createKernels, lrAt } from "../../kernels/index.ts";
+import { tensorF, tensorI } from "./helpers.ts";
+
+const k = await createKernels({ backend: "cpu", threads: 1 });
+
+describe("cpu Kernels memory contract", () => {
+  test("views into one flat buffer share storage; read returns a copy", async () => {
+    const flat = k.alloc([10]);
+    const a = k.view(flat, 2, [2, 2]), b = k.view(a, 1, [2]);
+    k.upload(a, new Float32Array([1, 2, 3, 4]));
+    k.scale(b, 10);
+    expect(Array.from(await k.read(flat))).toEqual([0, 0, 1, 20, 30, 4, 0, 0, 0, 0]);
+    const copy = await k.read(flat);
+    copy[0] = 99;
+    expect((await k.read(flat))[0]).toBe(0);
+    expect(flat.host!.buffer instanceof SharedArrayBuffer).toBe(true);
+    expect(k.alloc([3], "f32", { shared: false }).host!.buffer instanceof SharedArrayBuffer).toBe(false);
+    await k.sync();
+  });
+
+  test("upload snapshots its source; i32 tensors round-trip", async () => {
+    const src = new Float32Array([1, 2, 3]);
+    const t = tensorF(k, [3], src);
+    src[0] = 7;
+    expect(Array.from(await k.read(t))).toEqual([1, 2, 3]);
+    const ids = tensorI(k, [5, -100, 2]);
+    expect(Array.from(await k.read(ids))).toEqual([5, -100, 2]);
+  });
+
+  test("edge checks name the op, argument and expectation", () => {
+    const x = k.alloc([4, 3]);
+    expect(() => k.view(x, 10, [3])).toThrow(/offset 10 \+ 3 elements \(3\) exceeds its 12 elements/);
+    expect(() => k.linearForward(k.alloc([4, 2]), x, k.alloc([2, 4]), null, 4, 3, 2)).toThrow(/linearForward.weight \(OC,C\): expected 6 elements, got 8/);
+    expect(() => k.embeddingForward(k.alloc([2, 3]), tensorI(k, [0, 9]), x, 2, 3, 4)).toThrow(/embeddingForward.ids\[1\] = 9 is outside \[0, 4\)/);
+    expect(() => k.crossEntropyFused(k.alloc([1]), null, null, k.alloc([2, 3]), x, tensorI(k, [-1, 0]), 2, 3, 4, 1)).toThrow(/targets\[0\] = -1 is outside \[0, 4\) and not -100/);
+    const q = k.alloc([5, 2, 2]), kv = k.alloc([5, 1, 2]);
+    expect(() => k.attentionForward(q, k.alloc([5, 2]), q, kv, kv, tensorI(k, [0, 3, 4]), 5, 2, 1, 2, 1)).toThrow(/cuSeqlens must start at 0 and end at T=5/);
+    expect(() => k.attentionForward(q, k.alloc([5, 2]), q, kv, kv, tensorI(k, [0, 5]), 5, 2, 3, 2, 1)).toThrow(/NH=2 must be a multiple of NKV=3/);
+    expect(() => k.upload(x, new Float32Array(5))).toThrow(/source has 5 elements/);
+    expect(() => k.add(x, x, tensorI(k, [1]) as never)).toThrow(/add.b: expected dtype f32/);
+    const freed = k.alloc([2]);
+    k.free(freed);
+    expect(() => k.zero(freed)).toThrow(/was freed/);
+  });
+
+  test("lr schedule edge: warmup starts at lr_start, cosine ends at lr_min", () => {
+    const o = { lr: 1, lr_min: 0.1, lr_start: 0, train_steps: 10, lr_warmup_ratio: 0.2, lr_decay_style: "cosine" as const, lr_decay_ratio: 1 };
+    expect(lrAt(0, o)).toBe(0);
+    expect(lrAt(1, o)).toBe(0.5);
+    expect(lrAt(2, o)).toBe(1);
+    expect(lrAt(10, o)).toBeCloseTo(0.1, 12);
+    expect(lrAt(11, o)).toBe(0.1);
+  });
+});
