@@ -1,0 +1,191 @@
+// Collectives as chunked, pipelined ring algorithms over a Group's links (inside the
+// transport worker, on SharedArrayBuffer views owned by the caller until the op resolves).
+// Segments: a flat buffer of N elements split by `off` (n+1 prefix offsets, element units):
+// member i owns [off[i], off[i+1]) — even, padded, uneven or empty, the FSDP layout.
+//
+// Reduction order (bit-reproducible, the same on every rank, independent of arrival order):
+// segment k is summed around the ring starting at member k+1, i.e.
+//   acc = x[k+1]; acc = f32(acc + x[k+2]); ...; acc = f32(acc + x[k])   (indices mod n)
+// then avg divides by n once at the owner, and the all-gather phase copies the owner's bytes.
+import type { Group } from "./group.ts";
+import { FRAME_HEADER, Op, REDUCE_CODE, writeFrameHeader, type ReduceKind } from "./wire.ts";
+import { crc32c } from "./crc32c.ts";
+
+export interface OpCtx {
+  g: Group;
+  seq: number;
+  chunkBytes: number; // payload bytes per frame, a multiple of 4
+}
+
+const mod = (a: number, n: number): number => ((a % n) + n) % n;
+const nChunks = (bytes: number, c: number): number => Math.max(1, Math.ceil(bytes / c));
+
+/** Prefix offsets of a balanced split of `n` items over `parts` (first ones get the extra). */
+export function balancedOffsets(n: number, parts: number): number[] {
+  const off = [0];
+  for (let i = 0; i < parts; i++) off.push(off[i] + Math.floor(n / parts) + (i < n % parts ? 1 : 0));
+  return off;
+}
+
+export function offsetsOf(counts: readonly number[]): number[] {
+  const off = [0];
+  for (const c of counts) off.push(off[off.length - 1] + c);
+  return off;
+}
+
+/** Frames for `src` (copied), chunk j = src[j*c, (j+1)*c), queued on link i. */
+function sendChunks(x: OpCtx, i: number, op: number, step: number, total: number, src: Uint8Array): void {
+  const k = nChunks(src.length, x.chunkBytes);
+  for (let j = 0; j < k; j++) {
+    const part = src.subarray(j * x.chunkBytes, Math.min(src.length, (j + 1) * x.chunkBytes));
+    const buf = new Uint8Array(FRAME_HEADER + part.length);
+    buf.set(part, FRAME_HEADER);
+    writeFrameHeader(buf, { op, step, seq: x.seq, chunk: j, total, len: part.length, payloadCrc: crc32c(buf, 0, FRAME_HEADER) });
+    x.g.send(i, buf);
+  }
+}
+
+/** Receive `dst.length` bytes in chunks from link i; `each` sees every chunk (then it may forward). */
+async function recvChunks(
+  x: OpCtx, i: number, op: number, step: number, total: number, dstLen: number,
+  each: (payload: Uint8Array, at: number, frame: Uint8Array, chunk: number) => void,
+): Promise<void> {
+  const k = nChunks(dstLen, x.chunkBytes);
+  for (let j = 0; j < k; j++) {
+    const at = j * x.chunkBytes;
+    const len = Math.min(dstLen, at + x.chunkBytes) - at;
+    const f = await x.g.recv(i, { op, seq: x.seq, step, chunk: j, total, len }); // waits on peer i
+    each(f.payload, at, f.buf, j);
+  }
+}
+
+/** Re-stamp a received frame with a new step and queue it on link i (payload CRC unchanged). */
+function forward(x: OpCtx, i: number, frame: Uint8Array, op: number, step: number, chunk: number, total: number): void {
+  const v = new DataView(frame.buffer, frame.byteOffset, FRAME_HEADER);
+  writeFrameHeader(frame, { op, step, seq: x.seq, chunk, total, len: frame.length - FRAME_HEADER, payloadCrc: v.getUint32(24, true) });
+  x.g.send(i, frame);
+}
+
+function bytesOf(a: Float32Array, from: number, to: number): Uint8Array {
+  return new Uint8Array(a.buffer, a.byteOffset + from * 4, (to - from) * 4);
+}
+
+/**
+ * out (off[me+1]-off[me]) <- reduce over members of data[off[me], off[me+1]).
+ * `out` may alias data's own segment (all-reduce). `data` is only read.
+ */
+export async function reduceScatter(
+  x: OpCtx, data: Float32Array, off: readonly number[], out: Float32Array, kind: ReduceKind,
+  op = Op.ReduceScatter | (REDUCE_CODE[kind] << 4),
+): Promise<void> {
+  const { g } = x;
+  const n = g.size;
+  const r = g.me;
+  const total = data.length * 4;
+  const mine = data.subarray(off[r], off[r + 1]);
+  if (n === 1) {
+    if (out !== mine) out.set(mine);
+    return;
+  }
+  const next = mod(r + 1, n);
+  const prev = mod(r - 1, n);
+  const k0 = mod(r - 1, n);
+  sendChunks(x, next, op, 0, total, bytesOf(data, off[k0], off[k0 + 1]));
+  for (let s = 0; s < n - 1; s++) {
+    const k = mod(r - 2 - s, n); // segment arriving at step s: partial sum of members k+1..r-1
+    const last = s === n - 2; // then k === r and the sum is complete
+    await recvChunks(x, prev, op, s, total, (off[k + 1] - off[k]) * 4, (payload, at, frame, j) => {
+      const acc = new Float32Array(payload.buffer, payload.byteOffset, payload.length >> 2);
+      const loc = data.subarray(off[k] + at / 4, off[k] + at / 4 + acc.length);
+      if (kind === "max") {
+        for (let i = 0; i < acc.length; i++) acc[i] = Math.max(acc[i], loc[i]);
+      } else {
+        for (let i = 0; i < acc.length; i++) acc[i] += loc[i];
+      }
+      if (last) {
+        const dst = out.subarray(at / 4, at / 4 + acc.length);
+        if (kind === "avg") for (let i = 0; i < acc.length; i++) dst[i] = acc[i] / n;
+        else dst.set(acc);
+      } else {
+        // The partial sum goes on in place: new payload CRC, same buffer, next step.
+        writeFrameHeader(frame, { op, step: s + 1, seq: x.seq, chunk: j, total, len: payload.length, payloadCrc: crc32c(payload) });
+        g.send(next, frame);
+      }
+    });
+  }
+}
+
+/**
+ * out (bytes) <- every member's segment out[off[i], off[i+1]) (byte offsets); this member's
+ * segment must already be in place. Ring: member r forwards what it got from r-1.
+ */
+export async function allGather(
+  x: OpCtx, out: Uint8Array, off: readonly number[], op: number = Op.AllGather, stepBase = 0, total = out.length,
+): Promise<void> {
+  const { g } = x;
+  const n = g.size;
+  const r = g.me;
+  if (n === 1) return;
+  const next = mod(r + 1, n);
+  const prev = mod(r - 1, n);
+  sendChunks(x, next, op, stepBase, total, out.subarray(off[r], off[r + 1]));
+  for (let s = 0; s < n - 1; s++) {
+    const k = mod(r - 1 - s, n);
+    await recvChunks(x, prev, op, stepBase + s, total, off[k + 1] - off[k], (payload, at, frame, j) => {
+      out.set(payload, off[k] + at);
+      if (s < n - 2) forward(x, next, frame, op, stepBase + s + 1, j, total);
+    });
+  }
+}
+
+/** buf (N) <- reduce over members of buf: reduce-scatter then all-gather, in place. */
+export async function allReduce(x: OpCtx, buf: Float32Array, kind: ReduceKind): Promise<void> {
+  const n = x.g.size;
+  const off = balancedOffsets(buf.length, n);
+  const op = Op.AllReduce | (REDUCE_CODE[kind] << 4);
+  await reduceScatter(x, buf, off, buf.subarray(off[x.g.me], off[x.g.me + 1]), kind, op);
+  const bytes = new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+  await allGather(x, bytes, off.map((o) => o * 4), op, n - 1, buf.byteLength);
+}
+
+/** buf (bytes) <- root's buf. Ring from root; the step field carries the root so a mismatch is caught. */
+export async function broadcast(x: OpCtx, buf: Uint8Array, root: number): Promise<void> {
+  const { g } = x;
+  const n = g.size;
+  if (n === 1) return;
+  const pos = mod(g.me - root, n);
+  const next = mod(g.me + 1, n);
+  if (pos === 0) return sendChunks(x, next, Op.Broadcast, root, buf.length, buf);
+  await recvChunks(x, mod(g.me - 1, n), Op.Broadcast, root, buf.length, buf.length, (payload, at, frame, j) => {
+    buf.set(payload, at);
+    if (pos < n - 1) forward(x, next, frame, Op.Broadcast, root, j, buf.length);
+  });
+}
+
+/**
+ * out (bytes) <- all-to-all: member i's inp[sendOff_i[me], ...) lands at out[recvOff[i], ...).
+ * Direct pairwise links; each pair checks that the sender's size equals the receiver's.
+ */
+export async function allToAll(
+  x: OpCtx, out: Uint8Array, recvOff: readonly number[], inp: Uint8Array, sendOff: readonly number[],
+): Promise<void> {
+  const { g } = x;
+  const me = g.me;
+  for (let i = 0; i < g.size; i++) {
+    if (i !== me) sendChunks(x, i, Op.AllToAll, 0, sendOff[i + 1] - sendOff[i], inp.subarray(sendOff[i], sendOff[i + 1]));
+  }
+  out.set(inp.subarray(sendOff[me], sendOff[me + 1]), recvOff[me]);
+  const peers = [...Array(g.size).keys()].filter((i) => i !== me);
+  await Promise.all(peers.map((i) => {
+    const len = recvOff[i + 1] - recvOff[i];
+    return recvChunks(x, i, Op.AllToAll, 0, len, len, (payload, at) => out.set(payload, recvOff[i] + at));
+  }));
+}
+
+/** Returns once every member has entered the barrier: an empty frame to and from each peer. */
+export async function barrier(x: OpCtx): Promise<void> {
+  const { g } = x;
+  const peers = [...Array(g.size).keys()].filter((i) => i !== g.me);
+  for (const i of peers) sendChunks(x, i, Op.Barrier, 0, 0, new Uint8Array(0));
+  await Promise.all(peers.map((i) => recvChunks(x, i, Op.Barrier, 0, 0, 0, () => {})));
+}

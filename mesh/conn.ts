@@ -1,0 +1,263 @@
+// One authenticated TCP link between two ranks of a group, on a Bun socket, inside the
+// transport worker. It parses the byte stream (handshake messages first, then frames),
+// checks every header before allocating its payload, checks payload CRCs, queues frames until
+// the collective asks for them, and keeps unsent bytes: Bun's write() may take only part of a
+// buffer (PLATFORM.md), so the rest is resumed on `drain`.
+import type { Socket } from "bun";
+import { crc32c } from "./crc32c.ts";
+import {
+  FRAME_HEADER, HS_HEADER, Op, opName, readFrameHeader, readHsHeader, type FrameHeader, type HsType,
+} from "./wire.ts";
+
+export interface Frame {
+  h: FrameHeader;
+  buf: Uint8Array; // header + payload, reusable as an outgoing frame (ring forwarding)
+  payload: Uint8Array; // buf[32, 32+len), 4-byte aligned
+}
+
+/** What the receiving collective expects next on this link. */
+export interface Expect {
+  op: number;
+  seq: number;
+  step: number;
+  chunk: number;
+  total: number;
+  len: number;
+}
+
+interface Waiter {
+  expect: Expect;
+  resolve: (f: Frame) => void;
+  reject: (e: Error) => void;
+  timer: ReturnType<typeof setTimeout>;
+}
+
+export class Conn {
+  /** "rank 3" once authenticated, else the remote address. */
+  label: string;
+  dead: Error | null = null;
+  /** Handshake message callback (set by the endpoint); must switch to frames synchronously. */
+  onHs: (type: HsType, body: unknown) => void = () => {};
+  /** Called once when the link fails or the peer sends an abort frame. */
+  onFail: (e: Error, abortedByPeer: boolean) => void = () => {};
+
+  private mode: "hs" | "frames" = "hs";
+  private hdr = new Uint8Array(FRAME_HEADER);
+  private hdrFill = 0;
+  private hsLen = -1; // body length of the handshake message being read
+  private cur: Frame | null = null; // frame whose payload is being read
+  private curFill = 0;
+  private queue: Frame[] = [];
+  private waiter: Waiter | null = null;
+  private out: Uint8Array[] = [];
+  private outOff = 0;
+  private closing = false; // end the socket once `out` is written
+
+  constructor(private readonly sock: Socket<unknown>, public maxLen: number, label: string) {
+    this.label = label;
+  }
+
+  toFrames(): void {
+    this.mode = "frames";
+    this.hdrFill = 0;
+  }
+
+  /** Feed bytes from the socket's data callback (the chunk is copied, not kept). */
+  onData(d: Uint8Array): void {
+    let p = 0;
+    try {
+      while (p < d.length && !this.dead) p += this.mode === "hs" ? this.readHs(d, p) : this.readFrame(d, p);
+    } catch (e) {
+      this.fail(new Error(`${this.label}: ${(e as Error).message}`), false);
+    }
+  }
+
+  private readHs(d: Uint8Array, p: number): number {
+    if (this.hsLen < 0) {
+      const n = Math.min(HS_HEADER - this.hdrFill, d.length - p);
+      this.hdr.set(d.subarray(p, p + n), this.hdrFill);
+      this.hdrFill += n;
+      if (this.hdrFill === HS_HEADER) {
+        const { len } = readHsHeader(this.hdr); // throws before any allocation
+        this.hsLen = len;
+        this.cur = { h: null as unknown as FrameHeader, buf: new Uint8Array(HS_HEADER + len), payload: new Uint8Array(0) };
+        this.cur.buf.set(this.hdr.subarray(0, HS_HEADER));
+        this.curFill = HS_HEADER;
+        if (len === 0) return n + this.finishHs();
+      }
+      return n;
+    }
+    const buf = this.cur!.buf;
+    const n = Math.min(buf.length - this.curFill, d.length - p);
+    buf.set(d.subarray(p, p + n), this.curFill);
+    this.curFill += n;
+    if (this.curFill === buf.length) this.finishHs();
+    return n;
+  }
+
+  private finishHs(): number {
+    const buf = this.cur!.buf;
+    const type = buf[5] as HsType;
+    this.cur = null;
+    this.hsLen = -1;
+    this.hdrFill = 0;
+    let body: unknown;
+    try {
+      body = JSON.parse(new TextDecoder().decode(buf.subarray(HS_HEADER)));
+    } catch {
+      throw new Error("handshake body is not JSON");
+    }
+    this.onHs(type, body);
+    return 0;
+  }
+
+  private readFrame(d: Uint8Array, p: number): number {
+    if (this.cur === null) {
+      const n = Math.min(FRAME_HEADER - this.hdrFill, d.length - p);
+      this.hdr.set(d.subarray(p, p + n), this.hdrFill);
+      this.hdrFill += n;
+      if (this.hdrFill === FRAME_HEADER) {
+        const h = readFrameHeader(this.hdr, this.maxLen); // throws before allocating the payload
+        const buf = new Uint8Array(FRAME_HEADER + h.len);
+        buf.set(this.hdr);
+        this.cur = { h, buf, payload: buf.subarray(FRAME_HEADER) };
+        this.curFill = FRAME_HEADER;
+        this.hdrFill = 0;
+        if (h.len === 0) this.finishFrame();
+      }
+      return n;
+    }
+    const buf = this.cur.buf;
+    const n = Math.min(buf.length - this.curFill, d.length - p);
+    buf.set(d.subarray(p, p + n), this.curFill);
+    this.curFill += n;
+    if (this.curFill === buf.length) this.finishFrame();
+    return n;
+  }
+
+  private finishFrame(): void {
+    const f = this.cur!;
+    this.cur = null;
+    const crc = crc32c(f.payload);
+    if (crc !== f.h.payloadCrc) {
+      throw new Error(`payload CRC32C mismatch in ${opName(f.h.op)} seq ${f.h.seq} chunk ${f.h.chunk}: ` +
+        `got 0x${crc.toString(16)}, header says 0x${f.h.payloadCrc.toString(16)}`);
+    }
+    if ((f.h.op & 0x0f) === Op.Abort) {
+      this.fail(new Error(`${this.label} aborted: ${new TextDecoder().decode(f.payload)}`), true);
+      return;
+    }
+    const w = this.waiter;
+    if (w) {
+      this.waiter = null;
+      clearTimeout(w.timer);
+      this.check(f, w.expect) ? w.reject(this.mismatch(f, w.expect)) : w.resolve(f);
+    } else {
+      this.queue.push(f);
+    }
+  }
+
+  /** The next frame, which must match `e`; rejects after `deadlineMs` without one. */
+  recv(e: Expect, deadlineMs: number): Promise<Frame> {
+    if (this.dead) return Promise.reject(this.dead);
+    const f = this.queue.shift();
+    if (f) return this.check(f, e) ? Promise.reject(this.mismatch(f, e)) : Promise.resolve(f);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiter = null;
+        reject(new Error(`no frame from ${this.label} within ${deadlineMs} ms ` +
+          `(waiting for ${opName(e.op)} seq ${e.seq} step ${e.step} chunk ${e.chunk})`));
+      }, deadlineMs);
+      this.waiter = { expect: e, resolve, reject, timer };
+    });
+  }
+
+  private check(f: Frame, e: Expect): boolean {
+    const h = f.h;
+    return h.op !== e.op || h.seq !== e.seq || h.total !== e.total || h.step !== e.step || h.chunk !== e.chunk || h.len !== e.len;
+  }
+
+  private mismatch(f: Frame, e: Expect): Error {
+    const h = f.h;
+    if (h.op !== e.op || h.seq !== e.seq) {
+      return new Error(`op mismatch: ${this.label} sent ${opName(h.op)} seq ${h.seq}, ` +
+        `this rank is in ${opName(e.op)} seq ${e.seq}`);
+    }
+    if (h.total !== e.total) {
+      return new Error(`size mismatch in ${opName(e.op)} seq ${e.seq}: ${this.label} sends ${h.total} B, ` +
+        `this rank expects ${e.total} B`);
+    }
+    return new Error(`frame mismatch in ${opName(e.op)} seq ${e.seq} from ${this.label}: ` +
+      `got step ${h.step} chunk ${h.chunk} len ${h.len}, expected step ${e.step} chunk ${e.chunk} len ${e.len}`);
+  }
+
+  /** Queue a whole encoded message (handshake or frame); never blocks. */
+  send(buf: Uint8Array): void {
+    if (this.dead) return;
+    this.out.push(buf);
+    if (this.out.length === 1) this.flush();
+  }
+
+  /** Write what the kernel takes now; called again from the socket's drain callback. */
+  flush(): void {
+    while (this.out.length > 0) {
+      const b = this.out[0];
+      const n = this.sock.write(this.outOff === 0 ? b : b.subarray(this.outOff));
+      if (n < 0) {
+        this.fail(new Error(`connection to ${this.label} closed while sending`), false);
+        return;
+      }
+      this.outOff += n;
+      if (this.outOff < b.length) return; // kernel buffer full: resume on drain
+      this.out.shift();
+      this.outOff = 0;
+    }
+    if (this.closing) this.sock.end();
+  }
+
+  /** Mark the link dead, reject the pending receive, close the socket. Idempotent. */
+  fail(e: Error, abortedByPeer: boolean): void {
+    if (this.dead) return;
+    this.dead = e;
+    const w = this.waiter;
+    this.waiter = null;
+    if (w) {
+      clearTimeout(w.timer);
+      w.reject(e);
+    }
+    this.queue.length = 0;
+    this.onFail(e, abortedByPeer);
+    this.out.length = 0;
+    this.sock.end();
+  }
+
+  /**
+   * Our side gave up (`e`): reject the pending receive, send `abortFrame` (best effort) so the
+   * peer fails at once instead of at its deadline, then close.
+   */
+  abort(e: Error, abortFrame: Uint8Array): void {
+    if (this.dead) return;
+    this.dead = e;
+    const w = this.waiter;
+    this.waiter = null;
+    if (w) {
+      clearTimeout(w.timer);
+      w.reject(e);
+    }
+    this.queue.length = 0;
+    this.closing = true;
+    this.out.push(abortFrame);
+    if (this.out.length === 1) this.flush();
+  }
+
+  /** Close without a word (shutdown, rejected handshake after its Reject message). */
+  close(): void {
+    this.dead ??= new Error(`connection to ${this.label} closed`);
+    this.closing = true;
+    if (this.out.length === 0) this.sock.end();
+  }
+
+  get remote(): string {
+    return `${this.sock.remoteAddress}`;
+  }
+}
