@@ -1,0 +1,95 @@
+// Bad inputs fail at the edge with messages naming the file, the tensor and the expectation:
+// unknown model_type, a checkpoint whose shapes differ from config.json (every mismatch listed),
+// corrupted and truncated safetensors.
+import { expect, test } from "bun:test";
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { createKernels } from "../../kernels/index.ts";
+import { SafetensorsFile, writeSafetensors } from "../../checkpoint/safetensors.ts";
+import { loadPretrained } from "../../models/index.ts";
+import { FIXTURES } from "./fixtures.ts";
+
+const k = await createKernels({ backend: "cpu", threads: 1 });
+const opts = { maxTokens: 8, gradientCheckpointing: false };
+
+function withTemp(fn: (dir: string) => void): void {
+  const dir = mkdtempSync(`${tmpdir()}/veomni-models-`);
+  try {
+    fn(dir);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+function copyFixture(dir: string, name: string, cfg?: (c: Record<string, unknown>) => void): void {
+  const c = JSON.parse(readFileSync(`${FIXTURES}${name}/config.json`, "utf8"));
+  cfg?.(c);
+  writeFileSync(`${dir}/config.json`, JSON.stringify(c));
+  copyFileSync(`${FIXTURES}${name}/model.safetensors`, `${dir}/model.safetensors`);
+}
+
+test("unknown model_type lists the supported ones", () => {
+  withTemp((dir) => {
+    copyFixture(dir, "qwen2-tiny", (c) => (c.model_type = "gpt_neox"));
+    expect(() => loadPretrained(k, dir, opts)).toThrow(/config\.json: model_type "gpt_neox" is not supported \(supported: llama, qwen2, qwen3\)/);
+  });
+});
+
+test("shape mismatch lists every differing tensor before reading data", () => {
+  withTemp((dir) => {
+    // intermediate 48 -> 40 changes gate/up/down of both layers; untying adds a missing lm_head
+    copyFixture(dir, "qwen2-tiny", (c) => { c.intermediate_size = 40; c.tie_word_embeddings = false; });
+    let msg = "";
+    try {
+      loadPretrained(k, dir, opts);
+    } catch (e) {
+      msg = (e as Error).message;
+    }
+    expect(msg).toContain("7 mismatches");
+    for (const l of [0, 1]) {
+      expect(msg).toContain(`model.layers.${l}.mlp.gate_proj.weight: checkpoint shape [48,32] != config shape [40,32]`);
+      expect(msg).toContain(`model.layers.${l}.mlp.up_proj.weight: checkpoint shape [48,32] != config shape [40,32]`);
+      expect(msg).toContain(`model.layers.${l}.mlp.down_proj.weight: checkpoint shape [32,48] != config shape [32,40]`);
+    }
+    expect(msg).toContain("missing lm_head.weight (expected shape [96,32])");
+  });
+});
+
+test("truncated safetensors names the file and the tensor that runs past the end", () => {
+  withTemp((dir) => {
+    copyFixture(dir, "qwen2-tiny");
+    const bytes = readFileSync(`${dir}/model.safetensors`);
+    writeFileSync(`${dir}/model.safetensors`, bytes.subarray(0, bytes.length - 100));
+    expect(() => loadPretrained(k, dir, opts)).toThrow(/model\.safetensors: tensor "[^"]+": data_offsets \[\d+,\d+\] run past the \d+-byte data section \(truncated file\?\)/);
+    writeFileSync(`${dir}/model.safetensors`, bytes.subarray(0, 20));
+    expect(() => new SafetensorsFile(`${dir}/model.safetensors`)).toThrow(/header length \d+ runs past the end of the 20-byte file/);
+  });
+});
+
+test("corrupted headers: bad JSON, huge length, wrong byte count, overlap, unknown dtype", () => {
+  withTemp((dir) => {
+    const p = `${dir}/x.safetensors`;
+    const raw = (header: string, data = 0) => {
+      const h = Buffer.from(header);
+      const len = Buffer.alloc(8);
+      len.writeBigUInt64LE(BigInt(h.length));
+      writeFileSync(p, Buffer.concat([len, h, Buffer.alloc(data)]));
+    };
+    raw("{not json");
+    expect(() => new SafetensorsFile(p)).toThrow(/x\.safetensors: header is not valid UTF-8 JSON/);
+    writeFileSync(p, Buffer.from([0, 0, 0, 0, 0, 0, 0, 0x7f, 1, 2]));
+    expect(() => new SafetensorsFile(p)).toThrow(/exceeds the 100000000-byte limit/);
+    raw('{"w":{"dtype":"F32","shape":[2,3],"data_offsets":[0,20]}}', 20);
+    expect(() => new SafetensorsFile(p)).toThrow(/tensor "w": shape \[2,3\] x F32 needs 24 bytes but data_offsets \[0,20\] span 20/);
+    raw('{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}', 12);
+    expect(() => new SafetensorsFile(p)).toThrow(/tensor "b" at \[4,12\] overlaps "a"/);
+    raw('{"a":{"dtype":"Q4","shape":[2],"data_offsets":[0,8]}}', 8);
+    expect(() => new SafetensorsFile(p)).toThrow(/tensor "a": unknown dtype "Q4"/);
+    raw('{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}', 12);
+    expect(() => new SafetensorsFile(p)).toThrow(/tensors cover 8 bytes but the data section holds 12/);
+    writeSafetensors(p, [{ name: "ok", dtype: "F32", shape: [2], data: Float32Array.of(1, 2) }]);
+    const f = new SafetensorsFile(p);
+    expect(Array.from(f.readF32("ok"))).toEqual([1, 2]);
+    f.close();
+  });
+});
