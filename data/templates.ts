@@ -84,9 +84,11 @@ function jinja(src: string, ctx: TemplateContext): (msgs: Message[]) => Segment[
     const out: Segment[] = [];
     let cursor = 0, emitted = 0;
     for (const m of msgs) {
-      const content = m.role === "assistant" ? m.content.split("</think>").pop()!.replace(/^\n+/, "") : m.content;
+      // templates often strip the content (and reasoning before "</think>"): try it as is, then trimmed
+      const raw = m.role === "assistant" ? m.content.split("</think>").pop()! : m.content;
+      let content = raw, at = text.indexOf(raw, cursor);
+      if (at < 0) { content = raw.trim(); at = content ? text.indexOf(content, cursor) : -1; }
       if (content === "") continue;
-      const at = text.indexOf(content, cursor);
       if (at < 0) {
         if (m.role === "assistant") throw new Error(`chat template does not contain assistant message verbatim: ${JSON.stringify(content.slice(0, 60))}`);
         continue;
