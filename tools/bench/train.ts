@@ -1,0 +1,123 @@
+// `bun run bench train --size tiny|small|100m --batch B --threads N --steps S [--warmup W]
+//   [--ckpt] [--profile] [--no-ref]`: forward + backward + AdamW of the decoder shapes of
+// /work/shared/bench/llama_model.py (tied, GQA, SwiGLU) on random tokens, one packed row of B
+// samples x seq tokens per step, then the PyTorch reference (train_bench.py) in the same run.
+// Last line: one JSON object with tokens_per_s, mfu, peak_rss_mb and the ratios vs PyTorch.
+import { createKernels, type Kernels } from "../../kernels/index.ts";
+import { createModel, initWeights } from "../../models/index.ts";
+import { Trainer } from "../../actors/trainer.ts";
+import type { MicroBatch } from "../../data/batch.ts";
+
+const SIZES: Record<string, { V: number; C: number; L: number; NH: number; NKV: number; I: number; seq: number }> = {
+  tiny: { V: 4096, C: 256, L: 4, NH: 8, NKV: 4, I: 688, seq: 256 },
+  small: { V: 32000, C: 512, L: 8, NH: 8, NKV: 2, I: 1376, seq: 512 },
+  "100m": { V: 32000, C: 768, L: 12, NH: 12, NKV: 4, I: 2048, seq: 1024 },
+};
+const PEAK_GFLOPS: Record<number, number> = { 1: 100, 2: 198 }; // train_bench.py's measured FMA peaks
+
+function arg(args: string[], name: string, dflt: string): string {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 && i + 1 < args.length ? args[i + 1] : dflt;
+}
+
+/** Times every kernel call by op name (the CPU backend runs ops synchronously). */
+function profiled(k: Kernels, table: Map<string, number>): Kernels {
+  return new Proxy(k, {
+    get(target, prop, recv) {
+      const v = Reflect.get(target, prop, recv);
+      if (typeof v !== "function" || typeof prop !== "string" || ["alloc", "view", "read", "sync", "free"].includes(prop)) {
+        return typeof v === "function" ? v.bind(target) : v;
+      }
+      return (...a: unknown[]) => {
+        const t0 = performance.now();
+        const r = v.apply(target, a);
+        table.set(prop, (table.get(prop) ?? 0) + performance.now() - t0);
+        return r;
+      };
+    },
+  });
+}
+
+export async function main(args: string[]): Promise<void> {
+  const size = arg(args, "size", "tiny");
+  const s = SIZES[size];
+  if (!s) throw new Error(`--size must be one of ${Object.keys(SIZES).join(", ")}, got ${size}`);
+  const B = Number(arg(args, "batch", "1"));
+  const threads = Number(arg(args, "threads", "1"));
+  const steps = Number(arg(args, "steps", "5"));
+  const warmup = Number(arg(args, "warmup", "2"));
+  const ckpt = args.includes("--ckpt");
+  const prof = new Map<string, number>();
+  const base = await createKernels({ backend: "cpu", threads });
+  const k = args.includes("--profile") ? profiled(base, prof) : base;
+  const T = B * s.seq;
+  const raw = {
+    model_type: "llama", vocab_size: s.V, hidden_size: s.C, num_hidden_layers: s.L, num_attention_heads: s.NH,
+    num_key_value_heads: s.NKV, intermediate_size: s.I, rms_norm_eps: 1e-6, rope_theta: 10000, tie_word_embeddings: true,
+    max_position_embeddings: s.seq, initializer_range: 0.02,
+  };
+  const model = createModel(k, raw, `bench ${size}`, { maxTokens: T, gradientCheckpointing: ckpt });
+  initWeights(model, 0);
+  const trainer = new Trainer(model, {
+    schedule: { lr: 3e-4, lr_min: 0, lr_start: 0, train_steps: warmup + steps, lr_warmup_ratio: 0, lr_decay_style: "constant", lr_decay_ratio: 1 },
+    weightDecay: 0.1, maxGradNorm: 0, // train_bench.py does not clip
+  });
+  let seed = 1;
+  const rand = () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) % s.V);
+  const batch = (): MicroBatch => {
+    const ids = Int32Array.from({ length: T }, rand);
+    return {
+      inputIds: ids, labels: ids, positionIds: Int32Array.from({ length: T }, (_, i) => i % s.seq),
+      cuSeqlens: Int32Array.from({ length: B + 1 }, (_, i) => i * s.seq), validTokens: B * (s.seq - 1),
+    };
+  };
+  const times: number[] = [];
+  let loss0 = 0, lossN = 0;
+  for (let i = 0; i < warmup + steps; i++) {
+    if (i === warmup) prof.clear();
+    const mb = batch();
+    const t0 = performance.now();
+    const m = await trainer.step(i, [mb]);
+    const dt = (performance.now() - t0) / 1000;
+    if (i === 0) loss0 = m.loss;
+    lossN = m.loss;
+    if (i >= warmup) times.push(dt);
+    console.log(`step ${i} loss ${m.loss.toFixed(4)} ${dt.toFixed(3)} s`);
+  }
+  times.sort((a, b) => a - b);
+  const stepS = times[Math.floor(times.length / 2)];
+  const tps = T / stepS;
+  const dAttn = s.NH * (s.C / s.NH);
+  const nonEmb = model.layout.totalNumel - s.V * s.C;
+  const flopsPerToken = 6 * (nonEmb + s.V * s.C) + 12 * s.L * s.seq * dAttn;
+  const mfu = (tps * flopsPerToken) / 1e9 / (PEAK_GFLOPS[threads] ?? 100 * threads);
+  const peakRssMb = process.resourceUsage().maxRSS / 1024;
+  if (prof.size) {
+    const total = [...prof.values()].reduce((a, b) => a + b, 0);
+    for (const [op, ms] of [...prof].sort((a, b) => b[1] - a[1])) {
+      console.log(`  ${op.padEnd(20)} ${(ms / steps).toFixed(1).padStart(8)} ms/step ${((100 * ms) / total).toFixed(1).padStart(5)}%`);
+    }
+    console.log(`  (kernels ${(total / steps).toFixed(0)} ms/step of ${(stepS * 1000).toFixed(0)} ms)`);
+  }
+  const ours = {
+    tokens_per_s: Math.round(tps * 10) / 10, step_s: Number(stepS.toFixed(4)), mfu: Number(mfu.toFixed(3)),
+    peak_rss_mb: Math.round(peakRssMb), activation_mb: Math.round(model.activationBytes / 2 ** 20), loss_first: loss0, loss_last: lossN,
+  };
+  console.log(`veomni-ts ${size} B=${B} threads=${threads}${ckpt ? " ckpt" : ""}: ${JSON.stringify(ours)}`);
+  let ref: Record<string, number> | null = null;
+  if (!args.includes("--no-ref")) {
+    const py = Bun.spawnSync(["/usr/bin/python3", "/work/shared/bench/train_bench.py", "--size", size, "--batch", String(B),
+      "--threads", String(threads), "--steps", String(steps), "--warmup", String(warmup)], { stderr: "inherit" });
+    const line = py.stdout.toString().trim().split("\n").pop() ?? "";
+    console.log(`pytorch: ${line}`);
+    ref = JSON.parse(line);
+  }
+  console.log(JSON.stringify({
+    bench: "train", size, batch: B, seq: s.seq, threads, steps, gradient_checkpointing: ckpt, flops_per_token: flopsPerToken, ...ours,
+    torch_tokens_per_s: ref?.tokens_per_s ?? null, torch_peak_rss_mb: ref ? Math.round(ref.peak_rss_gib * 1024) : null,
+    speedup_vs_torch: ref ? Number((tps / ref.tokens_per_s).toFixed(3)) : null,
+    rss_ratio_vs_torch: ref ? Number((peakRssMb / (ref.peak_rss_gib * 1024)).toFixed(3)) : null,
+  }));
+}
+
+if (import.meta.main) await main(process.argv.slice(2));
