@@ -26,9 +26,9 @@ export interface RunJobOptions {
   /** progress line on stderr; default: stderr is a TTY. */
   progress?: boolean;
   /** called once the job exists in KV (tests read the KV record while the job runs). */
-  onStarted?: (info: JobInfo) => void;
-  /** called after each step's metrics line (hooks for checkpoint commits, tests). */
-  onStep?: (m: MetricsLine) => void;
+  onStarted?: (info: JobInfo) => void | Promise<void>;
+  /** awaited after each step's metrics line and KV update, before the next step (checkpoint commits, tests). */
+  onStep?: (m: MetricsLine, job: JobInfo) => void | Promise<void>;
   /** extra environment for local workers. */
   workerEnv?: Record<string, string>;
 }
@@ -89,6 +89,7 @@ export async function runJob(config: Config, logger: Logger, opts: RunJobOptions
     retrying(`write ${keys.state(job)}`, () => stateRec.writeOwned({ ...st, updated_at: new Date().toISOString() }, (cur) => cur.coordinator.pid === process.pid && cur.coordinator.host === hostname()), 60_000),
   );
   let exitCode = 0;
+  let run: JobRun | null = null;
   try {
     if (embedded) {
       server = await startNatsServer({ host: "127.0.0.1" });
@@ -108,10 +109,11 @@ export async function runJob(config: Config, logger: Logger, opts: RunJobOptions
     });
     stateRec = new CasRecord<JobState>(kv, keys.state(job));
     await stateRec.create(state);
-    opts.onStarted?.({ job, natsUrl, token, epoch: state.epoch });
+    const info: JobInfo = { job, natsUrl, token, epoch: state.epoch };
+    await opts.onStarted?.(info);
     logger.info({ job, world, local: nLocal, nats: natsUrl }, "job created");
 
-    const run = new JobRun(nc, kv, config, job, state, stateWriter, logger, raise, opts);
+    run = new JobRun(nc, kv, config, job, state, stateWriter, logger, raise, opts, info);
     workers = new LocalWorkers({ natsUrl, token, job, outputDir: config.train.output_dir, env: opts.workerEnv }, (e) =>
       raise({ kind: "exited", rank: e.rank, pid: e.pid, code: e.code, signal: e.signal, stderrTail: e.stderrTail }),
     );
@@ -130,6 +132,7 @@ export async function runJob(config: Config, logger: Logger, opts: RunJobOptions
       state.error = reason;
     }
   } finally {
+    run?.close();
     for (const c of cleanups) c();
     // Tell everyone: the KV phase (workers watch it) and a stop command; then reap local children.
     if (nc && state && stateRec) {
@@ -156,6 +159,8 @@ class JobRun {
   private lastSeen = new Map<number, number>();
   private connected = true;
   private currentCmd: Uint8Array | null = null;
+  private timers: ReturnType<typeof setInterval>[] = [];
+  private watches: Array<{ stop(): void }> = [];
 
   constructor(
     private nc: NatsConnection,
@@ -167,6 +172,7 @@ class JobRun {
     private log: Logger,
     private raise: (f: Failure) => void,
     private opts: RunJobOptions,
+    private info: JobInfo,
   ) {}
 
   async execute(nLocal: number, workers: LocalWorkers): Promise<void> {
@@ -184,7 +190,7 @@ class JobRun {
     this.subs.push(this.nc.subscribe(subj.report, { callback: (err, msg) => void (err || this.onReport(msg.data)) }));
     await this.nc.flush();
     for (let r = 0; r < nLocal; r++) workers.spawn(r);
-    const timers = this.startLiveness();
+    this.timers = this.startLiveness();
     try {
       if (nLocal < l.world_size) this.log.info({ ranks: rdv.missing }, `waiting for remote workers: bun run worker --rank N --nats ${this.config.launch.nats}`);
       const peers: PeerInfo[] = await rdv.all;
@@ -205,13 +211,22 @@ class JobRun {
         this.state.loss = m.loss;
         this.state.tokens_per_s = m.tokens_per_s;
         await this.writeState();
-        this.opts.onStep?.(m);
+        await this.opts.onStep?.(m, this.info);
       }
       sink.end();
     } finally {
-      for (const t of timers) clearInterval(t);
-      for (const s of this.subs) s.unsubscribe();
+      this.close();
     }
+  }
+
+  /** Stop timers, watches and subscriptions (also when a failure abandons execute()). */
+  close(): void {
+    for (const t of this.timers) clearInterval(t);
+    for (const w of this.watches) w.stop();
+    for (const s of this.subs) s.unsubscribe();
+    this.timers = [];
+    this.watches = [];
+    this.subs = [];
   }
 
   private runStep(step: number): Promise<StepMetrics[]> {
@@ -261,6 +276,7 @@ class JobRun {
     const l = this.config.launch;
     void (async () => {
       const w = await this.kv.watch({ key: `${this.job}.ranks.>` });
+      this.watches.push(w);
       for await (const e of w) {
         if (e.operation !== "PUT") continue;
         const r = e.json<RankRecord>();

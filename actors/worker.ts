@@ -29,7 +29,7 @@ export interface WorkerOptions {
   runners: Record<string, RunnerFactory>;
 }
 
-export const EXIT = { ok: 0, failed: 1, refused: 3, fenced: 4, orphaned: 5 } as const;
+export const EXIT = { ok: 0, failed: 1, refused: 3, fenced: 4, orphaned: 5, jobFailed: 6 } as const;
 
 export async function runWorker(o: WorkerOptions): Promise<number> {
   const log = o.logger;
@@ -53,6 +53,8 @@ class WorkerShell {
   private readonly done = new Promise<number>((r) => (this.finish = r));
   private record!: CasRecord<RankRecord>;
   private rec!: RankRecord;
+  // Rank-record writes (heartbeats, step ends) go through one mailbox: CAS writes must not race.
+  private recWriter = new Actor<void, void>("rank-record", () => this.writeRecord());
 
   constructor(private nc: NatsConnection, private kv: KV, private o: WorkerOptions) {}
 
@@ -84,7 +86,9 @@ class WorkerShell {
     this.record = new CasRecord<RankRecord>(this.kv, keys.rank(this.job, o.rank));
     this.rec = { rank: o.rank, epoch: this.epoch, host: reg.host, pid: process.pid, addr, status: "joined", step: 0, rss_mb: peakRssMb(), heartbeat_ms: Date.now(), heartbeat_at: new Date().toISOString() };
     await retrying(`write ${this.record.key}`, () => this.record.adopt(this.rec));
-    const hb = setInterval(() => void this.heartbeat(), config.launch.heartbeat_s * 1000);
+    const hb = setInterval(() => {
+      if (this.recWriter.pending === 0) this.recWriter.send();
+    }, config.launch.heartbeat_s * 1000);
     const watchStop = this.watchCoordinator(config);
 
     // Commands: one at a time through the compute actor's mailbox.
@@ -114,7 +118,7 @@ class WorkerShell {
     sub.unsubscribe();
     stepActor.stop("worker exiting");
     this.rec.status = code === EXIT.ok ? "done" : "failed";
-    if (code !== EXIT.fenced) await this.heartbeat();
+    if (code !== EXIT.fenced) await this.recWriter.ask().catch(() => {});
     await this.runner?.close().catch(() => {});
     return code;
   }
@@ -145,7 +149,7 @@ class WorkerShell {
       case "stop":
         if (m.epoch !== this.epoch) return;
         this.o.logger.info({ reason: m.reason }, "stop from the coordinator");
-        this.finish(EXIT.ok);
+        this.finish(m.reason === "done" ? EXIT.ok : EXIT.jobFailed);
         return;
       case "welcome":
       case "refused":
@@ -160,6 +164,7 @@ class WorkerShell {
     this.lastDone = s;
     this.rec.step = s + 1;
     this.rec.status = "running";
+    await this.recWriter.ask(); // the KV record shows the step before the coordinator hears of it
     const report: ToCoordinator = { v: PROTOCOL_VERSION, kind: "step_done", job: this.job, rank: this.o.rank, epoch: this.epoch, step: s, metrics };
     this.lastReport = encode(report);
     this.nc.publish(subjects(this.job).report, this.lastReport);
@@ -176,7 +181,7 @@ class WorkerShell {
     this.nc.publish(subjects(this.job).report, encode(m));
   }
 
-  private async heartbeat(): Promise<void> {
+  private async writeRecord(): Promise<void> {
     this.rec.heartbeat_ms = Date.now();
     this.rec.heartbeat_at = new Date(this.rec.heartbeat_ms).toISOString();
     this.rec.rss_mb = Math.round(peakRssMb());
@@ -206,7 +211,7 @@ class WorkerShell {
         lastSeen = Date.now();
         if (e.operation !== "PUT") continue;
         const st = e.json<JobState>();
-        if (st.phase === "done" || st.phase === "failed" || st.phase === "stopped") this.finish(st.phase === "done" ? EXIT.ok : EXIT.orphaned);
+        if (st.phase === "done" || st.phase === "failed" || st.phase === "stopped") this.finish(st.phase === "done" ? EXIT.ok : EXIT.jobFailed);
         else if (st.epoch > this.epoch) this.finish(EXIT.fenced);
       }
     })().catch(() => {});

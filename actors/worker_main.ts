@@ -2,7 +2,7 @@
 // The NATS token comes from VEOMNI_NATS_TOKEN (or --token, visible to `ps`); the URL from
 // --nats or VEOMNI_NATS_URL. Without --job the worker joins the newest job in rendezvous.
 // Exit codes: 0 done, 1 failed, 2 usage, 3 refused by the coordinator, 4 fenced (a newer epoch
-// took the rank), 5 orphaned (the coordinator went away).
+// took the rank), 5 orphaned (the coordinator went away), 6 the job failed elsewhere (another rank).
 import { makeLogger } from "../configs/index.ts";
 import { runWorker } from "./worker.ts";
 import { RUNNERS } from "./runners.ts";

@@ -1,0 +1,80 @@
+// Shared helpers for the actors/NATS tests: configs, a file-only logger, KV readers, and
+// checks that every process a test started is gone. Real servers, real processes; no sleeps.
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import pino from "pino";
+import { ConfigSchema, type Config } from "../../configs/index.ts";
+import type { Logger } from "../../configs/index.ts";
+import { connectNats, openBucket, readJson, keys, type JobState, type RankRecord } from "../../actors/nats.ts";
+import type { KV } from "@nats-io/kv";
+import type { NatsConnection } from "@nats-io/transport-node";
+
+export const ROOT = new URL("../../", import.meta.url).pathname;
+export const WORKER_MAIN = join(ROOT, "actors/worker_main.ts");
+export const COORD_ENTRY = join(ROOT, "test/dist/actors_coordinator_entry.ts");
+
+export function tempDir(tag: string): string {
+  return mkdtempSync(join(tmpdir(), `veomni-${tag}-`));
+}
+
+type DeepPartial<T> = { [K in keyof T]?: T[K] extends object ? Partial<T[K]> : T[K] };
+
+/** A toy-runner job: `micro_batch_size` is the toy step's busy milliseconds. */
+export function toyConfig(outputDir: string, over: DeepPartial<Config> = {}): Config {
+  return ConfigSchema.parse({
+    train: { output_dir: outputDir, max_steps: 5, micro_batch_size: 10, lr: 0.5, ...over.train },
+    launch: { world_size: 2, heartbeat_s: 0.2, dead_after_s: 3, ...over.launch },
+    ...(over.model ? { model: over.model } : {}),
+    ...(over.data ? { data: over.data } : {}),
+  });
+}
+
+/** JSON lines to a file only (tests keep stderr quiet); returns the logger and the file path. */
+export function fileLogger(dir: string, name = "coordinator"): { logger: Logger; file: string } {
+  const file = join(dir, `${name}.test.log`);
+  return { logger: pino({ level: "debug" }, pino.destination({ dest: file, sync: true })) as Logger, file };
+}
+
+export async function kvClient(url: string, token: string | null): Promise<{ nc: NatsConnection; kv: KV }> {
+  const nc = await connectNats({ url, token: token ?? undefined, name: "test-client" });
+  return { nc, kv: await openBucket(nc) };
+}
+
+export const readState = (kv: KV, job: string) => readJson<JobState>(kv, keys.state(job));
+export const readRank = (kv: KV, job: string, r: number) => readJson<RankRecord>(kv, keys.rank(job, r));
+
+export function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Direct child processes of this test process (nats-server, workers) still running. */
+export function childPids(): number[] {
+  const r = Bun.spawnSync(["pgrep", "-P", String(process.pid)]);
+  return new TextDecoder()
+    .decode(r.stdout)
+    .split("\n")
+    .filter(Boolean)
+    .map(Number)
+    .filter((p) => {
+      // pgrep itself has exited by now; ignore zombies being reaped
+      const st = Bun.spawnSync(["ps", "-o", "stat=", "-p", String(p)]);
+      const s = new TextDecoder().decode(st.stdout).trim();
+      return s !== "" && !s.startsWith("Z");
+    });
+}
+
+export function readMetrics(outputDir: string): Array<Record<string, number | null>> {
+  const text = require("node:fs").readFileSync(join(outputDir, "metrics.jsonl"), "utf8") as string;
+  return text.trim().split("\n").filter(Boolean).map((l) => JSON.parse(l));
+}
+
+/** Collect a process's stderr as text (resolves at EOF). */
+export async function textOf(stream: ReadableStream<Uint8Array>): Promise<string> {
+  return new Response(stream).text();
+}

@@ -1,0 +1,78 @@
+// The multi-host shape on one machine: an external nats-server, a coordinator process and worker
+// processes started separately (workers first, without --job: they find the job in KV), as a
+// user would on several hosts. Then a worker killed with -9 is declared dead by the heartbeat
+// deadline (the coordinator did not spawn it, so only its silence tells).
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import type { Subprocess } from "bun";
+import { startNatsServer, type NatsServer } from "../../actors/embedded.ts";
+import { keys, type RankRecord } from "../../actors/nats.ts";
+import { COORD_ENTRY, WORKER_MAIN, alive, childPids, kvClient, readMetrics, readRank, readState, tempDir, textOf } from "./actors_harness.ts";
+
+let server: NatsServer;
+beforeAll(async () => {
+  server = await startNatsServer();
+});
+afterAll(async () => {
+  await server.stop();
+  expect(childPids()).toEqual([]);
+});
+
+function startWorker(rank: number, token = server.token): Subprocess<"ignore", "ignore", "pipe"> {
+  return Bun.spawn([process.execPath, WORKER_MAIN, "--rank", String(rank), "--nats", server.url], {
+    env: { ...process.env, VEOMNI_NATS_TOKEN: token },
+    stdin: "ignore",
+    stdout: "ignore",
+    stderr: "pipe",
+  });
+}
+
+function startCoordinator(job: string, out: string, train: object, launch: object): Subprocess<"ignore", "ignore", "pipe"> {
+  const config = {
+    train: { output_dir: out, lr: 0.5, ...train },
+    launch: { nats: server.url, nats_token: server.token, local_workers: 0, world_size: 2, job_id: job, heartbeat_s: 0.2, ...launch },
+  };
+  return Bun.spawn([process.execPath, COORD_ENTRY, JSON.stringify(config), "toy"], { stdin: "ignore", stdout: "ignore", stderr: "pipe" });
+}
+
+test("external nats-server, coordinator and workers started separately", async () => {
+  const out = tempDir("mh");
+  const workers = [startWorker(0), startWorker(1)];
+  const coord = startCoordinator("mh1", out, { max_steps: 4, micro_batch_size: 5 }, { dead_after_s: 5 });
+  const [cc, ...wc] = await Promise.all([coord.exited, ...workers.map((w) => w.exited)]);
+  expect({ coordinator: cc, workers: wc }).toEqual({ coordinator: 0, workers: [0, 0] });
+  expect(readMetrics(out).map((m) => m.step)).toEqual([1, 2, 3, 4]);
+  // the server outlives the job: its record stays readable
+  const { nc, kv } = await kvClient(server.url, server.token);
+  expect(await readState(kv, "mh1")).toMatchObject({ phase: "done", step: 4, world_size: 2, error: null });
+  for (const r of [0, 1]) {
+    const rec = await readRank(kv, "mh1", r);
+    expect(rec).toMatchObject({ rank: r, status: "done", step: 4, pid: workers[r].pid });
+  }
+  await nc.close();
+}, 30_000);
+
+test("kill -9 of a remote worker: the heartbeat deadline stops the job naming the rank", async () => {
+  const out = tempDir("mh");
+  const deadAfter = 1.5;
+  const coord = startCoordinator("mh2", out, { max_steps: 1000, micro_batch_size: 40 }, { dead_after_s: deadAfter });
+  const coordErr = textOf(coord.stderr);
+  const workers = [startWorker(0), startWorker(1)];
+  const { nc, kv } = await kvClient(server.url, server.token);
+  // wait (on KV events) until rank 1 has finished 2 steps, then kill it mid-run
+  const w = await kv.watch({ key: keys.rank("mh2", 1) });
+  for await (const e of w) if (e.operation === "PUT" && e.json<RankRecord>().step >= 2) break;
+  w.stop();
+  const killedAt = Date.now();
+  workers[1].kill("SIGKILL");
+  const [cc, w0] = await Promise.all([coord.exited, workers[0].exited]);
+  const stoppedAfterS = (Date.now() - killedAt) / 1000;
+  expect(cc).toBe(1);
+  expect(w0).toBe(6); // rank 0 was stopped: the job failed elsewhere
+  expect(stoppedAfterS).toBeLessThan(deadAfter + 3);
+  const st = await readState(kv, "mh2");
+  expect(st!.phase).toBe("failed");
+  expect(st!.error).toContain("rank 1 is dead: no heartbeat");
+  expect(await coordErr).toContain("rank 1 is dead");
+  for (const p of [coord.pid, ...workers.map((x) => x.pid)]) expect(alive(p)).toBe(false);
+  await nc.close();
+}, 30_000);
