@@ -48,7 +48,13 @@ export interface RankReport {
   files: Record<string, FileMeta>;
   pieces: { name: string; group: Group; shape: number[]; ref: PieceRef }[];
   extra: string;
+  /** Wall-clock ms (performance.timeOrigin + now, comparable across threads) when the writer
+   *  started and when everything was fsynced: time to durable without event-loop delays. */
+  writeStartedAt: number;
+  durableAt: number;
 }
+
+const wallMs = () => performance.timeOrigin + performance.now();
 
 export function layoutRank(rank: number, step: number, pieces: readonly Piece[]): RankLayout {
   const files: RankFileLayout[] = [];
@@ -108,6 +114,7 @@ function writeAll(fd: number, bytes: Uint8Array, opts: WriteOptions, written: { 
 /** Checks, checksums and writes one rank's files into `dir`, each fsynced, then the folder.
  *  Refuses non-finite values (nothing is written) and a folder that is already committed. */
 export function writeRank(dir: string, layout: RankLayout, staging: Uint8Array, extraText: string, opts: WriteOptions = {}): RankReport {
+  const writeStartedAt = wallMs();
   const where = `rank ${layout.rank} step ${layout.step}`;
   if (existsSync(join(dir, METADATA_FILE))) throw new Error(`${where}: ${dir} is already committed; refusing to overwrite it`);
   const f32 = new Float32Array(staging.buffer, staging.byteOffset, staging.byteLength >> 2);
@@ -155,7 +162,7 @@ export function writeRank(dir: string, layout: RankLayout, staging: Uint8Array, 
     name: p.name, group: p.group, shape: p.shape,
     ref: { rank: layout.rank, file: f.name, key: p.key, start: p.start, length: p.length, byteOffset: p.byteOffset, crc32: crcs.get(p)! },
   })));
-  return { rank: layout.rank, step: layout.step, files, pieces, extra };
+  return { rank: layout.rank, step: layout.step, files, pieces, extra, writeStartedAt, durableAt: wallMs() };
 }
 
 /** fsync a directory so the names created in it survive a crash. */

@@ -14,7 +14,7 @@ export type WriterRequest = {
   pauseAfterBytes?: number;
 };
 export type WriterReply =
-  | { type: "done"; id: number; report: RankReport; writeMs: number }
+  | { type: "done"; id: number; report: RankReport }
   | { type: "error"; id: number; message: string }
   | { type: "paused"; id: number };
 
@@ -24,13 +24,12 @@ self.onmessage = (ev: MessageEvent<WriterRequest>) => {
   const m = ev.data;
   switch (m.type) {
     case "write": {
-      const t0 = performance.now();
       try {
         const report = writeRank(m.dir, m.layout, new Uint8Array(m.staging, 0, m.layout.stagingBytes), m.extraText, {
           pauseAfterBytes: m.pauseAfterBytes,
           onPause: () => self.postMessage({ type: "paused", id: m.id } satisfies WriterReply),
         });
-        self.postMessage({ type: "done", id: m.id, report, writeMs: performance.now() - t0 } satisfies WriterReply);
+        self.postMessage({ type: "done", id: m.id, report } satisfies WriterReply);
       } catch (e) {
         self.postMessage({ type: "error", id: m.id, message: (e as Error).message } satisfies WriterReply);
       }
