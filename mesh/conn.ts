@@ -52,6 +52,7 @@ export class Conn {
   private out: Uint8Array[] = [];
   private outOff = 0;
   private closing = false; // end the socket once `out` is written
+  private flushWaiters: (() => void)[] = [];
 
   constructor(private readonly sock: Socket<unknown>, public maxLen: number, label: string) {
     this.label = label;
@@ -204,7 +205,11 @@ export class Conn {
       const b = this.out[0];
       const n = this.sock.write(this.outOff === 0 ? b : b.subarray(this.outOff));
       if (n < 0) {
-        this.fail(new Error(`connection to ${this.label} closed while sending`), false);
+        // The peer closed. Don't fail yet: its abort frame (the real reason) may still be
+        // unread; the socket's close callback comes after its last data and fails the link.
+        this.out.length = 0;
+        this.outOff = 0;
+        for (const w of this.flushWaiters.splice(0)) w();
         return;
       }
       this.outOff += n;
@@ -212,7 +217,14 @@ export class Conn {
       this.out.shift();
       this.outOff = 0;
     }
+    for (const w of this.flushWaiters.splice(0)) w();
     if (this.closing) this.sock.end();
+  }
+
+  /** Resolves once everything queued so far reached the kernel (or the link died). */
+  flushed(): Promise<void> {
+    if (this.out.length === 0) return Promise.resolve();
+    return new Promise((r) => this.flushWaiters.push(r));
   }
 
   /** Mark the link dead, reject the pending receive, close the socket. Idempotent. */
@@ -228,6 +240,7 @@ export class Conn {
     this.queue.length = 0;
     this.onFail(e, abortedByPeer);
     this.out.length = 0;
+    for (const w of this.flushWaiters.splice(0)) w();
     this.sock.end();
   }
 

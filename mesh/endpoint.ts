@@ -91,10 +91,17 @@ export class Endpoint {
     return g;
   }
 
-  close(): void {
+  /** Stop accepting, close every link once its queued frames reached the kernel (bounded). */
+  async close(): Promise<void> {
+    this.listener.stop();
     for (const g of this.groups.values()) g.close();
     for (const c of this.all) c.close();
-    this.listener.stop(true);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      Promise.all([...this.all].map((c) => c.flushed())),
+      new Promise((r) => (timer = setTimeout(r, this.cfg?.deadlineMs ?? 1000))),
+    ]);
+    clearTimeout(timer);
   }
 
   // ---- acceptor side ----

@@ -68,7 +68,9 @@ export class Group {
   run<T>(what: string, body: (seq: number) => Promise<T>): Promise<T> {
     const seq = this.nextSeq++;
     const p = this.tail.then(async () => {
-      if (this.failed) throw this.failed;
+      if (this.failed) {
+        throw new Error(`rank ${this.rank} group ${this.name}: ${what} seq ${seq}: group failed before: ${this.failed.message}`);
+      }
       this.current = `${what} seq ${seq}`;
       try {
         return await body(seq);
@@ -96,13 +98,15 @@ export class Group {
   fail(e: Error, from: Conn | null): void {
     if (this.failed) return;
     // Name this rank, the group and the op in flight: this text is what every rank reports.
-    this.failed = new Error(`rank ${this.rank} group ${this.name}: ${this.current ?? "idle"}: ${e.message}`);
+    this.failed = new Error(`rank ${this.rank} group ${this.name}: ${this.current ?? "between ops"}: ${e.message}`);
     const frame = this.abortFrame(this.failed);
     for (const c of this.links) if (c && c !== from) c.abort(this.failed, frame);
   }
 
+  /** Orderly shutdown: no abort frames (peers may still be reading our last frames). */
   close(): void {
-    this.fail(new Error("group closed"), null);
+    this.failed ??= new Error(`rank ${this.rank} group ${this.name}: closed`);
+    for (const c of this.links) c?.close();
   }
 
   private abortFrame(e: Error): Uint8Array {

@@ -37,7 +37,7 @@ async function handle(m: Request): Promise<number | undefined> {
       groups.set(m.name, await ep!.group(m.name, m.ranks));
       return;
     case "close":
-      ep?.close();
+      await ep?.close();
       return;
     case "op":
       await runOp(m);

@@ -8,14 +8,14 @@ import { gen, hash, runCases } from "../dist/mesh_cases.ts";
 export interface RankConfig {
   rank: number;
   worldSize: number;
-  script: "cases" | "mesh2x2" | "loop" | "mismatch" | "victim" | "pair";
+  script: "cases" | "mesh2x2" | "loop" | "mismatch" | "stall" | "victim" | "pair";
   secret: string;
   jobId: string;
   epoch: number;
   deadlineMs: number;
   handshakeMs: number;
   chunkBytes: number;
-  badRank?: number; // mismatch: which rank misbehaves
+  badRank?: number; // mismatch, stall: which rank misbehaves
   mode?: "op" | "size"; // mismatch: wrong op or wrong size
   groups?: string[]; // victim: groups to form with rank 0, one after another
 }
@@ -56,6 +56,12 @@ const scripts: Record<RankConfig["script"], (c: Comm) => Promise<void>> = {
     const buf = gen(11, cfg.rank, bad && cfg.mode === "size" ? 5003 : 5000);
     if (bad && cfg.mode === "op") await g.broadcast(buf, 0);
     else await g.allReduce(buf, "sum");
+  },
+  async stall(c) {
+    const g = await c.world();
+    say({ ev: "joined" });
+    if (cfg.rank === cfg.badRank) await new Promise(() => {}); // alive, linked, never sends
+    await g.allReduce(gen(13, cfg.rank, 100), "sum");
   },
   async victim(c) {
     for (const name of cfg.groups ?? []) {
