@@ -63,8 +63,20 @@ function tokenContent(t: unknown): string | null {
 const escapeRe = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 
 /** Loads a tokenizer folder (or a name for resolveTokenizer). */
+// Loaded tokenizers by folder: parsing tokenizer.json takes ~1 s and a tokenizer is immutable
+// (its pre-token cache only grows), so loaders of simulated ranks in one thread share one.
+const loaded = new Map<string, TextTokenizer>();
+
 export function loadTokenizer(nameOrPath: string, from?: string): TextTokenizer {
   const dir = resolveTokenizer(nameOrPath, from);
+  const hit = loaded.get(dir);
+  if (hit) return hit;
+  const tk = buildTokenizer(dir);
+  loaded.set(dir, tk);
+  return tk;
+}
+
+function buildTokenizer(dir: string): TextTokenizer {
   const tjPath = join(dir, "tokenizer.json");
   const tj = JSON.parse(readFileSync(tjPath, "utf8"));
   const cfgPath = join(dir, "tokenizer_config.json");

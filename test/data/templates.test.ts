@@ -4,6 +4,7 @@ import { describe, expect, test } from "bun:test";
 import { Template } from "@huggingface/jinja";
 import { IGNORE_INDEX, loadTokenizer, makeTemplate, type Message } from "../../data/index.ts";
 import { makeSample } from "../../data/samples.ts";
+import type { TemplateContext } from "../../data/templates.ts";
 
 const CHATML = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}";
 const LLAMA2 = "{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}{% set system_message = messages[0]['content'] %}{% else %}{% set loop_messages = messages %}{% set system_message = false %}{% endif %}{% for message in loop_messages %}{% if loop.index0 == 0 and system_message != false %}{% set content = '<<SYS>>\\n' + system_message + '\\n<</SYS>>\\n\\n' + message['content'] %}{% else %}{% set content = message['content'] %}{% endif %}{% if message['role'] == 'user' %}{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}{% elif message['role'] == 'assistant' %}{{ ' '  + content.strip() + ' ' + eos_token }}{% endif %}{% endfor %}";
@@ -16,7 +17,7 @@ const MSGS: Message[] = [
   { role: "user", content: "And 3+3?" },
   { role: "assistant", content: " 6, of course." },
 ];
-const ctx = { bosToken: "<s>", eosToken: "</s>", tokenizerTemplate: null };
+const ctx: TemplateContext = { bosToken: "<s>", eosToken: "</s>", tokenizerTemplate: null };
 const joined = (name: string, c = ctx, m = MSGS) => makeTemplate(name, c)(m).map((s) => s.text).join("");
 
 describe("chat templates", () => {

@@ -1,0 +1,156 @@
+// Loader: packing invariants, budget, sharding (every sample exactly once per epoch on 1, 2, 3
+// ranks), jsonl + parquet (snappy, zstd) + txt sources, worker thread equals in-process loader.
+import { describe, expect, test } from "bun:test";
+import { join } from "node:path";
+import { writeFileSync } from "node:fs";
+import { createDataLoader, DataLoaderWorker, IGNORE_INDEX, type DataLoader, type StepBatch } from "../../data/index.ts";
+import { budgetAt, firstFit, packMicroBatch } from "../../data/packing.ts";
+import { cfg, sampleIds, tempDir, writeIdJsonl, writeParquet } from "./helpers.ts";
+
+const opts = (r: number, d: number) => ({ dpRank: r, dpSize: d, vocabSize: 1 << 20, tokenizerPath: null });
+
+/** Runs all ranks in lockstep until one has no step; returns every rank's steps. */
+async function runAll(loaders: DataLoader[]): Promise<StepBatch[][]> {
+  const out: StepBatch[][] = loaders.map(() => []);
+  for (;;) {
+    const b = await Promise.all(loaders.map((l) => l.nextStep()));
+    if (b.some((x) => x === null)) return out;
+    b.forEach((x, r) => out[r].push(x!));
+  }
+}
+
+function checkMicroBatch(mb: StepBatch["microBatches"][number], budget: number) {
+  const T = mb.inputIds.length;
+  expect(mb.cuSeqlens[0]).toBe(0);
+  expect(mb.cuSeqlens[mb.cuSeqlens.length - 1]).toBe(T);
+  let valid = 0;
+  for (let s = 0; s + 1 < mb.cuSeqlens.length; s++) {
+    const a = mb.cuSeqlens[s], b = mb.cuSeqlens[s + 1];
+    for (let t = a; t < b; t++) {
+      expect(mb.positionIds[t]).toBe(t - a); // restart per sample: attention by position ids never crosses
+      expect(mb.inputIds[t]).toBe(mb.inputIds[a]); // one sample's tokens only between boundaries
+    }
+    if (s > 0) expect(mb.labels[a]).toBe(IGNORE_INDEX);
+  }
+  for (let t = 1; t < T; t++) if (mb.labels[t] !== IGNORE_INDEX) valid++;
+  expect(mb.validTokens).toBe(valid);
+  if (mb.cuSeqlens.length > 2) expect(T).toBeLessThanOrEqual(budget); // only a lone sample may exceed
+}
+
+describe("packing", () => {
+  test("packMicroBatch concatenates, restarts positions, masks first label of later samples", () => {
+    const s = (ids: number[], labels = ids) => ({ ids: Int32Array.from(ids), labels: Int32Array.from(labels) });
+    const mb = packMicroBatch([s([5, 6, 7]), s([8, 9], [IGNORE_INDEX, 9]), s([3, 4])]);
+    expect(Array.from(mb.inputIds)).toEqual([5, 6, 7, 8, 9, 3, 4]);
+    expect(Array.from(mb.labels)).toEqual([5, 6, 7, IGNORE_INDEX, 9, IGNORE_INDEX, 4]);
+    expect(Array.from(mb.positionIds)).toEqual([0, 1, 2, 0, 1, 0, 1]);
+    expect(Array.from(mb.cuSeqlens)).toEqual([0, 3, 5, 7]);
+    expect(mb.validTokens).toBe(4);
+  });
+
+  test("firstFit: greedy in insertion order, stops when full, lone over-long sample", () => {
+    expect(firstFit([5, 4, 3, 2, 1], 8)).toEqual([0, 2]);
+    expect(firstFit([5, 4, 3, 2, 1], 6)).toEqual([0, 4]);
+    expect(firstFit([9, 2], 8)).toEqual([1]);
+    expect(firstFit([9], 8)).toEqual([0]);
+    expect(budgetAt(0, 1000, 0.5, 200, 10)).toBe(200);
+    expect(budgetAt(4, 1000, 0.5, 200, 10)).toBe(840);
+    expect(budgetAt(5, 1000, 0.5, 200, 10)).toBe(1000);
+  });
+});
+
+describe("loader", () => {
+  for (const dyn of [true, false]) {
+    test(`every sample exactly once per epoch on 1, 2, 3 ranks (dyn_bsz ${dyn}), budget kept`, async () => {
+      const { dir, done } = tempDir("shard");
+      try {
+        const N = 101;
+        writeIdJsonl(join(dir, "a.jsonl"), 60, 16);
+        writeIdJsonl(join(dir, "b.jsonl"), 41, 16, 60);
+        let firstOrder: number[] | null = null;
+        for (const D of [1, 2, 3]) {
+          const c = cfg(`${dir}/a.jsonl,${dir}/b.jsonl`, { dyn, epochs: 2, mbs: 2, gbs: 2 * D * 2, buffer: 5 });
+          const loaders = Array.from({ length: D }, (_, r) => createDataLoader(c, opts(r, D)));
+          const steps = await runAll(loaders);
+          const count = new Map<number, number>();
+          for (const rank of steps) for (const st of rank) {
+            expect(st.microBatches.length).toBe(2);
+            for (const mb of st.microBatches) { checkMicroBatch(mb, 32); for (const id of sampleIds(mb)) count.set(id, (count.get(id) ?? 0) + 1); }
+          }
+          // epoch 0 complete and epoch 1 partial: every id once or twice, each exactly once in epoch 0
+          expect(count.size).toBe(N);
+          for (const v of count.values()) expect(v === 1 || v === 2).toBe(true);
+          const rank0 = steps[0].flatMap((s) => s.microBatches.flatMap(sampleIds));
+          if (D === 1) firstOrder = rank0;
+          expect(rank0.slice(0, 10)).not.toEqual(Array.from({ length: 10 }, (_, i) => i)); // shuffled
+          // one epoch: nothing twice, only the end-of-data remainder (less than one step) missing
+          const one = await runAll(Array.from({ length: D }, (_, r) => createDataLoader({ ...c, train: { ...c.train, num_train_epochs: 1 } }, opts(r, D))));
+          const seen = one.flatMap((rk) => rk.flatMap((st) => st.microBatches.flatMap(sampleIds)));
+          expect(new Set(seen).size).toBe(seen.length);
+          expect(N - seen.length).toBeLessThan(dyn ? 2 * D * 2 * 2 + 5 * D : 4 * D);
+          if (D === 1 && !dyn) expect(rank0.length).toBe(Math.floor((2 * N) / 4) * 4); // drop_last only at the very end
+        }
+        expect(firstOrder).not.toBeNull();
+      } finally { done(); }
+    }, 30_000);
+  }
+
+  test("same seed -> same order, other seed -> other order; max_steps stops", async () => {
+    const { dir, done } = tempDir("seed");
+    try {
+      writeIdJsonl(join(dir, "a.jsonl"), 50, 8);
+      const ids = async (seed: number) => {
+        const l = createDataLoader(cfg(join(dir, "a.jsonl"), { seed, maxSteps: 5 }), opts(0, 1));
+        const s = await runAll([l]);
+        expect(s[0].length).toBe(5);
+        return s[0].flatMap((x) => x.microBatches.flatMap(sampleIds));
+      };
+      const a = await ids(1), b = await ids(1), c = await ids(2);
+      expect(a).toEqual(b);
+      expect(a).not.toEqual(c);
+    } finally { done(); }
+  }, 30_000);
+
+  test("parquet snappy + zstd (several row groups), jsonl and txt read the same documents", async () => {
+    const { dir, done } = tempDir("src");
+    try {
+      const docs = Array.from({ length: 30 }, (_, i) => `Document number ${i}.` + " word".repeat(i % 5));
+      writeParquet(join(dir, "s.parquet"), [{ name: "id", data: docs.map((_, i) => i), type: "INT32" }, { name: "text", data: docs.slice(0, 15), type: "STRING" }].map((c) => c.name === "id" ? { ...c, data: c.data.slice(0, 15) } : c), "SNAPPY", 4);
+      writeParquet(join(dir, "z.parquet"), [{ name: "text", data: docs.slice(15), type: "STRING" }], "ZSTD", 6);
+      writeFileSync(join(dir, "d.jsonl"), docs.map((t) => JSON.stringify({ text: t })).join("\n"));
+      writeFileSync(join(dir, "d.txt"), docs.join("\n\n  \n"));
+      const all = async (path: string) => {
+        const l = createDataLoader(cfg(path, { maxSeqLen: 64, mbs: 1, dyn: false }), { ...opts(0, 1), vocabSize: 151936, tokenizerPath: "qwen3" });
+        const s = await runAll([l]);
+        return s[0].map((x) => Array.from(x.microBatches[0].inputIds).join(",")).sort();
+      };
+      const pq = await all(dir + "/s.parquet," + dir + "/z.parquet");
+      expect(pq.length).toBe(30);
+      expect(await all(join(dir, "d.jsonl"))).toEqual(pq);
+      expect(await all(join(dir, "d.txt"))).toEqual(pq);
+    } finally { done(); }
+  }, 30_000);
+
+  test("worker thread gives the same steps as the in-process loader, and its state resumes exactly", async () => {
+    const { dir, done } = tempDir("worker");
+    try {
+      writeIdJsonl(join(dir, "a.jsonl"), 80, 16);
+      const c = cfg(join(dir, "a.jsonl"), { maxSteps: 12, buffer: 6 });
+      const ref = (await runAll([createDataLoader(c, opts(0, 1))]))[0];
+      const w = await DataLoaderWorker.start(c, opts(0, 1), { prefetch: 3 });
+      try {
+        const got: StepBatch[] = [];
+        for (let i = 0; i < 6; i++) got.push((await w.nextStep())!);
+        const st = await w.state(); // prefetched steps must not leak into the state
+        expect(st.step).toBe(6);
+        for (let i = 6; i < 12; i++) got.push((await w.nextStep())!);
+        expect(await w.nextStep()).toBeNull();
+        expect(got.map((s) => s.microBatches.map((m) => Array.from(m.inputIds)))).toEqual(ref.map((s) => s.microBatches.map((m) => Array.from(m.inputIds))));
+        await w.restore(st);
+        const again = (await w.nextStep())!;
+        expect(again.step).toBe(6);
+        expect(Array.from(again.microBatches[0].labels)).toEqual(Array.from(ref[6].microBatches[0].labels));
+      } finally { await w.close(); }
+    } finally { done(); }
+  }, 30_000);
+});
