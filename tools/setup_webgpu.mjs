@@ -79,12 +79,13 @@ function writeRoot(path, text) {
 
 /**
  * Makes sure a Mesa >= 24 Vulkan driver (lavapipe) and the Vulkan loader are installed.
- * Returns {changed, mesa} where mesa is the installed mesa-vulkan-drivers version.
+ * Returns {changed, mesa} where mesa is the installed mesa-vulkan-drivers version. `force` re-runs
+ * the apt steps even when everything is present (to test the fresh-machine path).
  */
-export function installWebgpuDeps({ log = console.log } = {}) {
+export function installWebgpuDeps({ log = console.log, force = false } = {}) {
   const have = dpkgVersion("mesa-vulkan-drivers");
   const major = have ? Number.parseInt(have.split(".")[0].replace(/^\d+:/, ""), 10) : 0;
-  if (have && major >= MIN_MESA_MAJOR && dpkgVersion("libvulkan1") && existsSync(LVP_ICD)) {
+  if (!force && have && major >= MIN_MESA_MAJOR && dpkgVersion("libvulkan1") && existsSync(LVP_ICD)) {
     return { changed: false, mesa: have };
   }
   if (!existsSync("/usr/bin/apt-get")) fail("apt-get not found: install Mesa >= 24 lavapipe (mesa-vulkan-drivers) by hand");

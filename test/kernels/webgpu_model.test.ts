@@ -1,0 +1,98 @@
+// Whole models on the WebGPU backend: Hugging Face's tiny-random-llama-2 logits, the torch-made
+// qwen2/qwen3 fixtures (three AdamW steps with clipping), and ten training steps of a tiny random
+// Llama whose losses must follow the CPU backend's. Same model code, only the backend differs.
+//
+// Tolerance: HF logits as the fixture states (1e-5 abs + rel); losses 1e-4 absolute and grad norms
+// 1e-4 relative against torch or the CPU backend (f32 sums in a different order, compounded over steps).
+import { expect, setDefaultTimeout, test } from "bun:test";
+import { readFileSync } from "node:fs";
+import { Trainer } from "../../actors/trainer.ts";
+import type { MicroBatch } from "../../data/batch.ts";
+import { createKernels, type Kernels } from "../../kernels/index.ts";
+import { probeAdapter } from "../../kernels/webgpu/index.ts";
+import { argmax, createModel, initWeights, loadPretrained } from "../../models/index.ts";
+import { FIXTURES, readExpected, singleRow, toMicroBatch } from "../models/fixtures.ts";
+
+setDefaultTimeout(60_000);
+const probe = await probeAdapter();
+
+if (!probe.ok) {
+  test(`webgpu model: SKIPPED, no adapter: ${probe.reason}`, () => {
+    console.warn(`webgpu model: SKIPPED, no adapter: ${probe.reason}`);
+  });
+} else {
+  const gpu = await createKernels({ backend: "webgpu", threads: 1 });
+  const cpu = await createKernels({ backend: "cpu", threads: 1 });
+
+  test("tiny-random-llama-2: logits match Hugging Face on WebGPU", async () => {
+    const dir = `${FIXTURES}tiny-random-llama-2`;
+    const ref = JSON.parse(readFileSync(`${dir}/reference_logits.json`, "utf8")) as {
+      logit_tolerance: { absolute: number; relative: number };
+      model_cases: { input_ids: number[]; greedy_token: number; sampled_logits: Record<string, number> }[];
+    };
+    const model = loadPretrained(gpu, dir, { maxTokens: 16, gradientCheckpointing: false });
+    const V = model.config.V;
+    for (const c of ref.model_cases) {
+      const last = (await model.logits(singleRow(c.input_ids))).subarray((c.input_ids.length - 1) * V);
+      for (const [idx, want] of Object.entries(c.sampled_logits)) {
+        expect(Math.abs(last[Number(idx)]! - want)).toBeLessThanOrEqual(ref.logit_tolerance.absolute + ref.logit_tolerance.relative * Math.abs(want));
+      }
+      expect(argmax(last)).toBe(c.greedy_token);
+    }
+  });
+
+  for (const name of ["qwen2-tiny", "qwen3-tiny"]) {
+    test(`${name}: three AdamW steps with clipping match torch on WebGPU (loss, grad norm)`, async () => {
+      const exp = readExpected(name);
+      const model = loadPretrained(gpu, `${FIXTURES}${name}`, { maxTokens: 16, gradientCheckpointing: false });
+      const trainer = new Trainer(model, {
+        schedule: { lr: exp.train.lr, lr_min: 0, lr_start: 0, train_steps: 3, lr_warmup_ratio: 0, lr_decay_style: "constant", lr_decay_ratio: 1 },
+        weightDecay: exp.train.weight_decay, maxGradNorm: exp.train.max_grad_norm,
+      });
+      for (let s = 0; s < 3; s++) {
+        const m = await trainer.step(s, exp.micro_batches.map(toMicroBatch));
+        expect(Math.abs(m.loss - exp.steps[s]!.loss)).toBeLessThan(1e-4);
+        expect(Math.abs(m.grad_norm - exp.steps[s]!.grad_norm) / exp.steps[s]!.grad_norm).toBeLessThan(1e-4);
+      }
+    });
+  }
+
+  test("ten training steps of a tiny Llama: WebGPU losses follow the CPU backend", async () => {
+    // Two packed rows of samples with restarting positions, GQA, tied embeddings.
+    const V = 256, seq = 32, T = 64;
+    const raw = {
+      model_type: "llama", vocab_size: V, hidden_size: 64, num_hidden_layers: 2, num_attention_heads: 4,
+      num_key_value_heads: 2, intermediate_size: 128, rms_norm_eps: 1e-6, rope_theta: 10000, tie_word_embeddings: true,
+      max_position_embeddings: seq, initializer_range: 0.02,
+    };
+    let seed = 7;
+    const rand = () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) >>> 8) % V;
+    const batches: MicroBatch[] = Array.from({ length: 10 }, () => {
+      const ids = Int32Array.from({ length: T }, rand);
+      const cu = Int32Array.from([0, 20, 32, 64]);
+      const pos = Int32Array.from({ length: T }, (_, i) => (i < 20 ? i : i < 32 ? i - 20 : i - 32));
+      return { inputIds: ids, labels: ids, positionIds: pos, cuSeqlens: cu, validTokens: T - 3 };
+    });
+    const run = async (k: Kernels) => {
+      const model = createModel(k, raw, "webgpu test tiny", { maxTokens: T, gradientCheckpointing: false });
+      initWeights(model, 0);
+      const trainer = new Trainer(model, {
+        schedule: { lr: 3e-3, lr_min: 0, lr_start: 0, train_steps: 10, lr_warmup_ratio: 0, lr_decay_style: "constant", lr_decay_ratio: 1 },
+        weightDecay: 0.1, maxGradNorm: 1,
+      });
+      const out: { loss: number; norm: number }[] = [];
+      for (let s = 0; s < 10; s++) {
+        const m = await trainer.step(s, [batches[s]!]);
+        out.push({ loss: m.loss, norm: m.grad_norm });
+      }
+      return out;
+    };
+    const a = await run(cpu), b = await run(gpu);
+    console.log(`webgpu vs cpu losses: ${b.map((x, i) => `${x.loss.toFixed(5)}/${a[i]!.loss.toFixed(5)}`).join(" ")}`);
+    for (let s = 0; s < 10; s++) {
+      expect(Math.abs(b[s]!.loss - a[s]!.loss)).toBeLessThan(1e-4);
+      expect(Math.abs(b[s]!.norm - a[s]!.norm) / a[s]!.norm).toBeLessThan(1e-4);
+    }
+    expect(a[9]!.loss).toBeLessThan(a[0]!.loss); // it learned something
+  });
+}
