@@ -103,3 +103,9 @@ export function loadExtra(dir: string, meta: Metadata, rank: number): unknown {
   if (!f || Bun.hash.crc32(bytes) !== f.crc32 || bytes.length !== f.bytes) throw new Error(`checkpoint ${dir}: extra state ${name} of rank ${rank} is corrupted or truncated`);
   return decodeExtra(new TextDecoder().decode(bytes));
 }
+
+/** Every saved rank's extra state, index = saved rank: what a resharding restore needs (the
+ *  data loader deals all ranks' positions out again over the new world size). */
+export function loadAllExtra(dir: string, meta: Metadata): unknown[] {
+  return meta.extra.map((_, r) => loadExtra(dir, meta, r));
+}
