@@ -32,6 +32,8 @@ export interface DecoderOptions {
   maxTokens: number;
   /** train.enable_gradient_checkpointing: keep only each layer's input, recompute in backward. */
   gradientCheckpointing: boolean;
+  /** RoPE table length (positions < this); default max(maxTokens, max_position_embeddings). */
+  maxPositions?: number;
 }
 
 export class DecoderLM {
@@ -62,7 +64,7 @@ export class DecoderLM {
     const Tmax = opts.maxTokens;
     this.layout = decoderLayout(c);
     this.params = this.layout.units.map((u) => k.alloc([u.numel], "f32", { name: `${u.name}.params` }));
-    this.rope = new Rope(k, c.HS, c.ropeTheta, c.ropeScaling, Math.max(Tmax, c.maxPositions));
+    this.rope = new Rope(k, c.HS, c.ropeTheta, c.ropeScaling, opts.maxPositions ?? Math.max(Tmax, c.maxPositions));
     this.emb = new Embedding(k, c);
     this.layer = new DecoderLayer(k, c, this.rope);
     const a = new Arena(k, Tmax);
