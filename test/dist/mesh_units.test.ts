@@ -1,0 +1,69 @@
+// Pure logic of mesh/: mesh factorisation and groups, CRC32C against known vectors and the
+// bytewise reference, frame and handshake header checks.
+import { describe, expect, test } from "bun:test";
+import { balancedOffsets, crc32c, deviceMesh, expertMesh } from "../../mesh/index.ts";
+import { crc32cReference } from "../../mesh/crc32c.ts";
+import { encodeFrame, encodeHs, FRAME_HEADER, HsType, Op, readFrameHeader, readHsHeader } from "../../mesh/wire.ts";
+
+describe("device mesh", () => {
+  test("a bad factorisation names every factor", () => {
+    expect(() => deviceMesh({ dp_shard: 2, ulysses: 2 }, 8)).toThrow(
+      "mesh: pp(1) * dp_replicate(1) * dp_shard(2) * ulysses(2) * tp(1) != world_size(8)");
+    expect(() => expertMesh(3, 8)).toThrow("mesh: ep_fsdp(2) * ep(3) != world_size(8)");
+    expect(() => deviceMesh({ tp: 0 }, 1)).toThrow("axis tp has size 0");
+  });
+
+  test("rank <-> coordinates, row-major with tp innermost", () => {
+    const m = deviceMesh({ pp: 2, dp_shard: 2, ulysses: 2, tp: 2 }, 16);
+    for (let r = 0; r < 16; r++) expect(m.rankAt(m.coords(r))).toBe(r);
+    expect(m.coordsOf(11)).toEqual({ pp: 1, dp_replicate: 0, dp_shard: 0, ulysses: 1, tp: 1 });
+  });
+
+  test("groups per axis and per flattened axis set", () => {
+    const m = deviceMesh({ dp_shard: 2, ulysses: 2, tp: 2 }, 8);
+    expect(m.groups(["tp"])).toEqual([[0, 1], [2, 3], [4, 5], [6, 7]]);
+    expect(m.groups(["dp_shard"])).toEqual([[0, 4], [1, 5], [2, 6], [3, 7]]);
+    // VeOmni's FSDP group: dp_shard x ulysses, whatever order the axes are named in
+    expect(m.groupOf(5, ["ulysses", "dp_shard"])).toEqual([1, 3, 5, 7]);
+    expect(m.groupName(5, ["ulysses", "dp_shard"])).toBe("dp_shard+ulysses@1.3.5.7");
+    const e = expertMesh(2, 8);
+    expect(e.groups(["ep"])).toEqual([[0, 1], [2, 3], [4, 5], [6, 7]]);
+    expect(e.groupOf(2, ["ep_fsdp"])).toEqual([0, 2, 4, 6]);
+  });
+
+  test("balanced split of any size", () => {
+    expect(balancedOffsets(10, 4)).toEqual([0, 3, 6, 8, 10]);
+    expect(balancedOffsets(2, 4)).toEqual([0, 1, 2, 2, 2]);
+  });
+});
+
+describe("crc32c and frames", () => {
+  test("known vector and reference at every alignment", () => {
+    expect(crc32c(new TextEncoder().encode("123456789"))).toBe(0xe3069283);
+    const b = new Uint8Array(1000).map((_, i) => (i * 131 + 7) & 0xff);
+    for (let off = 0; off < 9; off++) {
+      for (const len of [0, 1, 15, 16, 17, 500, 991 - off]) {
+        expect(crc32c(b, 0, off, len)).toBe(crc32cReference(b.subarray(off, off + len)));
+      }
+    }
+    expect(crc32c(b.subarray(300), crc32c(b.subarray(0, 300)))).toBe(crc32c(b)); // incremental
+  });
+
+  test("frame headers are checked before allocation", () => {
+    const f = encodeFrame({ op: Op.AllGather, step: 1, seq: 9, chunk: 2, total: 64 }, new Uint8Array(16).fill(3));
+    const h = readFrameHeader(f.subarray(0, FRAME_HEADER), 1 << 20);
+    expect(h).toMatchObject({ op: Op.AllGather, step: 1, seq: 9, chunk: 2, total: 64, len: 16 });
+    expect(h.payloadCrc).toBe(crc32c(f.subarray(FRAME_HEADER)));
+    expect(() => readFrameHeader(f.subarray(0, FRAME_HEADER), 8)).toThrow("frame length 16 B above the limit 8 B");
+    const v = f.slice(0, FRAME_HEADER);
+    v[4] = 2;
+    expect(() => readFrameHeader(v, 1 << 20)).toThrow("frame version 2, expected 1");
+    const c = f.slice(0, FRAME_HEADER);
+    c[8] ^= 1; // seq bit flip
+    expect(() => readFrameHeader(c, 1 << 20)).toThrow(/frame header CRC32C/);
+    const hs = encodeHs(HsType.Hello, { a: 1 });
+    expect(readHsHeader(hs)).toEqual({ type: HsType.Hello, len: 7 });
+    hs[5] = 9;
+    expect(() => readHsHeader(hs)).toThrow("unknown handshake message type 9");
+  });
+});
