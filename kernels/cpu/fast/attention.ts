@@ -7,6 +7,7 @@
 // dS = P (dP - D) with D = rowsum(dO * O), dQ += scale dS K, dK += scale dS^T Q.
 // All loops run in a fixed order, so results are bit-reproducible.
 
+import { fexp } from "./fexp.ts";
 import type { Blas } from "./openblas.ts";
 
 type F32 = Float32Array;
@@ -30,7 +31,7 @@ export function attentionOps(blas: Blas, BR = ATTN_BR, BC = ATTN_BC) {
     for (let r = 0; r < br; r++) {
       const lim = Math.max(0, Math.min(bc, i0 + r - j0 + 1)); // keys j <= i
       const row = r * bc, mo = m[r];
-      for (let c = 0; c < lim; c++) S[row + c] = Math.exp(S[row + c] - mo);
+      for (let c = 0; c < lim; c++) S[row + c] = fexp(S[row + c] - mo);
       S.fill(0, row + lim, row + bc);
     }
   }
@@ -55,7 +56,7 @@ export function attentionOps(blas: Blas, BR = ATTN_BR, BC = ATTN_BC) {
               const lim = Math.min(bc, i0 + r - j0 + 1);
               let mx = m[r];
               for (let c = 0; c < lim; c++) if (S[r * bc + c] > mx) mx = S[r * bc + c];
-              const corr = m[r] === -Infinity ? 0 : Math.exp(m[r] - mx);
+              const corr = m[r] === -Infinity ? 0 : fexp(m[r] - mx);
               if (corr !== 1) {
                 l[r] *= corr;
                 for (let d = 0; d < HS; d++) O[r * HS + d] *= corr;

@@ -2,6 +2,7 @@
 // loops over typed arrays (no allocation; row invariants hoisted; f32 storage, f64 only where a
 // reduction needs it).
 
+import { fexp } from "./fexp.ts";
 import type { Blas } from "./openblas.ts";
 
 type F32 = Float32Array;
@@ -103,14 +104,14 @@ export function denseOps(blas: Blas) {
     swigluForward(out: F32, gate: F32, up: F32, N: number): void {
       for (let i = 0; i < N; i++) {
         const x = gate[i];
-        out[i] = (x / (1 + Math.exp(-x))) * up[i];
+        out[i] = (x / (1 + fexp(-x))) * up[i];
       }
     },
 
     swigluBackward(dgate: F32, dup: F32, dout: F32, gate: F32, up: F32, N: number): void {
       for (let i = 0; i < N; i++) {
         const x = gate[i], g = dout[i];
-        const sig = 1 / (1 + Math.exp(-x));
+        const sig = 1 / (1 + fexp(-x));
         const silu = x * sig;
         dgate[i] += g * up[i] * (sig + silu * (1 - sig));
         dup[i] += g * silu;

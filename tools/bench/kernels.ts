@@ -1,0 +1,187 @@
+// Kernel benchmark: OpenBLAS sgemm through bun:ffi vs numpy and PyTorch (same OpenBLAS, same
+// thread count, same run), then per-op timings at the "small" Llama shape of shared/bench
+// (V 32000, C 512, 8/2 heads, HS 64, I 1376) on a packed row of T = 4 x 512 tokens, beside the
+// same ops in PyTorch 1.13 eager. Usage:
+//   npx bun tools/bench/kernels.ts --backend cpu [--threads 1,2] [--quick]
+// Prints human lines; the LAST line is one JSON object with all figures and ratios.
+import { spawnSync } from "node:child_process";
+import { createCpuKernels, ropeCosSin, ropeInvFreq, type Kernels, type Tensor } from "../../kernels/index.ts";
+
+type T32 = Tensor<"f32">;
+
+function arg(args: string[], name: string, dflt: string): string {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 && i + 1 < args.length ? args[i + 1] : dflt;
+}
+
+/** Median wall time in ms of fn over reps runs (after one warm-up). */
+function time(fn: () => void, reps: number): number {
+  fn();
+  const ts: number[] = [];
+  for (let i = 0; i < reps; i++) {
+    const t0 = performance.now();
+    fn();
+    ts.push(performance.now() - t0);
+  }
+  ts.sort((a, b) => a - b);
+  return ts[Math.floor(ts.length / 2)];
+}
+
+function rand(k: Kernels, shape: number[], scale = 1): T32 {
+  const t = k.alloc(shape);
+  const h = t.host as Float32Array;
+  let s = 12345;
+  for (let i = 0; i < h.length; i++) {
+    s = (s * 1103515245 + 12345) >>> 0;
+    h[i] = ((s / 4294967296) * 2 - 1) * scale;
+  }
+  return t;
+}
+
+function sgemmGflops(k: Kernels, n: number, reps: number): number {
+  const a = rand(k, [n, n]), b = rand(k, [n, n]), c = k.alloc([n, n]);
+  const ms = time(() => k.gemm(c, a, b, n, n, n, false, false, 1, 0), reps);
+  return (2 * n * n * n) / (ms * 1e6);
+}
+
+// PyTorch/numpy reference, one process per thread count (OpenBLAS reads its env at load).
+const PY = String.raw`
+import json, math, sys, time
+import numpy as np, torch, torch.nn.functional as F
+torch.set_num_threads(int(sys.argv[1])); quick = sys.argv[2] == "1"
+def med(fn, reps):
+    fn(); ts = []
+    for _ in range(reps):
+        t0 = time.perf_counter(); fn(); ts.append((time.perf_counter() - t0) * 1e3)
+    ts.sort(); return ts[len(ts) // 2]
+R = {}
+for n in (1024, 2048):
+    a = np.random.rand(n, n).astype(np.float32); b = np.random.rand(n, n).astype(np.float32)
+    R[f"numpy_sgemm_{n}"] = 2 * n**3 / (med(lambda: a @ b, 3) * 1e6)
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    R[f"torch_sgemm_{n}"] = 2 * n**3 / (med(lambda: ta @ tb, 3) * 1e6)
+T, C, NH, NKV, HS, I, V, L = 2048, 512, 8, 2, 64, 1376, 32000, 512
+reps = 2 if quick else 5
+x = torch.randn(T, C, requires_grad=True); W = torch.randn(I, C, requires_grad=True) * 0.02
+W = W.detach().requires_grad_(); dy = torch.randn(T, I)
+R["linear_fwd"] = med(lambda: F.linear(x, W), reps)
+R["linear_fwdbwd"] = med(lambda: F.linear(x, W).backward(dy), reps)
+w = torch.ones(C, requires_grad=True); dC = torch.randn(T, C)
+rms = lambda: x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * w
+R["rmsnorm_fwd"] = med(rms, reps); R["rmsnorm_fwdbwd"] = med(lambda: rms().backward(dC), reps)
+q = torch.randn(T, NH, HS, requires_grad=True); k = torch.randn(T, NKV, HS, requires_grad=True); v = torch.randn(T, NKV, HS, requires_grad=True)
+inv = 1.0 / (10000 ** (torch.arange(0, HS, 2).float() / HS)); f = torch.outer(torch.arange(L).float(), inv).repeat(T // L, 1)
+emb = torch.cat([f, f], -1); cos, sin = emb.cos()[:, None], emb.sin()[:, None]
+def rope():
+    return q * cos + torch.cat([-q[..., HS // 2:], q[..., :HS // 2]], -1) * sin
+R["rope_fwd"] = med(rope, reps)
+mask = torch.triu(torch.ones(L, L, dtype=torch.bool), 1)
+def attn():
+    outs = []
+    for s in range(T // L):
+        qs = q[s*L:(s+1)*L].transpose(0, 1); ks = k[s*L:(s+1)*L].transpose(0, 1).repeat_interleave(NH // NKV, 0)
+        vs = v[s*L:(s+1)*L].transpose(0, 1).repeat_interleave(NH // NKV, 0)
+        sc = (qs @ ks.transpose(1, 2) / math.sqrt(HS)).masked_fill(mask, float("-inf"))
+        outs.append((torch.softmax(sc, -1) @ vs).transpose(0, 1))
+    return torch.cat(outs, 0)
+dq = torch.randn(T, NH, HS)
+R["attention_fwd"] = med(attn, reps); R["attention_fwdbwd"] = med(lambda: attn().backward(dq), reps)
+g = torch.randn(T, I, requires_grad=True); u = torch.randn(T, I, requires_grad=True)
+R["swiglu_fwd"] = med(lambda: F.silu(g) * u, reps); R["swiglu_fwdbwd"] = med(lambda: (F.silu(g) * u).backward(dy), reps)
+h = torch.randn(T, C, requires_grad=True); Wv = (torch.randn(V, C) * 0.02).requires_grad_(); tg = torch.randint(0, V, (T,))
+R["ce_fwd"] = med(lambda: F.cross_entropy(h @ Wv.t(), tg, reduction="sum"), reps)
+R["ce_fwdbwd"] = med(lambda: F.cross_entropy(h @ Wv.t(), tg, reduction="sum").backward(), reps)
+P = torch.nn.Parameter(torch.randn(10_000_000)); P.grad = torch.randn(10_000_000)
+opt = torch.optim.AdamW([P], lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1, foreach=False)
+R["adamw_10M"] = med(opt.step, reps)
+print(json.dumps(R))
+`;
+
+function pythonRef(threads: number, quick: boolean): Record<string, number> | null {
+  const env = { ...process.env, OPENBLAS_NUM_THREADS: String(threads), OMP_NUM_THREADS: String(threads) };
+  const r = spawnSync("/usr/bin/python3", ["-c", PY, String(threads), quick ? "1" : "0"], { env, encoding: "utf8", timeout: 300_000 });
+  if (r.status !== 0) {
+    console.log(`python reference failed (status ${r.status}): ${(r.stderr || "").split("\n").slice(-3).join(" ")}`);
+    return null;
+  }
+  return JSON.parse(r.stdout.trim().split("\n").pop()!);
+}
+
+/** Our ops at the same shapes as the Python block above. */
+function opTimes(k: Kernels, reps: number): Record<string, number> {
+  const T = 2048, C = 512, NH = 8, NKV = 2, HS = 64, I = 1376, V = 32000, L = 512;
+  const o: Record<string, number> = {};
+  const x = rand(k, [T, C]), W = rand(k, [I, C], 0.02), y = k.alloc([T, I]), dy = rand(k, [T, I]);
+  const dx = k.alloc([T, C]), dW = k.alloc([I, C]);
+  o.linear_fwd = time(() => k.linearForward(y, x, W, null, T, C, I), reps);
+  o.linear_bwd = time(() => k.linearBackward(dx, dW, null, dy, x, W, T, C, I), reps);
+  const w = rand(k, [C]), xo = k.alloc([T, C]), rstd = k.alloc([T]), dC = rand(k, [T, C]), dw = k.alloc([C]);
+  o.rmsnorm_fwd = time(() => k.rmsnormForward(xo, rstd, x, w, T, C, 1e-6), reps);
+  o.rmsnorm_bwd = time(() => k.rmsnormBackward(dx, dw, dC, x, w, rstd, T, C), reps);
+  const q = rand(k, [T, NH, HS]), kk = rand(k, [T, NKV, HS]), v = rand(k, [T, NKV, HS]), qo = k.alloc([T, NH, HS]);
+  const { cos, sin } = ropeCosSin(ropeInvFreq({ dim: HS, theta: 10000 }), L);
+  const cosT = k.alloc([L, HS / 2]), sinT = k.alloc([L, HS / 2]), pos = k.alloc([T], "i32");
+  k.upload(cosT, cos);
+  k.upload(sinT, sin);
+  k.upload(pos, Int32Array.from({ length: T }, (_, t) => t % L));
+  o.rope_fwd = time(() => k.ropeForward(qo, q, cosT, sinT, pos, T, NH, HS), reps);
+  o.rope_bwd = time(() => k.ropeBackward(qo, q, cosT, sinT, pos, T, NH, HS), reps);
+  const cu = k.alloc([T / L + 1], "i32"), lse = k.alloc([T, NH]);
+  k.upload(cu, Int32Array.from({ length: T / L + 1 }, (_, s) => s * L));
+  const dq = k.alloc([T, NH, HS]), dk = k.alloc([T, NKV, HS]), dv = k.alloc([T, NKV, HS]), dout = rand(k, [T, NH, HS]);
+  o.attention_fwd = time(() => k.attentionForward(qo, lse, q, kk, v, cu, T, NH, NKV, HS, 0.125), reps);
+  o.attention_bwd = time(() => k.attentionBackward(dq, dk, dv, dout, q, kk, v, qo, lse, cu, T, NH, NKV, HS, 0.125), reps);
+  const g = rand(k, [T, I]), u = rand(k, [T, I]), dg = k.alloc([T, I]), du = k.alloc([T, I]);
+  o.swiglu_fwd = time(() => k.swigluForward(y, g, u, T * I), reps);
+  o.swiglu_bwd = time(() => k.swigluBackward(dg, du, dy, g, u, T * I), reps);
+  const Wv = rand(k, [V, C], 0.02), dWv = k.alloc([V, C]), loss = k.alloc([1]), tg = k.alloc([T], "i32");
+  k.upload(tg, Int32Array.from({ length: T }, (_, t) => (t * 7919) % V));
+  o.ce_fwd = time(() => k.crossEntropyFused(loss, null, null, x, Wv, tg, T, C, V, 1), reps);
+  o.ce_fwdbwd = time(() => k.crossEntropyFused(loss, dx, dWv, x, Wv, tg, T, C, V, 1 / T), reps);
+  const n = 10_000_000, P = rand(k, [n]), G = rand(k, [n]), M = k.alloc([n]), Vv = k.alloc([n]);
+  let step = 0;
+  o.adamw_10M = time(() => k.adamw(P, G, M, Vv, { lr: 1e-3, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, step: ++step, gradScale: 1 }), reps);
+  return o;
+}
+
+export async function main(args: string[]): Promise<void> {
+  const backend = arg(args, "backend", "cpu");
+  if (backend !== "cpu") throw new Error(`bench kernels: --backend ${backend} is not handled here (cpu only; webgpu has tools/bench/webgpu.ts)`);
+  const threadList = arg(args, "threads", "1,2").split(",").map(Number);
+  const quick = args.includes("--quick");
+  const reps = quick ? 2 : 5;
+  const out: Record<string, unknown> = { bench: "kernels", backend, shape: "small: T 2048 (4x512), C 512, NH 8, NKV 2, HS 64, I 1376, V 32000" };
+  for (const th of threadList) {
+    const k = createCpuKernels({ threads: th });
+    console.log(`== ${k.description}`);
+    const ours = { sgemm_1024: sgemmGflops(k, 1024, 3), sgemm_2048: sgemmGflops(k, 2048, 3) };
+    const ops = opTimes(k, reps);
+    const py = pythonRef(th, quick);
+    console.log(`sgemm GFLOP/s  1024: ours ${ours.sgemm_1024.toFixed(1)}  numpy ${py?.numpy_sgemm_1024.toFixed(1)}  torch ${py?.torch_sgemm_1024.toFixed(1)}`);
+    console.log(`sgemm GFLOP/s  2048: ours ${ours.sgemm_2048.toFixed(1)}  numpy ${py?.numpy_sgemm_2048.toFixed(1)}  torch ${py?.torch_sgemm_2048.toFixed(1)}`);
+    const torchOps: Record<string, number> = {};
+    if (py) {
+      for (const op of ["linear", "rmsnorm", "attention", "swiglu", "ce"]) torchOps[`${op}_fwd`] = py[`${op}_fwd`];
+      for (const op of ["linear", "rmsnorm", "attention", "swiglu"]) torchOps[`${op}_bwd`] = py[`${op}_fwdbwd`] - py[`${op}_fwd`];
+      torchOps.rope_fwd = py.rope_fwd;
+      torchOps.ce_fwdbwd = py.ce_fwdbwd;
+      torchOps.adamw_10M = py.adamw_10M;
+    }
+    console.log(`op (ms, median of ${reps})      ours     torch   torch/ours`);
+    for (const [name, ms] of Object.entries(ops)) {
+      const t = torchOps[name];
+      console.log(`  ${name.padEnd(16)} ${ms.toFixed(2).padStart(8)} ${t !== undefined ? t.toFixed(2).padStart(9) : "        -"}   ${t !== undefined ? (t / ms).toFixed(2) : "-"}`);
+    }
+    out[`threads_${th}`] = {
+      sgemm_gflops: ours,
+      numpy_gflops: py ? { 1024: py.numpy_sgemm_1024, 2048: py.numpy_sgemm_2048 } : null,
+      torch_gflops: py ? { 1024: py.torch_sgemm_1024, 2048: py.torch_sgemm_2048 } : null,
+      sgemm_vs_numpy_2048: py ? ours.sgemm_2048 / py.numpy_sgemm_2048 : null,
+      ops_ms: ops,
+      torch_ops_ms: torchOps,
+    };
+  }
+  console.log(JSON.stringify(out));
+}
+
+if (import.meta.main) await main(process.argv.slice(2));
