@@ -21,3 +21,4 @@ export { mergeToHf, parseDType, parseSize, type ExportDType, type MergeOptions }
 export { ASSET_FILES, writeModelAssets } from "./assets.ts";
 export { checkpointDir, isSaveStep } from "./schedule.ts";
 export { EXP_AVG, EXP_AVG_SQ, replicatedStatePieces, stateShapes, statePieces, type ParamView, type UnitBuffers } from "./trainer_state.ts";
+export { CommitTracker, type CommitOutcome, type TrackerOptions } from "./commit_tracker.ts";

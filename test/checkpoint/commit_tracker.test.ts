@@ -1,0 +1,53 @@
+// The coordinator's commit bookkeeping over real saves: reports arrive late and interleaved,
+// a stale epoch is refused, a failed rank is named and the previous commit stays the newest.
+import { afterAll, expect, test } from "bun:test";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { AsyncSaver, CommitTracker, type RankReport, checkpointDir, isSaveStep, resolveLoadPath } from "../../checkpoint/index.ts";
+import { fillModel, fsdpPieces, smallModel, tempDir } from "./helpers.ts";
+
+const tmp = tempDir("tracker");
+afterAll(tmp.cleanup);
+const units = smallModel();
+
+async function rankReports(out: string, step: number, world: number): Promise<RankReport[]> {
+  const savers = [...Array(world).keys()].map((r) => new AsyncSaver(r));
+  const full = fillModel(units, step);
+  const tickets = await Promise.all(savers.map((s, r) => s.save({ dir: checkpointDir(out, step), step, pieces: fsdpPieces(units, world, r, full), extra: { step } })));
+  const reports = await Promise.all(tickets.map((t) => t.durable));
+  await Promise.all(savers.map((s) => s.close()));
+  return reports;
+}
+
+test("commits when the last rank reports; failures name the rank; stale epochs refused", async () => {
+  const out = join(tmp.dir, "job");
+  const t = new CommitTracker({ outputDir: out, worldSize: 2, mesh: { dp_shard: 2 }, epoch: 3 });
+  t.begin(2);
+  t.begin(4);
+  expect(t.inFlight).toEqual([2, 4]);
+  const [a0, a1] = await rankReports(out, 2, 2);
+  const [b0, b1] = await rankReports(out, 4, 2);
+  expect(t.onReport(3, b1)).toBeNull(); // step 4's rank 1 first: out of order is fine
+  expect(t.onReport(3, a0)).toBeNull();
+  expect(() => t.onReport(2, a1)).toThrow(/refused a report from rank 1 of stale epoch 2 \(current 3\)/);
+  const c2 = t.onReport(3, a1)!;
+  expect(c2.kind).toBe("committed");
+  expect(c2.kind === "committed" && c2.relDir).toBe(join("checkpoints", "global_step_2"));
+  expect(resolveLoadPath("auto", out)).toBe(checkpointDir(out, 2));
+  // Step 4: rank 0 fails (e.g. disk full); the late success of rank 1 changes nothing.
+  const f = t.onFailure(3, 0, 4, "ENOSPC: no space left on device");
+  expect(f).toEqual({ kind: "failed", step: 4, rank: 0, reason: "checkpoint step 4 not committed: rank 0 failed to save: ENOSPC: no space left on device" });
+  expect(t.onReport(3, b0)).toBeNull();
+  expect(existsSync(join(checkpointDir(out, 4), "metadata.json"))).toBe(false);
+  expect(resolveLoadPath("auto", out)).toBe(checkpointDir(out, 2));
+  expect(t.lastCommitted).toBe(2);
+  expect(() => t.onReport(3, { ...a0, step: 6 })).toThrow(/no save of that step was commanded/);
+});
+
+test("save schedule: save_steps and save_epochs", () => {
+  const o = { save_steps: 3, save_epochs: 2 };
+  expect([1, 2, 3, 4, 5, 6].filter((s) => isSaveStep(o, s))).toEqual([3, 6]);
+  expect(isSaveStep(o, 7, true, 2)).toBe(true);
+  expect(isSaveStep(o, 7, true, 1)).toBe(false);
+  expect(isSaveStep({ save_steps: 0, save_epochs: 0 }, 10, true, 1)).toBe(false);
+});
