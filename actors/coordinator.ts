@@ -304,10 +304,14 @@ class JobRun {
         if (silentS > l.dead_after_s) this.raise({ kind: "silent", rank, silentS, deadlineS: l.dead_after_s });
       }
     }, Math.max(100, Math.min(l.heartbeat_s, l.dead_after_s / 4) * 1000));
-    // Touch <job>.state so workers (and `bun run jobs`) see a live coordinator.
+    // Touch <job>.state so workers (and `bun run jobs`) see a live coordinator. Repeat the pending
+    // step command: core NATS keeps nothing for a subscriber that is reconnecting, and workers
+    // answer a repeat with their cached report (or ignore it while still running the step).
     const touch = setInterval(() => {
-      if (this.connected && this.stateWriter.pending === 0) void this.writeState().catch(() => {});
-    }, l.heartbeat_s * 1000);
+      if (!this.connected) return;
+      if (this.stateWriter.pending === 0) void this.writeState().catch(() => {});
+      if (this.currentCmd && this.waiter) this.nc.publish(subjects(this.job).cmd, this.currentCmd);
+    }, Math.max(l.heartbeat_s, 0.5) * 1000);
     return [check, touch];
   }
 }

@@ -81,6 +81,20 @@ export async function openBucket(nc: NatsConnection): Promise<KV> {
 const enc = new TextEncoder();
 export const toJson = (v: unknown): Uint8Array => enc.encode(JSON.stringify(v));
 
+/**
+ * Bound a NATS operation in time. A KV write issued while the client is disconnected can stay
+ * pending until the connection closes (measured: it neither fails nor resolves on reconnect),
+ * which would wedge whoever awaits it; the caller retries on its own schedule instead.
+ */
+export function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let t: ReturnType<typeof setTimeout>;
+  const timeout = new Promise<never>((_, rej) => (t = setTimeout(() => rej(new Error(`${what}: no answer from NATS in ${ms} ms`)), ms)));
+  p.catch(() => {}); // a late rejection of the abandoned operation is not an error
+  return Promise.race([p, timeout]).finally(() => clearTimeout(t));
+}
+
+const OP_MS = 2000;
+
 /** A KV value this process owns, written only with CAS on the revision it last saw. */
 export class CasRecord<T> {
   private revision = 0;
@@ -88,14 +102,14 @@ export class CasRecord<T> {
 
   /** Create the key; fails if it already exists (e.g. a job id already taken). */
   async create(value: T): Promise<void> {
-    this.revision = await this.kv.create(this.key, toJson(value));
+    this.revision = await withTimeout(this.kv.create(this.key, toJson(value)), OP_MS, `create ${this.key}`);
   }
 
   /** Adopt the key's current revision (or create it) before CAS writes. */
   async adopt(value: T): Promise<void> {
-    const e = await this.kv.get(this.key);
-    if (e && e.operation === "PUT") this.revision = await this.kv.update(this.key, toJson(value), e.revision);
-    else this.revision = await this.kv.create(this.key, toJson(value));
+    const e = await withTimeout(this.kv.get(this.key), OP_MS, `get ${this.key}`);
+    if (e && e.operation === "PUT") this.revision = await withTimeout(this.kv.update(this.key, toJson(value), e.revision), OP_MS, `update ${this.key}`);
+    else this.revision = await withTimeout(this.kv.create(this.key, toJson(value)), OP_MS, `create ${this.key}`);
   }
 
   /**
@@ -108,7 +122,7 @@ export class CasRecord<T> {
       await this.write(value);
     } catch (e) {
       if (!/wrong last sequence/i.test(String(e))) throw e;
-      const cur = await readJson<T>(this.kv, this.key);
+      const cur = await withTimeout(readJson<T>(this.kv, this.key), OP_MS, `get ${this.key}`);
       if (!cur || !owns(cur)) throw new Error(`${this.key}: written by another process since revision ${this.revision}: ${JSON.stringify(cur)}`);
       await this.adopt(value);
     }
@@ -116,7 +130,7 @@ export class CasRecord<T> {
 
   /** CAS write; throws a "wrong last sequence" error if someone else wrote since. */
   async write(value: T): Promise<void> {
-    this.revision = await this.kv.update(this.key, toJson(value), this.revision);
+    this.revision = await withTimeout(this.kv.update(this.key, toJson(value), this.revision), OP_MS, `update ${this.key}`);
   }
 }
 

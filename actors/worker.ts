@@ -49,6 +49,7 @@ class WorkerShell {
   private lastDone = -1;
   private running = -1;
   private lastReport: Uint8Array | null = null;
+  private readyMsg: Uint8Array | null = null;
   private finish!: (code: number) => void;
   private readonly done = new Promise<number>((r) => (this.finish = r));
   private record!: CasRecord<RankRecord>;
@@ -88,6 +89,8 @@ class WorkerShell {
     await retrying(`write ${this.record.key}`, () => this.record.adopt(this.rec));
     const hb = setInterval(() => {
       if (this.recWriter.pending === 0) this.recWriter.send();
+      // until the first step command arrives, repeat "ready" (a NATS restart may have lost it)
+      if (this.readyMsg && this.running < 0) this.nc.publish(subj.report, this.readyMsg);
     }, config.launch.heartbeat_s * 1000);
     const watchStop = this.watchCoordinator(config);
 
@@ -108,7 +111,8 @@ class WorkerShell {
     });
     try {
       this.runner = await factory.build({ job: this.job, rank: o.rank, worldSize: welcome.peers.length, epoch: this.epoch, secret: welcome.secret, peers: welcome.peers, config, logger: log });
-      this.publish({ v: PROTOCOL_VERSION, kind: "ready", job: this.job, rank: o.rank, epoch: this.epoch, totalSteps: this.runner.totalSteps });
+      this.readyMsg = encode({ v: PROTOCOL_VERSION, kind: "ready", job: this.job, rank: o.rank, epoch: this.epoch, totalSteps: this.runner.totalSteps });
+      this.nc.publish(subj.report, this.readyMsg);
     } catch (e) {
       this.fail(e instanceof Error ? e : new Error(String(e)));
     }
@@ -221,6 +225,9 @@ class WorkerShell {
         if (s.type === "reconnect") {
           connected = true;
           lastSeen = Date.now();
+          // what we published while disconnected may be lost: say it again (the coordinator drops duplicates)
+          if (this.lastReport) this.nc.publish(subjects(this.job).report, this.lastReport);
+          else if (this.readyMsg) this.nc.publish(subjects(this.job).report, this.readyMsg);
         }
       }
     })().catch(() => {});
