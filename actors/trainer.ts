@@ -26,6 +26,13 @@ export const SINGLE_PROCESS: StepCollectives = {
   syncGrads: async () => {},
 };
 
+/** The part of each unit's flat buffers this rank's optimizer owns. Default: all of it. FSDP
+ *  (ZeRO) gives each rank its shard [start, start + numel) of the unit, with the shard's own
+ *  param/grad tensors (grads already reduce-scattered by syncGrads). */
+export interface OptimizerShards {
+  slice(u: number): { start: number; param: F32; grad: F32 };
+}
+
 export interface TrainerOptions {
   schedule: LrScheduleOptions;
   weightDecay: number;
@@ -34,6 +41,7 @@ export interface TrainerOptions {
   beta2?: number;
   eps?: number;
   collectives?: StepCollectives;
+  shards?: OptimizerShards;
 }
 
 export interface TrainerMetrics {
@@ -51,12 +59,12 @@ export interface TrainerMetrics {
   local: { lossSum: number; validTokens: number; tokens: number };
 }
 
-/** A contiguous run of one unit's flat buffer with one weight-decay setting. */
+/** A contiguous run of one unit's owned slice with one weight-decay setting (offset in the slice). */
 interface Segment { unit: number; offset: number; numel: number; decay: boolean }
 
 export class Trainer {
   readonly k: Kernels;
-  /** AdamW exp_avg / exp_avg_sq, one flat buffer per unit (mirrors model.params). */
+  /** AdamW exp_avg / exp_avg_sq, one flat buffer per unit's owned slice. */
   readonly m: F32[];
   readonly v: F32[];
   /** Optimizer steps taken (AdamW's t, 1-based inside the update); restored on resume. */
@@ -65,20 +73,26 @@ export class Trainer {
   private lossBuf: F32;
   private sqBuf: F32;
   private comm: StepCollectives;
+  private shards: OptimizerShards;
 
   constructor(readonly model: DecoderLM, readonly opts: TrainerOptions) {
     const k = (this.k = model.k);
-    model.allocGrads();
-    this.m = model.params.map((p, u) => k.alloc([p.numel], "f32", { name: `${model.layout.units[u].name}.exp_avg` }));
-    this.v = model.params.map((p, u) => k.alloc([p.numel], "f32", { name: `${model.layout.units[u].name}.exp_avg_sq` }));
+    const grads = model.allocGrads();
+    this.shards = opts.shards ?? { slice: (u) => ({ start: 0, param: model.params[u], grad: grads[u] }) };
+    const slices = model.layout.units.map((u) => this.shards.slice(u.index));
+    this.m = slices.map((s, u) => k.alloc([s.param.numel], "f32", { name: `${model.layout.units[u].name}.exp_avg` }));
+    this.v = slices.map((s, u) => k.alloc([s.param.numel], "f32", { name: `${model.layout.units[u].name}.exp_avg_sq` }));
     this.lossBuf = k.alloc([1], "f32", { shared: false, name: "loss" });
     this.sqBuf = k.alloc([1], "f32", { shared: false, name: "grad_sumsq" });
     this.comm = opts.collectives ?? SINGLE_PROCESS;
     for (const u of model.layout.units) {
+      const lo = slices[u.index].start, hi = lo + slices[u.index].param.numel;
       for (const p of u.params) {
+        const a = Math.max(lo, p.offset), b = Math.min(hi, p.offset + p.numel); // parameter ∩ owned slice
+        if (a >= b) continue;
         const last = this.segments[this.segments.length - 1];
-        if (last && last.unit === u.index && last.decay === p.decay) last.numel += p.numel;
-        else this.segments.push({ unit: u.index, offset: p.offset, numel: p.numel, decay: p.decay });
+        if (last && last.unit === u.index && last.decay === p.decay) last.numel += b - a;
+        else this.segments.push({ unit: u.index, offset: a - lo, numel: b - a, decay: p.decay });
       }
     }
   }
@@ -96,10 +110,11 @@ export class Trainer {
       await model.backward();
     }
     await comm.syncGrads(model); // collective: DDP all-reduce / FSDP reduce-scatter
-    k.sumSquares(this.sqBuf, model.grads!);
+    const slices = model.layout.units.map((u) => this.shards.slice(u.index));
+    k.sumSquares(this.sqBuf, slices.map((s) => s.grad));
     const gradNorm = Math.sqrt(await comm.allReduceSum((await k.read(this.sqBuf))[0])); // sync + collective
     const lr = lrAt(step, this.opts.schedule);
-    this.adamw(lr, clipCoefficient(gradNorm, this.opts.maxGradNorm));
+    this.adamw(slices, lr, clipCoefficient(gradNorm, this.opts.maxGradNorm));
     const lossSum = (await k.read(this.lossBuf))[0]; // sync point
     const [globalLoss, tokens] = [await comm.allReduceSum(lossSum), await comm.allReduceSum(localTokens)];
     return {
@@ -109,13 +124,12 @@ export class Trainer {
   }
 
   /** AdamW over every decay / no-decay run of every unit, grads scaled by the clip coefficient. */
-  private adamw(lr: number, gradScale: number): void {
-    const { k, model, opts } = this;
+  private adamw(slices: { param: F32; grad: F32 }[], lr: number, gradScale: number): void {
+    const { k, opts } = this;
     const t = ++this.optimizerSteps;
-    const grads = model.grads!;
     for (const s of this.segments) {
       const at = (f: F32) => (s.numel === f.numel ? f : k.view(f, s.offset, [s.numel]));
-      k.adamw(at(model.params[s.unit]), at(grads[s.unit]), at(this.m[s.unit]), at(this.v[s.unit]), {
+      k.adamw(at(slices[s.unit].param), at(slices[s.unit].grad), at(this.m[s.unit]), at(this.v[s.unit]), {
         lr, beta1: opts.beta1 ?? 0.9, beta2: opts.beta2 ?? 0.95, eps: opts.eps ?? 1e-8,
         weightDecay: s.decay ? opts.weightDecay : 0, step: t, gradScale,
       });
