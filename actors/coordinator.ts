@@ -2,7 +2,7 @@
 // job record in KV, rendezvous, the step schedule, metrics, liveness and the clean end.
 // Each step is one command to every rank and one report back from each: no NATS traffic per
 // micro-batch. Any failure stops every rank (one-for-all, see supervision.ts).
-import { hostname } from "node:os";
+import { cpus, hostname } from "node:os";
 import { randomBytes } from "node:crypto";
 import { basename, resolve } from "node:path";
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
@@ -114,7 +114,9 @@ export async function runJob(config: Config, logger: Logger, opts: RunJobOptions
     logger.info({ job, world, local: nLocal, nats: natsUrl }, "job created");
 
     run = new JobRun(nc, kv, config, job, state, stateWriter, logger, raise, opts, info);
-    workers = new LocalWorkers({ natsUrl, token, job, outputDir: config.train.output_dir, env: opts.workerEnv }, (e) =>
+    // local workers share this host's cores (kernels.threads 0 = divide them)
+    const threads = config.kernels.threads || Math.max(1, Math.floor(cpus().length / Math.max(1, nLocal)));
+    workers = new LocalWorkers({ natsUrl, token, job, outputDir: config.train.output_dir, env: { VEOMNI_THREADS: String(threads), ...opts.workerEnv } }, (e) =>
       raise({ kind: "exited", rank: e.rank, pid: e.pid, code: e.code, signal: e.signal, stderrTail: e.stderrTail }),
     );
     const lw = workers;

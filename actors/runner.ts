@@ -17,6 +17,8 @@ export interface WorkerContext {
   peers: PeerInfo[];
   config: Config;
   logger: Logger;
+  /** compute threads for this process (0: decide from the cores). */
+  threads: number;
 }
 
 export interface StepRunner {
@@ -28,8 +30,8 @@ export interface StepRunner {
 }
 
 export interface RunnerFactory {
-  /** Open the data-plane listener; returns its advertised "host:port". */
-  listen(host: string, portRange: [number, number]): Promise<string>;
+  /** Open the data-plane listener of `rank`; returns its advertised "host:port". */
+  listen(rank: number, host: string, portRange: [number, number]): Promise<string>;
   build(ctx: WorkerContext): Promise<StepRunner>;
 }
 
@@ -44,7 +46,7 @@ export function peakRssMb(): number {
  * flowing, and lasts about `train.micro_batch_size` ms of busy compute per chunk.
  */
 export const toyRunner: RunnerFactory = {
-  async listen(host) {
+  async listen(_rank, host) {
     return `${host}:0`; // no data plane
   },
   async build(ctx) {

@@ -27,6 +27,8 @@ export interface WorkerOptions {
   portRange?: [number, number];
   logger: Logger;
   runners: Record<string, RunnerFactory>;
+  /** compute threads (0: the runner decides from the cores). */
+  threads?: number;
 }
 
 export const EXIT = { ok: 0, failed: 1, refused: 3, fenced: 4, orphaned: 5, jobFailed: 6 } as const;
@@ -70,7 +72,7 @@ class WorkerShell {
     if (!state) throw new Error(`worker rank ${o.rank}: job ${this.job} has no ${keys.state(this.job)} in KV`);
     const factory = o.runners[state.runner];
     if (!factory) throw new Error(`worker rank ${o.rank}: unknown runner "${state.runner}" in ${keys.state(this.job)}, expected one of ${Object.keys(o.runners).join(", ")}`);
-    const addr = await factory.listen(o.host, o.portRange ?? [0, 0]);
+    const addr = await factory.listen(o.rank, o.host, o.portRange ?? [0, 0]);
 
     const reg: ToCoordinator = { v: PROTOCOL_VERSION, kind: "register", job: this.job, rank: o.rank, epoch: o.epoch ?? 0, host: hostname(), pid: process.pid, addr };
     const welcome = await this.register(subj.register, reg);
@@ -110,7 +112,7 @@ class WorkerShell {
       },
     });
     try {
-      this.runner = await factory.build({ job: this.job, rank: o.rank, worldSize: welcome.peers.length, epoch: this.epoch, secret: welcome.secret, peers: welcome.peers, config, logger: log });
+      this.runner = await factory.build({ job: this.job, rank: o.rank, worldSize: welcome.peers.length, epoch: this.epoch, secret: welcome.secret, peers: welcome.peers, config, logger: log, threads: o.threads ?? 0 });
       this.readyMsg = encode({ v: PROTOCOL_VERSION, kind: "ready", job: this.job, rank: o.rank, epoch: this.epoch, totalSteps: this.runner.totalSteps });
       this.nc.publish(subj.report, this.readyMsg);
     } catch (e) {

@@ -54,6 +54,7 @@ try {
     host: opt.host ?? "127.0.0.1",
     logger,
     runners: RUNNERS,
+    threads: Number(Bun.env.VEOMNI_THREADS ?? 0) || 0,
   });
 } catch (e) {
   logger.error({ rank, err: e instanceof Error ? e.message : String(e) }, "worker failed");

@@ -1,0 +1,240 @@
+// FSDP (ZeRO-3; ZeRO-2 with enable_full_shard = false; HSDP with a replicate group), applied to
+// the model from outside through its per-unit hooks. Each unit's flat parameter buffer (N_u
+// elements) is padded to Np_u = n_u * S and sharded evenly over the S ranks of the shard group:
+// this rank keeps only its shard [i*n_u, (i+1)*n_u) of params, grads and AdamW state.
+//   forward  unit u: all-gather u into a pooled buffer (prefetching u+1 meanwhile), compute,
+//                    free it (ZeRO-3) or keep it until the step ends (ZeRO-2).
+//   backward unit u: all-gather again (ZeRO-3), compute into a pooled full-size grad buffer,
+//                    reduce-scatter it into the shard as soon as the unit's backward ends.
+//   syncGrads:       wait for the reduce-scatters; HSDP then all-reduces shards over replicas.
+// Tied lm_head: the head (unit H) reads unit 0's params and writes its gradient into unit 0's
+// grads during the head's forward, so unit 0 stays gathered until the head is done and its
+// grad buffer lives from the head's forward until unit 0's backward.
+import type { Kernels, Tensor } from "../../kernels/index.ts";
+import type { DecoderLM } from "../../models/index.ts";
+import { sharedF32, type CommGroup } from "../../mesh/index.ts";
+import type { OptimizerShards, StepCollectives } from "../trainer.ts";
+
+type F32 = Tensor<"f32">;
+
+export interface FsdpOptions {
+  /** train.enable_full_shard: free gathered params after each use (ZeRO-3) or keep them for the step (ZeRO-2). */
+  fullShard: boolean;
+  /** train.enable_forward_prefetch: start the next unit's all-gather before computing this one. */
+  prefetch: boolean;
+}
+
+interface Unit {
+  N: number; // real elements
+  n: number; // shard elements (padded)
+  start: number; // i * n
+  param: F32; // (n) this rank's shard
+  grad: F32; // (n) reduce-scattered gradient, accumulated over micro-batches
+  rsOut: F32; // (n) one micro-batch's reduce-scatter output
+  pslot: number; // pool slot holding the gathered params, -1 if none
+  gslot: number; // pool slot holding the full grad, -1 if none
+  gather: Promise<void> | null;
+}
+
+export class Fsdp implements StepCollectives, OptimizerShards {
+  private units: Unit[];
+  private pool: F32[] = [];
+  private free: number[] = [];
+  private views = new Map<string, F32>();
+  private pendingRs: Promise<void>[] = [];
+  private afterSync = false;
+  private readonly H: number;
+  private readonly tied: boolean;
+  /** most pool slots alive at once (the gathered-unit memory: slots x largest padded unit). */
+  maxSlots = 0;
+  private readonly slotNumel: number;
+
+  constructor(
+    private k: Kernels,
+    private model: DecoderLM,
+    private shard: CommGroup,
+    private replicate: CommGroup | null,
+    private world: CommGroup,
+    private o: FsdpOptions,
+  ) {
+    const S = shard.size;
+    const i = shard.rank;
+    this.H = model.headUnit;
+    this.tied = model.layout.units[this.H].reads.includes(0);
+    this.units = model.layout.units.map((lu) => {
+      const n = Math.ceil(lu.numel / S);
+      const u: Unit = {
+        N: lu.numel, n, start: i * n,
+        param: k.alloc([n], "f32", { name: `${lu.name}.param_shard` }),
+        grad: k.alloc([n], "f32", { name: `${lu.name}.grad_shard` }),
+        rsOut: k.alloc([n], "f32", { name: `${lu.name}.rs_out` }),
+        pslot: -1, gslot: -1, gather: null,
+      };
+      // keep our shard of the (identically initialised) full params, then free the full buffer
+      const full = model.params[lu.index].host!;
+      const hi = Math.min(lu.numel, u.start + n);
+      if (hi > u.start) u.param.host!.set(full.subarray(u.start, hi));
+      k.free(model.params[lu.index]);
+      return u;
+    });
+    this.slotNumel = Math.max(...this.units.map((u) => u.n * S));
+    // the model's grads array: pool views are swapped in per unit (the Trainer only zeroes them)
+    const placeholder = this.slot(this.acquire());
+    model.grads = this.units.map((u) => k.view(placeholder, 0, [u.N]));
+    this.release(0);
+    model.hooks = {
+      beforeUnitForward: (u) => this.beforeForward(u),
+      afterUnitForward: (u) => this.afterForward(u),
+      beforeUnitBackward: (u) => this.beforeBackward(u),
+      afterUnitBackward: (u) => this.afterBackward(u),
+    };
+  }
+
+  // ---------------------------------------------------------------- OptimizerShards
+  slice(u: number): { start: number; param: F32; grad: F32 } {
+    const x = this.units[u];
+    return { start: x.start, param: x.param, grad: x.grad };
+  }
+
+  /** This rank's shards (for checkpoints): start offset and host arrays per unit. */
+  shardsOf(u: number): { start: number; numel: number; param: Float32Array; grad: Float32Array } {
+    const x = this.units[u];
+    return { start: x.start, numel: x.n, param: x.param.host!, grad: x.grad.host! };
+  }
+
+  /** Call before Trainer.step: zero the accumulated gradient shards. */
+  beginStep(): void {
+    for (const u of this.units) this.k.zero(u.grad);
+    this.afterSync = false;
+  }
+
+  // ---------------------------------------------------------------- StepCollectives
+  async allReduceSum(x: number): Promise<number> {
+    // The Trainer's first reduction after syncGrads is the squared norm of the grad shards:
+    // summed over the shard group only (replicas hold the same shards). Others: whole world.
+    const g = this.afterSync ? this.shard : this.world;
+    this.afterSync = false;
+    const b = sharedF32(1);
+    b[0] = x;
+    await g.allReduce(b); // collective: scalar sum
+    return b[0];
+  }
+
+  async syncGrads(): Promise<void> {
+    await Promise.all(this.pendingRs.splice(0)); // collective: the per-unit reduce-scatters
+    if (this.replicate && this.replicate.size > 1) {
+      await Promise.all(this.units.map((u) => this.replicate!.allReduce(u.grad.host!))); // collective: HSDP replicas
+    }
+    for (const u of this.units) if (u.pslot >= 0) this.releaseParams(u); // ZeRO-2 kept them for the step
+    this.afterSync = true;
+  }
+
+  // ---------------------------------------------------------------- hooks
+  // Every collective is POSTED synchronously at hook entry, so all ranks post in the same order.
+  private async beforeForward(u: number): Promise<void> {
+    this.gatherParams(u);
+    if (u === this.H && this.tied) this.gatherParams(0);
+    if (u === this.H) {
+      this.acquireGrad(u); // the head writes lm_head / norm grads from its forward on
+      if (this.tied) this.acquireGrad(0);
+    }
+    if (this.o.prefetch && u < this.H) this.gatherParams(u + 1);
+    await this.units[u].gather; // wait on peers: this unit's all-gather
+    if (u === this.H && this.tied) await this.units[0].gather;
+  }
+
+  private afterForward(u: number): void {
+    if (!this.o.fullShard) return;
+    if (u === 0 && this.tied) return; // the head still reads it
+    if (u === this.H) return; // its backward comes next
+    this.releaseParams(this.units[u]);
+    if (u === this.H && this.tied) this.releaseParams(this.units[0]);
+  }
+
+  private async beforeBackward(u: number): Promise<void> {
+    // unit 0's backward (embedding) reads no params; the head and layers do
+    if (u !== 0) this.gatherParams(u);
+    if (u !== this.H) this.acquireGrad(u);
+    if (this.o.prefetch && u > 1) this.gatherParams(u - 1);
+    if (u !== 0) await this.units[u].gather; // wait on peers
+  }
+
+  private afterBackward(u: number): void {
+    const x = this.units[u];
+    const full = this.fullView(x.gslot, u);
+    const rs = this.shard.reduceScatter(x.rsOut.host!, full); // collective, runs while the next unit computes
+    const slot = x.gslot;
+    x.gslot = -1;
+    this.pendingRs.push(
+      rs.then(() => {
+        const g = x.grad.host!, r = x.rsOut.host!;
+        for (let j = 0; j < g.length; j++) g[j] += r[j];
+        this.release(slot);
+      }),
+    );
+    if (this.o.fullShard) {
+      if (u !== 0) this.releaseParams(x);
+      if (u === this.H && this.tied) this.releaseParams(this.units[0]);
+    }
+  }
+
+  // ---------------------------------------------------------------- buffers
+  private gatherParams(u: number): void {
+    const x = this.units[u];
+    if (x.pslot >= 0) return; // already gathered or in flight
+    x.pslot = this.acquire();
+    const full = this.fullView(x.pslot, u);
+    x.gather = this.shard.allGather(full, x.param.host!);
+    this.model.params[u] = this.modelView(x.pslot, u);
+  }
+
+  private releaseParams(x: Unit): void {
+    if (x.pslot < 0) return;
+    this.release(x.pslot);
+    x.pslot = -1;
+    x.gather = null;
+  }
+
+  private acquireGrad(u: number): void {
+    const x = this.units[u];
+    if (x.gslot >= 0) return;
+    x.gslot = this.acquire();
+    this.fullView(x.gslot, u).fill(0); // padding included: the reduce-scatter sends it
+    this.model.grads![u] = this.modelView(x.gslot, u);
+  }
+
+  private acquire(): number {
+    const s = this.free.pop();
+    if (s !== undefined) return s;
+    this.pool.push(this.k.alloc([this.slotNumel], "f32", { name: `fsdp.slot${this.pool.length}` }));
+    this.maxSlots = this.pool.length;
+    return this.pool.length - 1;
+  }
+
+  private release(slot: number): void {
+    this.free.push(slot);
+  }
+
+  private slot(s: number): F32 {
+    return this.pool[s];
+  }
+
+  /** (Np_u) host view of a slot: what the collectives move. */
+  private fullView(s: number, u: number): Float32Array {
+    return this.pool[s].host!.subarray(0, this.units[u].n * this.shard.size);
+  }
+
+  /** (N_u) tensor view of a slot for the model, cached so the model's own view cache hits. */
+  private modelView(s: number, u: number): F32 {
+    const key = `${s}:${u}`;
+    let v = this.views.get(key);
+    if (!v) this.views.set(key, (v = this.k.view(this.pool[s], 0, [this.units[u].N])));
+    return v;
+  }
+
+  /** Bytes this rank holds for the model: shards (param, grad, rs, AdamW m+v) + pool slots. */
+  stateBytes(): number {
+    const shardElems = this.units.reduce((a, u) => a + u.n, 0);
+    return 4 * (shardElems * 5 + this.pool.length * this.slotNumel);
+  }
+}

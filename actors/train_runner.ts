@@ -1,0 +1,114 @@
+// The real step of a worker: kernels -> model -> data-parallel plan (DDP / FSDP / ZeRO-2 / HSDP,
+// actors/parallel/) -> dataloader actor (its own thread, prefetching) -> Trainer. The comm actor
+// is the mesh's transport thread (mesh/Comm), opened before rendezvous so its address goes in
+// the table. One runStep = one optimizer step over this rank's micro-batches.
+import { cpus } from "node:os";
+import { createKernels, type Kernels } from "../kernels/index.ts";
+import { DataLoaderWorker } from "../data/index.ts";
+import { Comm, deviceMesh, type CommGroup } from "../mesh/index.ts";
+import type { Config } from "../configs/index.ts";
+import { Trainer, SINGLE_PROCESS, type OptimizerShards, type StepCollectives } from "./trainer.ts";
+import { buildModel, cpuPeakFlops, microBatchFlops } from "./local.ts";
+import { Ddp } from "./parallel/ddp.ts";
+import { Fsdp } from "./parallel/fsdp.ts";
+import { peakRssMb, type RunnerFactory, type StepRunner, type WorkerContext } from "./runner.ts";
+
+/** The parallel plan of one rank: collectives for the Trainer, optional optimizer shards. */
+export interface DpPlan {
+  collectives: StepCollectives;
+  shards?: OptimizerShards;
+  beginStep(nMicro: number): void;
+  /** bytes of model state this rank holds (FSDP: shards + gathered slots), for benchmarks. */
+  stateBytes(): number;
+}
+
+/** Refuse what this runner does not do yet, naming the field. */
+function checkSupported(c: Config): void {
+  const t = c.train;
+  const unsupported: Array<[string, number]> = [
+    ["train.tensor_parallel_size", t.tensor_parallel_size],
+    ["train.ulysses_parallel_size", t.ulysses_parallel_size],
+    ["train.pipeline_parallel_size", t.pipeline_parallel_size],
+    ["train.context_parallel_size", t.context_parallel_size],
+    ["train.expert_parallel_size", t.expert_parallel_size],
+  ];
+  for (const [k, v] of unsupported) if (v !== 1) throw new Error(`${k} = ${v}: the worker's train runner does data parallelism only (ddp, fsdp1/fsdp2, hsdp); expected 1`);
+}
+
+export async function makePlan(k: Kernels, model: ReturnType<typeof buildModel>, config: Config, rank: number, world: number, comm: Comm | null): Promise<DpPlan> {
+  const full = () => 4 * model.layout.totalNumel * 4; // params + grads + AdamW m, v
+  if (world === 1 || !comm) return { collectives: SINGLE_PROCESS, beginStep: () => {}, stateBytes: full };
+  if (k.backend !== "cpu") throw new Error(`kernels.backend ${k.backend}: multi-rank training moves host buffers through the mesh; use kernels.backend cpu`);
+  const t = config.train;
+  const rep = t.data_parallel_replicate_size;
+  const mesh = deviceMesh({ dp_replicate: rep, dp_shard: world / rep }, world);
+  // groups are created in the same order on every rank
+  const worldGroup = await comm.world();
+  if (t.data_parallel_mode === "ddp") {
+    const ddp = new Ddp(model, worldGroup);
+    return { collectives: ddp, beginStep: (n) => ddp.beginStep(n), stateBytes: full };
+  }
+  if (t.data_parallel_mode === "fsdp2-vescale") throw new Error("train.data_parallel_mode fsdp2-vescale is not supported; use ddp, fsdp1 or fsdp2");
+  const shardRanks = mesh.groupOf(rank, ["dp_shard"]);
+  const shard: CommGroup = shardRanks.length === world ? worldGroup : await comm.group(shardRanks, mesh.groupName(rank, ["dp_shard"]));
+  const replicate = rep > 1 ? await comm.group(mesh.groupOf(rank, ["dp_replicate"]), mesh.groupName(rank, ["dp_replicate"])) : null;
+  const fsdp = new Fsdp(k, model, shard, replicate, worldGroup, { fullShard: t.enable_full_shard, prefetch: t.enable_forward_prefetch });
+  return { collectives: fsdp, shards: fsdp, beginStep: () => fsdp.beginStep(), stateBytes: () => fsdp.stateBytes() };
+}
+
+export function makeTrainRunner(): RunnerFactory {
+  let comm: Comm | null = null;
+  return {
+    async listen(rank, host, portRange) {
+      comm = await Comm.listen({ rank, host, portRange: portRange[0] || portRange[1] ? portRange : undefined });
+      return comm.address;
+    },
+    async build(ctx: WorkerContext): Promise<StepRunner> {
+      const { config, rank, worldSize: world, logger } = ctx;
+      checkSupported(config);
+      if (world > 1) {
+        // comm actor: authenticated TCP rings to every peer (HMAC on job, epoch, secret)
+        await comm!.start({ worldSize: world, table: ctx.peers.map((p) => p.addr), secret: ctx.secret, jobId: ctx.job, epoch: ctx.epoch, deadlineMs: config.launch.collective_timeout_s * 1000 });
+      }
+      const threads = config.kernels.threads || ctx.threads || Math.max(1, Math.floor(cpus().length / world));
+      const k = await createKernels({ backend: config.kernels.backend, threads });
+      const model = buildModel(k, config);
+      const plan = await makePlan(k, model, config, rank, world, world > 1 ? comm : null);
+      const t = config.train;
+      const dataCfg = t.max_steps != null ? { ...config, train: { ...t, num_train_epochs: Number.MAX_SAFE_INTEGER } } : config;
+      // dataloader actor: its own thread, prefetching whole steps of this rank's share
+      const loader = await DataLoaderWorker.start(dataCfg, {
+        dpRank: rank, dpSize: world, vocabSize: model.config.V, tokenizerPath: config.model.tokenizer_path ?? config.model.model_path ?? null, log: logger,
+      }, { prefetch: Math.max(1, config.data.prefetch_factor) });
+      const totalSteps = t.max_steps ?? loader.info.trainSteps;
+      const trainer = new Trainer(model, {
+        schedule: { lr: t.lr, lr_min: t.lr_min, lr_start: t.lr_start, train_steps: totalSteps, lr_warmup_ratio: t.lr_warmup_ratio, lr_decay_style: t.lr_decay_style, lr_decay_ratio: t.lr_decay_ratio },
+        weightDecay: t.weight_decay, maxGradNorm: t.max_grad_norm, collectives: plan.collectives, shards: plan.shards,
+      });
+      const peak = k.backend === "cpu" ? cpuPeakFlops(threads) : 0;
+      logger.info({ rank, world, mode: t.data_parallel_mode, threads, params: model.layout.totalNumel, state_mb: Math.round(plan.stateBytes() / 2 ** 20), steps: totalSteps }, "train runner ready");
+      return {
+        totalSteps,
+        model,
+        trainer,
+        plan,
+        async runStep(step) {
+          const batch = await loader.nextStep(); // from the dataloader thread's prefetch queue
+          if (!batch) throw new Error(`rank ${rank}: data exhausted at step ${step} of ${totalSteps}`);
+          const t0 = performance.now();
+          plan.beginStep(batch.microBatches.length);
+          const m = await trainer.step(step, batch.microBatches);
+          const stepTimeS = (performance.now() - t0) / 1000;
+          return {
+            lossSum: m.local.lossSum, validTokens: m.local.validTokens, tokens: m.local.tokens, gradNorm: m.grad_norm, lr: m.lr, stepTimeS,
+            peakRssMb: peakRssMb(), flops: batch.microBatches.reduce((a, mb) => a + microBatchFlops(model, mb), 0), peakFlops: peak,
+          };
+        },
+        async close() {
+          await loader.close().catch(() => {});
+          await comm?.close();
+        },
+      } as StepRunner;
+    },
+  };
+}
