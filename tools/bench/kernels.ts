@@ -2,7 +2,7 @@
 // thread count, same run), then per-op timings at the "small" Llama shape of shared/bench
 // (V 32000, C 512, 8/2 heads, HS 64, I 1376) on a packed row of T = 4 x 512 tokens, beside the
 // same ops in PyTorch 1.13 eager. Usage:
-//   npx bun tools/bench/kernels.ts --backend cpu [--threads 1,2] [--quick]
+//   npx bun tools/bench/kernels.ts --backend cpu [--threads 1,2] [--quick]   (or: bun run bench kernels ...)
 // Prints human lines; the LAST line is one JSON object with all figures and ratios.
 import { spawnSync } from "node:child_process";
 import { createCpuKernels, ropeCosSin, ropeInvFreq, type Kernels, type Tensor } from "../../kernels/index.ts";
@@ -14,16 +14,25 @@ function arg(args: string[], name: string, dflt: string): string {
   return i >= 0 && i + 1 < args.length ? args[i + 1] : dflt;
 }
 
-/** Median wall time in ms of fn over reps runs (after one warm-up). */
-function time(fn: () => void, reps: number): number {
+// The machine is shared: wall times swing with other engineers' load, so every op also reports
+// process CPU time (user+sys), which at 1 thread is the op's own work. Ratios use CPU time at
+// 1 thread and wall time otherwise.
+const cpuTimes: Record<string, number> = {};
+
+/** Median wall time in ms of fn over reps runs (after one warm-up); the median CPU ms goes to cpuTimes[name]. */
+function time(fn: () => void, reps: number, name = ""): number {
   fn();
-  const ts: number[] = [];
+  const ts: number[] = [], cs: number[] = [];
   for (let i = 0; i < reps; i++) {
-    const t0 = performance.now();
+    const c0 = process.cpuUsage(), t0 = performance.now();
     fn();
     ts.push(performance.now() - t0);
+    const c = process.cpuUsage(c0);
+    cs.push((c.user + c.system) / 1e3);
   }
   ts.sort((a, b) => a - b);
+  cs.sort((a, b) => a - b);
+  if (name) cpuTimes[name] = cs[Math.floor(cs.length / 2)];
   return ts[Math.floor(ts.length / 2)];
 }
 
@@ -38,22 +47,19 @@ function rand(k: Kernels, shape: number[], scale = 1): T32 {
   return t;
 }
 
-function sgemmGflops(k: Kernels, n: number, reps: number): number {
-  const a = rand(k, [n, n]), b = rand(k, [n, n]), c = k.alloc([n, n]);
-  const ms = time(() => k.gemm(c, a, b, n, n, n, false, false, 1, 0), reps);
-  return (2 * n * n * n) / (ms * 1e6);
-}
-
 // PyTorch/numpy reference, one process per thread count (OpenBLAS reads its env at load).
 const PY = String.raw`
 import json, math, sys, time
 import numpy as np, torch, torch.nn.functional as F
 torch.set_num_threads(int(sys.argv[1])); quick = sys.argv[2] == "1"
-def med(fn, reps):
-    fn(); ts = []
+CPU = {}
+def med(fn, reps, name=None):
+    fn(); ts = []; cs = []
     for _ in range(reps):
-        t0 = time.perf_counter(); fn(); ts.append((time.perf_counter() - t0) * 1e3)
-    ts.sort(); return ts[len(ts) // 2]
+        c0 = time.process_time(); t0 = time.perf_counter(); fn(); ts.append((time.perf_counter() - t0) * 1e3); cs.append((time.process_time() - c0) * 1e3)
+    ts.sort(); cs.sort()
+    if name: CPU[name] = cs[len(cs) // 2]
+    return ts[len(ts) // 2]
 R = {}
 for n in (1024, 2048):
     a = np.random.rand(n, n).astype(np.float32); b = np.random.rand(n, n).astype(np.float32)
@@ -64,17 +70,17 @@ T, C, NH, NKV, HS, I, V, L = 2048, 512, 8, 2, 64, 1376, 32000, 512
 reps = 2 if quick else 5
 x = torch.randn(T, C, requires_grad=True); W = torch.randn(I, C, requires_grad=True) * 0.02
 W = W.detach().requires_grad_(); dy = torch.randn(T, I)
-R["linear_fwd"] = med(lambda: F.linear(x, W), reps)
-R["linear_fwdbwd"] = med(lambda: F.linear(x, W).backward(dy), reps)
+R["linear_fwd"] = med(lambda: F.linear(x, W), reps, "linear_fwd")
+R["linear_fwdbwd"] = med(lambda: F.linear(x, W).backward(dy), reps, "linear_fwdbwd")
 w = torch.ones(C, requires_grad=True); dC = torch.randn(T, C)
 rms = lambda: x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * w
-R["rmsnorm_fwd"] = med(rms, reps); R["rmsnorm_fwdbwd"] = med(lambda: rms().backward(dC), reps)
+R["rmsnorm_fwd"] = med(rms, reps, "rmsnorm_fwd"); R["rmsnorm_fwdbwd"] = med(lambda: rms().backward(dC), reps, "rmsnorm_fwdbwd")
 q = torch.randn(T, NH, HS, requires_grad=True); k = torch.randn(T, NKV, HS, requires_grad=True); v = torch.randn(T, NKV, HS, requires_grad=True)
 inv = 1.0 / (10000 ** (torch.arange(0, HS, 2).float() / HS)); f = torch.outer(torch.arange(L).float(), inv).repeat(T // L, 1)
 emb = torch.cat([f, f], -1); cos, sin = emb.cos()[:, None], emb.sin()[:, None]
 def rope():
     return q * cos + torch.cat([-q[..., HS // 2:], q[..., :HS // 2]], -1) * sin
-R["rope_fwd"] = med(rope, reps)
+R["rope_fwd"] = med(rope, reps, "rope_fwd")
 mask = torch.triu(torch.ones(L, L, dtype=torch.bool), 1)
 def attn():
     outs = []
@@ -85,15 +91,16 @@ def attn():
         outs.append((torch.softmax(sc, -1) @ vs).transpose(0, 1))
     return torch.cat(outs, 0)
 dq = torch.randn(T, NH, HS)
-R["attention_fwd"] = med(attn, reps); R["attention_fwdbwd"] = med(lambda: attn().backward(dq), reps)
+R["attention_fwd"] = med(attn, reps, "attention_fwd"); R["attention_fwdbwd"] = med(lambda: attn().backward(dq), reps, "attention_fwdbwd")
 g = torch.randn(T, I, requires_grad=True); u = torch.randn(T, I, requires_grad=True)
-R["swiglu_fwd"] = med(lambda: F.silu(g) * u, reps); R["swiglu_fwdbwd"] = med(lambda: (F.silu(g) * u).backward(dy), reps)
+R["swiglu_fwd"] = med(lambda: F.silu(g) * u, reps, "swiglu_fwd"); R["swiglu_fwdbwd"] = med(lambda: (F.silu(g) * u).backward(dy), reps, "swiglu_fwdbwd")
 h = torch.randn(T, C, requires_grad=True); Wv = (torch.randn(V, C) * 0.02).requires_grad_(); tg = torch.randint(0, V, (T,))
-R["ce_fwd"] = med(lambda: F.cross_entropy(h @ Wv.t(), tg, reduction="sum"), reps)
-R["ce_fwdbwd"] = med(lambda: F.cross_entropy(h @ Wv.t(), tg, reduction="sum").backward(), reps)
+R["ce_fwd"] = med(lambda: F.cross_entropy(h @ Wv.t(), tg, reduction="sum"), reps, "ce_fwd")
+R["ce_fwdbwd"] = med(lambda: F.cross_entropy(h @ Wv.t(), tg, reduction="sum").backward(), reps, "ce_fwdbwd")
 P = torch.nn.Parameter(torch.randn(10_000_000)); P.grad = torch.randn(10_000_000)
 opt = torch.optim.AdamW([P], lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1, foreach=False)
-R["adamw_10M"] = med(opt.step, reps)
+R["adamw_10M"] = med(opt.step, reps, "adamw_10M")
+R["cpu"] = CPU
 print(json.dumps(R))
 `;
 
@@ -113,35 +120,42 @@ function opTimes(k: Kernels, reps: number): Record<string, number> {
   const o: Record<string, number> = {};
   const x = rand(k, [T, C]), W = rand(k, [I, C], 0.02), y = k.alloc([T, I]), dy = rand(k, [T, I]);
   const dx = k.alloc([T, C]), dW = k.alloc([I, C]);
-  o.linear_fwd = time(() => k.linearForward(y, x, W, null, T, C, I), reps);
-  o.linear_bwd = time(() => k.linearBackward(dx, dW, null, dy, x, W, T, C, I), reps);
+  o.linear_fwd = time(() => k.linearForward(y, x, W, null, T, C, I), reps, "linear_fwd");
+  o.linear_bwd = time(() => k.linearBackward(dx, dW, null, dy, x, W, T, C, I), reps, "linear_bwd");
   const w = rand(k, [C]), xo = k.alloc([T, C]), rstd = k.alloc([T]), dC = rand(k, [T, C]), dw = k.alloc([C]);
-  o.rmsnorm_fwd = time(() => k.rmsnormForward(xo, rstd, x, w, T, C, 1e-6), reps);
-  o.rmsnorm_bwd = time(() => k.rmsnormBackward(dx, dw, dC, x, w, rstd, T, C), reps);
+  o.rmsnorm_fwd = time(() => k.rmsnormForward(xo, rstd, x, w, T, C, 1e-6), reps, "rmsnorm_fwd");
+  o.rmsnorm_bwd = time(() => k.rmsnormBackward(dx, dw, dC, x, w, rstd, T, C), reps, "rmsnorm_bwd");
   const q = rand(k, [T, NH, HS]), kk = rand(k, [T, NKV, HS]), v = rand(k, [T, NKV, HS]), qo = k.alloc([T, NH, HS]);
   const { cos, sin } = ropeCosSin(ropeInvFreq({ dim: HS, theta: 10000 }), L);
   const cosT = k.alloc([L, HS / 2]), sinT = k.alloc([L, HS / 2]), pos = k.alloc([T], "i32");
   k.upload(cosT, cos);
   k.upload(sinT, sin);
   k.upload(pos, Int32Array.from({ length: T }, (_, t) => t % L));
-  o.rope_fwd = time(() => k.ropeForward(qo, q, cosT, sinT, pos, T, NH, HS), reps);
-  o.rope_bwd = time(() => k.ropeBackward(qo, q, cosT, sinT, pos, T, NH, HS), reps);
+  o.rope_fwd = time(() => k.ropeForward(qo, q, cosT, sinT, pos, T, NH, HS), reps, "rope_fwd");
+  o.rope_bwd = time(() => k.ropeBackward(qo, q, cosT, sinT, pos, T, NH, HS), reps, "rope_bwd");
   const cu = k.alloc([T / L + 1], "i32"), lse = k.alloc([T, NH]);
   k.upload(cu, Int32Array.from({ length: T / L + 1 }, (_, s) => s * L));
   const dq = k.alloc([T, NH, HS]), dk = k.alloc([T, NKV, HS]), dv = k.alloc([T, NKV, HS]), dout = rand(k, [T, NH, HS]);
-  o.attention_fwd = time(() => k.attentionForward(qo, lse, q, kk, v, cu, T, NH, NKV, HS, 0.125), reps);
-  o.attention_bwd = time(() => k.attentionBackward(dq, dk, dv, dout, q, kk, v, qo, lse, cu, T, NH, NKV, HS, 0.125), reps);
+  o.attention_fwd = time(() => k.attentionForward(qo, lse, q, kk, v, cu, T, NH, NKV, HS, 0.125), reps, "attention_fwd");
+  o.attention_bwd = time(() => k.attentionBackward(dq, dk, dv, dout, q, kk, v, qo, lse, cu, T, NH, NKV, HS, 0.125), reps, "attention_bwd");
   const g = rand(k, [T, I]), u = rand(k, [T, I]), dg = k.alloc([T, I]), du = k.alloc([T, I]);
-  o.swiglu_fwd = time(() => k.swigluForward(y, g, u, T * I), reps);
-  o.swiglu_bwd = time(() => k.swigluBackward(dg, du, dy, g, u, T * I), reps);
+  o.swiglu_fwd = time(() => k.swigluForward(y, g, u, T * I), reps, "swiglu_fwd");
+  o.swiglu_bwd = time(() => k.swigluBackward(dg, du, dy, g, u, T * I), reps, "swiglu_bwd");
   const Wv = rand(k, [V, C], 0.02), dWv = k.alloc([V, C]), loss = k.alloc([1]), tg = k.alloc([T], "i32");
   k.upload(tg, Int32Array.from({ length: T }, (_, t) => (t * 7919) % V));
-  o.ce_fwd = time(() => k.crossEntropyFused(loss, null, null, x, Wv, tg, T, C, V, 1), reps);
-  o.ce_fwdbwd = time(() => k.crossEntropyFused(loss, dx, dWv, x, Wv, tg, T, C, V, 1 / T), reps);
+  o.ce_fwd = time(() => k.crossEntropyFused(loss, null, null, x, Wv, tg, T, C, V, 1), reps, "ce_fwd");
+  o.ce_fwdbwd = time(() => k.crossEntropyFused(loss, dx, dWv, x, Wv, tg, T, C, V, 1 / T), reps, "ce_fwdbwd");
   const n = 10_000_000, P = rand(k, [n]), G = rand(k, [n]), M = k.alloc([n]), Vv = k.alloc([n]);
   let step = 0;
-  o.adamw_10M = time(() => k.adamw(P, G, M, Vv, { lr: 1e-3, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, step: ++step, gradScale: 1 }), reps);
+  o.adamw_10M = time(() => k.adamw(P, G, M, Vv, { lr: 1e-3, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, step: ++step, gradScale: 1 }), reps, "adamw_10M");
   return o;
+}
+
+function sgemmGflopsCpu(k: Kernels, n: number, reps: number): { wall: number; cpu: number } {
+  const a = rand(k, [n, n]), b = rand(k, [n, n]), c = k.alloc([n, n]);
+  const ms = time(() => k.gemm(c, a, b, n, n, n, false, false, 1, 0), reps, `sgemm_${n}`);
+  const fl = 2 * n * n * n;
+  return { wall: fl / (ms * 1e6), cpu: fl / (cpuTimes[`sgemm_${n}`] * 1e6) };
 }
 
 export async function main(args: string[]): Promise<void> {
@@ -149,36 +163,51 @@ export async function main(args: string[]): Promise<void> {
   if (backend !== "cpu") throw new Error(`bench kernels: --backend ${backend} is not handled here (cpu only; webgpu has tools/bench/webgpu.ts)`);
   const threadList = arg(args, "threads", "1,2").split(",").map(Number);
   const quick = args.includes("--quick");
-  const reps = quick ? 2 : 5;
-  const out: Record<string, unknown> = { bench: "kernels", backend, shape: "small: T 2048 (4x512), C 512, NH 8, NKV 2, HS 64, I 1376, V 32000" };
+  const reps = quick ? 2 : 3;
+  const out: Record<string, unknown> = {
+    bench: "kernels", backend, machine: "2-core AMD EPYC Zen 3 (shared)",
+    shape: "small: T 2048 (4x512), C 512, NH 8, NKV 2, HS 64, I 1376, V 32000",
+  };
   for (const th of threadList) {
     const k = createCpuKernels({ threads: th });
     console.log(`== ${k.description}`);
-    const ours = { sgemm_1024: sgemmGflops(k, 1024, 3), sgemm_2048: sgemmGflops(k, 2048, 3) };
+    for (const key of Object.keys(cpuTimes)) delete cpuTimes[key];
+    const g1 = sgemmGflopsCpu(k, 1024, 3), g2 = sgemmGflopsCpu(k, 2048, 3);
     const ops = opTimes(k, reps);
+    const opsCpu = { ...cpuTimes };
     const py = pythonRef(th, quick);
-    console.log(`sgemm GFLOP/s  1024: ours ${ours.sgemm_1024.toFixed(1)}  numpy ${py?.numpy_sgemm_1024.toFixed(1)}  torch ${py?.torch_sgemm_1024.toFixed(1)}`);
-    console.log(`sgemm GFLOP/s  2048: ours ${ours.sgemm_2048.toFixed(1)}  numpy ${py?.numpy_sgemm_2048.toFixed(1)}  torch ${py?.torch_sgemm_2048.toFixed(1)}`);
-    const torchOps: Record<string, number> = {};
+    const pc = (py?.cpu ?? {}) as unknown as Record<string, number>;
+    console.log(`sgemm GFLOP/s (wall)  1024: ours ${g1.wall.toFixed(1)}  numpy ${py?.numpy_sgemm_1024.toFixed(1)}  torch ${py?.torch_sgemm_1024.toFixed(1)}`);
+    console.log(`sgemm GFLOP/s (wall)  2048: ours ${g2.wall.toFixed(1)}  numpy ${py?.numpy_sgemm_2048.toFixed(1)}  torch ${py?.torch_sgemm_2048.toFixed(1)}`);
+    if (th === 1) console.log(`sgemm GFLOP/s (per CPU second, 1 thread): 1024 ${g1.cpu.toFixed(1)}  2048 ${g2.cpu.toFixed(1)}`);
+    // torch backward = (forward+backward) - forward, for wall and CPU time alike
+    const torchWall: Record<string, number> = {}, torchCpu: Record<string, number> = {};
     if (py) {
-      for (const op of ["linear", "rmsnorm", "attention", "swiglu", "ce"]) torchOps[`${op}_fwd`] = py[`${op}_fwd`];
-      for (const op of ["linear", "rmsnorm", "attention", "swiglu"]) torchOps[`${op}_bwd`] = py[`${op}_fwdbwd`] - py[`${op}_fwd`];
-      torchOps.rope_fwd = py.rope_fwd;
-      torchOps.ce_fwdbwd = py.ce_fwdbwd;
-      torchOps.adamw_10M = py.adamw_10M;
+      for (const [src, wall] of [[py as Record<string, number>, torchWall], [pc, torchCpu]] as const) {
+        for (const op of ["linear", "rmsnorm", "attention", "swiglu", "ce"]) wall[`${op}_fwd`] = src[`${op}_fwd`];
+        for (const op of ["linear", "rmsnorm", "attention", "swiglu"]) wall[`${op}_bwd`] = src[`${op}_fwdbwd`] - src[`${op}_fwd`];
+        wall.rope_fwd = src.rope_fwd;
+        wall.ce_fwdbwd = src.ce_fwdbwd;
+        wall.adamw_10M = src.adamw_10M;
+      }
     }
-    console.log(`op (ms, median of ${reps})      ours     torch   torch/ours`);
+    const basis = th === 1 ? "cpu" : "wall";
+    console.log(`op (ms, median of ${reps})   ours wall  torch wall   ours cpu  torch cpu   torch/ours (${basis})`);
+    const ratios: Record<string, number> = {};
+    const f = (x: number | undefined) => (x === undefined ? "-" : x.toFixed(1)).padStart(10);
     for (const [name, ms] of Object.entries(ops)) {
-      const t = torchOps[name];
-      console.log(`  ${name.padEnd(16)} ${ms.toFixed(2).padStart(8)} ${t !== undefined ? t.toFixed(2).padStart(9) : "        -"}   ${t !== undefined ? (t / ms).toFixed(2) : "-"}`);
+      const tw = torchWall[name], tc = torchCpu[name];
+      const ratio = th === 1 ? tc / opsCpu[name] : tw / ms;
+      if (Number.isFinite(ratio)) ratios[name] = ratio;
+      console.log(`  ${name.padEnd(16)}${f(ms)}${f(tw)}${f(opsCpu[name])}${f(tc)}   ${Number.isFinite(ratio) ? ratio.toFixed(2) : "-"}`);
     }
     out[`threads_${th}`] = {
-      sgemm_gflops: ours,
+      sgemm_gflops: { 1024: g1.wall, 2048: g2.wall }, sgemm_gflops_per_cpu_s: { 1024: g1.cpu, 2048: g2.cpu },
       numpy_gflops: py ? { 1024: py.numpy_sgemm_1024, 2048: py.numpy_sgemm_2048 } : null,
       torch_gflops: py ? { 1024: py.torch_sgemm_1024, 2048: py.torch_sgemm_2048 } : null,
-      sgemm_vs_numpy_2048: py ? ours.sgemm_2048 / py.numpy_sgemm_2048 : null,
-      ops_ms: ops,
-      torch_ops_ms: torchOps,
+      sgemm_vs_numpy_2048: py ? g2.wall / py.numpy_sgemm_2048 : null,
+      ops_ms: ops, ops_cpu_ms: opsCpu, torch_ops_ms: torchWall, torch_ops_cpu_ms: torchCpu,
+      torch_over_ours: ratios, ratio_basis: basis,
     };
   }
   console.log(JSON.stringify(out));
