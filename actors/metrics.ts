@@ -20,6 +20,8 @@ export interface MetricsLine {
   /** max over ranks. */
   peak_rss_mb: number;
   step_time_s: number;
+  /** last step: per unit [sum, sum of squares, index-weighted sum] of the whole model's params. */
+  param_stats?: number[];
 }
 
 /** Merge one step's reports (one per rank, in rank order). `wallS`: coordinator-measured step time. */
@@ -40,7 +42,14 @@ export function mergeStep(step: number, reports: StepMetrics[], wallS: number): 
   }
   // Every rank reports the same post-reduction grad norm and lr; take rank 0's.
   const r0 = reports[0];
+  let paramStats: number[] | undefined;
+  for (const r of reports) {
+    if (!r.paramStats) continue;
+    paramStats ??= new Array(r.paramStats.length).fill(0);
+    r.paramStats.forEach((v, i) => (paramStats![i] += v));
+  }
   return {
+    ...(paramStats ? { param_stats: paramStats } : {}),
     step: step + 1,
     loss: valid > 0 ? lossSum / valid : NaN,
     grad_norm: r0.gradNorm,

@@ -33,6 +33,10 @@ export interface StepMetrics {
   flops: number;
   /** the backend's peak FLOP/s for this rank (MFU denominator), 0 if unknown. */
   peakFlops: number;
+  /** last step only: per unit [sum, sum of squares, index-weighted sum] of the parameters this
+   *  rank owns uniquely (zeros on replicas), so the coordinator's sum over ranks describes the
+   *  whole model whatever the sharding (parity checks across world sizes). */
+  paramStats?: number[];
 }
 
 // ---- worker -> coordinator ----

@@ -15,6 +15,8 @@ import { peakRssMb, type RunnerFactory, type StepRunner, type WorkerContext } fr
 
 /** The parallel plan of one rank: collectives for the Trainer, optional optimizer shards. */
 export interface DpPlan {
+  /** per unit: the params this rank owns uniquely (null on replicas) and their offset in the unit. */
+  owned(u: number): { start: number; values: Float32Array } | null;
   collectives: StepCollectives;
   shards?: OptimizerShards;
   beginStep(nMicro: number): void;
@@ -37,7 +39,8 @@ function checkSupported(c: Config): void {
 
 export async function makePlan(k: Kernels, model: ReturnType<typeof buildModel>, config: Config, rank: number, world: number, comm: Comm | null): Promise<DpPlan> {
   const full = () => 4 * model.layout.totalNumel * 4; // params + grads + AdamW m, v
-  if (world === 1 || !comm) return { collectives: SINGLE_PROCESS, beginStep: () => {}, stateBytes: full };
+  const whole = (u: number) => ({ start: 0, values: model.params[u].host! });
+  if (world === 1 || !comm) return { collectives: SINGLE_PROCESS, beginStep: () => {}, stateBytes: full, owned: whole };
   if (k.backend !== "cpu") throw new Error(`kernels.backend ${k.backend}: multi-rank training moves host buffers through the mesh; use kernels.backend cpu`);
   const t = config.train;
   const rep = t.data_parallel_replicate_size;
@@ -46,14 +49,21 @@ export async function makePlan(k: Kernels, model: ReturnType<typeof buildModel>,
   const worldGroup = await comm.world();
   if (t.data_parallel_mode === "ddp") {
     const ddp = new Ddp(model, worldGroup);
-    return { collectives: ddp, beginStep: (n) => ddp.beginStep(n), stateBytes: full };
+    return { collectives: ddp, beginStep: (n) => ddp.beginStep(n), stateBytes: full, owned: (u) => (rank === 0 ? whole(u) : null) };
   }
   if (t.data_parallel_mode === "fsdp2-vescale") throw new Error("train.data_parallel_mode fsdp2-vescale is not supported; use ddp, fsdp1 or fsdp2");
   const shardRanks = mesh.groupOf(rank, ["dp_shard"]);
   const shard: CommGroup = shardRanks.length === world ? worldGroup : await comm.group(shardRanks, mesh.groupName(rank, ["dp_shard"]));
   const replicate = rep > 1 ? await comm.group(mesh.groupOf(rank, ["dp_replicate"]), mesh.groupName(rank, ["dp_replicate"])) : null;
   const fsdp = new Fsdp(k, model, shard, replicate, worldGroup, { fullShard: t.enable_full_shard, prefetch: t.enable_forward_prefetch });
-  return { collectives: fsdp, shards: fsdp, beginStep: () => fsdp.beginStep(), stateBytes: () => fsdp.stateBytes() };
+  const primary = !replicate || replicate.rank === 0;
+  const owned = (u: number) => {
+    if (!primary) return null;
+    const s = fsdp.shardsOf(u);
+    const N = model.layout.units[u].numel;
+    return { start: s.start, values: s.param.subarray(0, Math.max(0, Math.min(s.numel, N - s.start))) };
+  };
+  return { collectives: fsdp, shards: fsdp, beginStep: () => fsdp.beginStep(), stateBytes: () => fsdp.stateBytes(), owned };
 }
 
 export function makeTrainRunner(): RunnerFactory {
@@ -100,6 +110,7 @@ export function makeTrainRunner(): RunnerFactory {
           const m = await trainer.step(step, batch.microBatches);
           const stepTimeS = (performance.now() - t0) / 1000;
           return {
+            ...(step === totalSteps - 1 ? { paramStats: paramStats(plan, model.layout.units.length) } : {}),
             lossSum: m.local.lossSum, validTokens: m.local.validTokens, tokens: m.local.tokens, gradNorm: m.grad_norm, lr: m.lr, stepTimeS,
             peakRssMb: peakRssMb(), flops: batch.microBatches.reduce((a, mb) => a + microBatchFlops(model, mb), 0), peakFlops: peak,
           };
@@ -111,4 +122,23 @@ export function makeTrainRunner(): RunnerFactory {
       } as StepRunner;
     },
   };
+}
+
+/** Per unit [sum, sum of squares, index-weighted sum] over the params this rank owns uniquely. */
+function paramStats(plan: DpPlan, nUnits: number): number[] {
+  const out: number[] = [];
+  for (let u = 0; u < nUnits; u++) {
+    const o = plan.owned(u);
+    let s = 0, sq = 0, w = 0;
+    if (o) {
+      for (let j = 0; j < o.values.length; j++) {
+        const x = o.values[j];
+        s += x;
+        sq += x * x;
+        w += x * (((o.start + j) % 7) + 1);
+      }
+    }
+    out.push(s, sq, w);
+  }
+  return out;
 }
