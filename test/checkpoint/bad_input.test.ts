@@ -8,6 +8,7 @@ import { METADATA_FILE, rankFileName } from "../../checkpoint/format.ts";
 import { loadShard } from "../../checkpoint/load.ts";
 import type { Piece } from "../../checkpoint/plan.ts";
 import { AsyncSaver } from "../../checkpoint/saver.ts";
+import { firstNonFinite } from "../../checkpoint/rank_writer.ts";
 import { expectedShapes, fillModel, fsdpPieces, saveAll, smallModel, tempDir } from "./helpers.ts";
 
 const units = smallModel();
@@ -83,6 +84,15 @@ describe("refused checkpoints", () => {
     expect(() => resolveLoadPath(dir, tmp.dir)).toThrow(/not a committed checkpoint/);
     expect(resolveLoadPath("auto", join(dir, "..", ".."))).toBeNull();
     rmSync(join(dir, ".."), { recursive: true });
+  });
+
+  test("firstNonFinite finds NaN, +Inf, -Inf anywhere (also in the tail past a multiple of 4)", () => {
+    for (const n of [1, 7, 64]) for (const at of [0, n - 1, n >> 1]) for (const bad of [NaN, Infinity, -Infinity]) {
+      const v = new Float32Array(n).fill(-3.4e38);
+      expect(firstNonFinite(v)).toBe(-1);
+      v[at] = bad;
+      expect(firstNonFinite(v)).toBe(at);
+    }
   });
 
   test("non-finite parameters are never written or committed", async () => {
