@@ -4,7 +4,8 @@
 // micro-batch. Any failure stops every rank (one-for-all, see supervision.ts).
 import { cpus, hostname } from "node:os";
 import { randomBytes } from "node:crypto";
-import { basename, resolve } from "node:path";
+import { basename, join, resolve } from "node:path";
+import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import type { KV } from "@nats-io/kv";
 import type { Logger } from "pino";
@@ -62,6 +63,7 @@ export async function runJob(config: Config, logger: Logger, opts: RunJobOptions
   if (embedded && nLocal < world) throw new Error(`launch.local_workers(${nLocal}) < launch.world_size(${world}) needs launch.nats (remote workers cannot reach an embedded loopback server)`);
 
   let server: NatsServer | null = null;
+  let natsFile: string | null = null;
   let nc: NatsConnection | null = null;
   let workers: LocalWorkers | null = null;
   const job = jobIdFor(config);
@@ -94,6 +96,12 @@ export async function runJob(config: Config, logger: Logger, opts: RunJobOptions
     if (embedded) {
       server = await startNatsServer({ host: "127.0.0.1" });
       logger.info({ url: server.url }, "embedded nats-server started");
+      // `bun run jobs --dir OUTPUT_DIR` reads the job record through this (owner-only; removed at the end)
+      if (config.train.output_dir) {
+        mkdirSync(config.train.output_dir, { recursive: true });
+        natsFile = join(config.train.output_dir, ".nats");
+        writeFileSync(natsFile, `${server.url}\n${server.token}\n`, { mode: 0o600 });
+      }
     }
     const natsUrl = server?.url ?? l.nats!;
     const token = server?.token ?? l.nats_token;
@@ -147,6 +155,7 @@ export async function runJob(config: Config, logger: Logger, opts: RunJobOptions
     await workers?.reap(exitCode === 0 ? 10_000 : 3000);
     await nc?.close().catch(() => {});
     await server?.stop();
+    if (natsFile) rmSync(natsFile, { force: true });
   }
   logger.info({ job, exitCode }, exitCode === 0 ? "job done" : "job ended with an error");
   return exitCode;

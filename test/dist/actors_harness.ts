@@ -12,6 +12,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 
 export const ROOT = new URL("../../", import.meta.url).pathname;
 export const WORKER_MAIN = join(ROOT, "actors/worker_main.ts");
+export const JOBS = join(ROOT, "tools/jobs.ts");
 export const COORD_ENTRY = join(ROOT, "test/dist/actors_coordinator_entry.ts");
 
 export function tempDir(tag: string): string {

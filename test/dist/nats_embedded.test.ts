@@ -2,9 +2,11 @@
 // client reads the KV job record while the job runs and sees its final state; afterwards every
 // process (workers, nats-server) is gone.
 import { expect, test } from "bun:test";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
 import { runJob, type JobInfo } from "../../actors/coordinator.ts";
 import { keys, type JobState } from "../../actors/nats.ts";
-import { alive, childPids, fileLogger, kvClient, readMetrics, readRank, readState, tempDir, toyConfig } from "./actors_harness.ts";
+import { JOBS, alive, childPids, textOf, fileLogger, kvClient, readMetrics, readRank, readState, tempDir, toyConfig } from "./actors_harness.ts";
 
 test("embedded default: job runs, KV readable during and at the end, nothing left running", async () => {
   const out = tempDir("emb");
@@ -44,6 +46,12 @@ test("embedded default: job runs, KV readable during and at the end, nothing lef
       }
       const cfg = (await client!.kv.get(keys.config(i.job)))!.json<{ launch: { world_size: number } }>();
       expect(cfg.launch.world_size).toBe(2);
+      // `bun run jobs --dir OUTPUT_DIR` finds the embedded server through output_dir/.nats
+      const jobs = Bun.spawn([process.execPath, JOBS, i.job, "--dir", out], { stdout: "pipe", stderr: "pipe" });
+      const [jc, text] = await Promise.all([jobs.exited, textOf(jobs.stdout)]);
+      expect(jc).toBe(0);
+      expect(text).toContain(`${i.job}  running  step 3/5`);
+      expect(text).toContain("rank 1  running  step 3");
     },
   });
   expect(code).toBe(0);
@@ -61,4 +69,5 @@ test("embedded default: job runs, KV readable during and at the end, nothing lef
   expect(serverPid).toBeGreaterThan(0);
   for (const p of [...workerPids, serverPid]) expect(alive(p)).toBe(false);
   expect(childPids()).toEqual([]);
+  expect(existsSync(join(out, ".nats"))).toBe(false);
 }, 30_000);

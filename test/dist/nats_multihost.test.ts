@@ -6,7 +6,7 @@ import { afterAll, beforeAll, expect, test } from "bun:test";
 import type { Subprocess } from "bun";
 import { startNatsServer, type NatsServer } from "../../actors/embedded.ts";
 import { keys, type RankRecord } from "../../actors/nats.ts";
-import { COORD_ENTRY, WORKER_MAIN, alive, childPids, kvClient, readMetrics, readRank, readState, tempDir, textOf } from "./actors_harness.ts";
+import { COORD_ENTRY, JOBS, WORKER_MAIN, alive, childPids, kvClient, readMetrics, readRank, readState, tempDir, textOf } from "./actors_harness.ts";
 
 let server: NatsServer;
 beforeAll(async () => {
@@ -49,6 +49,12 @@ test("external nats-server, coordinator and workers started separately", async (
     expect(rec).toMatchObject({ rank: r, status: "done", step: 4, pid: workers[r].pid });
   }
   await nc.close();
+  // `bun run jobs` prints the same for users without the NATS CLI
+  const jobs = Bun.spawn([process.execPath, JOBS, "mh1", "--nats", server.url], { env: { ...process.env, VEOMNI_NATS_TOKEN: server.token }, stdout: "pipe", stderr: "pipe" });
+  const [jc, text] = await Promise.all([jobs.exited, textOf(jobs.stdout)]);
+  expect(jc).toBe(0);
+  expect(text).toContain("mh1  done  step 4/4");
+  expect(text).toMatch(new RegExp(`rank 1  done  step 4  \\S+ pid ${workers[1].pid}`));
 }, 30_000);
 
 test("kill -9 of a remote worker: the heartbeat deadline stops the job naming the rank", async () => {
