@@ -119,33 +119,40 @@ export function writeRank(dir: string, layout: RankLayout, staging: Uint8Array, 
   if (existsSync(join(dir, METADATA_FILE))) throw new Error(`${where}: ${dir} is already committed; refusing to overwrite it`);
   const f32 = new Float32Array(staging.buffer, staging.byteOffset, staging.byteLength >> 2);
   const bad: string[] = [];
-  const crcs = new Map<LaidPiece, number>();
   for (const f of layout.files) {
     for (const p of f.pieces) {
       // Parameters only: optimizer state follows them (a NaN there makes the next step's parameters NaN).
-      if (p.group === "model") {
-        const i = firstNonFinite(f32.subarray(p.staging / 4, p.staging / 4 + p.length));
-        if (i >= 0) bad.push(`${p.name}[${p.start + i}]=${f32[p.staging / 4 + i]}`);
-      }
-      crcs.set(p, Bun.hash.crc32(staging.subarray(p.staging, p.staging + p.length * 4)));
+      if (p.group !== "model") continue;
+      const i = firstNonFinite(f32.subarray(p.staging / 4, p.staging / 4 + p.length));
+      if (i >= 0) bad.push(`${p.name}[${p.start + i}]=${f32[p.staging / 4 + i]}`);
     }
   }
   if (bad.length) throw new Error(`${where}: non-finite values, checkpoint not written: ${bad.slice(0, 8).join(", ")}${bad.length > 8 ? ` and ${bad.length - 8} more tensors` : ""}`);
 
+  // Write every file, checksumming each piece just before its bytes go out (cache-hot); fsync
+  // only after all are written, so the kernel flushes one file while we write the next.
   mkdirSync(dir, { recursive: true });
   const files: Record<string, FileMeta> = {};
+  const crcs = new Map<LaidPiece, number>();
   const written = { n: 0 };
-  for (const f of layout.files) {
-    const fd = openSync(join(dir, f.name), "w");
-    try {
-      const data = staging.subarray(f.stagingBegin, f.stagingEnd);
+  const fds: number[] = [];
+  try {
+    for (const f of layout.files) {
+      const fd = openSync(join(dir, f.name), "w");
+      fds.push(fd);
       writeAll(fd, f.header, opts, written);
-      writeAll(fd, data, opts, written);
-      fsyncSync(fd);
-      files[f.name] = { rank: layout.rank, bytes: f.header.length + data.length, crc32: Bun.hash.crc32(data, Bun.hash.crc32(f.header)) };
-    } finally {
-      closeSync(fd);
+      let crc = Bun.hash.crc32(f.header);
+      for (const p of f.pieces) {
+        const bytes = staging.subarray(p.staging, p.staging + p.length * 4);
+        crcs.set(p, Bun.hash.crc32(bytes));
+        crc = Bun.hash.crc32(bytes, crc);
+        writeAll(fd, bytes, opts, written);
+      }
+      files[f.name] = { rank: layout.rank, bytes: f.header.length + (f.stagingEnd - f.stagingBegin), crc32: crc };
     }
+    for (const fd of fds) fsyncSync(fd);
+  } finally {
+    for (const fd of fds) closeSync(fd);
   }
   const extra = extraFileName(layout.rank);
   const extraBytes = new TextEncoder().encode(extraText);
