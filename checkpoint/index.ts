@@ -22,3 +22,4 @@ export { ASSET_FILES, writeModelAssets } from "./assets.ts";
 export { checkpointDir, isSaveStep } from "./schedule.ts";
 export { EXP_AVG, EXP_AVG_SQ, replicatedStatePieces, stateShapes, statePieces, type ParamView, type UnitBuffers } from "./trainer_state.ts";
 export { CommitTracker, type CommitOutcome, type TrackerOptions } from "./commit_tracker.ts";
+export { LocalCheckpointing, RankCheckpointer, type Checkpointable, type LocalOptions, type RankOptions } from "./session.ts";

@@ -10,7 +10,7 @@ import { createModel, initWeights, type DecoderLM } from "../../models/index.ts"
 
 export const V = 96;
 const k = createCpuKernels({ threads: 1 });
-const raw = { model_type: "qwen2", vocab_size: V, hidden_size: 32, intermediate_size: 48, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, max_position_embeddings: 64, tie_word_embeddings: true };
+export const raw = { model_type: "qwen2", vocab_size: V, hidden_size: 32, intermediate_size: 48, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, max_position_embeddings: 64, tie_word_embeddings: true };
 
 /** Pre-tokenized data: 80 samples of varied lengths and ids. */
 export async function writeData(file: string): Promise<void> {
