@@ -1,7 +1,7 @@
 // The memory side of the Kernels contract on the CPU backend: views share storage, uploads
 // snapshot, reads copy, shared buffers, and edge checks that name the op, argument and expectation.
 import { describe, expect, test } from "bun:test";
-import { createKernels, lrAt } from "../../kernels/index.ts";
+import { createCpuKernels, createKernels, lrAt } from "../../kernels/index.ts";
 import { tensorF, tensorI } from "./helpers.ts";
 
 const k = await createKernels({ backend: "cpu", threads: 1 });
@@ -44,6 +44,13 @@ describe("cpu Kernels memory contract", () => {
     const freed = k.alloc([2]);
     k.free(freed);
     expect(() => k.zero(freed)).toThrow(/was freed/);
+  });
+
+  test("a missing OpenBLAS fails naming the path and the Debian package", () => {
+    expect(() => createCpuKernels({ threads: 1, blasPath: "/nonexistent/libopenblas.so.0" })).toThrow(
+      /OpenBLAS not found at \/nonexistent\/libopenblas.so.0; install the Debian package libopenblas0/);
+    expect(() => createCpuKernels({ threads: 0 })).toThrow(/kernels.threads must be an integer >= 1, got 0/);
+    expect(k.description).toMatch(/^cpu: OpenBLAS .* 1 BLAS threads$/);
   });
 
   test("lr schedule edge: warmup starts at lr_start, cosine ends at lr_min", () => {
