@@ -20,8 +20,9 @@ import { type UnitBuffers, replicatedStatePieces, stateShapes, statePieces } fro
 export interface Checkpointable {
   /** This rank's buffers (host arrays: the CPU backend's `tensor.host`; a device backend reads first). */
   units(): UnitBuffers[];
-  /** JSON-able extra state: AdamW step count, data loader state, RNG, counters (encodeExtra types). */
-  extraState(): unknown;
+  /** JSON-able extra state: AdamW step count, data loader state, RNG, counters (encodeExtra types).
+   *  May be async (the data loader thread answers by message). */
+  extraState(): unknown | Promise<unknown>;
   /** After a load filled units(): restore extra state from every saved rank's (`all`, index = saved
    *  rank; a data loader reshards them) and upload buffers on a device backend. */
   restore(all: unknown[]): void | Promise<void>;
@@ -42,10 +43,11 @@ export class RankCheckpointer {
   }
 
   /** Save the state after `step` optimizer steps. Blocks for the staging copy only. */
-  save(step: number, c: Checkpointable): Promise<SaveTicket> {
+  async save(step: number, c: Checkpointable): Promise<SaveTicket> {
+    const state = await c.extraState();
     const units = c.units();
     const pieces = this.o.replicated ? replicatedStatePieces(units, this.o.worldSize, this.o.rank) : statePieces(units);
-    return this.saver.save({ dir: checkpointDir(this.o.outputDir, step), step, pieces, extra: { step, rank: this.o.rank, state: c.extraState() } });
+    return this.saver.save({ dir: checkpointDir(this.o.outputDir, step), step, pieces, extra: { step, rank: this.o.rank, state } });
   }
 
   /** Load a committed checkpoint (any saved world size) into c; returns its step. */
