@@ -19,6 +19,10 @@ export interface MetricsLine {
   mfu: number | null;
   /** max over ranks. */
   peak_rss_mb: number;
+  /** max over ranks of the resident set at the step's end, when reported. */
+  rss_mb?: number;
+  /** max over ranks of the model state held (params, grads, optimizer, FSDP slots), when reported. */
+  state_mb?: number;
   step_time_s: number;
   /** last step: per unit [sum, sum of squares, index-weighted sum] of the whole model's params. */
   param_stats?: number[];
@@ -43,13 +47,18 @@ export function mergeStep(step: number, reports: StepMetrics[], wallS: number): 
   // Every rank reports the same post-reduction grad norm and lr; take rank 0's.
   const r0 = reports[0];
   let paramStats: number[] | undefined;
+  const maxOf = (f: (r: StepMetrics) => number | undefined) => {
+    const v = reports.map(f).filter((x): x is number => x !== undefined);
+    return v.length ? Math.round(Math.max(...v) * 10) / 10 : undefined;
+  };
+  const rssMb = maxOf((r) => r.rssMb);
+  const stateMb = maxOf((r) => r.stateMb);
   for (const r of reports) {
     if (!r.paramStats) continue;
     paramStats ??= new Array(r.paramStats.length).fill(0);
     r.paramStats.forEach((v, i) => (paramStats![i] += v));
   }
-  return {
-    ...(paramStats ? { param_stats: paramStats } : {}),
+  const line: MetricsLine = {
     step: step + 1,
     loss: valid > 0 ? lossSum / valid : NaN,
     grad_norm: r0.gradNorm,
@@ -61,6 +70,10 @@ export function mergeStep(step: number, reports: StepMetrics[], wallS: number): 
     peak_rss_mb: Math.round(rss * 10) / 10,
     step_time_s: wallS,
   };
+  if (rssMb !== undefined) line.rss_mb = rssMb;
+  if (stateMb !== undefined) line.state_mb = stateMb;
+  if (paramStats) line.param_stats = paramStats;
+  return line;
 }
 
 export class MetricsSink {

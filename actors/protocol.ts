@@ -29,6 +29,10 @@ export interface StepMetrics {
   /** wall seconds of the step on this rank. */
   stepTimeS: number;
   peakRssMb: number;
+  /** resident set at the step's end (MiB): the steady state, unlike the peak that includes start-up. */
+  rssMb?: number;
+  /** bytes of model state this rank holds (params, grads, AdamW, FSDP gather slots), MiB. */
+  stateMb?: number;
   /** forward+backward FLOPs this rank did in the step (for MFU), 0 if unknown. */
   flops: number;
   /** the backend's peak FLOP/s for this rank (MFU denominator), 0 if unknown. */

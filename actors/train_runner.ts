@@ -112,7 +112,7 @@ export function makeTrainRunner(): RunnerFactory {
           return {
             ...(step === totalSteps - 1 ? { paramStats: paramStats(plan, model.layout.units.length) } : {}),
             lossSum: m.local.lossSum, validTokens: m.local.validTokens, tokens: m.local.tokens, gradNorm: m.grad_norm, lr: m.lr, stepTimeS,
-            peakRssMb: peakRssMb(), flops: batch.microBatches.reduce((a, mb) => a + microBatchFlops(model, mb), 0), peakFlops: peak,
+            peakRssMb: peakRssMb(), rssMb: process.memoryUsage().rss / 2 ** 20, stateMb: plan.stateBytes() / 2 ** 20, flops: batch.microBatches.reduce((a, mb) => a + microBatchFlops(model, mb), 0), peakFlops: peak,
           };
         },
         async close() {

@@ -30,7 +30,8 @@ interface Unit {
   start: number; // i * n
   param: F32; // (n) this rank's shard
   grad: F32; // (n) reduce-scattered gradient, accumulated over micro-batches
-  rsOut: F32; // (n) one micro-batch's reduce-scatter output
+  rsOut: F32 | null; // (n) a later micro-batch's reduce-scatter output (allocated on first need)
+  rsCount: number; // reduce-scatters posted this step (the first one writes `grad` directly)
   pslot: number; // pool slot holding the gathered params, -1 if none
   gslot: number; // pool slot holding the full grad, -1 if none
   gather: Promise<void> | null;
@@ -38,16 +39,14 @@ interface Unit {
 
 export class Fsdp implements StepCollectives, OptimizerShards {
   private units: Unit[];
+  // Gather buffers pooled by padded size (layers share one size; embeddings and head their own).
   private pool: F32[] = [];
-  private free: number[] = [];
+  private free = new Map<number, number[]>();
   private views = new Map<string, F32>();
   private pendingRs: Promise<void>[] = [];
   private afterSync = false;
   private readonly H: number;
   private readonly tied: boolean;
-  /** most pool slots alive at once (the gathered-unit memory: slots x largest padded unit). */
-  maxSlots = 0;
-  private readonly slotNumel: number;
 
   constructor(
     private k: Kernels,
@@ -67,7 +66,7 @@ export class Fsdp implements StepCollectives, OptimizerShards {
         N: lu.numel, n, start: i * n,
         param: k.alloc([n], "f32", { name: `${lu.name}.param_shard` }),
         grad: k.alloc([n], "f32", { name: `${lu.name}.grad_shard` }),
-        rsOut: k.alloc([n], "f32", { name: `${lu.name}.rs_out` }),
+        rsOut: null, rsCount: 0,
         pslot: -1, gslot: -1, gather: null,
       };
       // keep our shard of the (identically initialised) full params, then free the full buffer
@@ -77,11 +76,13 @@ export class Fsdp implements StepCollectives, OptimizerShards {
       k.free(model.params[lu.index]);
       return u;
     });
-    this.slotNumel = Math.max(...this.units.map((u) => u.n * S));
     // the model's grads array: pool views are swapped in per unit (the Trainer only zeroes them)
-    const placeholder = this.slot(this.acquire());
-    model.grads = this.units.map((u) => k.view(placeholder, 0, [u.N]));
-    this.release(0);
+    // (one buffer per size class: acquired and released in turn)
+    model.grads = this.units.map((x, u) => {
+      const sl = this.acquire(u);
+      this.release(sl);
+      return k.view(this.pool[sl], 0, [x.N]);
+    });
     model.hooks = {
       beforeUnitForward: (u) => this.beforeForward(u),
       afterUnitForward: (u) => this.afterForward(u),
@@ -104,7 +105,7 @@ export class Fsdp implements StepCollectives, OptimizerShards {
 
   /** Call before Trainer.step: zero the accumulated gradient shards. */
   beginStep(): void {
-    for (const u of this.units) this.k.zero(u.grad);
+    for (const u of this.units) u.rsCount = 0;
     this.afterSync = false;
   }
 
@@ -162,13 +163,19 @@ export class Fsdp implements StepCollectives, OptimizerShards {
   private afterBackward(u: number): void {
     const x = this.units[u];
     const full = this.fullView(x.gslot, u);
-    const rs = this.shard.reduceScatter(x.rsOut.host!, full); // collective, runs while the next unit computes
     const slot = x.gslot;
     x.gslot = -1;
+    // the step's first micro-batch writes the shard directly; later ones accumulate into it
+    const first = x.rsCount++ === 0;
+    if (!first) x.rsOut ??= this.k.alloc([x.n], "f32", { name: `${this.model.layout.units[u].name}.rs_out` });
+    const out = first ? x.grad.host! : x.rsOut!.host!;
+    const rs = this.shard.reduceScatter(out, full); // collective, runs while the next unit computes
     this.pendingRs.push(
       rs.then(() => {
-        const g = x.grad.host!, r = x.rsOut.host!;
-        for (let j = 0; j < g.length; j++) g[j] += r[j];
+        if (!first) {
+          const g = x.grad.host!, r = x.rsOut!.host!;
+          for (let j = 0; j < g.length; j++) g[j] += r[j];
+        }
         this.release(slot);
       }),
     );
@@ -182,7 +189,7 @@ export class Fsdp implements StepCollectives, OptimizerShards {
   private gatherParams(u: number): void {
     const x = this.units[u];
     if (x.pslot >= 0) return; // already gathered or in flight
-    x.pslot = this.acquire();
+    x.pslot = this.acquire(u);
     const full = this.fullView(x.pslot, u);
     x.gather = this.shard.allGather(full, x.param.host!);
     this.model.params[u] = this.modelView(x.pslot, u);
@@ -198,25 +205,25 @@ export class Fsdp implements StepCollectives, OptimizerShards {
   private acquireGrad(u: number): void {
     const x = this.units[u];
     if (x.gslot >= 0) return;
-    x.gslot = this.acquire();
+    x.gslot = this.acquire(u);
     this.fullView(x.gslot, u).fill(0); // padding included: the reduce-scatter sends it
     this.model.grads![u] = this.modelView(x.gslot, u);
   }
 
-  private acquire(): number {
-    const s = this.free.pop();
+  /** A free buffer of unit u's padded size (allocated on first need; none after the first step). */
+  private acquire(u: number): number {
+    const np = this.units[u].n * this.shard.size;
+    const s = this.free.get(np)?.pop();
     if (s !== undefined) return s;
-    this.pool.push(this.k.alloc([this.slotNumel], "f32", { name: `fsdp.slot${this.pool.length}` }));
-    this.maxSlots = this.pool.length;
+    this.pool.push(this.k.alloc([np], "f32", { name: `fsdp.slot${this.pool.length}` }));
     return this.pool.length - 1;
   }
 
   private release(slot: number): void {
-    this.free.push(slot);
-  }
-
-  private slot(s: number): F32 {
-    return this.pool[s];
+    const np = this.pool[slot].numel;
+    let l = this.free.get(np);
+    if (!l) this.free.set(np, (l = []));
+    l.push(slot);
   }
 
   /** (Np_u) host view of a slot: what the collectives move. */
@@ -232,9 +239,9 @@ export class Fsdp implements StepCollectives, OptimizerShards {
     return v;
   }
 
-  /** Bytes this rank holds for the model: shards (param, grad, rs, AdamW m+v) + pool slots. */
+  /** Bytes this rank holds for the model: shards (param, grad, AdamW m+v, rs outputs) + gather buffers. */
   stateBytes(): number {
-    const shardElems = this.units.reduce((a, u) => a + u.n, 0);
-    return 4 * (shardElems * 5 + this.pool.length * this.slotNumel);
+    const shards = this.units.reduce((a, u) => a + u.n * 4 + (u.rsOut ? u.n : 0), 0);
+    return 4 * (shards + this.pool.reduce((a, p) => a + p.numel, 0));
   }
 }
