@@ -67,8 +67,9 @@ const escapeRe = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 // (its pre-token cache only grows), so loaders of simulated ranks in one thread share one.
 const loaded = new Map<string, TextTokenizer>();
 
-export function loadTokenizer(nameOrPath: string, from?: string): TextTokenizer {
+export function loadTokenizer(nameOrPath: string, from?: string, shared = true): TextTokenizer {
   const dir = resolveTokenizer(nameOrPath, from);
+  if (!shared) return buildTokenizer(dir); // a fresh one (cold pre-token cache), for benchmarks
   const hit = loaded.get(dir);
   if (hit) return hit;
   const tk = buildTokenizer(dir);
