@@ -56,7 +56,12 @@ export class DataLoaderWorker {
     const w = new Worker(new URL("./loader_worker.ts", import.meta.url).href);
     const dw = new DataLoaderWorker(w, opts.log);
     const { log: _log, ...plain } = opts;
-    dw.info = await dw.call<LoaderInfo>({ type: "init", cfg, opts: plain, prefetch: o.prefetch ?? 2 } as any);
+    try {
+      dw.info = await dw.call<LoaderInfo>({ type: "init", cfg, opts: plain, prefetch: o.prefetch ?? 2 } as any);
+    } catch (e) {
+      w.terminate(); // a loader that cannot start (bad path, empty data) leaves no thread behind
+      throw e;
+    }
     return dw;
   }
 

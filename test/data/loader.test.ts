@@ -153,4 +153,48 @@ describe("loader", () => {
       } finally { await w.close(); }
     } finally { done(); }
   }, 30_000);
+  test("conversation jsonl through the loader: labels only on assistant tokens of each packed sample", async () => {
+    const { dir, done } = tempDir("conv");
+    try {
+      const rows = Array.from({ length: 6 }, (_, i) => ({ messages: [
+        { role: "user", content: `Question ${i}?` }, { role: "assistant", content: `Answer ${i}.` }] }));
+      writeFileSync(join(dir, "c.jsonl"), rows.map((r) => JSON.stringify(r)).join("\n"));
+      const c = cfg(join(dir, "c.jsonl"), { dataType: "conversation", chatTemplate: "chatml", maxSeqLen: 64, mbs: 3, buffer: 6 });
+      const l = createDataLoader(c, { ...opts(0, 1), vocabSize: 151936, tokenizerPath: "qwen3" });
+      const { loadTokenizer } = await import("../../data/index.ts");
+      const tk = loadTokenizer("qwen3");
+      const st = (await l.nextStep())!;
+      let answers = 0;
+      for (const mb of st.microBatches) for (let s = 0; s + 1 < mb.cuSeqlens.length; s++) {
+        const a = mb.cuSeqlens[s], b = mb.cuSeqlens[s + 1];
+        const ids = Array.from(mb.inputIds.subarray(a, b));
+        const trained = ids.filter((_, k) => mb.labels[a + k] !== IGNORE_INDEX);
+        // the trained tokens are exactly "Answer k." + <|im_end|> for the k in this sample
+        const k = rows.findIndex((_, j) => tk.encode(`<|im_start|>user\nQuestion ${j}?<|im_end|>\n`).every((x, q) => ids[q] === x));
+        expect(k).toBeGreaterThanOrEqual(0);
+        expect(trained).toEqual([...tk.encode(`Answer ${k}.`), tk.tokenToId("<|im_end|>")!]);
+        answers++;
+      }
+      expect(answers).toBeGreaterThan(0);
+    } finally { done(); }
+  }, 30_000);
+
+  test("bsz warmup: budget ramps from bsz_warmup_init_mbtoken; a sample above it goes alone", async () => {
+    const { dir, done } = tempDir("warm");
+    try {
+      // samples of 10..16 tokens: under a 6-token warmup budget none fits, each goes alone
+      writeFileSync(join(dir, "a.jsonl"), Array.from({ length: 200 }, (_, k) => JSON.stringify({ input_ids: Array(10 + (k % 7)).fill(k + 1) })).join("\n"));
+      const c = cfg(join(dir, "a.jsonl"), { mbs: 4, maxSeqLen: 16, warmup: 0.5, warmInit: 6, maxSteps: 20, buffer: 10 });
+      const l = createDataLoader(c, opts(0, 1));
+      let lone = 0;
+      for (let step = 0; step < 20; step++) {
+        const budget = budgetAt(step, 64, 0.5, 6, 20);
+        const mb = (await l.nextStep())!.microBatches[0];
+        if (mb.cuSeqlens.length > 2) expect(mb.inputIds.length).toBeLessThanOrEqual(budget);
+        else if (mb.inputIds.length > budget) { expect(step).toBeLessThan(10); lone++; } // only while warming up
+      }
+      expect(lone).toBeGreaterThan(0);
+      expect(budgetAt(0, 64, 0.5, 6, 20)).toBe(6);
+    } finally { done(); }
+  });
 });

@@ -46,5 +46,5 @@ describe("chat templates", () => {
     const trained = Array.from(s.ids).filter((_, i) => s.labels[i] !== IGNORE_INDEX);
     expect(trained).toEqual([...tk.encode("4."), tk.eosId!, ...tk.encode("6, of course."), tk.eosId!]);
     for (let i = 0; i < s.ids.length; i++) if (s.labels[i] !== IGNORE_INDEX) expect(s.labels[i]).toBe(s.ids[i]);
-  });
+  }, 30_000);
 });

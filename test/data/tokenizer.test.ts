@@ -30,7 +30,7 @@ describe("tokenizer", () => {
     expect(tk.size).toBe(151669);
     expect(tk.chatTemplate).toContain("<|im_start|>");
     expect(() => resolveTokenizer("nope")).toThrow(/not a path/);
-  });
+  }, 30_000);
 
   test("fast path equals the Rust tokenizers on tricky strings and all Moby-Dick chapters", async () => {
     const tk = qwen;
@@ -41,7 +41,7 @@ describe("tokenizer", () => {
       n++;
     }
     expect(n).toBe(TRICKY.length + 40);
-  });
+  }, 30_000);
 
   test("@huggingface/tokenizers path (non byte-level shape) equals Rust too", async () => {
     // Same vocabulary with a pre-tokenizer shape the fast path refuses (Sequence of 3) -> "hf" engine.
@@ -56,5 +56,5 @@ describe("tokenizer", () => {
       const r = RustTokenizer.fromFile(join(dir, "tokenizer.json"));
       for (const t of TRICKY.slice(0, 4)) expect(tk.encode(t)).toEqual((await r.encode(t, null, { addSpecialTokens: false })).getIds());
     } finally { done(); }
-  });
+  }, 30_000);
 });
