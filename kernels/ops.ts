@@ -96,7 +96,7 @@ export interface Kernels {
     dout: Tensor<"f32">, inp: Tensor<"f32">, weight: Tensor<"f32">, N: number, C: number, OC: number): void;
 
   // ---------------------------------------------------------------- embedding
-  /** out (T,C) <- table (V,C)[ids (T)]. Throws on an id outside [0,V) (CPU checks; device backends clamp-check at read). */
+  /** out (T,C) <- table (V,C)[ids (T)]. An id outside [0,V) is an error (the CPU backend throws at the call). */
   embeddingForward(out: Tensor<"f32">, ids: Tensor<"i32">, table: Tensor<"f32">, T: number, C: number, V: number): void;
   /** dtable (V,C) [ids[t]] += dout (T,C) [t], in token order (deterministic). */
   embeddingBackward(dtable: Tensor<"f32">, dout: Tensor<"f32">, ids: Tensor<"i32">, T: number, C: number, V: number): void;
