@@ -48,12 +48,13 @@ async function handle(req: WorkerRequest): Promise<void> {
         break;
       }
       case "next": {
-        if (queue.length === 0) await produceOne();
+        const prefetched = queue.length > 0; // false: the compute thread is waiting on us
+        if (!prefetched) await produceOne();
         const r = queue.shift()!;
         if (r.batch === null) queue.unshift(r); // keep answering null (or the error)
         if (r.error) throw new Error(r.error);
         const transfer = (r.batch?.microBatches ?? []).flatMap((m) => [m.inputIds.buffer, m.labels.buffer, m.positionIds.buffer, m.cuSeqlens.buffer]);
-        post({ id: req.id, ok: true, value: r.batch }, transfer);
+        post({ id: req.id, ok: true, value: { batch: r.batch, prefetched } }, transfer);
         break;
       }
       case "state":

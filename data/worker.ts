@@ -2,6 +2,7 @@
 // thread never waits for data in steady state. Message API (all promises):
 //   const w = await DataLoaderWorker.start(cfg, opts, { prefetch: 2 });
 //   await w.nextStep()   -> StepBatch | null   (typed arrays transferred, not copied)
+//   w.stalls             -> how many steps were not ready when asked for
 //   await w.state()      -> LoaderState of the position after the last step handed out
 //   await w.restore(s)   -> drops what was prefetched, restores, prefetches again
 //   await w.close()
@@ -65,7 +66,14 @@ export class DataLoaderWorker {
     return dw;
   }
 
-  nextStep(): Promise<StepBatch | null> { return this.call({ type: "next" }); }
+  /** Steps that were not ready when asked for (the compute thread waited); 0 in steady state. */
+  stalls = 0;
+
+  async nextStep(): Promise<StepBatch | null> {
+    const r = await this.call<{ batch: StepBatch | null; prefetched: boolean }>({ type: "next" });
+    if (!r.prefetched && r.batch) this.stalls++;
+    return r.batch;
+  }
   state(): Promise<LoaderState> { return this.call({ type: "state" }); }
   restore(state: LoaderState | LoaderState[]): Promise<void> { return this.call({ type: "restore", state } as any); }
   async close(): Promise<void> {

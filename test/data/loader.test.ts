@@ -197,4 +197,21 @@ describe("loader", () => {
       expect(budgetAt(0, 64, 0.5, 6, 20)).toBe(6);
     } finally { done(); }
   });
+  test("steady state: with compute slower than loading, the worker always has the next step ready", async () => {
+    const { dir, done } = tempDir("stall");
+    try {
+      writeIdJsonl(join(dir, "a.jsonl"), 400, 16);
+      const w = await DataLoaderWorker.start(cfg(join(dir, "a.jsonl"), { maxSteps: 12 }), opts(0, 1), { prefetch: 2 });
+      try {
+        expect(await w.nextStep()).not.toBeNull(); // the first step may be made on demand
+        const first = w.stalls;
+        for (let i = 1; i < 12; i++) {
+          const t0 = performance.now();
+          while (performance.now() - t0 < 25); // "compute" on this thread: 25 ms per step
+          expect(await w.nextStep()).not.toBeNull();
+        }
+        expect(w.stalls - first).toBe(0);
+      } finally { await w.close(); }
+    } finally { done(); }
+  }, 30_000);
 });
