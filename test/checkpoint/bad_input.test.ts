@@ -1,6 +1,6 @@
 // Damaged or foreign checkpoints are refused with an error naming the problem, before any
 // target buffer is modified.
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { afterAll, beforeAll, describe, expect, test, setDefaultTimeout } from "bun:test";
 import { cpSync, readFileSync, renameSync, rmSync, truncateSync, unlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { commitCheckpoint, resolveLoadPath } from "../../checkpoint/commit.ts";
@@ -10,6 +10,8 @@ import type { Piece } from "../../checkpoint/plan.ts";
 import { AsyncSaver } from "../../checkpoint/saver.ts";
 import { firstNonFinite } from "../../checkpoint/rank_writer.ts";
 import { expectedShapes, fillModel, fsdpPieces, saveAll, smallModel, tempDir } from "./helpers.ts";
+
+setDefaultTimeout(60_000); // real processes and files on a shared 2-core machine
 
 const units = smallModel();
 const full = fillModel(units, 11);

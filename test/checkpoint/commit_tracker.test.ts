@@ -1,10 +1,12 @@
 // The coordinator's commit bookkeeping over real saves: reports arrive late and interleaved,
 // a stale epoch is refused, a failed rank is named and the previous commit stays the newest.
-import { afterAll, expect, test } from "bun:test";
+import { afterAll, expect, test, setDefaultTimeout } from "bun:test";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { AsyncSaver, CommitTracker, type RankReport, checkpointDir, isSaveStep, resolveLoadPath } from "../../checkpoint/index.ts";
 import { fillModel, fsdpPieces, smallModel, tempDir } from "./helpers.ts";
+
+setDefaultTimeout(60_000); // real processes and files on a shared 2-core machine
 
 const tmp = tempDir("tracker");
 afterAll(tmp.cleanup);

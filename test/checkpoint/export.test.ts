@@ -1,13 +1,15 @@
 // A checkpoint saved from a real model on 3 uneven FSDP ranks, merged to a Hugging Face folder,
 // loads back through models/ (as `bun run infer` does) with bitwise identical logits; bf16
 // export stays within bf16 rounding.
-import { afterAll, expect, test } from "bun:test";
+import { afterAll, expect, test, setDefaultTimeout } from "bun:test";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { checkpointDir, evenShard, mergeToHf, stateShapes, statePieces, writeModelAssets } from "../../checkpoint/index.ts";
 import { createCpuKernels } from "../../kernels/index.ts";
 import { createModel, initWeights, loadPretrained } from "../../models/index.ts";
 import { saveAll, tempDir } from "./helpers.ts";
+
+setDefaultTimeout(60_000); // real processes and files on a shared 2-core machine
 
 const tmp = tempDir("export");
 afterAll(tmp.cleanup);

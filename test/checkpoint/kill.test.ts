@@ -1,12 +1,14 @@
 // kill -9 at each phase of a save, then `auto` resume: a partial checkpoint is never loaded and
 // the previous one stays intact. Real processes, real files; each child parks at its phase and
 // is killed there.
-import { afterAll, describe, expect, test } from "bun:test";
+import { afterAll, describe, expect, test, setDefaultTimeout } from "bun:test";
 import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { resolveLoadPath } from "../../checkpoint/commit.ts";
 import { loadShard } from "../../checkpoint/load.ts";
 import { assemble, expectedShapes, fillModel, firstDiff, fsdpPieces, saveAll, smallModel, tempDir } from "./helpers.ts";
+
+setDefaultTimeout(60_000); // real processes and files on a shared 2-core machine
 
 const units = smallModel();
 const tmp = tempDir("kill");

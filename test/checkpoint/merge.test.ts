@@ -1,10 +1,12 @@
 // Merge of 2, 3 and 4 uneven ranks into a Hugging Face folder equals the in-memory model.
-import { afterAll, describe, expect, test } from "bun:test";
+import { afterAll, describe, expect, test, setDefaultTimeout } from "bun:test";
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { mergeToHf, parseDType, parseSize, writeModelAssets } from "../../checkpoint/index.ts";
 import { HF_INDEX, SafetensorsFolder, f32ToBf16 } from "../../checkpoint/safetensors.ts";
 import { firstDiff, fillModel, fsdpPieces, saveAll, smallModel, tempDir } from "./helpers.ts";
+
+setDefaultTimeout(60_000); // real processes and files on a shared 2-core machine
 
 const units = smallModel();
 const full = fillModel(units, 3);

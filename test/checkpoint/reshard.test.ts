@@ -1,9 +1,11 @@
 // Save on N ranks, load on M (FSDP even padded splits, DDP shares): every tensor byte-identical.
-import { afterAll, describe, expect, test } from "bun:test";
+import { afterAll, describe, expect, test, setDefaultTimeout } from "bun:test";
 import { join } from "node:path";
 import { loadExtra, loadShard, openCheckpoint } from "../../checkpoint/load.ts";
 import { coverageErrors } from "../../checkpoint/plan.ts";
 import { assemble, ddpPieces, expectedShapes, fillModel, firstDiff, fsdpPieces, saveAll, smallModel, tempDir } from "./helpers.ts";
+
+setDefaultTimeout(60_000); // real processes and files on a shared 2-core machine
 
 const units = smallModel();
 const full = fillModel(units, 7);

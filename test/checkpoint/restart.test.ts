@@ -1,13 +1,15 @@
 // Restart after failure: a training job is killed -9 mid-step (after backward, before AdamW);
 // supervision (actors/supervision.ts decide) restarts it from the newest commit, and the job
 // ends with parameters bitwise equal to an uninterrupted run. Real processes and files.
-import { afterAll, expect, test } from "bun:test";
+import { afterAll, expect, test, setDefaultTimeout } from "bun:test";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { decide } from "../../actors/supervision.ts";
 import { resolveLoadPath } from "../../checkpoint/index.ts";
 import { writeData } from "./dp_local.ts";
 import { tempDir } from "./helpers.ts";
+
+setDefaultTimeout(60_000); // real processes and files on a shared 2-core machine
 
 const tmp = tempDir("restart");
 const children = new Set<ReturnType<typeof Bun.spawn>>();

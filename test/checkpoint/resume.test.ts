@@ -2,7 +2,7 @@
 // data loader on W data-parallel ranks (in one process, gradients summed in rank order), saved
 // after K steps through the async saver + commit, then a fresh set of ranks resumed with `auto`:
 // every later step's loss and the final parameters are bitwise equal to the uninterrupted run.
-import { afterAll, describe, expect, test } from "bun:test";
+import { afterAll, describe, expect, test, setDefaultTimeout } from "bun:test";
 import { join } from "node:path";
 import {
   AsyncSaver, checkpointDir, commitCheckpoint, loadAllExtra, loadShard, openCheckpoint,
@@ -12,6 +12,8 @@ import type { LoaderState } from "../../data/index.ts";
 import { initWeights } from "../../models/index.ts";
 import { buffers, makeRanks, run, writeData } from "./dp_local.ts";
 import { firstDiff, tempDir } from "./helpers.ts";
+
+setDefaultTimeout(60_000); // real processes and files on a shared 2-core machine
 
 const tmp = tempDir("resume");
 afterAll(tmp.cleanup);

@@ -1,13 +1,15 @@
 // LocalCheckpointing, the world-size-1 path a single-process run uses: model_assets at start,
 // saves every save_steps, `auto` resume, save_hf_weights export at the end. A run stopped after
 // 3 steps and resumed ends with the same Hugging Face export, byte for byte, as an unbroken run.
-import { afterAll, expect, test } from "bun:test";
+import { afterAll, expect, test, setDefaultTimeout } from "bun:test";
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { type Checkpointable, LocalCheckpointing, listCommitted } from "../../checkpoint/index.ts";
 import type { LoaderState } from "../../data/index.ts";
 import { type Rank, buffers, makeRanks, raw, run, writeData } from "./dp_local.ts";
 import { tempDir } from "./helpers.ts";
+
+setDefaultTimeout(60_000); // real processes and files on a shared 2-core machine
 
 const tmp = tempDir("session");
 afterAll(tmp.cleanup);
