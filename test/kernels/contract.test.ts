@@ -1,7 +1,7 @@
 // The memory side of the Kernels contract on the CPU backend: views share storage, uploads
 // snapshot, reads copy, shared buffers, and edge checks that name the op, argument and expectation.
 import { describe, expect, test } from "bun:test";
-import { createCpuKernels, createKernels, lrAt } from "../../kernels/index.ts";
+import { cpuWrap, createCpuKernels, createKernels, lrAt } from "../../kernels/index.ts";
 import { tensorF, tensorI } from "./helpers.ts";
 
 const k = await createKernels({ backend: "cpu", threads: 1 });
@@ -19,6 +19,14 @@ describe("cpu Kernels memory contract", () => {
     expect(flat.host!.buffer instanceof SharedArrayBuffer).toBe(true);
     expect(k.alloc([3], "f32", { shared: false }).host!.buffer instanceof SharedArrayBuffer).toBe(false);
     await k.sync();
+  });
+
+  test("cpuWrap: a host array from another thread becomes a tensor without a copy", async () => {
+    const shared = new Float32Array(new SharedArrayBuffer(16));
+    const t = cpuWrap(shared, [2, 2], "from_worker");
+    k.fill(t, 2);
+    expect(Array.from(shared)).toEqual([2, 2, 2, 2]);
+    expect(() => cpuWrap(shared, [3], "bad")).toThrow(/cpuWrap bad: shape \(3\) needs 3 elements, array has 4/);
   });
 
   test("upload snapshots its source; i32 tensors round-trip", async () => {
