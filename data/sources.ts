@@ -173,8 +173,9 @@ function indexParquet(file: string, keys: string[]): { units: Unit[]; columns: s
     const metaLen = tail.getUint32(0, true);
     const meta = parquetMetadata(fb.slice(Math.max(0, fb.byteLength - 8 - metaLen)));
     const columns = parquetSchema(meta).children.map((c) => c.element.name);
-    const used = keys.filter((k) => columns.includes(k));
-    if (used.length === 0) throw new Error(`${file}: no column named ${keys.map((k) => `'${k}'`).join(" or ")} (data.text_keys); columns: ${columns.join(", ")}`);
+    // pre-tokenized files carry input_ids (+ labels) instead of text
+    const used = columns.includes("input_ids") ? columns.filter((c) => c === "input_ids" || c === "labels") : keys.filter((k) => columns.includes(k));
+    if (used.length === 0) throw new Error(`${file}: no column named ${keys.map((k) => `'${k}'`).join(" or ")} (data.text_keys) or 'input_ids'; columns: ${columns.join(", ")}`);
     const units: Unit[] = [];
     let row = 0;
     for (const rg of meta.row_groups) {
