@@ -7,6 +7,7 @@
 // segment k is summed around the ring starting at member k+1, i.e.
 //   acc = x[k+1]; acc = f32(acc + x[k+2]); ...; acc = f32(acc + x[k])   (indices mod n)
 // then avg divides by n once at the owner, and the all-gather phase copies the owner's bytes.
+import type { Frame } from "./conn.ts";
 import type { Group } from "./group.ts";
 import { FRAME_HEADER, Op, REDUCE_CODE, writeFrameHeader, type ReduceKind } from "./wire.ts";
 import { crc32c } from "./crc32c.ts";
@@ -33,37 +34,44 @@ export function offsetsOf(counts: readonly number[]): number[] {
   return off;
 }
 
-/** Frames for `src` (copied), chunk j = src[j*c, (j+1)*c), queued on link i. */
+/**
+ * Frames for `src`, chunk j = src[j*c, (j+1)*c), queued on link i. Zero-copy: the payload is
+ * written from the caller's buffer itself (the op resolves only after it reached the kernel,
+ * see Group.run), only the 32-byte header is new.
+ */
 function sendChunks(x: OpCtx, i: number, op: number, step: number, total: number, src: Uint8Array): void {
   const k = nChunks(src.length, x.chunkBytes);
   for (let j = 0; j < k; j++) {
     const part = src.subarray(j * x.chunkBytes, Math.min(src.length, (j + 1) * x.chunkBytes));
-    const buf = new Uint8Array(FRAME_HEADER + part.length);
-    buf.set(part, FRAME_HEADER);
-    writeFrameHeader(buf, { op, step, seq: x.seq, chunk: j, total, len: part.length, payloadCrc: crc32c(buf, 0, FRAME_HEADER) });
-    x.g.send(i, buf);
+    const hdr = new Uint8Array(FRAME_HEADER);
+    writeFrameHeader(hdr, { op, step, seq: x.seq, chunk: j, total, len: part.length, payloadCrc: crc32c(part) });
+    x.g.send(i, hdr);
+    if (part.length > 0) x.g.send(i, part);
   }
 }
 
 /** Receive `dst.length` bytes in chunks from link i; `each` sees every chunk (then it may forward). */
 async function recvChunks(
   x: OpCtx, i: number, op: number, step: number, total: number, dstLen: number,
-  each: (payload: Uint8Array, at: number, frame: Uint8Array, chunk: number) => void,
+  each: (payload: Uint8Array, at: number, frame: Frame, chunk: number) => boolean | void,
 ): Promise<void> {
   const k = nChunks(dstLen, x.chunkBytes);
   for (let j = 0; j < k; j++) {
     const at = j * x.chunkBytes;
     const len = Math.min(dstLen, at + x.chunkBytes) - at;
     const f = await x.g.recv(i, { op, seq: x.seq, step, chunk: j, total, len }); // waits on peer i
-    each(f.payload, at, f.buf, j);
+    if (each(f.payload, at, f, j) !== true) x.g.release(i, f); // true: forwarded, released when written
   }
 }
 
-/** Re-stamp a received frame with a new step and queue it on link i (payload CRC unchanged). */
-function forward(x: OpCtx, i: number, frame: Uint8Array, op: number, step: number, chunk: number, total: number): void {
-  const v = new DataView(frame.buffer, frame.byteOffset, FRAME_HEADER);
-  writeFrameHeader(frame, { op, step, seq: x.seq, chunk, total, len: frame.length - FRAME_HEADER, payloadCrc: v.getUint32(24, true) });
-  x.g.send(i, frame);
+/**
+ * Queue received frame `f` (from member `from`) on link `to` with a new step; `payloadCrc`:
+ * unchanged when forwarding as is. Its buffer returns to `from`'s pool once written.
+ */
+function forward(x: OpCtx, from: number, to: number, f: Frame, op: number, step: number, chunk: number, total: number, payloadCrc = f.h.payloadCrc): true {
+  writeFrameHeader(f.buf, { op, step, seq: x.seq, chunk, total, len: f.payload.length, payloadCrc });
+  x.g.send(to, f.buf, () => x.g.release(from, f));
+  return true;
 }
 
 function bytesOf(a: Float32Array, from: number, to: number): Uint8Array {
@@ -108,8 +116,7 @@ export async function reduceScatter(
         else dst.set(acc);
       } else {
         // The partial sum goes on in place: new payload CRC, same buffer, next step.
-        writeFrameHeader(frame, { op, step: s + 1, seq: x.seq, chunk: j, total, len: payload.length, payloadCrc: crc32c(payload) });
-        g.send(next, frame);
+        return forward(x, prev, next, frame, op, s + 1, j, total, crc32c(payload));
       }
     });
   }
@@ -133,7 +140,7 @@ export async function allGather(
     const k = mod(r - 1 - s, n);
     await recvChunks(x, prev, op, stepBase + s, total, off[k + 1] - off[k], (payload, at, frame, j) => {
       out.set(payload, off[k] + at);
-      if (s < n - 2) forward(x, next, frame, op, stepBase + s + 1, j, total);
+      if (s < n - 2) return forward(x, prev, next, frame, op, stepBase + s + 1, j, total);
     });
   }
 }
@@ -158,7 +165,7 @@ export async function broadcast(x: OpCtx, buf: Uint8Array, root: number): Promis
   if (pos === 0) return sendChunks(x, next, Op.Broadcast, root, buf.length, buf);
   await recvChunks(x, mod(g.me - 1, n), Op.Broadcast, root, buf.length, buf.length, (payload, at, frame, j) => {
     buf.set(payload, at);
-    if (pos < n - 1) forward(x, next, frame, Op.Broadcast, root, j, buf.length);
+    if (pos < n - 1) return forward(x, mod(g.me - 1, n), next, frame, Op.Broadcast, root, j, buf.length);
   });
 }
 

@@ -73,7 +73,12 @@ export class Group {
       }
       this.current = `${what} seq ${seq}`;
       try {
-        return await body(seq);
+        const res = await body(seq);
+        // Frames may still point into the caller's buffers (zero-copy sends): hand them back
+        // only once the kernel has every byte.
+        await this.flushed();
+        if (this.failed) throw this.failed;
+        return res;
       } catch (e) {
         this.fail(e as Error, null);
         throw this.failed!;
@@ -85,8 +90,25 @@ export class Group {
     return p;
   }
 
-  send(i: number, frame: Uint8Array): void {
-    this.links[i]!.send(frame);
+  /** Every link's queued bytes are in the kernel; a peer that stops reading fails the deadline. */
+  private flushed(): Promise<void> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const stuck = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        const who = this.links.flatMap((c, i) => (c && c.pendingBytes > 0 ? [this.ranks[i]] : []));
+        reject(new Error(`rank(s) ${who.join(", ")} did not take our frames within ${this.deadlineMs} ms`));
+      }, this.deadlineMs);
+    });
+    return Promise.race([Promise.all(this.links.map((c) => c?.flushed())).then(() => {}), stuck]).finally(() => clearTimeout(timer));
+  }
+
+  send(i: number, bytes: Uint8Array, done?: () => void): void {
+    this.links[i]!.send(bytes, done);
+  }
+
+  /** Return a consumed received frame from member i's link to its buffer pool. */
+  release(i: number, f: Frame): void {
+    this.links[i]?.release(f);
   }
 
   recv(i: number, e: Expect): Promise<Frame> {
