@@ -57,4 +57,14 @@ describe("tokenizer", () => {
       for (const t of TRICKY.slice(0, 4)) expect(tk.encode(t)).toEqual((await r.encode(t, null, { addSpecialTokens: false })).getIds());
     } finally { done(); }
   }, 30_000);
+  test("Llama-3 (ignore_merges, \\p{N}{1,3}, 256 special tokens): fast path equals Rust", async () => {
+    const dir = resolveTokenizer("llama3");
+    const tk = loadTokenizer(dir);
+    expect(tk.engine).toBe("fast");
+    expect([tk.bosId, tk.eosId, tk.size]).toEqual([128000, 128001, 128256]);
+    const r = RustTokenizer.fromFile(join(dir, "tokenizer.json"));
+    const docs = readdirSync(MOBY).filter((f) => /^chapter_\d+\.txt$/.test(f)).sort().slice(40, 55).map((f) => readFileSync(join(MOBY, f), "utf8"));
+    for (const t of [...TRICKY, "1234567 <|begin_of_text|>x<|eot_id|>", ...docs])
+      expect(tk.encode(t)).toEqual((await r.encode(t, null, { addSpecialTokens: false })).getIds());
+  }, 30_000);
 });
