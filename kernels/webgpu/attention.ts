@@ -16,10 +16,12 @@ function checks(op: string, q: GpuTensor, k: GpuTensor, v: GpuTensor, cu: GpuTen
   expectTensor(v, `${op}.v (T,NKV,HS)`, "f32", T * NKV * HS);
 }
 
-/** Tile width B and padded head size for the backward kernels (4 tiles of B x HSP in 32 KiB). */
+/**
+ * Tile width B and the shared-memory row stride HSP of the backward kernels (4 tiles of B x HSP
+ * in 32 KiB). Fixed per B, not per HS, so all head sizes share one compile per kernel.
+ */
 function tiles(HS: number): { B: number; HSP: number } {
-  const B = HS <= 112 ? 16 : 8;
-  return { B, HSP: Math.ceil(HS / B) * B };
+  return HS <= 112 ? { B: 16, HSP: 112 } : { B: 8, HSP: 128 };
 }
 
 // out (T,NH,HS), lse (T,NH) <- causal softmax(q k^T scale) v within each sample of cuSeqlens

@@ -5,7 +5,7 @@
 //   dv_j += sum_t P_tj dout_t;  dk_j += sum_t dS_tj q_t scale,  dS = P (dout v^T - dd).
 // Thread (x, y): scores query y against key x, then accumulates dims x, x+B, ... of key y.
 override B: u32 = 16u;   // 16, or 8 when HS > 112 (shared memory: 4 tiles of B x HSP)
-override HSP: u32 = 64u; // HS rounded up to a multiple of B
+override HSP: u32 = 112u; // shared row stride >= HS (112 with B=16, 128 with B=8)
 const NEG = -3.0e38;
 
 struct P { dk_o: u32, dv_o: u32, q_o: u32, k_o: u32, v_o: u32, dout_o: u32, lse_o: u32, dd_o: u32, cu_o: u32,

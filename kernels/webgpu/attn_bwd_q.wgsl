@@ -3,7 +3,7 @@
 // recomputes P and dS = P (dout v^T - dd):  dq_t += scale * sum_j dS_tj k_j.
 // Thread (x, y): scores query y against key x, then accumulates dims x, x+B, ... of query y.
 override B: u32 = 16u;
-override HSP: u32 = 64u;
+override HSP: u32 = 112u; // shared row stride >= HS
 
 struct P { dq_o: u32, q_o: u32, k_o: u32, v_o: u32, dout_o: u32, lse_o: u32, dd_o: u32, cu_o: u32,
   T: u32, NH: u32, NKV: u32, HS: u32, S: u32, scale: f32 }
@@ -81,5 +81,7 @@ fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: ve
     }
   }
   if (t >= p.T) { return; }
-  for (var i = 0u; i * B + x < p.HS; i++) { dq[p.dq_o + (t * p.NH + h) * p.HS + i * B + x] += acc[i] * p.scale; }
+  for (var i = 0u; i * B + x < p.HS; i++) {
+    dq[p.dq_o + (t * p.NH + h) * p.HS + i * B + x] += acc[i] * p.scale;
+  }
 }

@@ -88,6 +88,8 @@ fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: ve
     }
   }
   if (!valid) { return; }
-  for (var i = 0u; i * B + c < p.HS; i++) { o[p.o_o + (t * p.NH + h) * p.HS + i * B + c] = acc[i] / l; }
+  for (var i = 0u; i * B + c < p.HS; i++) {
+    o[p.o_o + (t * p.NH + h) * p.HS + i * B + c] = acc[i] / l;
+  }
   if (c == 0u) { lse[p.lse_o + t * p.NH + h] = m + log(l); }
 }

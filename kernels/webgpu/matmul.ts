@@ -1,6 +1,33 @@
 // GEMM and the linear layer (HF nn.Linear layout: weight (OC,C)) on the tiled WGSL SGEMM.
-import type { GpuTensor, Runtime } from "./runtime.ts";
+// Variants of matmul.wgsl (tools/bench/webgpu.ts measures them all):
+//   t128  128x128 tile, 8x8 registers per invocation, BK 8: the large-matrix kernel
+//   t64   64x64 tile, 4x4 registers, BK 8: 4x the workgroups, for matrices too small to fill a GPU
+//   t128h t128 with f16 shared tiles (needs shader-f16): inputs rounded to f16, f32 accumulation;
+//         never picked by "auto" (training is f32), only by tuning.matmul = "t128h"
+//   t16   matmul_small.wgsl, one output per invocation: compiles fast on lavapipe (CI), where the
+//         register-blocked kernels cost LLVM tens of seconds each; "auto" on software adapters
+import type { GpuTensor, KernelRef, Runtime } from "./runtime.ts";
 import { grid } from "./runtime.ts";
+
+export type MatmulVariant = "t128" | "t64" | "t128h" | "t16";
+export const MATMUL_VARIANTS: Record<MatmulVariant, { tile: number; file?: string; defines?: Record<string, string>; prelude?: string }> = {
+  t16: { tile: 16, file: "matmul_small.wgsl" },
+  t128: { tile: 128 },
+  t64: { tile: 64, defines: { BM: "64u", BN: "64u", BK: "8u", TM: "4u", TN: "4u" } },
+  t128h: { tile: 128, defines: { ST: "f16" }, prelude: "enable f16;" },
+};
+/** "auto" uses t128 when it yields at least this many workgroups, else t64. */
+const AUTO_MIN_WORKGROUPS = 64;
+
+function pickVariant(rt: Runtime, M: number, N: number): MatmulVariant {
+  const want = rt.tuning.matmul;
+  if (want !== "auto") {
+    if (want === "t128h" && !rt.ctx.f16) throw new Error("webgpu gemm: tuning.matmul t128h needs the shader-f16 feature");
+    return want;
+  }
+  if (!rt.ctx.adapter.isHardware) return "t16";
+  return Math.ceil(M / 128) * Math.ceil(N / 128) >= AUTO_MIN_WORKGROUPS ? "t128" : "t64";
+}
 
 function expectNumel(what: string, t: GpuTensor, n: number): void {
   if (t.numel !== n || t.dtype !== "f32") {
@@ -20,8 +47,10 @@ export function gemm(rt: Runtime, out: GpuTensor, a: GpuTensor, b: GpuTensor, M:
     if (beta === 0) return rt.dispatch({ file: "fill.wgsl", entry: "fill" }, [out], "uu", [out.numel, 0], grid(out.numel, 256));
     return rt.dispatch({ file: "fill.wgsl", entry: "scale" }, [out], "uu", [out.numel, new Uint32Array(new Float32Array([beta]).buffer)[0]!], grid(out.numel, 256));
   }
-  const k = { file: "matmul.wgsl", entry: "main", constants: { TRANS_A: transA ? 1 : 0, TRANS_B: transB ? 1 : 0 } };
-  rt.dispatch(k, [out, a, b], "uuuff", [M, N, K, alpha, beta], [Math.ceil(N / 128), Math.ceil(M / 128), 1]);
+  const v = MATMUL_VARIANTS[pickVariant(rt, M, N)];
+  const k: KernelRef = { file: v.file ?? "matmul.wgsl", entry: "main", defines: v.defines, prelude: v.prelude };
+  rt.dispatch(k, [out, a, b], "uuuffuu", [M, N, K, alpha, beta, transA ? 1 : 0, transB ? 1 : 0],
+    [Math.ceil(N / v.tile), Math.ceil(M / v.tile), 1]);
 }
 
 /** out (N,OC) <- inp (N,C) @ weight (OC,C)^T + bias (OC) */

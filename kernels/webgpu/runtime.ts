@@ -30,14 +30,20 @@ export interface GpuTensor<D extends DType = DType> extends Tensor<D> {
 export interface GpuTuning {
   /** Logits per cross-entropy chunk (R rows x V). */
   xentChunkElems: number;
+  /** GEMM kernel variant (matmul.ts); "auto" picks by matrix size. */
+  matmul: "auto" | "t128" | "t64" | "t128h" | "t16";
 }
-export const DEFAULT_GPU_TUNING: GpuTuning = { xentChunkElems: 8 * 2 ** 20 }; // 32 MiB of f32
+export const DEFAULT_GPU_TUNING: GpuTuning = { xentChunkElems: 8 * 2 ** 20, matmul: "auto" }; // 32 MiB of logits
 
 /** A compute entry point: a .wgsl file beside this one, its entry, pipeline-overridable constants. */
 export interface KernelRef {
   file: string;
   entry: string;
   constants?: Record<string, number>;
+  /** Source-level variant: replaces `const NAME = ...;` / `alias NAME = ...;` declarations. */
+  defines?: Record<string, string>;
+  /** Prepended to the source (e.g. "enable f16;"). */
+  prelude?: string;
 }
 
 interface Pipeline {
@@ -74,7 +80,7 @@ export class Runtime {
   private readonly temps = new Map<string, GpuTensor<"f32">>();
   private firstError: string | null = null;
   /** Counters for the bench and tests: dispatches and host<->device bytes. */
-  readonly stats = { dispatches: 0, submits: 0, readBytes: 0, uploadBytes: 0 };
+  readonly stats = { dispatches: 0, submits: 0, readBytes: 0, uploadBytes: 0, pipelines: 0 };
 
   /** 4 x u32 on the device: [code bits, offending value, -, -]; kernels that validate ids set it
    *  (code 1 embedding id, 2 cross-entropy target); every sync point checks and clears it. */
@@ -338,7 +344,7 @@ export class Runtime {
   // ------------------------------------------------------------------ pipelines (created once, cached)
   /** `promote`: bit j set = tensor binding j (0-based) is declared read_write in this variant. */
   private pipeline(k: KernelRef, promote: number): Pipeline {
-    const key = `${k.file}:${k.entry}:${JSON.stringify(k.constants ?? {})}:${promote}`;
+    const key = `${k.file}:${k.entry}:${JSON.stringify(k.constants ?? {})}:${JSON.stringify(k.defines ?? {})}:${promote}`;
     const hit = this.pipelines.get(key);
     if (hit) return hit;
     let code = this.sources.get(k.file);
@@ -346,6 +352,12 @@ export class Runtime {
       code = readFileSync(new URL(`./${k.file}`, import.meta.url), "utf8");
       this.sources.set(k.file, code);
     }
+    for (const [name, value] of Object.entries(k.defines ?? {})) {
+      const re = new RegExp(`^(const|alias) ${name}\\b[^;]*;`, "m");
+      if (!re.test(code)) throw new Error(`webgpu ${k.file}: no 'const ${name}' or 'alias ${name}' to define`);
+      code = code.replace(re, (_m, kind: string) => `${kind} ${name} = ${value};`);
+    }
+    if (k.prelude) code = `${k.prelude}\n${code}`;
     if (promote) {
       code = code.replace(/@binding\((\d+)\)\s*var<storage,\s*read>/g, (m, b: string) =>
         (promote >> (Number(b) - 1)) & 1 ? `@binding(${b}) var<storage, read_write>` : m);
@@ -360,6 +372,7 @@ export class Runtime {
       writable.push(m[2] === "read_write" && !((promote >> (b - 1)) & 1));
       entries.push({ binding: b, visibility: GPUShaderStage.COMPUTE, buffer: { type: m[2] === "read_write" ? "storage" : "read-only-storage" } });
     }
+    const t0 = performance.now();
     const layout = this.device.createBindGroupLayout({ entries });
     const module = this.device.createShaderModule({ code, label: k.file });
     const pipeline = this.device.createComputePipeline({
@@ -368,6 +381,8 @@ export class Runtime {
       label: `${k.file}:${k.entry}`,
     });
     const p: Pipeline = { pipeline, layout, writable, id: this.pipelines.size };
+    this.stats.pipelines++;
+    if (process.env.VEOMNI_WEBGPU_TRACE) console.error(`webgpu pipeline ${key} ${(performance.now() - t0).toFixed(0)} ms`);
     this.pipelines.set(key, p);
     return p;
   }

@@ -5,9 +5,11 @@
 // backward tiles, several cross-entropy chunks).
 //
 // Tolerance, f32 (stated once): rtol 1e-4 with atol 1e-5; the GPU sums in a different (fixed) order.
+// f16 variants (inputs rounded to f16 in shared memory, f32 accumulation): max |err| <= 1e-2 * max |ref|.
 import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import { createReferenceKernels, ropeCosSin, ropeInvFreq, type Kernels, type Tensor } from "../../kernels/index.ts";
 import { createWebGpuKernels, probeAdapter, type WebgpuKernels } from "../../kernels/webgpu/index.ts";
+import { MATMUL_VARIANTS, type MatmulVariant } from "../../kernels/webgpu/matmul.ts";
 import { expectClose, randn, rng, tensorF, tensorI } from "./helpers.ts";
 
 setDefaultTimeout(60_000); // lavapipe on 2 shared cores: pipelines compile on first use
@@ -53,6 +55,36 @@ if (!probe.ok) {
             k.gemm(out0, a, b, M, N, K, ta, tb, 1, 0);
             return { out, out0 };
           });
+        }
+      }
+    });
+
+    // t64 is t128's source with other tile constants; lavapipe's LLVM needs ~7 s CPU to compile it,
+    // so on a software adapter it runs only with VEOMNI_WEBGPU_FULL=1 (always on a real GPU).
+    const full = gpu!.rt.ctx.adapter.isHardware || Bun.env.VEOMNI_WEBGPU_FULL === "1";
+    test(`matmul variants t128, t16${full ? ", t64" : ""} in f32 and t128h with the f16 tolerance, across tile edges`, async () => {
+      const M = 131, N = 70, K = 45;
+      const r = rng(11);
+      const a = randn(r, M * K), b = randn(r, N * K);
+      const want = await ref.read((() => {
+        const o = tensorF(ref, [M, N]);
+        ref.gemm(o, tensorF(ref, [M, K], a), tensorF(ref, [N, K], b), M, N, K, false, true, 1, 0);
+        return o;
+      })());
+      for (const variant of Object.keys(MATMUL_VARIANTS) as MatmulVariant[]) {
+        if ((variant === "t128h" && !gpu!.rt.ctx.f16) || (variant === "t64" && !full)) continue;
+        const k = await createWebGpuKernels({ tuning: { matmul: variant } });
+        const o = tensorF(k, [M, N]);
+        k.gemm(o, tensorF(k, [M, K], a), tensorF(k, [N, K], b), M, N, K, false, true, 1, 0);
+        const got = await k.read(o);
+        if (variant === "t128h") {
+          const peak = Math.max(...Array.from(want, Math.abs));
+          let worst = 0;
+          for (let i = 0; i < got.length; i++) worst = Math.max(worst, Math.abs(got[i]! - want[i]!));
+          expect(worst).toBeLessThanOrEqual(1e-2 * peak);
+          expect(worst).toBeGreaterThan(0); // it really rounded through f16
+        } else {
+          expectClose(`gemm ${variant}`, got, want, RTOL, ATOL);
         }
       }
     });
