@@ -133,6 +133,16 @@ describe("fast CPU path matches the reference", () => {
     });
   });
 
+  test("cross-entropy with every target ignored adds nothing", async () => {
+    await parity("crossEntropyFused(all ignored)", async (k) => {
+      const r = rng(12), T = 5, C = 4, V = 9;
+      const loss = tensorF(k, [1], new Float32Array([1.25])), dh = tensorF(k, [T, C], randn(r, T * C)), dw = tensorF(k, [V, C], randn(r, V * C));
+      k.crossEntropyFused(loss, dh, dw, tensorF(k, [T, C], randn(r, T * C)), tensorF(k, [V, C], randn(r, V * C)),
+        tensorI(k, new Array(T).fill(-100)), T, C, V, 0.5);
+      return { loss, dh, dw };
+    }, 0, 0);
+  });
+
   test("sumSquares and AdamW (3 steps, weight decay, grad scale)", async () => {
     await parity("adamw", async (k) => {
       const r = rng(9), n = 101;
