@@ -5,7 +5,7 @@
 import { Tokenizer as HfTokenizer } from "@huggingface/tokenizers";
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
-import { ByteLevelBpe, byteLevelSupport } from "./bpe.ts";
+import { ByteLevelBpe, byteLevelSupport, bytesToUnicode } from "./bpe.ts";
 
 export interface TextTokenizer {
   /** Folder the files came from. */
@@ -25,6 +25,8 @@ export interface TextTokenizer {
   engine: "fast" | "hf";
   /** Ids of `text` with no BOS/EOS added; added tokens written in the text are recognised. */
   encode(text: string): number[];
+  /** Text of `ids` (added/special tokens written out as their content). */
+  decode(ids: ArrayLike<number>): string;
   tokenToId(token: string): number | undefined;
 }
 
@@ -107,6 +109,7 @@ function buildTokenizer(dir: string): TextTokenizer {
 
   const support = byteLevelSupport(tj);
   let encode: (text: string) => number[];
+  let decode: (ids: ArrayLike<number>) => string;
   let engine: "fast" | "hf";
   if ("pattern" in support) {
     const bpe = new ByteLevelBpe(tj, support.pattern);
@@ -130,14 +133,36 @@ function buildTokenizer(dir: string): TextTokenizer {
       if (last < text.length) plain(text.slice(last), out);
       return out;
     };
+    // decode: id -> its byte-level string -> bytes (added tokens: their UTF-8 content)
+    const u2b = new Map(bytesToUnicode().map((c, b) => [c, b]));
+    const pieces: (Uint8Array | undefined)[] = [];
+    const utf8 = new TextEncoder();
+    for (const [tok, id] of idOf) {
+      if (addedId.has(tok)) { pieces[id] = utf8.encode(tok); continue; }
+      const bytes = new Uint8Array(tok.length);
+      let ok = true;
+      for (let i = 0; i < tok.length; i++) { const b = u2b.get(tok[i]); if (b === undefined) { ok = false; break; } bytes[i] = b; }
+      if (ok) pieces[id] = bytes;
+    }
+    const utf8d = new TextDecoder();
+    decode = (ids) => {
+      const parts: Uint8Array[] = [];
+      let n = 0;
+      for (let i = 0; i < ids.length; i++) { const p = pieces[ids[i]]; if (p) { parts.push(p); n += p.length; } }
+      const all = new Uint8Array(n);
+      let o = 0;
+      for (const p of parts) { all.set(p, o); o += p.length; }
+      return utf8d.decode(all);
+    };
     engine = "fast";
   } else {
     const hf = new HfTokenizer(tj, cfg);
     encode = (text) => hf.encode(text, { add_special_tokens: false }).ids;
+    decode = (ids) => hf.decode(Array.from(ids), { skip_special_tokens: false });
     engine = "hf";
   }
   return {
     dir, size, bosId, eosId, bosToken, eosToken, addBos: !!addBos && bosId !== null, addEos: !!addEos && eosId !== null,
-    chatTemplate, engine, encode, tokenToId: (t) => idOf.get(t),
+    chatTemplate, engine, encode, decode, tokenToId: (t) => idOf.get(t),
   };
 }

@@ -41,6 +41,12 @@ describe("tokenizer", () => {
       n++;
     }
     expect(n).toBe(TRICKY.length + 40);
+    // decode inverts encode (byte-level BPE is lossless) and equals the Rust decode
+    for (const t of [...TRICKY, docs[0]]) {
+      const ids = tk.encode(t);
+      expect(tk.decode(ids)).toBe(t.normalize("NFC"));
+      expect(tk.decode(ids)).toBe(await rust.decode(ids, false));
+    }
   }, 30_000);
 
   test("@huggingface/tokenizers path (non byte-level shape) equals Rust too", async () => {
