@@ -34,7 +34,10 @@ export function denseOps(blas: Blas) {
     },
 
     embeddingForward(out: F32, ids: I32, table: F32, T: number, C: number): void {
-      for (let t = 0; t < T; t++) out.set(table.subarray(ids[t] * C, ids[t] * C + C), t * C);
+      for (let t = 0; t < T; t++) {
+        const src = ids[t] * C, dst = t * C;
+        for (let c = 0; c < C; c++) out[dst + c] = table[src + c];
+      }
     },
 
     embeddingBackward(dtable: F32, dout: F32, ids: I32, T: number, C: number): void {

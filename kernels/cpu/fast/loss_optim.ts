@@ -36,8 +36,8 @@ export function lossOptimOps(blas: Blas, Z_FLOATS = CE_CHUNK_FLOATS) {
     for (let c0 = 0; c0 < nValid; c0 += R) {
       const r = Math.min(R, nValid - c0);
       for (let i = 0; i < r; i++) {
-        const t = rows[c0 + i];
-        H.set(hidden.subarray(t * C, t * C + C), i * C);
+        const src = rows[c0 + i] * C, dst = i * C; // gather row (no subarray allocation)
+        for (let c = 0; c < C; c++) H[dst + c] = hidden[src + c];
       }
       blas.sgemm(false, true, r, V, C, 1, H, 0, C, weight, 0, C, 0, Z, 0, V); // Z (r,V) = H W^T
       for (let i = 0; i < r; i++) {
