@@ -78,6 +78,8 @@ export class Runtime {
   private nextId = 1;
   private scratch: GPUBuffer[] = [];
   private readonly temps = new Map<string, GpuTensor<"f32">>();
+  private readonly stagingPool = new Map<number, GPUBuffer[]>();
+  private uploadScratch = new ArrayBuffer(0);
   private firstError: string | null = null;
   /** Counters for the bench and tests: dispatches and host<->device bytes. */
   readonly stats = { dispatches: 0, submits: 0, readBytes: 0, uploadBytes: 0, pipelines: 0 };
@@ -144,7 +146,16 @@ export class Runtime {
   upload(dst: GpuTensor, src: HostArray): void {
     this.live(dst, "upload");
     this.flush();
-    this.queue.writeBuffer(dst.storage.buffer, dst.offset * 4, src.buffer, src.byteOffset, src.byteLength);
+    let data: ArrayBuffer = src.buffer as ArrayBuffer, at = src.byteOffset;
+    if (!(src.buffer instanceof ArrayBuffer)) {
+      // bun-webgpu refuses SharedArrayBuffer views (the CPU/mesh host buffers): go through a
+      // reused plain buffer (Dawn copies the bytes during writeBuffer, so reuse is safe).
+      if (this.uploadScratch.byteLength < src.byteLength) this.uploadScratch = new ArrayBuffer(src.byteLength);
+      new Uint8Array(this.uploadScratch, 0, src.byteLength).set(new Uint8Array(src.buffer, src.byteOffset, src.byteLength));
+      data = this.uploadScratch;
+      at = 0;
+    }
+    this.queue.writeBuffer(dst.storage.buffer, dst.offset * 4, data, at, src.byteLength);
     this.stats.uploadBytes += src.byteLength;
   }
 
@@ -155,38 +166,62 @@ export class Runtime {
   }
 
   // ------------------------------------------------------------------ sync points
-  /** SYNC POINT: copies `t` to a mapped staging buffer after all enqueued work, and waits. */
+  /** SYNC POINT: a fresh host copy of `t` after all enqueued work. */
   async read<D extends DType>(t: GpuTensor<D>): Promise<HostArray<D>> {
-    this.live(t, "read");
-    const bytes = t.numel * 4;
-    const data = await this.readBytes(t, `read '${t.storage.name}'`);
-    this.stats.readBytes += bytes;
-    return (t.dtype === "i32" ? new Int32Array(data) : new Float32Array(data)) as HostArray<D>;
-  }
-
-  /** SYNC POINT: resolves when all enqueued work has completed. */
-  async sync(): Promise<void> {
-    await this.readBytes(null, "sync");
+    const out = t.dtype === "i32" ? new Int32Array(t.numel) : new Float32Array(t.numel);
+    await this.readInto(t, out);
+    return out as HostArray<D>;
   }
 
   /**
-   * Copies `t` (or nothing) plus the 16-byte device error word into one staging buffer, submits,
-   * waits for the map, then throws if a kernel flagged bad input (see ERR_* in errors below).
+   * SYNC POINT: copies `t` into `dst` (e.g. the mesh's shared host buffer for a collective): one
+   * device-to-staging copy, one map, one memcpy; staging buffers are pooled by size, so a step
+   * that stages the same gradients every time allocates nothing. Pair with `upload` to write back.
    */
-  private async readBytes(t: GpuTensor | null, where: string): Promise<ArrayBuffer> {
-    const bytes = t ? t.numel * 4 : 0;
+  async readInto(t: GpuTensor, dst: Float32Array | Int32Array): Promise<void> {
+    this.live(t, "read");
+    if (dst.length !== t.numel) throw new Error(`webgpu read '${t.storage.name}': host array of ${dst.length} for ${t.numel} elements`);
+    const bytes = t.numel * 4;
     const dataSize = Math.ceil(bytes / 16) * 16;
-    const staging = this.device.createBuffer({ size: dataSize + 16, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    const staging = this.takeStaging(dataSize + 16);
     this.endPass();
-    if (t && bytes > 0) this.enc().copyBufferToBuffer(t.storage.buffer, t.offset * 4, staging, 0, bytes);
+    if (bytes > 0) this.enc().copyBufferToBuffer(t.storage.buffer, t.offset * 4, staging, 0, bytes);
     this.enc().copyBufferToBuffer(this.errors.storage.buffer, 0, staging, dataSize, 16);
+    await this.finish(staging, dataSize, `read '${t.storage.name}'`, (range) => {
+      new Uint8Array(dst.buffer, dst.byteOffset, bytes).set(new Uint8Array(range, 0, bytes));
+    });
+    this.stats.readBytes += bytes;
+  }
+
+  /** SYNC POINT: resolves when all enqueued work has completed (and checks the device error word). */
+  async sync(): Promise<void> {
+    const staging = this.takeStaging(16);
+    this.endPass();
+    this.enc().copyBufferToBuffer(this.errors.storage.buffer, 0, staging, 0, 16);
+    await this.finish(staging, 0, "sync", () => {});
+  }
+
+  private takeStaging(size: number): GPUBuffer {
+    return this.stagingPool.get(size)?.pop()
+      ?? this.device.createBuffer({ size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST, label: `staging${size}` });
+  }
+
+  /**
+   * Submits, waits for the staging map (the GPU wait), hands the mapped bytes to `take`, returns
+   * the buffer to the pool, then throws if a kernel flagged bad input in the error word (copied
+   * at `errAt`): bit 1 embedding id, bit 2 cross-entropy target.
+   */
+  private async finish(staging: GPUBuffer, errAt: number, where: string, take: (range: ArrayBuffer) => void): Promise<void> {
     this.flush();
     await staging.mapAsync(GPUMapMode.READ); // waits on the GPU
-    const all = staging.getMappedRange(0, dataSize + 16).slice(0);
+    const range = staging.getMappedRange(0, staging.size);
+    take(range);
+    const err = new Int32Array(range.slice(errAt, errAt + 16));
     staging.unmap();
-    staging.destroy();
+    const pool = this.stagingPool.get(staging.size) ?? [];
+    pool.push(staging);
+    this.stagingPool.set(staging.size, pool);
     this.throwIfError(where);
-    const err = new Int32Array(all, dataSize, 4);
     if (err[0] !== 0) {
       const code = err[0]!, value = err[1]!;
       this.queue.writeBuffer(this.errors.storage.buffer, 0, new Uint32Array(4));
@@ -194,7 +229,6 @@ export class Runtime {
         : `crossEntropyFused: target ${value} outside [0,V) and not -100`;
       throw new Error(`webgpu ${where}: an earlier kernel saw bad input: ${what}`);
     }
-    return all.slice(0, bytes);
   }
 
   private throwIfError(where: string): void {

@@ -215,6 +215,22 @@ if (!probe.ok) {
       });
     });
 
+    test("staging: a collective's round trip (readInto a shared host array, reduce there, upload back)", async () => {
+      const k = gpu!;
+      const flat = tensorF(k, [40], Float32Array.from({ length: 40 }, (_, i) => i));
+      const grads = k.view(flat, 3, [30]);
+      const host = new Float32Array(new SharedArrayBuffer(30 * 4));
+      for (let round = 0; round < 3; round++) {
+        k.scale(grads, 2);                         // the step's producer
+        await k.rt.readInto(grads as never, host);  // SYNC POINT (staging)
+        for (let i = 0; i < 30; i++) host[i]! += 1; // stands in for the all-reduce on the host buffer
+        k.upload(grads, host);
+      }
+      const want = Float32Array.from({ length: 40 }, (_, i) => (i >= 3 && i < 33 ? ((i * 2 + 1) * 2 + 1) * 2 + 1 : i));
+      expect([...(await k.read(flat))]).toEqual([...want]);
+      await expect(k.rt.readInto(grads as never, new Float32Array(29))).rejects.toThrow(/host array of 29 for 30/);
+    });
+
     test("elementwise: add (also in place), scale, axpy, copy, fill, zero on views; i32 copy/fill", async () => {
       await parity("elementwise", async (k) => {
         const r = rng(10);
