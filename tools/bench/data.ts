@@ -47,7 +47,7 @@ export async function main(args: string[]): Promise<void> {
         { name: "id", data: docs.map((_, i) => `<urn:uuid:${i}>`), type: "STRING" },
         { name: "url", data: docs.map((_, i) => `https://example.org/${i}`), type: "STRING" },
         { name: "language_score", data: docs.map(() => 0.9), type: "DOUBLE" },
-      ] as any, rowGroupSize: 1000,
+      ] as any, rowGroupSize: flag(args, "--row-group", 1000),
     })));
     const chars = docs.reduce((a, d) => a + d.length, 0);
     console.log(`bench data: ${nDocs} docs, ${(chars / 1e6).toFixed(1)} M chars, tokenizer ${tokDir}`);
