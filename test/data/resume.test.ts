@@ -95,4 +95,27 @@ describe("resume", () => {
       await expect(other.restore(st)).rejects.toThrow(/seed 42 in the checkpoint, 7 now/);
     } finally { done(); }
   });
+  test("resharding twice (2 -> 3 -> 2 ranks) still sees every sample at most once, all but the last step's worth", async () => {
+    const { dir, done } = tempDir("twice");
+    try {
+      const N = 151;
+      writeIdJsonl(join(dir, "a.jsonl"), N, 12);
+      const c = cfg(join(dir, "a.jsonl"), { mbs: 2, gbs: 12, buffer: 7 });
+      const seen: number[] = [];
+      let states: LoaderState[] | null = null;
+      for (const [D, steps] of [[2, 2], [3, 2], [2, 1000]] as const) {
+        const ls = Array.from({ length: D }, (_, r) => createDataLoader(c, opts(r, D)));
+        if (states) for (const l of ls) await l.restore(states);
+        for (let i = 0; i < steps; i++) {
+          const b = await Promise.all(ls.map((l) => l.nextStep()));
+          if (b.some((x) => x === null)) break;
+          for (const x of b) for (const mb of x!.microBatches) seen.push(...sampleIds(mb));
+        }
+        states = JSON.parse(JSON.stringify(ls.map((l) => l.state())));
+      }
+      expect(new Set(seen).size).toBe(seen.length);
+      expect(N - seen.length).toBeLessThan(2 * 12 + 7 * 2);
+      expect(seen.length).toBeGreaterThan(N / 2);
+    } finally { done(); }
+  });
 });
