@@ -18,6 +18,8 @@ import { Rendezvous } from "./rendezvous.ts";
 import { LocalWorkers } from "./spawn.ts";
 import { MetricsSink, mergeStep, type MetricsLine } from "./metrics.ts";
 import { decide, describe, type Failure } from "./supervision.ts";
+import { Commits } from "./commits.ts";
+import { resolveLoadPath } from "../checkpoint/index.ts";
 
 export interface RunJobOptions {
   /** step implementation the workers build: "train" (default) or "toy" (runtime tests). */
@@ -165,7 +167,8 @@ export async function runJob(config: Config, logger: Logger, opts: RunJobOptions
 class JobRun {
   private subs: Subscription[] = [];
   private waiter: { step: number; reports: Map<number, StepMetrics>; done: () => void } | null = null;
-  private ready = new Map<number, number>();
+  private ready = new Map<number, { totalSteps: number; startStep: number; canSave: boolean }>();
+  private commits: Commits | null = null;
   private readyDone: () => void = () => {};
   private lastSeen = new Map<number, number>();
   private connected = true;
@@ -190,9 +193,22 @@ class JobRun {
     const l = this.config.launch;
     const subj = subjects(this.job);
     const secret = randomBytes(32).toString("hex");
+    const out = this.config.train.output_dir;
+    // checkpoints only for the real step (the toy runner has no state worth saving)
+    const resumeFrom = this.state.runner === "train" && out ? resolveLoadPath(this.config.train.load_checkpoint_path, out) : null;
+    if (this.state.runner === "train" && out) {
+      this.commits = new Commits(this.config, out, l.world_size, this.state.epoch, this.log,
+        async (relDir) => {
+          this.state.last_checkpoint = relDir;
+          await this.writeState();
+        },
+        (rank, step, error) => this.raise({ kind: "reported", rank, step, error: `checkpoint save failed: ${error}` }),
+      );
+      this.commits.writeAssets();
+    }
     const rdv = new Rendezvous(
       this.job, l.world_size, () => this.state.epoch,
-      (rank, peers): ToWorker => ({ v: PROTOCOL_VERSION, kind: "welcome", job: this.job, rank, epoch: this.state.epoch, secret, peers, config: this.config, runner: this.state.runner }),
+      (rank, peers): ToWorker => ({ v: PROTOCOL_VERSION, kind: "welcome", job: this.job, rank, epoch: this.state.epoch, secret, peers, config: this.config, runner: this.state.runner, resumeFrom }),
       (rank) => workers.pid(rank),
       (msg, f) => this.log.info(f, msg),
     );
@@ -207,15 +223,21 @@ class JobRun {
       const peers: PeerInfo[] = await rdv.all;
       for (const p of peers) this.lastSeen.set(p.rank, Date.now());
       await readyAll;
-      const total = Math.min(...this.ready.values());
+      const readies = [...this.ready.values()];
+      const total = Math.min(...readies.map((r) => r.totalSteps));
+      const start = readies[0].startStep;
+      if (readies.some((r) => r.startStep !== start)) throw new Error(`ranks resumed at different steps: ${readies.map((r) => r.startStep).join(", ")}`);
+      const saving = this.commits !== null && readies.every((r) => r.canSave);
       this.state.max_steps = total;
       this.state.phase = "running";
       await this.writeState();
-      this.log.info({ peers: peers.map((p) => p.addr), steps: total }, "rendezvous done; running");
+      this.log.info({ peers: peers.map((p) => p.addr), steps: total, start, resumeFrom }, "rendezvous done; running");
       const sink = new MetricsSink(this.config.train.output_dir, this.opts.progress ?? process.stderr.isTTY === true, () => total);
-      for (let s = 0; s < total; s++) {
+      for (let s = start; s < total; s++) {
         const t0 = performance.now();
-        const reports = await this.runStep(s);
+        const save = saving && this.commits!.due(s + 1, total);
+        if (save) this.commits!.begin(s + 1);
+        const reports = await this.runStep(s, save);
         const m = mergeStep(s, reports, (performance.now() - t0) / 1000);
         sink.write(m);
         this.state.step = m.step;
@@ -225,6 +247,10 @@ class JobRun {
         await this.opts.onStep?.(m, this.info);
       }
       sink.end();
+      if (saving) {
+        await this.commits!.drain(); // wait on ranks: saves still being written
+        this.commits!.exportHf(total);
+      }
     } finally {
       this.close();
     }
@@ -240,11 +266,11 @@ class JobRun {
     this.subs = [];
   }
 
-  private runStep(step: number): Promise<StepMetrics[]> {
+  private runStep(step: number, save: boolean): Promise<StepMetrics[]> {
     return new Promise((resolve) => {
       const reports = new Map<number, StepMetrics>();
       this.waiter = { step, reports, done: () => resolve([...reports.keys()].sort((a, b) => a - b).map((r) => reports.get(r)!)) };
-      this.currentCmd = encode({ v: PROTOCOL_VERSION, kind: "step", job: this.job, epoch: this.state.epoch, step });
+      this.currentCmd = encode({ v: PROTOCOL_VERSION, kind: "step", job: this.job, epoch: this.state.epoch, step, save });
       this.nc.publish(subjects(this.job).cmd, this.currentCmd);
     });
   }
@@ -262,8 +288,12 @@ class JobRun {
       this.log.warn({ rank: m.rank, epoch: m.epoch, current: this.state.epoch }, `refused a ${m.kind} report from stale epoch ${m.epoch}`);
       return;
     }
-    if (m.kind === "ready") {
-      this.ready.set(m.rank, m.totalSteps);
+    if (m.kind === "ckpt_done") {
+      this.commits?.onReport(m.epoch, m.rank, m.step, m.report);
+    } else if (m.kind === "ckpt_failed") {
+      this.raise({ kind: "reported", rank: m.rank, step: m.step, error: `checkpoint save failed: ${m.error}` });
+    } else if (m.kind === "ready") {
+      this.ready.set(m.rank, { totalSteps: m.totalSteps, startStep: m.startStep, canSave: m.canSave });
       if (this.ready.size === this.config.launch.world_size) this.readyDone();
     } else if (m.kind === "failed") {
       this.raise({ kind: "reported", rank: m.rank, step: m.step, error: m.error });

@@ -46,17 +46,22 @@ export interface StepMetrics {
 // ---- worker -> coordinator ----
 export type ToCoordinator =
   | { v: number; kind: "register"; job: string; rank: number; epoch: number; host: string; pid: number; addr: string }
-  /** the rank built its stages and connected its data plane; `totalSteps` is what its data allows. */
-  | { v: number; kind: "ready"; job: string; rank: number; epoch: number; totalSteps: number }
+  /** the rank built its stages and connected its data plane; `totalSteps` is what its data allows;
+   *  `startStep` the steps already done (resumed from a checkpoint); `canSave`: has a checkpoint actor. */
+  | { v: number; kind: "ready"; job: string; rank: number; epoch: number; totalSteps: number; startStep: number; canSave: boolean }
+  /** this rank's part of checkpoint `step` is durable (report: checkpoint/ RankReport). */
+  | { v: number; kind: "ckpt_done"; job: string; rank: number; epoch: number; step: number; report: unknown }
+  | { v: number; kind: "ckpt_failed"; job: string; rank: number; epoch: number; step: number; error: string }
   | { v: number; kind: "step_done"; job: string; rank: number; epoch: number; step: number; metrics: StepMetrics }
   | { v: number; kind: "failed"; job: string; rank: number; epoch: number; step: number; error: string };
 
 // ---- coordinator -> worker ----
 export type ToWorker =
   /** `runner` picks the step implementation ("train": the real model; "toy": a trivial step for runtime tests). */
-  | { v: number; kind: "welcome"; job: string; rank: number; epoch: number; secret: string; peers: PeerInfo[]; config: unknown; runner: string }
+  | { v: number; kind: "welcome"; job: string; rank: number; epoch: number; secret: string; peers: PeerInfo[]; config: unknown; runner: string; resumeFrom: string | null }
   | { v: number; kind: "refused"; job: string; rank: number; reason: string }
-  | { v: number; kind: "step"; job: string; epoch: number; step: number }
+  /** run optimizer step `step` (0-based); with `save`, then checkpoint the state after it (step + 1 done). */
+  | { v: number; kind: "step"; job: string; epoch: number; step: number; save: boolean }
   | { v: number; kind: "stop"; job: string; epoch: number; reason: string };
 
 export function assertNever(x: never, what = "message"): never {
@@ -70,7 +75,7 @@ export function encode(msg: ToCoordinator | ToWorker): Uint8Array {
   return packr.pack(msg);
 }
 
-const COORD_KINDS = new Set(["register", "ready", "step_done", "failed"]);
+const COORD_KINDS = new Set(["register", "ready", "step_done", "failed", "ckpt_done", "ckpt_failed"]);
 const WORKER_KINDS = new Set(["welcome", "refused", "step", "stop"]);
 
 function decodeChecked(data: Uint8Array, kinds: Set<string>, side: string): unknown {

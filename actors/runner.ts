@@ -19,13 +19,20 @@ export interface WorkerContext {
   logger: Logger;
   /** compute threads for this process (0: decide from the cores). */
   threads: number;
+  /** a committed checkpoint folder to resume from (the coordinator resolved load_checkpoint_path), or null. */
+  resumeFrom: string | null;
 }
 
 export interface StepRunner {
   /** optimizer steps this rank's data allows (the coordinator runs the minimum over ranks). */
   readonly totalSteps: number;
+  /** optimizer steps already done when built (resumed from a checkpoint), 0 for a fresh start. */
+  readonly startStep: number;
   /** Run optimizer step `step` (0-based) completely: micro-batches, reductions, optimizer. */
   runStep(step: number): Promise<StepMetrics>;
+  /** The checkpoint actor: save the state after `done` steps. Resolves once the state is staged
+   *  (training may go on); the inner promise when this rank's files are durable (its report). */
+  checkpoint?(done: number): Promise<{ durable: Promise<unknown> }>;
   close(): Promise<void>;
 }
 
@@ -56,6 +63,7 @@ export const toyRunner: RunnerFactory = {
     const busyMs = ctx.config.train.micro_batch_size;
     return {
       totalSteps: maxSteps,
+      startStep: 0,
       async runStep(step) {
         const t0 = performance.now();
         let lossSum = 0;

@@ -4,7 +4,9 @@
 // the table. One runStep = one optimizer step over this rank's micro-batches.
 import { cpus } from "node:os";
 import { createKernels, type Kernels } from "../kernels/index.ts";
-import { DataLoaderWorker } from "../data/index.ts";
+import { DataLoaderWorker, type LoaderState } from "../data/index.ts";
+import type { Checkpointable } from "../checkpoint/index.ts";
+import { CheckpointActor } from "./checkpoint_actor.ts";
 import { Comm, deviceMesh, type CommGroup } from "../mesh/index.ts";
 import type { Config } from "../configs/index.ts";
 import { Trainer, SINGLE_PROCESS, type OptimizerShards, type StepCollectives } from "./trainer.ts";
@@ -15,6 +17,10 @@ import { peakRssMb, type RunnerFactory, type StepRunner, type WorkerContext } fr
 
 /** The parallel plan of one rank: collectives for the Trainer, optional optimizer shards. */
 export interface DpPlan {
+  /** FSDP: per unit, this rank's shard start and param shard; null for whole units (single, DDP). */
+  shardOf(u: number): { start: number; param: Float32Array } | null;
+  /** HSDP: replicas other than the first hold copies of the shards and save none of them. */
+  savesShards: boolean;
   /** per unit: the params this rank owns uniquely (null on replicas) and their offset in the unit. */
   owned(u: number): { start: number; values: Float32Array } | null;
   collectives: StepCollectives;
@@ -40,7 +46,8 @@ function checkSupported(c: Config): void {
 export async function makePlan(k: Kernels, model: ReturnType<typeof buildModel>, config: Config, rank: number, world: number, comm: Comm | null): Promise<DpPlan> {
   const full = () => 4 * model.layout.totalNumel * 4; // params + grads + AdamW m, v
   const whole = (u: number) => ({ start: 0, values: model.params[u].host! });
-  if (world === 1 || !comm) return { collectives: SINGLE_PROCESS, beginStep: () => {}, stateBytes: full, owned: whole };
+  const wholeUnits = { shardOf: () => null, savesShards: true };
+  if (world === 1 || !comm) return { collectives: SINGLE_PROCESS, beginStep: () => {}, stateBytes: full, owned: whole, ...wholeUnits };
   if (k.backend !== "cpu") throw new Error(`kernels.backend ${k.backend}: multi-rank training moves host buffers through the mesh; use kernels.backend cpu`);
   const t = config.train;
   const rep = t.data_parallel_replicate_size;
@@ -49,7 +56,7 @@ export async function makePlan(k: Kernels, model: ReturnType<typeof buildModel>,
   const worldGroup = await comm.world();
   if (t.data_parallel_mode === "ddp") {
     const ddp = new Ddp(model, worldGroup);
-    return { collectives: ddp, beginStep: (n) => ddp.beginStep(n), stateBytes: full, owned: (u) => (rank === 0 ? whole(u) : null) };
+    return { collectives: ddp, beginStep: (n) => ddp.beginStep(n), stateBytes: full, owned: (u) => (rank === 0 ? whole(u) : null), ...wholeUnits };
   }
   if (t.data_parallel_mode === "fsdp2-vescale") throw new Error("train.data_parallel_mode fsdp2-vescale is not supported; use ddp, fsdp1 or fsdp2");
   const shardRanks = mesh.groupOf(rank, ["dp_shard"]);
@@ -63,7 +70,8 @@ export async function makePlan(k: Kernels, model: ReturnType<typeof buildModel>,
     const N = model.layout.units[u].numel;
     return { start: s.start, values: s.param.subarray(0, Math.max(0, Math.min(s.numel, N - s.start))) };
   };
-  return { collectives: fsdp, shards: fsdp, beginStep: () => fsdp.beginStep(), stateBytes: () => fsdp.stateBytes(), owned };
+  const shardOf = (u: number) => ({ start: fsdp.shardsOf(u).start, param: fsdp.shardsOf(u).param });
+  return { collectives: fsdp, shards: fsdp, beginStep: () => fsdp.beginStep(), stateBytes: () => fsdp.stateBytes(), owned, shardOf, savesShards: primary };
 }
 
 export function makeTrainRunner(): RunnerFactory {
@@ -96,9 +104,29 @@ export function makeTrainRunner(): RunnerFactory {
         weightDecay: t.weight_decay, maxGradNorm: t.max_grad_norm, collectives: plan.collectives, shards: plan.shards,
       });
       const peak = k.backend === "cpu" ? cpuPeakFlops(threads) : 0;
+      // checkpoint actor over this rank's buffers (whole units, or FSDP shards), AdamW step and data position
+      const state: Checkpointable = {
+        units: () => (plan.savesShards ? model.layout.units.map((lu) => {
+          const sh = plan.shardOf(lu.index);
+          return { params: lu.params, start: sh?.start ?? 0, model: sh?.param ?? model.params[lu.index].host!, expAvg: trainer.m[lu.index].host!, expAvgSq: trainer.v[lu.index].host! };
+        }) : []),
+        extraState: async () => ({ optimizerSteps: trainer.optimizerSteps, loader: await loader.state() }),
+        restore: async (all) => {
+          const ex = all as { optimizerSteps: number; loader: LoaderState }[];
+          trainer.optimizerSteps = ex[0].optimizerSteps;
+          await loader.restore(ex.map((e) => e.loader));
+        },
+      };
+      const ckpt = config.train.output_dir
+        ? new CheckpointActor({ outputDir: config.train.output_dir, rank, worldSize: world, replicated: plan.shardOf(0) === null }, state)
+        : null;
+      const startStep = ctx.resumeFrom && ckpt ? await ckpt.load(ctx.resumeFrom) : 0;
+      if (ctx.resumeFrom) logger.info({ dir: ctx.resumeFrom, step: startStep }, "resumed from checkpoint");
       logger.info({ rank, world, mode: t.data_parallel_mode, threads, params: model.layout.totalNumel, state_mb: Math.round(plan.stateBytes() / 2 ** 20), steps: totalSteps }, "train runner ready");
       return {
         totalSteps,
+        startStep,
+        checkpoint: ckpt ? (done: number) => ckpt.save(done) : undefined,
         model,
         trainer,
         plan,
@@ -116,10 +144,11 @@ export function makeTrainRunner(): RunnerFactory {
           };
         },
         async close() {
+          await ckpt?.close().catch(() => {});
           await loader.close().catch(() => {});
           await comm?.close();
         },
-      } as StepRunner;
+      } as StepRunner & { model: unknown; trainer: unknown; plan: DpPlan };
     },
   };
 }

@@ -97,7 +97,7 @@ class WorkerShell {
     const watchStop = this.watchCoordinator(config);
 
     // Commands: one at a time through the compute actor's mailbox.
-    const stepActor = new Actor<number, void>("compute", (s) => this.step(s), (_, err) => this.fail(err));
+    const stepActor = new Actor<{ step: number; save: boolean }, void>("compute", (m) => this.step(m.step, m.save), (_, err) => this.fail(err));
     const sub = this.nc.subscribe(subj.cmd, {
       callback: (err, msg) => {
         if (err) return;
@@ -112,8 +112,9 @@ class WorkerShell {
       },
     });
     try {
-      this.runner = await factory.build({ job: this.job, rank: o.rank, worldSize: welcome.peers.length, epoch: this.epoch, secret: welcome.secret, peers: welcome.peers, config, logger: log, threads: o.threads ?? 0 });
-      this.readyMsg = encode({ v: PROTOCOL_VERSION, kind: "ready", job: this.job, rank: o.rank, epoch: this.epoch, totalSteps: this.runner.totalSteps });
+      this.runner = await factory.build({ job: this.job, rank: o.rank, worldSize: welcome.peers.length, epoch: this.epoch, secret: welcome.secret, peers: welcome.peers, config, logger: log, threads: o.threads ?? 0, resumeFrom: welcome.resumeFrom });
+      this.lastDone = this.runner.startStep - 1; // resumed: the next step is startStep
+      this.readyMsg = encode({ v: PROTOCOL_VERSION, kind: "ready", job: this.job, rank: o.rank, epoch: this.epoch, totalSteps: this.runner.totalSteps, startStep: this.runner.startStep, canSave: this.runner.checkpoint !== undefined });
       this.nc.publish(subj.report, this.readyMsg);
     } catch (e) {
       this.fail(e instanceof Error ? e : new Error(String(e)));
@@ -142,14 +143,14 @@ class WorkerShell {
     }
   }
 
-  private onCommand(m: ToWorker, stepActor: Actor<number, void>): void {
+  private onCommand(m: ToWorker, stepActor: Actor<{ step: number; save: boolean }, void>): void {
     switch (m.kind) {
       case "step":
         if (m.epoch !== this.epoch) return; // another generation's command
         if (m.step === this.lastDone && this.lastReport) this.nc.publish(subjects(this.job).report, this.lastReport); // re-sent after a reconnect
         else if (m.step === this.lastDone + 1 && this.running !== m.step) {
           this.running = m.step;
-          stepActor.send(m.step);
+          stepActor.send({ step: m.step, save: m.save });
         }
         return;
       case "stop":
@@ -165,8 +166,17 @@ class WorkerShell {
     }
   }
 
-  private async step(s: number): Promise<void> {
+  private async step(s: number, save: boolean): Promise<void> {
     const metrics: StepMetrics = await this.runner!.runStep(s);
+    if (save && this.runner!.checkpoint) {
+      // checkpoint actor: stage now (part of this step's time), write in the background
+      const staged = await this.runner!.checkpoint(s + 1);
+      const base = { v: PROTOCOL_VERSION, job: this.job, rank: this.o.rank, epoch: this.epoch, step: s + 1 };
+      staged.durable.then(
+        (report) => this.publish({ ...base, kind: "ckpt_done", report }),
+        (e) => this.publish({ ...base, kind: "ckpt_failed", error: e instanceof Error ? e.message : String(e) }),
+      );
+    }
     this.lastDone = s;
     this.rec.step = s + 1;
     this.rec.status = "running";

@@ -43,7 +43,7 @@ group("mailbox", () => {
 
 group("protocol", () => {
   test("round trip and refusal of other versions and kinds", () => {
-    const m = { v: PROTOCOL_VERSION, kind: "step" as const, job: "j", epoch: 3, step: 7 };
+    const m = { v: PROTOCOL_VERSION, kind: "step" as const, job: "j", epoch: 3, step: 7, save: false };
     expect(decodeToWorker(encode(m))).toEqual(m);
     const p = new Packr({ useRecords: false });
     expect(() => decodeToWorker(p.pack({ ...m, v: 99 }))).toThrow(`protocol version 99, expected ${PROTOCOL_VERSION}`);

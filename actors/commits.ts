@@ -1,0 +1,83 @@
+// The coordinator's side of checkpoints: which steps to save, the commit once every rank of the
+// epoch reported a durable write (checkpoint/CommitTracker, engineer C), the KV record of the
+// newest commit, and the Hugging Face export at the end. Ranks' reports arrive while training
+// goes on; `drain` waits for the saves still in flight before the job ends.
+import { dirname, join } from "node:path";
+import type { Logger } from "pino";
+import type { Config } from "../configs/index.ts";
+import { CommitTracker, isSaveStep, mergeToHf, writeModelAssets, checkpointDir, type RankReport } from "../checkpoint/index.ts";
+
+export class Commits {
+  private tracker: CommitTracker;
+  private drained: (() => void) | null = null;
+  /** output_dir-relative folder of the newest commit, or null. */
+  last: string | null = null;
+
+  constructor(
+    private config: Config,
+    private outputDir: string,
+    world: number,
+    epoch: number,
+    private log: Logger,
+    /** a commit landed: record it (KV state) */
+    private onCommitted: (relDir: string, step: number) => Promise<void>,
+    /** a rank's save failed: the job fails naming the rank */
+    private onFailed: (rank: number, step: number, error: string) => void,
+  ) {
+    const t = config.train;
+    const rep = t.data_parallel_replicate_size;
+    const mesh: Record<string, number> = t.data_parallel_mode === "ddp" ? { dp: world } : { dp_replicate: rep, dp_shard: world / rep };
+    this.tracker = new CommitTracker({ outputDir, worldSize: world, mesh, epoch });
+  }
+
+  /** Write output_dir/model_assets (config, tokenizer) once at the start. */
+  writeAssets(): void {
+    const m = this.config.model;
+    writeModelAssets(this.outputDir, { dirs: [m.model_path, m.tokenizer_path, m.config_path ? dirname(m.config_path) : null] });
+  }
+
+  /** Save after `done` steps? (save_steps, and the last step when save_hf_weights wants the final weights.) */
+  due(done: number, total: number): boolean {
+    const t = this.config.train;
+    return isSaveStep(t, done) || (t.save_hf_weights && done === total);
+  }
+
+  begin(done: number): void {
+    this.tracker.begin(done);
+  }
+
+  onReport(epoch: number, rank: number, step: number, report: unknown): void {
+    let out;
+    try {
+      out = this.tracker.onReport(epoch, report as RankReport);
+    } catch (e) {
+      this.log.warn({ rank, step, err: (e as Error).message }, "checkpoint report refused");
+      return;
+    }
+    if (out?.kind === "committed") {
+      this.last = out.relDir;
+      this.log.info({ step: out.step, dir: out.dir }, "checkpoint committed");
+      void this.onCommitted(out.relDir, out.step).finally(() => this.checkDrained());
+    } else if (out?.kind === "failed") this.onFailed(out.rank, out.step, out.reason);
+  }
+
+  /** Resolves when no save is in flight. */
+  drain(): Promise<void> {
+    if (this.tracker.inFlight.length === 0) return Promise.resolve();
+    return new Promise((r) => (this.drained = r));
+  }
+
+  private checkDrained(): void {
+    if (this.drained && this.tracker.inFlight.length === 0) this.drained();
+  }
+
+  /** With save_hf_weights: export the final step's checkpoint to global_step_N/hf_ckpt. */
+  exportHf(done: number): string | null {
+    if (!this.config.train.save_hf_weights || this.tracker.lastCommitted !== done) return null;
+    const dir = checkpointDir(this.outputDir, done);
+    const save = join(dir, "hf_ckpt");
+    mergeToHf({ loadDir: dir, modelAssetsDir: join(this.outputDir, "model_assets"), saveDir: save, shardBytes: 5e9, dtype: "BF16" });
+    this.log.info({ dir: save }, "Hugging Face weights written");
+    return save;
+  }
+}
