@@ -14,6 +14,7 @@ import { readFileSync } from "node:fs";
 import type { BackendName, DType, HostArray, Storage, Tensor } from "../tensor.ts";
 import { numelOf, shapeStr } from "../tensor.ts";
 import type { GpuContext } from "./device.ts";
+import { GpuProfiler } from "./profiler.ts";
 
 export class GpuStorage implements Storage {
   readonly backend: BackendName = "webgpu";
@@ -32,8 +33,10 @@ export interface GpuTuning {
   xentChunkElems: number;
   /** GEMM kernel variant (matmul.ts); "auto" picks by matrix size. */
   matmul: "auto" | "t128" | "t64" | "t128h" | "t16";
+  /** Time every dispatch with timestamp queries (profiler.ts); benchmarks only. */
+  profile: boolean;
 }
-export const DEFAULT_GPU_TUNING: GpuTuning = { xentChunkElems: 8 * 2 ** 20, matmul: "auto" }; // 32 MiB of logits
+export const DEFAULT_GPU_TUNING: GpuTuning = { xentChunkElems: 8 * 2 ** 20, matmul: "auto", profile: false }; // 32 MiB of logits
 
 /** A compute entry point: a .wgsl file beside this one, its entry, pipeline-overridable constants. */
 export interface KernelRef {
@@ -80,6 +83,8 @@ export class Runtime {
   private readonly temps = new Map<string, GpuTensor<"f32">>();
   private readonly stagingPool = new Map<number, GPUBuffer[]>();
   private uploadScratch = new ArrayBuffer(0);
+  /** Per-kernel GPU times when tuning.profile is set and the adapter has timestamp queries. */
+  readonly profiler: GpuProfiler | null;
   private firstError: string | null = null;
   /** Counters for the bench and tests: dispatches and host<->device bytes. */
   readonly stats = { dispatches: 0, submits: 0, readBytes: 0, uploadBytes: 0, pipelines: 0 };
@@ -94,6 +99,7 @@ export class Runtime {
     this.align = Math.max(4, ctx.limits.minStorageBufferOffsetAlignment);
     this.paramBuf = this.device.createBuffer({ size: this.paramHost.byteLength, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
     this.errors = this.alloc([4], "i32", "device_errors");
+    this.profiler = tuning.profile && ctx.timestamps ? new GpuProfiler(this.device) : null;
     this.device.onuncapturederror = (ev: GPUUncapturedErrorEvent) => {
       this.firstError ??= ev.error.message;
     };
@@ -221,6 +227,7 @@ export class Runtime {
     const pool = this.stagingPool.get(staging.size) ?? [];
     pool.push(staging);
     this.stagingPool.set(staging.size, pool);
+    await this.profiler?.collect();
     this.throwIfError(where);
     if (err[0] !== 0) {
       const code = err[0]!, value = err[1]!;
@@ -271,10 +278,15 @@ export class Runtime {
       bg = this.device.createBindGroup({ layout: pl.layout, entries });
       this.bindGroups.set(key, bg);
     }
-    const pass = this.beginPass();
+    if (this.profiler) {
+      this.endPass();
+      if (this.profiler.full) this.flush();
+    }
+    const pass = this.profiler ? this.profiler.pass(this.enc(), `${k.file.replace(".wgsl", "")}:${k.entry}${k.file === "matmul.wgsl" ? `[${k.defines?.BM ?? "128u"}]` : ""}`) : this.beginPass();
     pass.setPipeline(pl.pipeline);
     pass.setBindGroup(0, bg, [slot * PARAM_SLOT]);
     pass.dispatchWorkgroups(groups[0], groups[1], groups[2]);
+    if (this.profiler) pass.end();
     this.stats.dispatches++;
     for (const [orig, scratch] of writeBack) this.copyBuffer(orig, scratch);
     if (++this.dispatches >= SUBMIT_EVERY) this.flush();
@@ -283,6 +295,7 @@ export class Runtime {
   /** Submits everything encoded so far (parameters first: writeBuffer is ordered before the submit). */
   flush(): void {
     this.endPass();
+    if (this.profiler && this.encoder) this.profiler.resolve(this.encoder);
     if (this.paramSlots > 0) this.queue.writeBuffer(this.paramBuf, 0, this.paramHost, 0, this.paramSlots * PARAM_SLOT);
     if (this.encoder) {
       this.queue.submit([this.encoder.finish()]);

@@ -1,12 +1,13 @@
 // `bun run bench webgpu [--sizes 1024,2048,4096] [--variants t128,t64,t16,t128h] [--reps R]
-//   [--train tiny,small] [--batch B] [--steps S] [--no-train] [--ref]`
+//   [--train tiny,small] [--batch B] [--steps S] [--no-train] [--ref] [--profile]`
 // WebGPU backend figures on whatever adapter Dawn gives (name printed first):
 //  - SGEMM GFLOP/s of every matmul.wgsl variant on square matrices (wall clock around R
 //    back-to-back dispatches and one sync, after a warm-up that compiles the pipeline), and which
 //    one "auto" would pick;
 //  - training tokens/s (forward + backward + AdamW of tools/bench/train.ts's llama_model.py
 //    shapes on random tokens) on WebGPU and, in the same run, on the CPU backend; with --ref also
-//    PyTorch eager (/work/shared/bench/train_bench.py, CPU torch as installed).
+//    PyTorch eager (/work/shared/bench/train_bench.py, CPU torch as installed); with --profile,
+//    one more step with every dispatch timed by timestamp queries (GPU ms per kernel).
 // On a software adapter (lavapipe) defaults shrink to 1024 and tiny x 2 steps: correctness
 // target only. Last line: one JSON object with the figures.
 import { Trainer } from "../../actors/trainer.ts";
@@ -98,6 +99,17 @@ export async function main(args: string[]): Promise<void> {
     for (const size of arg(args, "train", hw ? "tiny,small" : "tiny").split(",")) {
       if (!SIZES[size]) throw new Error(`--train: unknown size ${size}; have ${Object.keys(SIZES).join(",")}`);
       const w = await trainTps(gpu, size, B, steps, 1);
+      if (args.includes("--profile")) {
+        const prof = await createWebGpuKernels({ tuning: { profile: true } });
+        if (!prof.rt.profiler) console.log("  (no timestamp-query feature: no profile)");
+        else {
+          await trainTps(prof, size, B, 1, 1);
+          prof.rt.profiler.totals.clear();
+          await trainTps(prof, size, B, 1, 0);
+          console.log(`profile ${size} B=${B}, GPU time per kernel over one step (model set-up excluded):`);
+          for (const line of prof.rt.profiler.table()) console.log(line);
+        }
+      }
       const cpu = await createKernels({ backend: "cpu", threads: 2 });
       const c = await trainTps(cpu, size, B, Math.min(steps, 2), 1);
       let torch: number | null = null;
