@@ -70,9 +70,9 @@ export async function runJob(config: Config, logger: Logger, opts: RunJobOptions
   let workers: LocalWorkers | null = null;
   const job = jobIdFor(config);
   const cleanups: Array<() => void> = [];
-  let raise!: (f: Failure) => void;
-  const failed = new Promise<never>((_, rej) => (raise = (f) => rej(new JobFailed(f))));
-  failed.catch(() => {});
+  // Failures go to the current attempt (a restart starts a new one); the first one wins.
+  let attemptRaise: (f: Failure) => void = () => {};
+  const raise = (f: Failure) => attemptRaise(f);
   const onSignal = (sig: NodeJS.Signals) => raise({ kind: "interrupted", signal: sig });
   for (const sig of ["SIGINT", "SIGTERM"] as const) {
     const h = () => onSignal(sig);
@@ -123,25 +123,49 @@ export async function runJob(config: Config, logger: Logger, opts: RunJobOptions
     await opts.onStarted?.(info);
     logger.info({ job, world, local: nLocal, nats: natsUrl }, "job created");
 
-    run = new JobRun(nc, kv, config, job, state, stateWriter, logger, raise, opts, info);
     // local workers share this host's cores (kernels.threads 0 = divide them)
     const threads = config.kernels.threads || Math.max(1, Math.floor(cpus().length / Math.max(1, nLocal)));
-    workers = new LocalWorkers({ natsUrl, token, job, outputDir: config.train.output_dir, env: { VEOMNI_THREADS: String(threads), ...opts.workerEnv } }, (e) =>
-      raise({ kind: "exited", rank: e.rank, pid: e.pid, code: e.code, signal: e.signal, stderrTail: e.stderrTail }),
-    );
-    const lw = workers;
-    await Promise.race([run.execute(nLocal, lw), failed]);
-    state.phase = "done";
-  } catch (e) {
-    if (!(e instanceof JobFailed)) throw e;
-    const d = decide(e.failure, { restarts: 0, maxRestarts: l.max_restarts, lastCheckpoint: state?.last_checkpoint ?? null });
-    // Restart from a checkpoint comes with the checkpoint issue; until then every failure stops the job.
-    const reason = d.reason;
-    exitCode = d.action === "stop" ? d.exitCode : 1;
-    logger.error({ job }, `job stopped: ${reason}`);
-    if (state) {
-      state.phase = e.failure.kind === "interrupted" ? "stopped" : "failed";
-      state.error = reason;
+    let restarts = 0;
+    let resumeFrom: string | undefined;
+    for (;;) {
+      let rej!: (e: JobFailed) => void;
+      const failed = new Promise<never>((_, r) => (rej = r));
+      failed.catch(() => {});
+      let fired = false;
+      attemptRaise = (f) => {
+        if (!fired) rej(new JobFailed(f));
+        fired = true;
+      };
+      run = new JobRun(nc, kv, config, job, state, stateWriter, logger, raise, opts, info, resumeFrom);
+      workers = new LocalWorkers({ natsUrl, token, job, outputDir: config.train.output_dir, env: { VEOMNI_THREADS: String(threads), ...opts.workerEnv } }, (e) =>
+        raise({ kind: "exited", rank: e.rank, pid: e.pid, code: e.code, signal: e.signal, stderrTail: e.stderrTail }),
+      );
+      try {
+        await Promise.race([run.execute(nLocal, workers), failed]);
+        state.phase = "done";
+        break;
+      } catch (e) {
+        if (!(e instanceof JobFailed)) throw e;
+        const d = decide(e.failure, { restarts, maxRestarts: l.max_restarts, lastCheckpoint: state.last_checkpoint });
+        if (d.action === "restart") {
+          // one-for-all: stop this generation everywhere, then a new epoch resumes from the last commit
+          logger.warn({ job, epoch: state.epoch }, `restarting: ${d.reason}`);
+          run.close();
+          nc.publish(subjects(job).cmd, encode({ v: PROTOCOL_VERSION, kind: "stop", job, epoch: state.epoch, reason: d.reason }));
+          await workers.reap(3000);
+          restarts++;
+          Object.assign(state, { epoch: state.epoch + 1, phase: "rendezvous", error: null });
+          info.epoch = state.epoch;
+          await stateWriter.ask(state);
+          resumeFrom = join(state.output_dir, d.fromCheckpoint);
+          continue;
+        }
+        exitCode = d.exitCode;
+        logger.error({ job }, `job stopped: ${d.reason}`);
+        state.phase = e.failure.kind === "interrupted" ? "stopped" : "failed";
+        state.error = d.reason;
+        break;
+      }
     }
   } finally {
     run?.close();
@@ -187,6 +211,8 @@ class JobRun {
     private raise: (f: Failure) => void,
     private opts: RunJobOptions,
     private info: JobInfo,
+    /** a restart: resume from this committed checkpoint instead of train.load_checkpoint_path */
+    private resumeOverride?: string,
   ) {}
 
   async execute(nLocal: number, workers: LocalWorkers): Promise<void> {
@@ -195,7 +221,7 @@ class JobRun {
     const secret = randomBytes(32).toString("hex");
     const out = this.config.train.output_dir;
     // checkpoints only for the real step (the toy runner has no state worth saving)
-    const resumeFrom = this.state.runner === "train" && out ? resolveLoadPath(this.config.train.load_checkpoint_path, out) : null;
+    const resumeFrom = this.resumeOverride ?? (this.state.runner === "train" && out ? resolveLoadPath(this.config.train.load_checkpoint_path, out) : null);
     if (this.state.runner === "train" && out) {
       this.commits = new Commits(this.config, out, l.world_size, this.state.epoch, this.log,
         async (relDir) => {

@@ -6,7 +6,8 @@ import { expect, test } from "bun:test";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { runJob } from "../../actors/coordinator.ts";
-import { childPids, fileLogger, kvClient, readMetrics, readState, tempDir } from "./actors_harness.ts";
+import { keys, type JobState } from "../../actors/nats.ts";
+import { childPids, fileLogger, kvClient, readMetrics, readRank, readState, tempDir } from "./actors_harness.ts";
 import { tinyTrainConfig } from "./actors_parity_setup.ts";
 
 test("save every 3 steps on 2 FSDP ranks, commit in KV, resume with auto on 2 DDP ranks: same losses", async () => {
@@ -40,5 +41,37 @@ test("save every 3 steps on 2 FSDP ranks, commit in KV, resume with auto on 2 DD
   expect(await runJob(c, fileLogger(straightOut).logger)).toBe(0);
   const straight = readMetrics(straightOut);
   for (const [i, m] of resumed.entries()) expect(m.loss).toBeCloseTo(straight[5 + i].loss!, 5);
+  expect(childPids()).toEqual([]);
+}, 60_000);
+
+test("kill -9 of a rank with launch.max_restarts 1: new epoch resumes from the last commit, job completes", async () => {
+  const dir = tempDir("restart");
+  const out = tempDir("restart-out");
+  const config = tinyTrainConfig(dir, out, { world_size: 2, max_restarts: 1 }, { data_parallel_mode: "fsdp2", save_steps: 2, max_steps: 8, save_hf_weights: false });
+  let killed = 0;
+  let finalState: JobState | null = null;
+  const code = await runJob(config, fileLogger(out).logger, {
+    onStep: async (m, i) => {
+      const { nc, kv } = await kvClient(i.natsUrl, i.token);
+      if (m.step === 5 && killed === 0) {
+        // wait (KV events) until step 4's commit is recorded, then kill rank 1 before step 6
+        const w = await kv.watch({ key: keys.state(i.job) });
+        for await (const e of w) if (e.operation === "PUT" && e.json<JobState>().last_checkpoint === "checkpoints/global_step_4") break;
+        w.stop();
+        killed = (await readRank(kv, i.job, 1))!.pid;
+        process.kill(killed, "SIGKILL");
+      }
+      if (m.step === 8) finalState = await readState(kv, i.job);
+      await nc.close();
+    },
+  });
+  expect(code).toBe(0);
+  expect(killed).toBeGreaterThan(0);
+  const steps = readMetrics(out);
+  // steps 1-5 in epoch 1; the kill lands before step 6 ends; epoch 2 resumes after step 4
+  expect(steps.map((m) => m.step)).toEqual([1, 2, 3, 4, 5, 5, 6, 7, 8]);
+  expect(steps[5].loss).toBeCloseTo(steps[4].loss!, 6); // step 5 again, from the step-4 checkpoint
+  expect(finalState).toMatchObject({ epoch: 2, step: 8, phase: "running" });
+  expect(existsSync(join(out, "checkpoints/global_step_8/metadata.json"))).toBe(true); // committed before the job ended
   expect(childPids()).toEqual([]);
 }, 60_000);
