@@ -6,6 +6,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import type { Socket } from "bun";
 import { randomBytes } from "node:crypto";
 import { crc32c } from "../../mesh/crc32c.ts";
+import { Comm } from "../../mesh/index.ts";
 import {
   encodeFrame, encodeHs, FRAME_HEADER, handshakeMac, HS_HEADER, HsType, Op, readHsHeader, writeFrameHeader, type Hello,
 } from "../../mesh/wire.ts";
@@ -184,5 +185,28 @@ describe("mesh bad peers", () => {
       await raw.closed;
     }
     expect(await procs[1].exited).toBe(0);
+  });
+});
+
+describe("mesh listener", () => {
+  test("binds only the configured address, before any table, from a port range", async () => {
+    const busy = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+    const lo = busy.port;
+    const comm = await Comm.listen({ rank: 0, host: "127.0.0.1", portRange: [lo, lo + 20] });
+    try {
+      const port = Number(comm.address.split(":")[1]);
+      expect(port).toBeGreaterThan(lo); // the first port of the range was taken
+      expect(port).toBeLessThanOrEqual(lo + 20);
+      // 127.0.0.2 is loopback too, but not the address we bound: refused.
+      let refused = false;
+      await Bun.connect({ hostname: "127.0.0.2", port, socket: { data() {} } }).then((s) => s.end(), () => (refused = true));
+      expect(refused).toBe(true);
+      const ok = await Raw.connect(comm.address); // the configured address accepts (no table yet)
+      ok.write(new Uint8Array(16).fill(1));
+      await ok.closed; // and drops garbage
+    } finally {
+      await comm.close();
+      busy.stop(true);
+    }
   });
 });
