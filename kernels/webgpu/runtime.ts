@@ -10,11 +10,13 @@
 //   rounded down to minStorageBufferOffsetAlignment, so any element offset works.
 // Nothing here waits on the GPU except `read` and `sync` (labelled SYNC POINT).
 
-import { readFileSync } from "node:fs";
 import type { BackendName, DType, HostArray, Storage, Tensor } from "../tensor.ts";
 import { numelOf, shapeStr } from "../tensor.ts";
 import type { GpuContext } from "./device.ts";
+import { type KernelRef, type Pipeline, PipelineCache } from "./pipelines.ts";
 import { GpuProfiler } from "./profiler.ts";
+
+export type { KernelRef } from "./pipelines.ts";
 
 export class GpuStorage implements Storage {
   readonly backend: BackendName = "webgpu";
@@ -38,24 +40,6 @@ export interface GpuTuning {
 }
 export const DEFAULT_GPU_TUNING: GpuTuning = { xentChunkElems: 8 * 2 ** 20, matmul: "auto", profile: false }; // 32 MiB of logits
 
-/** A compute entry point: a .wgsl file beside this one, its entry, pipeline-overridable constants. */
-export interface KernelRef {
-  file: string;
-  entry: string;
-  constants?: Record<string, number>;
-  /** Source-level variant: replaces `const NAME = ...;` / `alias NAME = ...;` declarations. */
-  defines?: Record<string, string>;
-  /** Prepended to the source (e.g. "enable f16;"). */
-  prelude?: string;
-}
-
-interface Pipeline {
-  pipeline: GPUComputePipeline;
-  layout: GPUBindGroupLayout;
-  writable: boolean[]; // per tensor binding (1..n)
-  id: number;
-}
-
 const PARAM_SLOT = 256; // bytes per dispatch in the uniform ring (>= minUniformBufferOffsetAlignment)
 const RING_SLOTS = 1024;
 const SUBMIT_EVERY = 128; // dispatches per command buffer: lets the GPU start while we encode
@@ -67,8 +51,7 @@ export class Runtime {
   readonly device: GPUDevice;
   private readonly queue: GPUQueue;
   private readonly align: number; // bytes, storage binding offset alignment
-  private readonly sources = new Map<string, string>();
-  private readonly pipelines = new Map<string, Pipeline>();
+  private readonly pipelines: PipelineCache;
   private bindGroups = new Map<string, GPUBindGroup>();
   private readonly paramBuf: GPUBuffer;
   private readonly paramHost = new ArrayBuffer(PARAM_SLOT * RING_SLOTS);
@@ -87,7 +70,7 @@ export class Runtime {
   readonly profiler: GpuProfiler | null;
   private firstError: string | null = null;
   /** Counters for the bench and tests: dispatches and host<->device bytes. */
-  readonly stats = { dispatches: 0, submits: 0, readBytes: 0, uploadBytes: 0, pipelines: 0 };
+  readonly stats = { dispatches: 0, submits: 0, readBytes: 0, uploadBytes: 0 };
 
   /** 4 x u32 on the device: [code bits, offending value, -, -]; kernels that validate ids set it
    *  (code 1 embedding id, 2 cross-entropy target); every sync point checks and clears it. */
@@ -98,6 +81,7 @@ export class Runtime {
     this.queue = ctx.device.queue;
     this.align = Math.max(4, ctx.limits.minStorageBufferOffsetAlignment);
     this.paramBuf = this.device.createBuffer({ size: this.paramHost.byteLength, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
+    this.pipelines = new PipelineCache(this.device);
     this.errors = this.alloc([4], "i32", "device_errors");
     this.profiler = tuning.profile && ctx.timestamps ? new GpuProfiler(this.device) : null;
     this.device.onuncapturederror = (ev: GPUUncapturedErrorEvent) => {
@@ -253,12 +237,12 @@ export class Runtime {
   dispatch(k: KernelRef, tensors: readonly GpuTensor[], fmt: string, scalars: readonly number[],
     groups: readonly [number, number, number]): void {
     if (groups[0] === 0 || groups[1] === 0 || groups[2] === 0) return;
-    const base = this.pipeline(k, 0);
+    const base = this.pipelines.get(k, 0);
     if (base.writable.length !== tensors.length) {
       throw new Error(`webgpu ${k.file}:${k.entry}: expects ${base.writable.length} tensors, got ${tensors.length}`);
     }
     const { bound, promote, writeBack } = this.resolveAliases(k, base, tensors);
-    const pl = promote ? this.pipeline(k, promote) : base;
+    const pl = promote ? this.pipelines.get(k, promote) : base;
     if (this.paramSlots === RING_SLOTS) this.flush();
     const slot = this.paramSlots++;
     let w = (slot * PARAM_SLOT) / 4;
@@ -282,7 +266,7 @@ export class Runtime {
       this.endPass();
       if (this.profiler.full) this.flush();
     }
-    const pass = this.profiler ? this.profiler.pass(this.enc(), `${k.file.replace(".wgsl", "")}:${k.entry}${k.file === "matmul.wgsl" ? `[${k.defines?.BM ?? "128u"}]` : ""}`) : this.beginPass();
+    const pass = this.profiler ? this.profiler.pass(this.enc(), profileLabel(k)) : this.beginPass();
     pass.setPipeline(pl.pipeline);
     pass.setBindGroup(0, bg, [slot * PARAM_SLOT]);
     pass.dispatchWorkgroups(groups[0], groups[1], groups[2]);
@@ -387,60 +371,11 @@ export class Runtime {
     this.copyBuffer(copy, t);
     return copy;
   }
+}
 
-  // ------------------------------------------------------------------ pipelines (created once, cached)
-  /** `promote`: bit j set = tensor binding j (0-based) is declared read_write in this variant. */
-  private pipeline(k: KernelRef, promote: number): Pipeline {
-    const key = `${k.file}:${k.entry}:${JSON.stringify(k.constants ?? {})}:${JSON.stringify(k.defines ?? {})}:${promote}`;
-    const hit = this.pipelines.get(key);
-    if (hit) return hit;
-    let code = this.sources.get(k.file);
-    if (code === undefined) {
-      code = readFileSync(new URL(`./${k.file}`, import.meta.url), "utf8");
-      this.sources.set(k.file, code);
-    }
-    for (const [name, value] of Object.entries(k.defines ?? {})) {
-      const re = new RegExp(`^(const|alias) ${name}\\b[^;]*;`, "m");
-      if (!re.test(code)) throw new Error(`webgpu ${k.file}: no 'const ${name}' or 'alias ${name}' to define`);
-      code = code.replace(re, (_m, kind: string) => `${kind} ${name} = ${value};`);
-    }
-    if (k.prelude) code = `${k.prelude}\n${code}`;
-    if (promote) {
-      code = code.replace(/@binding\((\d+)\)\s*var<storage,\s*read>/g, (m, b: string) =>
-        (promote >> (Number(b) - 1)) & 1 ? `@binding(${b}) var<storage, read_write>` : m);
-    }
-    const writable: boolean[] = [];
-    const entries: GPUBindGroupLayoutEntry[] = [
-      { binding: 0, visibility: GPUShaderStage.COMPUTE, buffer: { type: "uniform", hasDynamicOffset: true } },
-    ];
-    for (const m of code.matchAll(/@binding\((\d+)\)\s*var<storage,\s*(read_write|read)>/g)) {
-      const b = Number(m[1]);
-      if (b !== writable.length + 1) throw new Error(`webgpu ${k.file}: storage bindings must be 1..n in order (found ${b})`);
-      writable.push(m[2] === "read_write" && !((promote >> (b - 1)) & 1));
-      entries.push({ binding: b, visibility: GPUShaderStage.COMPUTE, buffer: { type: m[2] === "read_write" ? "storage" : "read-only-storage" } });
-    }
-    const t0 = performance.now();
-    const layout = this.device.createBindGroupLayout({ entries });
-    const module = this.device.createShaderModule({ code, label: k.file });
-    const pipeline = this.device.createComputePipeline({
-      layout: this.device.createPipelineLayout({ bindGroupLayouts: [layout] }),
-      compute: { module, entryPoint: k.entry, constants: k.constants },
-      label: `${k.file}:${k.entry}`,
-    });
-    const p: Pipeline = { pipeline, layout, writable, id: this.pipelines.size };
-    this.stats.pipelines++;
-    if (process.env.VEOMNI_WEBGPU_TRACE) console.error(`webgpu pipeline ${key} ${(performance.now() - t0).toFixed(0)} ms`);
-    this.pipelines.set(key, p);
-    return p;
-  }
-
-  /** Compiles a kernel now and reports WGSL/validation errors (tests call this; pipelines are lazy otherwise). */
-  async check(k: KernelRef): Promise<void> {
-    this.device.pushErrorScope("validation");
-    this.pipeline(k, 0);
-    const err = await this.device.popErrorScope();
-    if (err) throw new Error(`webgpu ${k.file}:${k.entry}: ${err.message}`);
-  }
+/** "matmul:main[64u]": file without .wgsl, entry, and the tile size of matmul variants. */
+function profileLabel(k: KernelRef): string {
+  return `${k.file.replace(".wgsl", "")}:${k.entry}${k.defines?.BM ? `[${k.defines.BM}]` : ""}`;
 }
 
 /** Workgroup grid for n items of `wg` threads: x <= 65535, the shader folds y back in. */
