@@ -45,9 +45,14 @@ export function rmsnormBackward(rt: Runtime, dinp: GpuTensor, dweight: GpuTensor
   expectTensor(rstd, "rmsnormBackward.rstd (N)", "f32", N);
   if (dweight) {
     expectTensor(dweight, "rmsnormBackward.dweight (C)", "f32", C);
-    rt.dispatch({ file: "rmsnorm_bwd.wgsl", entry: "dw" }, [dweight, dout, inp, weight, rstd], "uu", [N, C], [Math.ceil(C / 64), 1, 1]);
+    // Column sums over N rows in CH chunks of R rows (CH x C threads instead of C), then in order.
+    const CH = Math.max(1, Math.min(64, Math.ceil(N / 64)));
+    const R = Math.ceil(N / CH);
+    const part = rt.temp("rmsnorm_dw_part", CH * C);
+    rt.dispatch({ file: "rmsnorm_bwd.wgsl", entry: "dw_part" }, [part, dout, inp, weight, rstd], "uuu", [N, C, R], [Math.ceil(C / 64), CH, 1]);
+    rt.dispatch({ file: "bias.wgsl", entry: "colsum" }, [dweight, part], "uuu", [CH, C, 0], [Math.ceil(C / 256), 1, 1]);
   }
-  rt.dispatch({ file: "rmsnorm_bwd.wgsl", entry: "dx" }, [dinp, dout, inp, weight, rstd], "uu", [N, C], rows(N));
+  rt.dispatch({ file: "rmsnorm_bwd.wgsl", entry: "dx" }, [dinp, dout, inp, weight, rstd], "uuu", [N, C, 0], rows(N));
 }
 
 function ropeChecks(op: string, y: GpuTensor, x: GpuTensor, cos: GpuTensor, sin: GpuTensor, positions: GpuTensor,

@@ -63,7 +63,7 @@ export function linearForward(rt: Runtime, out: GpuTensor, inp: GpuTensor, weigh
   gemm(rt, out, inp, weight, N, OC, C, false, true, 1, 0);
   if (bias) {
     expectNumel("linearForward.bias (OC)", bias, OC);
-    rt.dispatch({ file: "bias.wgsl", entry: "add_rows" }, [out, bias], "uu", [N, OC], grid(N * OC, 256));
+    rt.dispatch({ file: "bias.wgsl", entry: "add_rows" }, [out, bias], "uuu", [N, OC, 0], grid(N * OC, 256));
   }
 }
 
@@ -75,6 +75,11 @@ export function linearBackward(rt: Runtime, dinp: GpuTensor | null, dweight: Gpu
   if (dbias) {
     expectNumel("linearBackward.dbias (OC)", dbias, OC);
     expectNumel("linearBackward.dout (N,OC)", dout, N * OC);
-    rt.dispatch({ file: "bias.wgsl", entry: "colsum" }, [dbias, dout], "uu", [N, OC], [Math.ceil(OC / 256), 1, 1]);
+    // Column sums in CH chunks of R rows (CH x OC threads), then the CH partials in order.
+    const CH = Math.max(1, Math.min(64, Math.ceil(N / 64)));
+    const R = Math.ceil(N / CH);
+    const part = rt.temp("dbias_part", CH * OC);
+    rt.dispatch({ file: "bias.wgsl", entry: "colsum_part" }, [part, dout], "uuu", [N, OC, R], [Math.ceil(OC / 64), CH, 1]);
+    rt.dispatch({ file: "bias.wgsl", entry: "colsum" }, [dbias, part], "uuu", [CH, OC, 0], [Math.ceil(OC / 256), 1, 1]);
   }
 }

@@ -1,7 +1,9 @@
 // RMSNorm backward, from dout (N,C), x (N,C), w (C), rstd (N). With g = dout * w:
-//   dx (N,C) += rstd * g - x * rstd^3 * mean(g * x)            (entry dx: a workgroup per row)
-//   dw (C)   += sum_n dout * x * rstd, rows in order            (entry dw: a thread per column)
-struct P { d_o: u32, dout_o: u32, x_o: u32, w_o: u32, rstd_o: u32, N: u32, C: u32 }
+//   dx (N,C) += rstd * g - x * rstd^3 * mean(g * x)              (entry dx: a workgroup per row)
+//   dw (C)   += sum_n dout * x * rstd, in two deterministic passes: entry dw_part writes
+//              d (CH,C) <- the sums over CH chunks of R rows (grid: x = column block, y = chunk),
+//              then reduce_rows (colsum.wgsl) adds the CH partials in order into dw.
+struct P { d_o: u32, dout_o: u32, x_o: u32, w_o: u32, rstd_o: u32, N: u32, C: u32, R: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read_write> d: array<f32>;
 @group(0) @binding(2) var<storage, read> dout: array<f32>;
@@ -37,10 +39,12 @@ fn dx(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3
 }
 
 @compute @workgroup_size(64)
-fn dw(@builtin(global_invocation_id) gid: vec3u) {
+fn dw_part(@builtin(global_invocation_id) gid: vec3u, @builtin(workgroup_id) wid: vec3u) {
   let c = gid.x;
   if (c >= p.C) { return; }
+  let lo = wid.y * p.R;
+  let hi = min(lo + p.R, p.N);
   var s = 0.0;
-  for (var n = 0u; n < p.N; n++) { s += dout[p.dout_o + n * p.C + c] * x[p.x_o + n * p.C + c] * rstd[p.rstd_o + n]; }
-  d[p.d_o + c] += s;
+  for (var n = lo; n < hi; n++) { s += dout[p.dout_o + n * p.C + c] * x[p.x_o + n * p.C + c] * rstd[p.rstd_o + n]; }
+  d[p.d_o + wid.y * p.C + c] = s;
 }

@@ -101,7 +101,10 @@ if (!probe.ok) {
           const dout = tensorF(k, [N, OC], randn(r, N * OC));
           const dinp = tensorF(k, [N, C], randn(r, N * C)), dw = tensorF(k, [OC, C], randn(r, OC * C)), db = tensorF(k, [OC], randn(r, OC));
           k.linearBackward(dinp, dw, withBias ? db : null, dout, inp, w, N, C, OC);
-          return { out, dinp, dw, db };
+          // many rows: the bias gradient's column sums run in several row chunks
+          const N2 = 700, db2 = tensorF(k, [OC], randn(r, OC));
+          k.linearBackward(null, null, db2, tensorF(k, [N2, OC], randn(r, N2 * OC)), tensorF(k, [N2, C]), w, N2, C, OC);
+          return { out, dinp, dw, db, db2 };
         });
       }
     });
@@ -133,7 +136,13 @@ if (!probe.ok) {
         k.rmsnormBackward(dinp, dw, tensorF(k, [N, C], randn(r, N * C)), inp, w, rstd, N, C);
         const inplace = tensorF(k, [N, C], randn(r, N * C)), rstd2 = tensorF(k, [N]);
         k.rmsnormForward(inplace, rstd2, inplace, w, N, C, 1e-5);
-        return { out, rstd, dinp, dw, inplace, rstd2 };
+        // many rows, narrow: the weight gradient's column sums run in several row chunks
+        const N2 = 1000, C2 = 6;
+        const x2 = tensorF(k, [N2, C2], randn(r, N2 * C2)), w2 = tensorF(k, [C2], randn(r, C2));
+        const o2 = tensorF(k, [N2, C2]), rs2 = tensorF(k, [N2]), dx2 = tensorF(k, [N2, C2]), dw2 = tensorF(k, [C2], randn(r, C2));
+        k.rmsnormForward(o2, rs2, x2, w2, N2, C2, 1e-6);
+        k.rmsnormBackward(dx2, dw2, tensorF(k, [N2, C2], randn(r, N2 * C2)), x2, w2, rs2, N2, C2);
+        return { out, rstd, dinp, dw, inplace, rstd2, o2, dx2, dw2 };
       });
     });
 
