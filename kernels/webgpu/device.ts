@@ -36,6 +36,9 @@ export interface GpuContext {
   subgroups: boolean;
   timestamps: boolean;
   limits: GPUSupportedLimits;
+  /** The first uncaptured device error (validation, out of memory) since the last sync point
+   *  that looked; device-wide, because every Runtime on this device shares the queue. */
+  firstError: string | null;
 }
 
 /** `nullBackend`: Dawn answered with its Null backend, i.e. a driver is missing or too old (a
@@ -130,6 +133,10 @@ export function openGpu(log: (line: string) => void = () => {}): Promise<GpuCont
       subgroups: features.includes("subgroups"),
       timestamps: features.includes("timestamp-query"),
       limits: device.limits,
+      firstError: null,
+    };
+    device.onuncapturederror = (ev: GPUUncapturedErrorEvent) => {
+      ctx.firstError ??= ev.error.message;
     };
     log(`${adapterLine(summary)} features [${features.join(", ")}] maxStorageBinding ` +
       `${(device.limits.maxStorageBufferBindingSize / 2 ** 20).toFixed(0)} MiB, ` +

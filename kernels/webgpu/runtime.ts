@@ -68,7 +68,6 @@ export class Runtime {
   private uploadScratch = new ArrayBuffer(0);
   /** Per-kernel GPU times when tuning.profile is set and the adapter has timestamp queries. */
   readonly profiler: GpuProfiler | null;
-  private firstError: string | null = null;
   /** Counters for the bench and tests: dispatches and host<->device bytes. */
   readonly stats = { dispatches: 0, submits: 0, readBytes: 0, uploadBytes: 0 };
 
@@ -84,9 +83,6 @@ export class Runtime {
     this.pipelines = new PipelineCache(this.device);
     this.errors = this.alloc([4], "i32", "device_errors");
     this.profiler = tuning.profile && ctx.timestamps ? new GpuProfiler(this.device) : null;
-    this.device.onuncapturederror = (ev: GPUUncapturedErrorEvent) => {
-      this.firstError ??= ev.error.message;
-    };
   }
 
   // ------------------------------------------------------------------ memory
@@ -223,9 +219,9 @@ export class Runtime {
   }
 
   private throwIfError(where: string): void {
-    if (this.firstError === null) return;
-    const msg = this.firstError;
-    this.firstError = null;
+    if (this.ctx.firstError === null) return;
+    const msg = this.ctx.firstError;
+    this.ctx.firstError = null;
     throw new Error(`webgpu: device error before ${where}: ${msg}`);
   }
 
