@@ -55,6 +55,8 @@ export class Conn {
   private outOff = 0;
   private closing = false; // end the socket once `out` is written
   private flushWaiters: (() => void)[] = [];
+  /** Queued bytes were thrown away because the link died before they were written. */
+  dropped = false;
   private pool = new Map<number, Uint8Array[]>();
   private written: ((() => void) | undefined)[] = []; // parallel to `out`: called once written
 
@@ -179,9 +181,9 @@ export class Conn {
 
   /** The next frame, which must match `e`; rejects after `deadlineMs` without one. */
   recv(e: Expect, deadlineMs: number): Promise<Frame> {
-    if (this.dead) return Promise.reject(this.dead);
     const f = this.queue.shift();
     if (f) return this.check(f, e) ? Promise.reject(this.mismatch(f, e)) : Promise.resolve(f);
+    if (this.dead) return Promise.reject(this.dead);
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.waiter = null;
@@ -227,6 +229,7 @@ export class Conn {
       if (n < 0) {
         // The peer closed. Don't fail yet: its abort frame (the real reason) may still be
         // unread; the socket's close callback comes after its last data and fails the link.
+        this.dropped ||= this.out.length > 0;
         this.out.length = 0;
         this.written.length = 0;
         this.outOff = 0;
@@ -253,7 +256,31 @@ export class Conn {
     return new Promise((r) => this.flushWaiters.push(r));
   }
 
-  /** Mark the link dead, reject the pending receive, close the socket. Idempotent. */
+  /**
+   * The peer closed (EOF). Frames already queued stay readable and the group is not failed
+   * here: a peer that finished its op and closed is fine unless we still wait on it, so only
+   * a receive that needs more from it fails (and that fails the group).
+   */
+  closedByPeer(): void {
+    if (this.dead) return;
+    this.dead = new Error(`connection to ${this.label} closed`);
+    const w = this.waiter;
+    this.waiter = null;
+    if (w) {
+      clearTimeout(w.timer);
+      w.reject(this.dead);
+    }
+    this.dropped ||= this.out.length > 0;
+    this.out.length = 0;
+    this.written.length = 0;
+    for (const f of this.flushWaiters.splice(0)) f();
+    this.onClosed();
+  }
+
+  /** Called once when the peer closed; the handshake side uses it before the link is attached. */
+  onClosed: () => void = () => {};
+
+  /** A protocol error or the peer's abort: mark dead, fail the group, close. Idempotent. */
   fail(e: Error, abortedByPeer: boolean): void {
     if (this.dead) return;
     this.dead = e;
@@ -265,6 +292,7 @@ export class Conn {
     }
     this.queue.length = 0;
     this.onFail(e, abortedByPeer);
+    this.dropped ||= this.out.length > 0;
     this.out.length = 0;
     this.written.length = 0;
     for (const w of this.flushWaiters.splice(0)) w();

@@ -54,7 +54,7 @@ export class Endpoint {
             open: (s) => ep!.accepted(s, maxHsMs),
             data: (s, d) => s.data.conn?.onData(d),
             drain: (s) => s.data.conn?.flush(),
-            close: (s) => s.data.conn?.fail(new Error(`connection to ${s.data.conn.label} closed`), false),
+            close: (s) => s.data.conn?.closedByPeer(),
             error: (s, e) => s.data.conn?.fail(new Error(`connection to ${s.data.conn.label}: ${e.message}`), false),
           },
         });
@@ -125,6 +125,10 @@ export class Endpoint {
     c.onFail = (e) => {
       clearTimeout(timer);
       if (state !== "done") this.log("warn", `mesh: handshake dropped: ${e.message}`, { remote: s.remoteAddress });
+      state = "done";
+    };
+    c.onClosed = () => {
+      clearTimeout(timer);
       state = "done";
     };
     c.onHs = (type, body) => {
@@ -202,6 +206,9 @@ export class Endpoint {
           this.all.add(c);
           let state: "challenge" | "ok" | "done" = "challenge";
           c.onFail = (e) => fail(e.message);
+          c.onClosed = () => {
+            if (state !== "done") fail("closed during the handshake");
+          };
           c.onHs = (type, body) => {
             if (state === "challenge" && type === HsType.Challenge) {
               const ch = body as Challenge;
@@ -227,7 +234,7 @@ export class Endpoint {
         },
         data: (s, d) => s.data.conn?.onData(d),
         drain: (s) => s.data.conn?.flush(),
-        close: (s) => s.data.conn?.fail(new Error(`connection to rank ${peer} closed`), false),
+        close: (s) => s.data.conn?.closedByPeer(),
         error: (s, e) => s.data.conn?.fail(new Error(`connection to rank ${peer}: ${e.message}`), false),
       },
     }).catch((e: Error) => fail(`cannot connect: ${e.message}`));

@@ -77,7 +77,10 @@ export class Group {
         // Frames may still point into the caller's buffers (zero-copy sends): hand them back
         // only once the kernel has every byte.
         await this.flushed();
-        if (this.failed) throw this.failed;
+        // A peer that closed after taking all it needed from us is not a failure of this op;
+        // one that closed with our frames still queued is.
+        const lost = this.links.findIndex((c) => c?.dropped);
+        if (lost >= 0) throw this.failed ?? new Error(`frames to rank ${this.ranks[lost]} were never sent`);
         return res;
       } catch (e) {
         this.fail(e as Error, null);
