@@ -114,7 +114,7 @@ export function installWebgpuDeps({ log = console.log, force = false } = {}) {
 /** Spawns Bun on the adapter probe; throws unless Dawn gives a real (non-Null) adapter. */
 export function verifyWebgpuAdapter(root) {
   const bun = join(root, "node_modules", ".bin", "bun");
-  const r = sh(bun, [join(root, "kernels", "webgpu", "probe.ts")], { cwd: root });
+  const r = sh(bun, [join(root, "kernels", "webgpu", "probe_main.ts")], { cwd: root });
   if (r.status !== 0) fail(`adapter probe failed: ${(r.stderr || r.stdout).trim()}`);
   return r.stdout.trim();
 }

@@ -8,7 +8,7 @@ const ROOT = new URL("../../", import.meta.url).pathname;
 const probe = await probeAdapter();
 
 function runProbe(args: string[], env: Record<string, string> = {}) {
-  const p = Bun.spawnSync([process.execPath, `${ROOT}kernels/webgpu/probe.ts`, ...args], { cwd: ROOT, env: { ...process.env, ...env } });
+  const p = Bun.spawnSync([process.execPath, `${ROOT}kernels/webgpu/probe_main.ts`, ...args], { cwd: ROOT, env: { ...process.env, ...env } });
   return { code: p.exitCode, out: p.stdout.toString(), err: p.stderr.toString() };
 }
 

@@ -1,8 +1,8 @@
 // Prints the WebGPU adapter Dawn gives this process and exits 1 if it is missing or the Null
 // backend. Used by tools/setup_webgpu.mjs --verify, test/kernels/webgpu_device.test.ts and humans:
-//   npx bun kernels/webgpu/probe.ts            the adapter line
-//   npx bun kernels/webgpu/probe.ts --auto     also what `kernels.backend auto` resolves to, and why
-//   npx bun kernels/webgpu/probe.ts --open     also open the device (as `kernels.backend webgpu` does)
+//   npx bun kernels/webgpu/probe_main.ts            the adapter line
+//   npx bun kernels/webgpu/probe_main.ts --auto     also what `kernels.backend auto` resolves to, and why
+//   npx bun kernels/webgpu/probe_main.ts --open     also open the device (as `kernels.backend webgpu` does)
 import { adapterLine, openGpu, probeAdapter, resolveBackend } from "./device.ts";
 
 const args = process.argv.slice(2);
