@@ -92,6 +92,7 @@ export function makeTrainRunner(): RunnerFactory {
       const k = await createKernels({ backend: config.kernels.backend, threads });
       const model = buildModel(k, config);
       const plan = await makePlan(k, model, config, rank, world, world > 1 ? comm : null);
+      yieldBetweenUnits(model);
       const t = config.train;
       const dataCfg = t.max_steps != null ? { ...config, train: { ...t, num_train_epochs: Number.MAX_SAFE_INTEGER } } : config;
       // dataloader actor: its own thread, prefetching whole steps of this rank's share
@@ -170,4 +171,26 @@ function paramStats(plan: DpPlan, nUnits: number): number[] {
     out.push(s, sq, w);
   }
   return out;
+}
+
+/**
+ * Heartbeats, NATS and the stop command run on this thread's event loop, which CPU kernels hold
+ * for as long as they compute. Yield one macrotask after each unit's forward and backward so the
+ * longest stretch without heartbeats is one unit's compute, not a whole step (a world-size-1 or
+ * DDP step otherwise has no await that reaches the event loop). Costs microseconds per unit.
+ */
+function yieldBetweenUnits(model: ReturnType<typeof buildModel>): void {
+  const h = model.hooks;
+  const tick = () => new Promise<void>((r) => setImmediate(r));
+  model.hooks = {
+    ...h,
+    afterUnitForward: async (u) => {
+      await h.afterUnitForward?.(u);
+      await tick();
+    },
+    afterUnitBackward: async (u) => {
+      await h.afterUnitBackward?.(u);
+      await tick();
+    },
+  };
 }

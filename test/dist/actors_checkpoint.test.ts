@@ -17,14 +17,22 @@ test("save every 3 steps on 2 FSDP ranks, commit in KV, resume with auto on 2 DD
   const a = tinyTrainConfig(dir, out, { world_size: 2 }, { data_parallel_mode: "fsdp2", save_steps: 3 });
   const codeA = await runJob(a, fileLogger(out, "coordA").logger, {
     onStep: async (m, i) => {
-      if (m.step !== 5) return;
+      if (m.step !== 4) return;
+      // step 3's save was written while step 4 ran; wait (KV events) for its commit record
       const { nc, kv } = await kvClient(i.natsUrl, i.token);
-      seen.push((await readState(kv, i.job))!.last_checkpoint);
+      const w = await kv.watch({ key: keys.state(i.job) });
+      for await (const e of w) {
+        const last = e.operation === "PUT" ? e.json<JobState>().last_checkpoint : null;
+        if (last !== null) {
+          seen.push(last);
+          break;
+        }
+      }
+      w.stop();
       await nc.close();
     },
   });
   expect(codeA).toBe(0);
-  // step 3's commit was recorded before step 5 ended (its writes overlap steps 4-5)
   expect(seen).toEqual(["checkpoints/global_step_3"]);
   for (const s of [3, 5]) expect(existsSync(join(out, `checkpoints/global_step_${s}/metadata.json`))).toBe(true);
   expect(existsSync(join(out, "checkpoints/global_step_5/hf_ckpt/model.safetensors"))).toBe(true);

@@ -46,7 +46,7 @@ test("nats-server restarted during a run: clients reconnect, the job finishes wi
   const { port, token } = server;
   const { logger } = fileLogger(out);
   const steps = 40;
-  const config = toyConfig(out, { train: { max_steps: steps, micro_batch_size: 30 }, launch: { world_size: 2, local_workers: 2, nats: server.url, nats_token: token, dead_after_s: 2 } });
+  const config = toyConfig(out, { train: { max_steps: steps, micro_batch_size: 30 }, launch: { world_size: 2, local_workers: 2, nats: server.url, nats_token: token, dead_after_s: 5 } });
   let restarted: Promise<void> = Promise.resolve();
   let job = "";
   const code = await runJob(config, logger, {

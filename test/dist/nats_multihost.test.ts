@@ -59,7 +59,7 @@ test("external nats-server, coordinator and workers started separately", async (
 
 test("kill -9 of a remote worker: the heartbeat deadline stops the job naming the rank", async () => {
   const out = tempDir("mh");
-  const deadAfter = 1.5;
+  const deadAfter = 2.5;
   const coord = startCoordinator("mh2", out, { max_steps: 1000, micro_batch_size: 40 }, { dead_after_s: deadAfter });
   const coordErr = textOf(coord.stderr);
   const workers = [startWorker(0), startWorker(1)];
