@@ -97,7 +97,7 @@ export async function runJob(config: Config, logger: Logger, opts: RunJobOptions
   try {
     if (embedded) {
       server = await startNatsServer({ host: "127.0.0.1" });
-      logger.info({ url: server.url }, "embedded nats-server started");
+      logger.info({ url: server.url, nats_pid: server.proc.pid }, "embedded nats-server started");
       // `bun run jobs --dir OUTPUT_DIR` reads the job record through this (owner-only; removed at the end)
       if (config.train.output_dir) {
         mkdirSync(config.train.output_dir, { recursive: true });

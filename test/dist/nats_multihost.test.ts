@@ -1,12 +1,14 @@
 // The multi-host shape on one machine: an external nats-server, a coordinator process and worker
 // processes started separately (workers first, without --job: they find the job in KV), as a
 // user would on several hosts. Then a worker killed with -9 is declared dead by the heartbeat
-// deadline (the coordinator did not spawn it, so only its silence tells).
+// deadline (the coordinator did not spawn it, so only its silence tells). Also: the real train step
+// across such processes, and Ctrl-C of a coordinator process (exit 130, nothing left running).
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import type { Subprocess } from "bun";
 import { startNatsServer, type NatsServer } from "../../actors/embedded.ts";
 import { keys, type RankRecord } from "../../actors/nats.ts";
 import { COORD_ENTRY, JOBS, WORKER_MAIN, alive, childPids, kvClient, readMetrics, readRank, readState, tempDir, textOf } from "./actors_harness.ts";
+import { tinyTrainConfig } from "./actors_parity_setup.ts";
 
 let server: NatsServer;
 beforeAll(async () => {
@@ -81,4 +83,44 @@ test("kill -9 of a remote worker: the heartbeat deadline stops the job naming th
   expect(await coordErr).toContain("rank 1 is dead");
   for (const p of [coord.pid, ...workers.map((x) => x.pid)]) expect(alive(p)).toBe(false);
   await nc.close();
+}, 30_000);
+
+test("the real train step across separately started processes (tiny model, DDP on 2 ranks)", async () => {
+  const dir = tempDir("mh-train");
+  const out = tempDir("mh-train-out");
+  const cfg = tinyTrainConfig(dir, out, {}, { max_steps: 3, save_hf_weights: false });
+  const config = { ...cfg, launch: { ...cfg.launch, nats: server.url, nats_token: server.token, local_workers: 0, world_size: 2, job_id: "mh3" } };
+  const coord = Bun.spawn([process.execPath, COORD_ENTRY, JSON.stringify(config), "train"], { stdin: "ignore", stdout: "ignore", stderr: "pipe" });
+  const coordErr = textOf(coord.stderr);
+  const workers = [startWorker(0), startWorker(1)];
+  const [cc, ...wc] = await Promise.all([coord.exited, ...workers.map((w) => w.exited)]);
+  if (cc !== 0) throw new Error(`coordinator exit ${cc}: ${(await coordErr).slice(-1500)}`);
+  expect(wc).toEqual([0, 0]);
+  const m = readMetrics(out);
+  expect(m.map((x) => x.step)).toEqual([1, 2, 3]);
+  expect(m[0].loss!).toBeGreaterThan(4); // ~ln(96) at random init
+  expect(m[0].mfu!).toBeGreaterThan(0);
+}, 30_000);
+
+test("Ctrl-C of a coordinator process: exit 130, its workers and embedded nats-server gone", async () => {
+  const out = tempDir("mh-int");
+  const config = { train: { output_dir: out, lr: 0.5, max_steps: 100000, micro_batch_size: 20 }, launch: { world_size: 2, heartbeat_s: 0.2 } };
+  const coord = Bun.spawn([process.execPath, COORD_ENTRY, JSON.stringify(config), "toy"], { stdin: "ignore", stdout: "ignore", stderr: "pipe" });
+  // read the coordinator's JSON log lines until the job runs; collect the pids it names
+  const pids: number[] = [];
+  const reader = coord.stderr.getReader();
+  let text = "";
+  while (!text.includes("rendezvous done; running")) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error(`coordinator ended early: ${text.slice(-1000)}`);
+    text += new TextDecoder().decode(value);
+  }
+  for (const m of text.matchAll(/"pid":(\d+),"addr"/g)) pids.push(Number(m[1]));
+  const serverPid = Number(/"nats_pid":(\d+)/.exec(text)?.[1] ?? 0);
+  coord.kill("SIGINT");
+  void (async () => { while (!(await reader.read()).done); })();
+  expect(await coord.exited).toBe(130);
+  expect(pids).toHaveLength(2);
+  expect(serverPid).toBeGreaterThan(0);
+  for (const p of [...pids, serverPid]) expect(alive(p)).toBe(false);
 }, 30_000);
