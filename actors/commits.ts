@@ -47,6 +47,7 @@ export class Commits {
   }
 
   onReport(epoch: number, rank: number, step: number, report: unknown): void {
+    if (this.tracker.lastCommitted >= step) return; // a repeat after a reconnect
     let out;
     try {
       out = this.tracker.onReport(epoch, report as RankReport);
@@ -59,6 +60,11 @@ export class Commits {
       this.log.info({ step: out.step, dir: out.dir }, "checkpoint committed");
       void this.onCommitted(out.relDir, out.step).finally(() => this.checkDrained());
     } else if (out?.kind === "failed") this.onFailed(out.rank, out.step, out.reason);
+  }
+
+  /** Saves waiting on ranks. */
+  get pending(): number {
+    return this.tracker.inFlight.length;
   }
 
   /** Resolves when no save is in flight. */

@@ -377,7 +377,8 @@ class JobRun {
     const touch = setInterval(() => {
       if (!this.connected) return;
       if (this.stateWriter.pending === 0) void this.writeState().catch(() => {});
-      if (this.currentCmd && this.waiter) this.nc.publish(subjects(this.job).cmd, this.currentCmd);
+      // (also while saves are in flight: workers answer a repeat with their checkpoint reports too)
+      if (this.currentCmd && (this.waiter || (this.commits?.pending ?? 0) > 0)) this.nc.publish(subjects(this.job).cmd, this.currentCmd);
     }, Math.max(l.heartbeat_s, 0.5) * 1000);
     return [check, touch];
   }

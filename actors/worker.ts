@@ -52,6 +52,8 @@ class WorkerShell {
   private running = -1;
   private lastReport: Uint8Array | null = null;
   private readyMsg: Uint8Array | null = null;
+  /** checkpoint reports of this epoch, said again after a reconnect (the coordinator ignores repeats). */
+  private ckptMsgs: Uint8Array[] = [];
   private finish!: (code: number) => void;
   private readonly done = new Promise<number>((r) => (this.finish = r));
   private record!: CasRecord<RankRecord>;
@@ -147,7 +149,11 @@ class WorkerShell {
     switch (m.kind) {
       case "step":
         if (m.epoch !== this.epoch) return; // another generation's command
-        if (m.step === this.lastDone && this.lastReport) this.nc.publish(subjects(this.job).report, this.lastReport); // re-sent after a reconnect
+        if (m.step === this.lastDone && this.lastReport) {
+          // a repeat (NATS may have lost our answers): say them again
+          this.nc.publish(subjects(this.job).report, this.lastReport);
+          for (const c of this.ckptMsgs) this.nc.publish(subjects(this.job).report, c);
+        }
         else if (m.step === this.lastDone + 1 && this.running !== m.step) {
           this.running = m.step;
           stepActor.send({ step: m.step, save: m.save });
@@ -172,9 +178,14 @@ class WorkerShell {
       // checkpoint actor: stage now (part of this step's time), write in the background
       const staged = await this.runner!.checkpoint(s + 1);
       const base = { v: PROTOCOL_VERSION, job: this.job, rank: this.o.rank, epoch: this.epoch, step: s + 1 };
+      const send = (m: ToCoordinator) => {
+        const bytes = encode(m);
+        this.ckptMsgs = [...this.ckptMsgs.slice(-3), bytes];
+        this.nc.publish(subjects(this.job).report, bytes);
+      };
       staged.durable.then(
-        (report) => this.publish({ ...base, kind: "ckpt_done", report }),
-        (e) => this.publish({ ...base, kind: "ckpt_failed", error: e instanceof Error ? e.message : String(e) }),
+        (report) => send({ ...base, kind: "ckpt_done", report }),
+        (e) => send({ ...base, kind: "ckpt_failed", error: e instanceof Error ? e.message : String(e) }),
       );
     }
     this.lastDone = s;
@@ -240,6 +251,7 @@ class WorkerShell {
           // what we published while disconnected may be lost: say it again (the coordinator drops duplicates)
           if (this.lastReport) this.nc.publish(subjects(this.job).report, this.lastReport);
           else if (this.readyMsg) this.nc.publish(subjects(this.job).report, this.readyMsg);
+          for (const c of this.ckptMsgs) this.nc.publish(subjects(this.job).report, c);
         }
       }
     })().catch(() => {});
