@@ -22,8 +22,8 @@ export interface WorkerOptions {
   job?: string;
   /** epoch the worker believes current (a re-joining worker); 0 = fresh. */
   epoch?: number;
-  /** data-plane bind/advertise address and ports (before the config is known). */
-  host: string;
+  /** data-plane bind/advertise address (--host); absent: the job's launch.host from KV. */
+  host?: string;
   portRange?: [number, number];
   logger: Logger;
   runners: Record<string, RunnerFactory>;
@@ -74,7 +74,8 @@ class WorkerShell {
     if (!state) throw new Error(`worker rank ${o.rank}: job ${this.job} has no ${keys.state(this.job)} in KV`);
     const factory = o.runners[state.runner];
     if (!factory) throw new Error(`worker rank ${o.rank}: unknown runner "${state.runner}" in ${keys.state(this.job)}, expected one of ${Object.keys(o.runners).join(", ")}`);
-    const addr = await factory.listen(o.rank, o.host, o.portRange ?? [0, 0]);
+    const launch = (await readJson<Config>(this.kv, keys.config(this.job)))?.launch;
+    const addr = await factory.listen(o.rank, o.host ?? launch?.host ?? "127.0.0.1", o.portRange ?? launch?.port_range ?? [0, 0]);
 
     const reg: ToCoordinator = { v: PROTOCOL_VERSION, kind: "register", job: this.job, rank: o.rank, epoch: o.epoch ?? 0, host: hostname(), pid: process.pid, addr };
     const welcome = await this.register(subj.register, reg);

@@ -51,7 +51,7 @@ try {
     rank,
     job: opt.job,
     epoch: opt.epoch === undefined ? 0 : Number(opt.epoch),
-    host: opt.host ?? "127.0.0.1",
+    host: opt.host, // default: the job's launch.host (one host) — pass this host's address on others
     logger,
     runners: RUNNERS,
     threads: Number(Bun.env.VEOMNI_THREADS ?? 0) || 0,

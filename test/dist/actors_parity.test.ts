@@ -3,6 +3,7 @@
 // Real worker processes, real TCP rings (mesh), the real model, data loader and Trainer.
 import { beforeAll, describe, expect, test } from "bun:test";
 import { runJob } from "../../actors/coordinator.ts";
+import { runLocalTraining } from "../../actors/local.ts";
 import type { MetricsLine } from "../../actors/metrics.ts";
 import { childPids, fileLogger, readMetrics, tempDir } from "./actors_harness.ts";
 import { tinyTrainConfig } from "./actors_parity_setup.ts";
@@ -52,3 +53,13 @@ describe("data-parallel parity with world size 1", () => {
     }, 60_000);
   }
 });
+
+test("world size 1 through the coordinator and one worker = in-process runLocalTraining (same metrics)", async () => {
+  const out = tempDir("parity-local");
+  const { logger } = fileLogger(out);
+  const local = await runLocalTraining(tinyTrainConfig(dir, out, { world_size: 1 }), logger);
+  expect(local.records.map((r) => r.step)).toEqual(ref.map((m) => m.step));
+  close(local.records.map((r) => r.loss), ref.map((m) => m.loss), 1e-6, "losses");
+  close(local.records.map((r) => r.grad_norm), ref.map((m) => m.grad_norm), 1e-5, "grad norms");
+  expect(local.records.map((r) => r.tokens)).toEqual(ref.map((m) => m.tokens));
+}, 60_000);
