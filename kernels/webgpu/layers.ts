@@ -70,6 +70,10 @@ function ropeChecks(op: string, y: GpuTensor, x: GpuTensor, cos: GpuTensor, sin:
 export function ropeForward(rt: Runtime, out: GpuTensor, inp: GpuTensor, cos: GpuTensor, sin: GpuTensor,
   positions: GpuTensor, T: number, NH: number, HS: number): void {
   ropeChecks("ropeForward", out, inp, cos, sin, positions, T, NH, HS);
+  if (out.storage === inp.storage && out.offset === inp.offset) {
+    rt.dispatch({ file: "rope_inplace.wgsl", entry: "forward" }, [out, cos, sin, positions], "uuu", [T, NH, HS], grid((T * NH * HS) / 2, 256));
+    return;
+  }
   rt.dispatch({ file: "rope.wgsl", entry: "forward" }, [out, inp, cos, sin, positions], "uuu", [T, NH, HS], grid((T * NH * HS) / 2, 256));
 }
 

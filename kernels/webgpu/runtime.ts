@@ -68,8 +68,8 @@ export class Runtime {
   private uploadScratch = new ArrayBuffer(0);
   /** Per-kernel GPU times when tuning.profile is set and the adapter has timestamp queries. */
   readonly profiler: GpuProfiler | null;
-  /** Counters for the bench and tests: dispatches and host<->device bytes. */
-  readonly stats = { dispatches: 0, submits: 0, readBytes: 0, uploadBytes: 0 };
+  /** Counters for the bench and tests: dispatches, submits, host<->device bytes, alias copies. */
+  readonly stats = { dispatches: 0, submits: 0, readBytes: 0, uploadBytes: 0, scratchCopies: 0 };
 
   /** 4 x u32 on the device: [code bits, offending value, -, -]; kernels that validate ids set it
    *  (code 1 embedding id, 2 cross-entropy target); every sync point checks and clears it. */
@@ -365,6 +365,7 @@ export class Runtime {
     const storage = new GpuStorage(t.dtype, t.numel, this.scratch[index]!, -1 - index, `scratch${index}`);
     const copy: GpuTensor = { shape: t.shape, dtype: t.dtype, numel: t.numel, storage, offset: 0 };
     this.copyBuffer(copy, t);
+    this.stats.scratchCopies++;
     return copy;
   }
 }

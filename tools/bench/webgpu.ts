@@ -98,7 +98,11 @@ export async function main(args: string[]): Promise<void> {
     const steps = Number(arg(args, "steps", hw ? "5" : "2"));
     for (const size of arg(args, "train", hw ? "tiny,small" : "tiny").split(",")) {
       if (!SIZES[size]) throw new Error(`--train: unknown size ${size}; have ${Object.keys(SIZES).join(",")}`);
+      const before = { ...gpu.rt.stats };
       const w = await trainTps(gpu, size, B, steps, 1);
+      const per = (key: keyof typeof before) => Math.round((gpu.rt.stats[key] - before[key]) / (steps + 1));
+      console.log(`  per step: ${per("dispatches")} dispatches, ${per("submits")} submits, ${per("scratchCopies")} alias copies, ` +
+        `${per("readBytes")} B read back, ${per("uploadBytes")} B uploaded`);
       if (args.includes("--profile")) {
         const prof = await createWebGpuKernels({ tuning: { profile: true } });
         if (!prof.rt.profiler) console.log("  (no timestamp-query feature: no profile)");
