@@ -18,7 +18,8 @@ export { clipCoefficient, shiftLabels } from "./optim.ts";
 export { createCpuKernels, createReferenceKernels, cpuWrap, DEFAULT_TUNING, OPENBLAS_DEFAULT_PATH, type FastTuning } from "./cpu/index.ts";
 
 export interface KernelsOptions {
-  /** "auto" picks cpu for now (the webgpu backend is chosen explicitly until it is measured faster). */
+  /** "auto": webgpu when the adapter is a hardware GPU, cpu otherwise (no adapter, Null backend,
+   *  or a software rasteriser such as lavapipe); the reason is in `description`. */
   backend: "cpu" | "webgpu" | "auto";
   /** CPU: OpenBLAS threads. Ignored by webgpu. */
   threads: number;
@@ -29,8 +30,15 @@ export interface KernelsOptions {
 /** Create the backend chosen once at start; log `k.description`. No per-op fallback exists. */
 export async function createKernels(opts: KernelsOptions): Promise<Kernels> {
   switch (opts.backend) {
+    case "auto": {
+      const spec = "./webgpu/device.ts"; // loaded only when asked: it starts Dawn
+      const { resolveBackend } = (await import(spec)) as { resolveBackend: (r: "auto") => Promise<{ backend: "cpu" | "webgpu"; why: string }> };
+      const { backend, why } = await resolveBackend("auto");
+      const k = await createKernels({ ...opts, backend });
+      (k as { description: string }).description = `${k.description} [${why}]`;
+      return k;
+    }
     case "cpu":
-    case "auto":
       return createCpuKernels({ threads: opts.threads, blasPath: opts.blasPath });
     case "webgpu": {
       // kernels/webgpu/ (engineer G) exports createWebGpuKernels(opts): Promise<Kernels>.

@@ -10,6 +10,7 @@ import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync, statSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { installWebgpuDeps } from "./setup_webgpu.mjs";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const bench = process.argv.includes("--bench");
@@ -48,6 +49,10 @@ if (missing.length > 0) {
   apt("update", "-qq");
   apt("install", "-y", "-qq", "--no-install-recommends", ...missing);
 }
+
+// WebGPU on a machine without a GPU runs on Mesa's lavapipe; Debian 12's own Mesa 22 is
+// rejected by Dawn (silent Null adapter), so Mesa 25 comes from bookworm-backports.
+installWebgpuDeps();
 
 // npm dependencies: install when node_modules is missing or older than the lockfile.
 const lock = join(root, "package-lock.json");
