@@ -1,7 +1,7 @@
 // Pure logic of mesh/: mesh factorisation and groups, CRC32C against known vectors and the
 // bytewise reference, frame and handshake header checks.
 import { describe, expect, test } from "bun:test";
-import { balancedOffsets, crc32c, deviceMesh, expertMesh } from "../../mesh/index.ts";
+import { balancedOffsets, Comm, crc32c, deviceMesh, expertMesh, sharedF32 } from "../../mesh/index.ts";
 import { crc32cReference } from "../../mesh/crc32c.ts";
 import { encodeFrame, encodeHs, FRAME_HEADER, HsType, Op, readFrameHeader, readHsHeader } from "../../mesh/wire.ts";
 
@@ -65,5 +65,29 @@ describe("crc32c and frames", () => {
     expect(readHsHeader(hs)).toEqual({ type: HsType.Hello, len: 7 });
     hs[5] = 9;
     expect(() => readHsHeader(hs)).toThrow("unknown handshake message type 9");
+  });
+});
+
+describe("comm edges (one real rank)", () => {
+  test("a group of one is the identity; bad buffers and layouts are refused by name", async () => {
+    const comm = await Comm.listen({ rank: 0, host: "127.0.0.1" });
+    try {
+      await comm.start({ worldSize: 1, table: [comm.address], secret: "s", jobId: "j", epoch: 0 });
+      const g = await comm.world();
+      const a = sharedF32(5).fill(2.5);
+      await g.allReduce(a, "avg");
+      expect([...a]).toEqual([2.5, 2.5, 2.5, 2.5, 2.5]);
+      expect(() => g.allReduce(new Float32Array(4))).toThrow(
+        "mesh: all_reduce buffer must be backed by a SharedArrayBuffer (see sharedF32), got ArrayBuffer");
+      expect(() => g.reduceScatter(sharedF32(2), sharedF32(5), "sum", [4])).toThrow(
+        "mesh: reduce_scatter: counts sum to 4, buffer has 5 elements");
+      expect(() => g.allGather(sharedF32(6), sharedF32(2), [6])).toThrow(
+        "mesh: all_gather: shard has 2 elements, counts[0] = 6");
+      expect(() => g.broadcast(a, 1)).toThrow("mesh: broadcast root 1 outside group of 1");
+      const err = await comm.group([0, 3]).then(() => null, (e: Error) => e.message);
+      expect(err).toBe("group g@0.3: rank 3 outside [0, 1)");
+    } finally {
+      await comm.close();
+    }
   });
 });
