@@ -45,7 +45,7 @@ describe("mesh groups and failures", () => {
     const codes = await Promise.all(others.map((p) => p.exited));
     const dt = performance.now() - t0;
     expect(codes).toEqual([1, 1, 1]);
-    expect(dt).toBeLessThan(deadlineMs + 1000);
+    expect(dt).toBeLessThan(deadlineMs); // a closed socket is seen at once, not at the deadline
     for (const e of errs) {
       expect(String(e.message)).toContain("rank 2");
       expect(String(e.message)).toContain("all_reduce");
@@ -74,7 +74,7 @@ describe("mesh groups and failures", () => {
     const errs = await Promise.all([procs[0].on("error"), procs[1].on("error")]);
     const dt = performance.now() - t0;
     expect(dt).toBeGreaterThan(deadlineMs - 100);
-    expect(dt).toBeLessThan(deadlineMs + 1000);
+    expect(dt).toBeLessThan(2 * deadlineMs); // slack for a loaded 2-core CI machine
     // rank 0 waits on rank 2 (its ring predecessor) from the start: it times out naming rank 2
     // and its abort reaches rank 1 (whose own timer, started a little later, may also fire).
     expect(String(errs[0].message)).toMatch(/all_reduce seq 0: no frame from rank 2 within 1500 ms/);

@@ -66,7 +66,7 @@ export class RankProc {
 }
 
 export const BASE: Omit<RankConfig, "rank" | "worldSize" | "script"> = {
-  secret: "s3cret-job-key", jobId: "job-test", epoch: 3, deadlineMs: 5000, handshakeMs: 5000, chunkBytes: 4096,
+  secret: "s3cret-job-key", jobId: "job-test", epoch: 3, deadlineMs: 15000, handshakeMs: 5000, chunkBytes: 4096,
 };
 
 /** Spawn n ranks and wait until each listens; returns them with the rendezvous table. */
