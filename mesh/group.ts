@@ -1,7 +1,8 @@
 // A process group inside the transport worker: one authenticated link to every other member
 // (the ring uses the neighbours' links, all-to-all uses all of them), an op sequence number,
 // and a failure state. Ops on one group run one at a time in call order; groups run
-// concurrently. The first failure on any link fails the group: pending receives reject, an
+// concurrently. The first failure (bad frame, peer abort, receive deadline, a receive from
+// a peer that closed) fails the group: pending receives reject, an
 // abort frame naming the cause goes to every live peer (so ranks far from a dead peer fail
 // at once, not at their deadline), and later ops fail immediately with the same error.
 import type { Conn, Expect, Frame } from "./conn.ts";
