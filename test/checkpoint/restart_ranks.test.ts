@@ -1,4 +1,4 @@
-// One-for-all restart with real rank processes: 2 DDP ranks over the mesh's TCP ring, each with
+// One-for-all restart with real rank processes: 2 DDP or FSDP ranks over the mesh's TCP ring, each with
 // its RankCheckpointer; this test plays the coordinator (CommitTracker commits when both ranks'
 // durable reports are in, actors/supervision.ts decides). Rank 1 is killed -9 mid-step 3; every
 // rank is stopped; a new epoch resumes both from the last commit; the final parameters are
@@ -23,7 +23,7 @@ const WORLD = 2, STEPS = 6, SAVE = 2;
 type Ev = { rank: number; ev: string; [k: string]: any };
 
 /** Starts WORLD rank processes for one epoch, does the rendezvous, commits their saves. */
-async function epoch(out: string, data: string, n: number, resumeFrom: string | null, parkAt?: number) {
+async function epoch(mode: "ddp" | "fsdp", out: string, data: string, n: number, resumeFrom: string | null, parkAt?: number) {
   const tracker = new CommitTracker({ outputDir: out, worldSize: WORLD, mesh: { dp_replicate: WORLD }, epoch: n });
   const events: Ev[] = [];
   const waiters: { pred: (e: Ev) => boolean; wake: (e: Ev) => void }[] = [];
@@ -33,7 +33,7 @@ async function epoch(out: string, data: string, n: number, resumeFrom: string | 
     else waiters.push({ pred, wake });
   });
   const procs = [...Array(WORLD).keys()].map((rank) => {
-    const cfg = { rank, world: WORLD, out, data, steps: STEPS, save: SAVE, epoch: n, resumeFrom, parkAt };
+    const cfg = { rank, world: WORLD, mode, out, data, steps: STEPS, save: SAVE, epoch: n, resumeFrom, parkAt };
     const p = Bun.spawn([process.execPath, join(import.meta.dir, "rank_child.ts"), JSON.stringify(cfg)], { stdin: "pipe", stdout: "pipe", stderr: "inherit" });
     alive.add(p);
     void p.exited.then(() => alive.delete(p));
@@ -65,15 +65,15 @@ async function epoch(out: string, data: string, n: number, resumeFrom: string | 
 
 const lossBits = (events: Ev[]) => events.filter((e) => e.ev === "loss" && e.rank === 0).map((e) => e.bits);
 
-test("2 ranks: kill -9 of rank 1 mid-step, stop all, restart under a new epoch from the last commit", async () => {
-  const data = join(tmp.dir, "data.jsonl");
+for (const mode of ["ddp", "fsdp"] as const) test(`${mode}, 2 ranks: kill -9 of rank 1 mid-step, stop all, restart under a new epoch from the last commit`, async () => {
+  const data = join(tmp.dir, `data_${mode}.jsonl`);
   await writeData(data);
-  const ref = await epoch(join(tmp.dir, "ref"), data, 1, null);
+  const ref = await epoch(mode, join(tmp.dir, `ref_${mode}`), data, 1, null);
   expect(await Promise.all(ref.procs.map((p) => p.exited))).toEqual([0, 0]);
   expect(ref.events.filter((e) => e.ev.startsWith("commit")).map((e) => e.step)).toEqual([2, 4, 6]);
 
-  const out = join(tmp.dir, "job");
-  const first = await epoch(out, data, 1, null, 3);
+  const out = join(tmp.dir, `job_${mode}`);
+  const first = await epoch(mode, out, data, 1, null, 3);
   await first.next((e) => e.ev === "parked");
   first.procs[1].kill(9);
   // One-for-all: the coordinator stops every rank as soon as one is lost.
@@ -86,11 +86,11 @@ test("2 ranks: kill -9 of rank 1 mid-step, stop all, restart under a new epoch f
   const d = decide({ kind: "exited", rank: 1, pid: first.procs[1].pid, code: lost, signal: "SIGKILL", stderrTail: "" }, { restarts: 0, maxRestarts: 2, lastCheckpoint: last });
   expect(d.action).toBe("restart");
 
-  const second = await epoch(out, data, 2, last);
+  const second = await epoch(mode, out, data, 2, last);
   expect(await Promise.all(second.procs.map((p) => p.exited))).toEqual([0, 0]);
   expect(second.events.filter((e) => e.ev === "resumed").map((e) => e.step)).toEqual([2, 2]);
   expect(lossBits(second.events)).toEqual(lossBits(ref.events).slice(2));
   for (const r of [0, 1]) {
-    expect(readFileSync(join(out, `final_rank${r}.f32`)).equals(readFileSync(join(tmp.dir, "ref", `final_rank${r}.f32`)))).toBe(true);
+    expect(readFileSync(join(out, `final_rank${r}.f32`)).equals(readFileSync(join(tmp.dir, `ref_${mode}`, `final_rank${r}.f32`)))).toBe(true);
   }
 }, 60_000);
