@@ -26,11 +26,13 @@ export function parseStepDir(name: string): number | null {
   const m = STEP_DIR.exec(name);
   return m ? Number(m[1]) : null;
 }
-export function rankFileName(group: Group, rank: number): string {
-  return `${group}_rank_${String(rank).padStart(5, "0")}.safetensors`;
+/** With the job's epoch in the name (`model_e2_rank_00000.safetensors`), a fenced-out writer of an
+ *  older epoch still saving the same step can never overwrite the new epoch's files. */
+export function rankFileName(group: Group, rank: number, epoch?: number): string {
+  return `${group}${epoch === undefined ? "" : `_e${epoch}`}_rank_${String(rank).padStart(5, "0")}.safetensors`;
 }
-export function extraFileName(rank: number): string {
-  return `extra_state_rank_${String(rank).padStart(5, "0")}.json`;
+export function extraFileName(rank: number, epoch?: number): string {
+  return `extra_state${epoch === undefined ? "" : `_e${epoch}`}_rank_${String(rank).padStart(5, "0")}.json`;
 }
 
 /** One contiguous run of a global tensor, flattened row-major: elements [start, start+length). */

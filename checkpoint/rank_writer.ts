@@ -37,6 +37,8 @@ export interface RankFileLayout {
 export interface RankLayout {
   rank: number;
   step: number;
+  /** Job epoch, part of the file names when given. */
+  epoch?: number;
   files: RankFileLayout[];
   stagingBytes: number;
 }
@@ -56,7 +58,7 @@ export interface RankReport {
 
 const wallMs = () => performance.timeOrigin + performance.now();
 
-export function layoutRank(rank: number, step: number, pieces: readonly Piece[]): RankLayout {
+export function layoutRank(rank: number, step: number, pieces: readonly Piece[], epoch?: number): RankLayout {
   const files: RankFileLayout[] = [];
   let staging = 0;
   for (const group of ["model", "optim"] as const) {
@@ -72,9 +74,9 @@ export function layoutRank(rank: number, step: number, pieces: readonly Piece[])
       staging += p.data.length * 4;
       return lp;
     });
-    files.push({ name: rankFileName(group, rank), header, stagingBegin: begin, stagingEnd: staging, pieces: laid });
+    files.push({ name: rankFileName(group, rank, epoch), header, stagingBegin: begin, stagingEnd: staging, pieces: laid });
   }
-  return { rank, step, files, stagingBytes: staging };
+  return { rank, step, epoch, files, stagingBytes: staging };
 }
 
 /** Copies every piece into staging (f32 at the laid-out offsets). The only work that blocks training. */
@@ -154,7 +156,7 @@ export function writeRank(dir: string, layout: RankLayout, staging: Uint8Array, 
   } finally {
     for (const fd of fds) closeSync(fd);
   }
-  const extra = extraFileName(layout.rank);
+  const extra = extraFileName(layout.rank, layout.epoch);
   const extraBytes = new TextEncoder().encode(extraText);
   const fd = openSync(join(dir, extra), "w");
   try {

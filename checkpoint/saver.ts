@@ -11,6 +11,8 @@ export interface SaveRequest {
   /** output_dir/checkpoints/global_step_N */
   dir: string;
   step: number;
+  /** The job's epoch (generation): put in the file names so a fenced-out writer cannot clobber them. */
+  epoch?: number;
   /** This rank's pieces of parameters and optimizer state (read during save() only). */
   pieces: Piece[];
   /** step, scheduler, dataloader state, RNG, counters: anything encodeExtra takes. */
@@ -51,7 +53,7 @@ export class AsyncSaver {
   async save(req: SaveRequest): Promise<SaveTicket> {
     const t0 = performance.now();
     if (this.inflight) await this.inflight.catch(() => {}); // sync point: at most one save in flight
-    const layout = layoutRank(this.rank, req.step, req.pieces);
+    const layout = layoutRank(this.rank, req.step, req.pieces, req.epoch);
     if (this.staging.byteLength < layout.stagingBytes) this.reserve(layout.stagingBytes);
     stagePieces(layout, req.pieces, new Float32Array(this.staging, 0, layout.stagingBytes >> 2));
     const extraText = encodeExtra(req.extra);

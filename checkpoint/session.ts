@@ -34,6 +34,8 @@ export interface RankOptions {
   worldSize: number;
   /** DDP: every rank holds whole units and saves a 1/world share; FSDP: each its shard. */
   replicated: boolean;
+  /** The job's epoch: in the file names, so a stale writer of an older epoch cannot clobber them. */
+  epoch?: number;
 }
 
 export class RankCheckpointer {
@@ -47,7 +49,7 @@ export class RankCheckpointer {
     const state = await c.extraState();
     const units = c.units();
     const pieces = this.o.replicated ? replicatedStatePieces(units, this.o.worldSize, this.o.rank) : statePieces(units);
-    return this.saver.save({ dir: checkpointDir(this.o.outputDir, step), step, pieces, extra: { step, rank: this.o.rank, state } });
+    return this.saver.save({ dir: checkpointDir(this.o.outputDir, step), step, epoch: this.o.epoch, pieces, extra: { step, rank: this.o.rank, state } });
   }
 
   /** Load a committed checkpoint (any saved world size) into c; returns its step. */

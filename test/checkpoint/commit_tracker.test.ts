@@ -1,10 +1,10 @@
 // The coordinator's commit bookkeeping over real saves: reports arrive late and interleaved,
 // a stale epoch is refused, a failed rank is named and the previous commit stays the newest.
 import { afterAll, expect, test, setDefaultTimeout } from "bun:test";
-import { existsSync } from "node:fs";
+import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
-import { AsyncSaver, CommitTracker, type RankReport, checkpointDir, isSaveStep, resolveLoadPath } from "../../checkpoint/index.ts";
-import { fillModel, fsdpPieces, smallModel, tempDir } from "./helpers.ts";
+import { AsyncSaver, CommitTracker, type RankReport, checkpointDir, isSaveStep, loadExtra, loadShard, openCheckpoint, resolveLoadPath } from "../../checkpoint/index.ts";
+import { assemble, expectedShapes, fillModel, firstDiff, fsdpPieces, smallModel, tempDir } from "./helpers.ts";
 
 setDefaultTimeout(60_000); // real processes and files on a shared 2-core machine
 
@@ -52,4 +52,29 @@ test("save schedule: save_steps and save_epochs", () => {
   expect(isSaveStep(o, 7, true, 2)).toBe(true);
   expect(isSaveStep(o, 7, true, 1)).toBe(false);
   expect(isSaveStep({ save_steps: 0, save_epochs: 0 }, 10, true, 1)).toBe(false);
+});
+
+test("a stale writer of an older epoch saving the same step cannot clobber the new epoch's files", async () => {
+  const out = join(tmp.dir, "fenced");
+  const dir = checkpointDir(out, 4);
+  const save = async (epoch: number, seed: number) => {
+    const full = fillModel(units, seed);
+    const savers = [0, 1].map((r) => new AsyncSaver(r));
+    const tickets = await Promise.all(savers.map((s, r) => s.save({ dir, step: 4, epoch, pieces: fsdpPieces(units, 2, r, full), extra: { epoch } })));
+    const reports = await Promise.all(tickets.map((t) => t.durable));
+    await Promise.all(savers.map((s) => s.close()));
+    return reports;
+  };
+  const t = new CommitTracker({ outputDir: out, worldSize: 2, mesh: { dp_shard: 2 }, epoch: 2 });
+  t.begin(4);
+  const fresh = await save(2, 22); // the new epoch's ranks
+  await save(1, 11); // the old epoch's writer lands late, same step, same folder
+  expect(t.onReport(2, fresh[0])).toBeNull();
+  expect(t.onReport(2, fresh[1])?.kind).toBe("committed");
+  expect(readdirSync(dir).filter((n) => n.startsWith("model_")).sort()).toEqual(["model_e1_rank_00000.safetensors", "model_e1_rank_00001.safetensors", "model_e2_rank_00000.safetensors", "model_e2_rank_00001.safetensors"]);
+  const targets = [0, 1, 2].map((r) => fsdpPieces(units, 3, r, null));
+  for (const tg of targets) loadShard(dir, { expected: expectedShapes(units), targets: tg });
+  const got = assemble(targets);
+  for (const [name, a] of fillModel(units, 22)) expect({ name, diff: firstDiff(got.get(name)!, a) }).toEqual({ name, diff: -1 });
+  expect(loadExtra(dir, openCheckpoint(dir), 1)).toEqual({ epoch: 2 });
 });
