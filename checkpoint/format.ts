@@ -6,7 +6,8 @@
 //     model_rank_00000.safetensors    rank 0's pieces of the parameters (f32)
 //     optim_rank_00000.safetensors    rank 0's pieces of the optimizer state (f32)
 //     extra_state_rank_00000.json     rank 0's step, scheduler, dataloader, RNG, counters
-//     ...                             the same three files for every rank
+//     ...                             the same three files for every rank (with the job's epoch
+//                                     in the name when given: model_e2_rank_00000.safetensors)
 //     metadata.json                   the commit record: every global tensor -> its pieces
 //   output_dir/model_assets/           config.json + tokenizer files (assets.ts)
 
