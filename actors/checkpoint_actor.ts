@@ -11,6 +11,8 @@ export interface CheckpointActorOptions {
   worldSize: number;
   /** DDP: whole units on every rank (each saves a 1/world share); FSDP: each rank its shard. */
   replicated: boolean;
+  /** the job's generation: in the file names, so a fenced-out writer cannot clobber a newer epoch's files. */
+  epoch: number;
 }
 
 type Msg = { kind: "save"; done: number } | { kind: "load"; dir: string };

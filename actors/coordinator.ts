@@ -126,7 +126,7 @@ export async function runJob(config: Config, logger: Logger, opts: RunJobOptions
     // local workers share this host's cores (kernels.threads 0 = divide them)
     const threads = config.kernels.threads || Math.max(1, Math.floor(cpus().length / Math.max(1, nLocal)));
     let restarts = 0;
-    let resumeFrom: string | undefined;
+    let resumeFrom: string | null | undefined; // undefined: train.load_checkpoint_path decides
     for (;;) {
       let rej!: (e: JobFailed) => void;
       const failed = new Promise<never>((_, r) => (rej = r));
@@ -157,7 +157,7 @@ export async function runJob(config: Config, logger: Logger, opts: RunJobOptions
           Object.assign(state, { epoch: state.epoch + 1, phase: "rendezvous", error: null });
           info.epoch = state.epoch;
           await stateWriter.ask(state);
-          resumeFrom = join(state.output_dir, d.fromCheckpoint);
+          resumeFrom = d.fromCheckpoint === null ? null : join(state.output_dir, d.fromCheckpoint);
           continue;
         }
         exitCode = d.exitCode;
@@ -212,7 +212,7 @@ class JobRun {
     private opts: RunJobOptions,
     private info: JobInfo,
     /** a restart: resume from this committed checkpoint instead of train.load_checkpoint_path */
-    private resumeOverride?: string,
+    private resumeOverride?: string | null,
   ) {}
 
   async execute(nLocal: number, workers: LocalWorkers): Promise<void> {
@@ -221,7 +221,7 @@ class JobRun {
     const secret = randomBytes(32).toString("hex");
     const out = this.config.train.output_dir;
     // checkpoints only for the real step (the toy runner has no state worth saving)
-    const resumeFrom = this.resumeOverride ?? (this.state.runner === "train" && out ? resolveLoadPath(this.config.train.load_checkpoint_path, out) : null);
+    const resumeFrom = this.resumeOverride !== undefined ? this.resumeOverride : (this.state.runner === "train" && out ? resolveLoadPath(this.config.train.load_checkpoint_path, out) : null);
     if (this.state.runner === "train" && out) {
       this.commits = new Commits(this.config, out, l.world_size, this.state.epoch, this.log,
         async (relDir) => {

@@ -23,7 +23,8 @@ export interface History {
 
 export type Decision =
   | { action: "stop"; exitCode: number; reason: string }
-  | { action: "restart"; reason: string; fromCheckpoint: string };
+  /** fromCheckpoint: output_dir-relative commit to resume from; null = from step 0 (nothing committed yet). */
+  | { action: "restart"; reason: string; fromCheckpoint: string | null };
 
 /** Human sentence for a failure; always names the rank (or the signal). */
 export function describe(f: Failure): string {
@@ -53,17 +54,12 @@ export function decide(f: Failure, h: History): Decision {
     case "exited":
     case "silent":
     case "reported":
-      if (h.lastCheckpoint !== null && h.restarts < h.maxRestarts) {
-        return { action: "restart", reason: `${reason}; restart ${h.restarts + 1}/${h.maxRestarts}`, fromCheckpoint: h.lastCheckpoint };
+      // With restarts left: resume from the newest commit, or from scratch when none landed yet.
+      if (h.restarts < h.maxRestarts) {
+        const from = h.lastCheckpoint === null ? "from step 0 (no checkpoint committed yet)" : `from ${h.lastCheckpoint}`;
+        return { action: "restart", reason: `${reason}; restart ${h.restarts + 1}/${h.maxRestarts} ${from}`, fromCheckpoint: h.lastCheckpoint };
       }
-      return {
-        action: "stop",
-        exitCode: 1,
-        reason:
-          h.maxRestarts === 0 || h.lastCheckpoint === null
-            ? reason
-            : `${reason}; restarts exhausted (${h.restarts}/${h.maxRestarts})`,
-      };
+      return { action: "stop", exitCode: 1, reason: h.maxRestarts === 0 ? reason : `${reason}; restarts exhausted (${h.restarts}/${h.maxRestarts})` };
     default:
       return assertNever(f, "failure");
   }

@@ -119,7 +119,7 @@ export function makeTrainRunner(): RunnerFactory {
         },
       };
       const ckpt = config.train.output_dir
-        ? new CheckpointActor({ outputDir: config.train.output_dir, rank, worldSize: world, replicated: plan.shardOf(0) === null }, state)
+        ? new CheckpointActor({ outputDir: config.train.output_dir, rank, worldSize: world, replicated: plan.shardOf(0) === null, epoch: ctx.epoch }, state)
         : null;
       const startStep = ctx.resumeFrom && ckpt ? await ckpt.load(ctx.resumeFrom) : 0;
       if (ctx.resumeFrom) logger.info({ dir: ctx.resumeFrom, step: startStep }, "resumed from checkpoint");

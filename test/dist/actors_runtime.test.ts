@@ -55,14 +55,16 @@ group("protocol", () => {
 group("supervision", () => {
   const h = { restarts: 0, maxRestarts: 2, lastCheckpoint: null };
   test("a dead rank stops the job with its rank named", () => {
-    const d = decide({ kind: "silent", rank: 3, silentS: 4.2, deadlineS: 3 }, h);
+    const d = decide({ kind: "silent", rank: 3, silentS: 4.2, deadlineS: 3 }, { ...h, maxRestarts: 0 });
     expect(d).toEqual({ action: "stop", exitCode: 1, reason: "rank 3 is dead: no heartbeat for 4.2 s (launch.dead_after_s = 3)" });
-    const e = decide({ kind: "exited", rank: 1, pid: 42, code: null, signal: "SIGKILL", stderrTail: "" }, h);
+    const e = decide({ kind: "exited", rank: 1, pid: 42, code: null, signal: "SIGKILL", stderrTail: "" }, { ...h, maxRestarts: 0 });
     expect(e.reason).toBe("rank 1 (pid 42) was killed by SIGKILL before the job ended");
   });
-  test("restart only with a committed checkpoint and restarts left; Ctrl-C never restarts", () => {
+  test("restart while restarts are left (from the last commit, else from step 0); Ctrl-C never restarts", () => {
     const f = { kind: "reported" as const, rank: 0, step: 5, error: "collective timeout" };
-    expect(decide(f, { ...h, lastCheckpoint: "checkpoints/global_step_4" }).action).toBe("restart");
+    expect(decide(f, { ...h, lastCheckpoint: "checkpoints/global_step_4" })).toMatchObject({ action: "restart", fromCheckpoint: "checkpoints/global_step_4" });
+    expect(decide(f, h)).toMatchObject({ action: "restart", fromCheckpoint: null });
+    expect(decide(f, { ...h, maxRestarts: 0 })).toEqual({ action: "stop", exitCode: 1, reason: "rank 0 failed at step 5: collective timeout" });
     expect(decide(f, { restarts: 2, maxRestarts: 2, lastCheckpoint: "c" })).toMatchObject({ action: "stop", exitCode: 1 });
     expect(decide({ kind: "interrupted", signal: "SIGINT" }, { ...h, lastCheckpoint: "c" })).toMatchObject({ action: "stop", exitCode: 130 });
     expect(describe(f)).toBe("rank 0 failed at step 5: collective timeout");
