@@ -3,6 +3,7 @@
 // (mesh/comm.ts) posts requests carrying SharedArrayBuffer views and awaits one reply each.
 // Message shapes: mesh/protocol.ts.
 import { allGather, allReduce, allToAll, barrier, broadcast, reduceScatter, type OpCtx } from "./collectives.ts";
+import { crc32cImpl } from "./crc32c.ts";
 import { Endpoint, type Log } from "./endpoint.ts";
 import type { Group } from "./group.ts";
 import type { Reply, Request } from "./protocol.ts";
@@ -28,6 +29,7 @@ async function handle(m: Request): Promise<number | undefined> {
   switch (m.t) {
     case "listen":
       ep = Endpoint.listen(m.host, m.ports, m.handshakeMs, log);
+      log("info", `mesh: frame CRC32C: ${crc32cImpl}`, { crc32c: crc32cImpl });
       return ep.port;
     case "configure":
       chunkBytes = m.chunkBytes;

@@ -2,7 +2,7 @@
 // bytewise reference, frame and handshake header checks.
 import { describe, expect, test } from "bun:test";
 import { balancedOffsets, Comm, crc32c, deviceMesh, expertMesh, sharedF32 } from "../../mesh/index.ts";
-import { crc32cReference } from "../../mesh/crc32c.ts";
+import { crc32cImpl, crc32cReference, crc32cTs } from "../../mesh/crc32c.ts";
 import { encodeFrame, encodeHs, FRAME_HEADER, HsType, Op, readFrameHeader, readHsHeader } from "../../mesh/wire.ts";
 
 describe("device mesh", () => {
@@ -47,6 +47,19 @@ describe("crc32c and frames", () => {
       }
     }
     expect(crc32c(b.subarray(300), crc32c(b.subarray(0, 300)))).toBe(crc32c(b)); // incremental
+  });
+
+  test("native CRC32C (when loaded) equals the TS slice-by-16 and the bytewise reference", () => {
+    // This machine ships the prebuilt binary: the native one must be the one in use here.
+    expect(crc32cImpl).toBe("native @node-rs/crc32");
+    const b = new Uint8Array(new SharedArrayBuffer(3 << 20)).map((_, i) => (i * 2654435761) >>> 24);
+    for (const [off, len] of [[0, b.length], [1, 255], [3, 256], [5, 4097], [7, (1 << 20) + 3], [b.length - 300, 300]]) {
+      const want = crc32cReference(b.subarray(off, off + len));
+      expect(crc32c(b, 0, off, len)).toBe(want);
+      expect(crc32cTs(b, 0, off, len)).toBe(want);
+    }
+    const seed = crc32c(b.subarray(0, 1000));
+    expect(crc32c(b, seed, 1000, 70000)).toBe(crc32cTs(b, seed, 1000, 70000)); // continued
   });
 
   test("frame headers are checked before allocation", () => {
