@@ -65,6 +65,37 @@ async function recvChunks(
 }
 
 /**
+ * Post receives for byte ranges `parts` (in the order the peer sends them: step, then chunk)
+ * from link i, straight into the destination, all at once so that frames arriving while the
+ * collective is busy still skip the frame buffer; `each` runs per chunk, in order, once its
+ * payload is in place and checked (it may forward it).
+ */
+async function recvInto(
+  x: OpCtx, i: number, op: number, total: number, parts: { step: number; dst: Uint8Array }[],
+  each: (step: number, chunk: number, dst: Uint8Array, payloadCrc: number) => void,
+): Promise<void> {
+  const posts: { step: number; chunk: number; dst: Uint8Array; p: Promise<number> }[] = [];
+  for (const { step, dst } of parts) {
+    const k = nChunks(dst.length, x.chunkBytes);
+    for (let j = 0; j < k; j++) {
+      const d = dst.subarray(j * x.chunkBytes, Math.min(dst.length, (j + 1) * x.chunkBytes));
+      const p = x.g.recvInto(i, { op, seq: x.seq, step, chunk: j, total, len: d.length }, d);
+      p.catch(() => {}); // the first rejection is awaited below; the rest fail with it
+      posts.push({ step, chunk: j, dst: d, p });
+    }
+  }
+  for (const r of posts) each(r.step, r.chunk, r.dst, await r.p);
+}
+
+/** Queue header + `payload` (a stable view: the op resolves only once it is written) on link `to`. */
+function sendView(x: OpCtx, to: number, op: number, step: number, chunk: number, total: number, payload: Uint8Array, payloadCrc: number): void {
+  const hdr = new Uint8Array(FRAME_HEADER);
+  writeFrameHeader(hdr, { op, step, seq: x.seq, chunk, total, len: payload.length, payloadCrc });
+  x.g.send(to, hdr);
+  if (payload.length > 0) x.g.send(to, payload);
+}
+
+/**
  * Queue received frame `f` (from member `from`) on link `to` with a new step; `payloadCrc`:
  * unchanged when forwarding as is. Its buffer returns to `from`'s pool once written.
  */
@@ -136,13 +167,15 @@ export async function allGather(
   const next = mod(r + 1, n);
   const prev = mod(r - 1, n);
   sendChunks(x, next, op, stepBase, total, out.subarray(off[r], off[r + 1]));
-  for (let s = 0; s < n - 1; s++) {
+  // Step s brings segment r-1-s from prev into its place in `out`; all but the last step's
+  // chunks go on to next from there (zero-copy, CRC unchanged).
+  const parts = [...Array(n - 1).keys()].map((s) => {
     const k = mod(r - 1 - s, n);
-    await recvChunks(x, prev, op, stepBase + s, total, off[k + 1] - off[k], (payload, at, frame, j) => {
-      out.set(payload, off[k] + at);
-      if (s < n - 2) return forward(x, prev, next, frame, op, stepBase + s + 1, j, total);
-    });
-  }
+    return { step: stepBase + s, dst: out.subarray(off[k], off[k + 1]) };
+  });
+  await recvInto(x, prev, op, total, parts, (step, j, dst, crc) => {
+    if (step < stepBase + n - 2) sendView(x, next, op, step + 1, j, total, dst, crc);
+  });
 }
 
 /** buf (N) <- reduce over members of buf: reduce-scatter then all-gather, in place. */
@@ -185,7 +218,7 @@ export async function allToAll(
   const peers = [...Array(g.size).keys()].filter((i) => i !== me);
   await Promise.all(peers.map((i) => {
     const len = recvOff[i + 1] - recvOff[i];
-    return recvChunks(x, i, Op.AllToAll, 0, len, len, (payload, at) => out.set(payload, recvOff[i] + at));
+    return recvInto(x, i, Op.AllToAll, len, [{ step: 0, dst: out.subarray(recvOff[i], recvOff[i + 1]) }], () => {});
   }));
 }
 

@@ -27,6 +27,14 @@ export interface Expect {
   len: number;
 }
 
+/** A posted receive: the payload of the next matching frame goes straight into `dst`. */
+interface Posted {
+  expect: Expect;
+  dst: Uint8Array; // exactly expect.len bytes
+  resolve: (payloadCrc: number) => void;
+  reject: (e: Error) => void;
+}
+
 interface Waiter {
   expect: Expect;
   resolve: (f: Frame) => void;
@@ -51,6 +59,12 @@ export class Conn {
   private curFill = 0;
   private queue: Frame[] = [];
   private waiter: Waiter | null = null;
+  // Posted receives, in arrival order; never non-empty while `queue` is (frames that came
+  // first are matched on posting). `direct`: posted[0] while its payload streams into dst.
+  private posted: Posted[] = [];
+  private direct = false;
+  private postedTimer: ReturnType<typeof setTimeout> | null = null;
+  private postedDeadlineMs = 0;
   private out: Uint8Array[] = [];
   private outOff = 0;
   private closing = false; // end the socket once `out` is written
@@ -125,6 +139,16 @@ export class Conn {
       this.hdrFill += n;
       if (this.hdrFill === FRAME_HEADER) {
         const h = readFrameHeader(this.hdr, this.maxLen); // throws before allocating the payload
+        const p = this.waiter === null ? this.posted[0] : undefined;
+        if (p !== undefined && !this.check(h, p.expect)) {
+          // Expected frame with a posted destination: its payload skips the frame buffer.
+          this.cur = { h, buf: p.dst, payload: p.dst };
+          this.curFill = 0;
+          this.hdrFill = 0;
+          this.direct = true;
+          if (h.len === 0) this.finishFrame();
+          return n;
+        }
         const buf = this.take(FRAME_HEADER + h.len);
         buf.set(this.hdr);
         this.cur = { h, buf, payload: buf.subarray(FRAME_HEADER) };
@@ -146,6 +170,16 @@ export class Conn {
     const f = this.cur!;
     this.cur = null;
     const crc = crc32c(f.payload);
+    if (this.direct) {
+      this.direct = false;
+      if (crc !== f.h.payloadCrc) {
+        throw new Error(`payload CRC32C mismatch in ${opName(f.h.op)} seq ${f.h.seq} chunk ${f.h.chunk}: ` +
+          `got 0x${crc.toString(16)}, header says 0x${f.h.payloadCrc.toString(16)}`);
+      } // (thrown: fail() rejects every posted receive, this one included)
+      this.posted.shift()!.resolve(crc);
+      this.armPosted();
+      return;
+    }
     if (crc !== f.h.payloadCrc) {
       throw new Error(`payload CRC32C mismatch in ${opName(f.h.op)} seq ${f.h.seq} chunk ${f.h.chunk}: ` +
         `got 0x${crc.toString(16)}, header says 0x${f.h.payloadCrc.toString(16)}`);
@@ -158,7 +192,19 @@ export class Conn {
     if (w) {
       this.waiter = null;
       clearTimeout(w.timer);
-      this.check(f, w.expect) ? w.reject(this.mismatch(f, w.expect)) : w.resolve(f);
+      this.check(f.h, w.expect) ? w.reject(this.mismatch(f.h, w.expect)) : w.resolve(f);
+    } else if (this.posted.length > 0) {
+      // A frame whose header came before its receive was posted, or one that does not match.
+      const p = this.posted.shift()!;
+      if (this.check(f.h, p.expect)) {
+        this.release(f);
+        p.reject(this.mismatch(f.h, p.expect));
+      } else {
+        p.dst.set(f.payload);
+        this.release(f);
+        p.resolve(crc);
+        this.armPosted();
+      }
     } else {
       this.queue.push(f);
     }
@@ -182,7 +228,7 @@ export class Conn {
   /** The next frame, which must match `e`; rejects after `deadlineMs` without one. */
   recv(e: Expect, deadlineMs: number): Promise<Frame> {
     const f = this.queue.shift();
-    if (f) return this.check(f, e) ? Promise.reject(this.mismatch(f, e)) : Promise.resolve(f);
+    if (f) return this.check(f.h, e) ? Promise.reject(this.mismatch(f.h, e)) : Promise.resolve(f);
     if (this.dead) return Promise.reject(this.dead);
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -194,13 +240,61 @@ export class Conn {
     });
   }
 
-  private check(f: Frame, e: Expect): boolean {
-    const h = f.h;
+  /**
+   * Post a receive: the payload of the next frame, which must match `e`, lands in `dst`
+   * (e.len bytes) without a frame buffer; resolves with its checked payload CRC. Posts queue up
+   * in order; rejects when no frame completes within `deadlineMs` of the previous one.
+   */
+  recvInto(e: Expect, dst: Uint8Array, deadlineMs: number): Promise<number> {
+    if (dst.length !== e.len) return Promise.reject(new Error(`recvInto: ${dst.length} B destination for a ${e.len} B frame`));
+    if (this.posted.length === 0) {
+      const f = this.queue.shift();
+      if (f) {
+        if (this.check(f.h, e)) return Promise.reject(this.mismatch(f.h, e));
+        dst.set(f.payload);
+        this.release(f);
+        return Promise.resolve(f.h.payloadCrc);
+      }
+    }
+    if (this.dead) return Promise.reject(this.dead);
+    return new Promise((resolve, reject) => {
+      this.posted.push({ expect: e, dst, resolve, reject });
+      this.postedDeadlineMs = deadlineMs;
+      if (this.posted.length === 1) this.armPosted();
+    });
+  }
+
+  /** (Re)start the no-progress deadline of posted[0], or stop it when nothing is posted. */
+  private armPosted(): void {
+    if (this.postedTimer !== null) clearTimeout(this.postedTimer);
+    this.postedTimer = null;
+    const p = this.posted[0];
+    if (!p) return;
+    const ms = this.postedDeadlineMs;
+    this.postedTimer = setTimeout(() => {
+      this.postedTimer = null;
+      const e = p.expect;
+      this.rejectPosted(new Error(`no frame from ${this.label} within ${ms} ms ` +
+        `(waiting for ${opName(e.op)} seq ${e.seq} step ${e.step} chunk ${e.chunk})`));
+    }, ms);
+  }
+
+  private rejectPosted(e: Error): void {
+    if (this.postedTimer !== null) clearTimeout(this.postedTimer);
+    this.postedTimer = null;
+    // A frame half-read into a destination is dropped with it; its bytes are never used.
+    if (this.direct) {
+      this.direct = false;
+      this.cur = null;
+    }
+    for (const p of this.posted.splice(0)) p.reject(e);
+  }
+
+  private check(h: FrameHeader, e: Expect): boolean {
     return h.op !== e.op || h.seq !== e.seq || h.total !== e.total || h.step !== e.step || h.chunk !== e.chunk || h.len !== e.len;
   }
 
-  private mismatch(f: Frame, e: Expect): Error {
-    const h = f.h;
+  private mismatch(h: FrameHeader, e: Expect): Error {
     if (h.op !== e.op || h.seq !== e.seq) {
       return new Error(`op mismatch: ${this.label} sent ${opName(h.op)} seq ${h.seq}, ` +
         `this rank is in ${opName(e.op)} seq ${e.seq}`);
@@ -270,6 +364,7 @@ export class Conn {
       clearTimeout(w.timer);
       w.reject(this.dead);
     }
+    this.rejectPosted(this.dead);
     this.dropped ||= this.out.length > 0;
     this.out.length = 0;
     this.written.length = 0;
@@ -291,6 +386,7 @@ export class Conn {
       w.reject(e);
     }
     this.queue.length = 0;
+    this.rejectPosted(e);
     this.onFail(e, abortedByPeer);
     this.dropped ||= this.out.length > 0;
     this.out.length = 0;
@@ -313,6 +409,7 @@ export class Conn {
       w.reject(e);
     }
     this.queue.length = 0;
+    this.rejectPosted(e);
     this.closing = true;
     this.out.push(abortFrame);
     this.written.push(undefined);

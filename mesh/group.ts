@@ -120,6 +120,12 @@ export class Group {
     return this.links[i]!.recv(e, this.deadlineMs);
   }
 
+  /** Posted receive from member i straight into `dst`; resolves with the payload CRC. */
+  recvInto(i: number, e: Expect, dst: Uint8Array): Promise<number> {
+    if (this.failed) return Promise.reject(this.failed);
+    return this.links[i]!.recvInto(e, dst, this.deadlineMs);
+  }
+
   /** Fail the group once; tell every other live peer why. `from`: the link that aborted us. */
   fail(e: Error, from: Conn | null): void {
     if (this.failed) return;

@@ -53,6 +53,11 @@ class Raw {
     expect(this.sock.write(b)).toBe(b.length); // small writes: never partial here
   }
 
+  /** Resolves once `n` bytes arrived since the last handshake message (waits on data events). */
+  async bytes(n: number): Promise<void> {
+    while (this.buf.length < n) await new Promise<void>((r) => (this.wake = r));
+  }
+
   /** Next handshake message from the rank (waits on data events). */
   async readHs(): Promise<{ type: HsType; body: Record<string, string> }> {
     let closed = false;
@@ -149,7 +154,7 @@ describe("mesh bad peers", () => {
   });
 
   test("after a valid handshake: a flipped payload bit, an oversized frame length and bad magic fail the op naming the peer", async () => {
-    const groups = ["crc", "len", "magic"];
+    const groups = ["crc", "crc_posted", "len", "magic"];
     const { procs, table } = await spawnRanks(2, "victim", { groups }, live);
     procs[0].kill(); // the test process plays rank 0 itself
     procs[1].send({ table });
@@ -172,6 +177,7 @@ describe("mesh bad peers", () => {
     };
     const want: Record<string, RegExp> = {
       crc: /rank 1 group crc: all_reduce seq 0: .*rank 0: payload CRC32C mismatch in all_reduce\(sum\) seq 0 chunk 0/,
+      crc_posted: /rank 1 group crc_posted: all_reduce seq 0: .*rank 0: payload CRC32C mismatch in all_reduce\(sum\) seq 0 chunk 0/,
       len: /rank 1 group len: all_reduce seq 0: .*rank 0: frame length 67108864 B above the limit 4194304 B/,
       magic: /rank 1 group magic: all_reduce seq 0: .*rank 0: bad frame magic 0x7070707/,
     };
@@ -179,7 +185,22 @@ describe("mesh bad peers", () => {
       const raw = await handshake(table[1], hello({ group: name }), BASE.secret);
       const ok = await raw.readHs();
       expect(ok.type).toBe(HsType.Ok);
-      raw.write(attacks[name]());
+      if (name === "crc_posted") {
+        // A valid reduce-scatter frame; once the rank sent its own all-gather frame, it has
+        // posted its all-gather receive (payload straight into the caller's buffer): then an
+        // all-gather frame with a bit flipped after its CRC.
+        // 5000 floats / 2 ranks = 10000 B segments in BASE.chunkBytes (4096 B) chunks.
+        const seg = new Uint8Array(gen(13, 0, 2500).buffer, 0, 10000);
+        const chunks = (step: number): Uint8Array[] => [0, 1, 2].map((chunk) =>
+          encodeFrame({ op: Op.AllReduce, step, seq: 0, chunk, total: 20000 }, seg.subarray(chunk * 4096, (chunk + 1) * 4096)));
+        for (const f of chunks(0)) raw.write(f);
+        await raw.bytes(2 * (3 * FRAME_HEADER + 10000)); // its reduce-scatter and all-gather frames
+        const ag = chunks(1)[0];
+        ag[FRAME_HEADER + 4000] ^= 0x01;
+        raw.write(ag);
+      } else {
+        raw.write(attacks[name]());
+      }
       const err = await procs[1].next((e) => e.ev === "group_error" && e.name === name);
       expect(String(err.message)).toMatch(want[name]);
       await raw.closed;
