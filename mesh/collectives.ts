@@ -136,16 +136,19 @@ export async function reduceScatter(
     await recvChunks(x, prev, op, s, total, (off[k + 1] - off[k]) * 4, (payload, at, frame, j) => {
       const acc = new Float32Array(payload.buffer, payload.byteOffset, payload.length >> 2);
       const loc = data.subarray(off[k] + at / 4, off[k] + at / 4 + acc.length);
-      if (kind === "max") {
-        for (let i = 0; i < acc.length; i++) acc[i] = Math.max(acc[i], loc[i]);
-      } else {
-        for (let i = 0; i < acc.length; i++) acc[i] += loc[i];
-      }
       if (last) {
+        // Last add straight into `out` (which may be loc itself: element i is read first).
+        // Math.fround: the f32 sum, then avg divides it once, exactly as before.
         const dst = out.subarray(at / 4, at / 4 + acc.length);
-        if (kind === "avg") for (let i = 0; i < acc.length; i++) dst[i] = acc[i] / n;
-        else dst.set(acc);
+        if (kind === "max") for (let i = 0; i < acc.length; i++) dst[i] = Math.max(acc[i], loc[i]);
+        else if (kind === "avg") for (let i = 0; i < acc.length; i++) dst[i] = Math.fround(acc[i] + loc[i]) / n;
+        else for (let i = 0; i < acc.length; i++) dst[i] = acc[i] + loc[i];
       } else {
+        if (kind === "max") {
+          for (let i = 0; i < acc.length; i++) acc[i] = Math.max(acc[i], loc[i]);
+        } else {
+          for (let i = 0; i < acc.length; i++) acc[i] += loc[i];
+        }
         // The partial sum goes on in place: new payload CRC, same buffer, next step.
         return forward(x, prev, next, frame, op, s + 1, j, total, crc32c(payload));
       }
