@@ -4,6 +4,7 @@
 //   * (n-1)/n (others).  t = mean over `iters` back-to-back ops, max over ranks, median over reps.
 // Usage: bun run bench comm --op all_reduce[,all_gather,...] --ranks N --bytes 16M[,64M]
 //        [--reps 5 --iters 3 --chunk 512K --no-ref]   |   --op crc --bytes 16M
+//        | --op socket --bytes 256M   (raw Bun TCP on loopback, no protocol: the floor under ours)
 // Beside ours, in the same run: iperf3 single stream on loopback (the link limit) and PyTorch
 // gloo (gloo_bench.py). Human lines first; the LAST line is one JSON object.
 import { readFileSync } from "node:fs";
@@ -195,6 +196,38 @@ function crcBench(bytes: number): object {
   return { bench: "comm", op: "crc32c", bytes, GBps: +(bytes / median(times) / 1e9).toFixed(3) };
 }
 
+/**
+ * Raw Bun sockets on loopback, one process, no framing/CRC/copies: `bytes` in 512 KiB writes.
+ * CPU per 64 MiB covers both ends (send + receive), what one ring rank pays per 64 MiB moved.
+ */
+async function socketBench(bytes: number): Promise<{ GBps: number; cpu_ms_per_64MiB: number }> {
+  let got = 0;
+  let done!: () => void;
+  const fin = new Promise<void>((r) => (done = r));
+  const srv = Bun.listen({
+    hostname: "127.0.0.1", port: 0,
+    socket: { binaryType: "uint8array", data(_s, d) { got += d.byteLength; if (got >= bytes) done(); } },
+  });
+  const payload = new Uint8Array(512 << 10).fill(1);
+  let sent = 0;
+  const pump = (s: { write(b: Uint8Array): number }): void => {
+    while (sent < bytes) {
+      const n = s.write(sent + payload.length <= bytes ? payload : payload.subarray(0, bytes - sent));
+      if (n <= 0) return;
+      sent += n;
+    }
+  };
+  const c0 = process.cpuUsage();
+  const t0 = performance.now();
+  const cli = await Bun.connect({ hostname: "127.0.0.1", port: srv.port, socket: { open: pump, drain: pump, data() {} } });
+  await fin;
+  const ms = performance.now() - t0;
+  const c = process.cpuUsage(c0);
+  cli.end();
+  srv.stop(true);
+  return { GBps: +(bytes / ms / 1e6).toFixed(3), cpu_ms_per_64MiB: +((((c.user + c.system) / 1000) * (64 << 20)) / bytes).toFixed(1) };
+}
+
 export async function main(args: string[]): Promise<void> {
   if (args[0] === "--child") return child(JSON.parse(args[1]) as ChildCfg);
   const opt = (k: string, d: string): string => {
@@ -209,7 +242,13 @@ export async function main(args: string[]): Promise<void> {
     console.log(JSON.stringify(r));
     return;
   }
-  for (const o of ops) if (!(o in FACTOR)) throw new Error(`bench comm: unknown --op ${o} (all_reduce|all_gather|reduce_scatter|all_to_all|crc)`);
+  if (ops[0] === "socket") {
+    const r = await socketBench(sizes[0]);
+    console.log(`raw Bun socket, ${sizes[0]} B on loopback: ${r.GBps} GB/s, ${r.cpu_ms_per_64MiB} ms CPU per 64 MiB (both ends)`);
+    console.log(JSON.stringify({ bench: "comm", op: "socket", bytes: sizes[0], ...r }));
+    return;
+  }
+  for (const o of ops) if (!(o in FACTOR)) throw new Error(`bench comm: unknown --op ${o} (all_reduce|all_gather|reduce_scatter|all_to_all|crc|socket)`);
   const n = Number(opt("ranks", "2"));
   const reps = Number(opt("reps", "5"));
   const iters = Number(opt("iters", "3"));
