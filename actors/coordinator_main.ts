@@ -1,7 +1,7 @@
 // `bun run coordinator --config x.yaml [--group.field value ...]`: validates the whole
 // configuration before anything starts, writes output_dir/veomni_cli.yaml, then runs the job.
 import { ConfigError, loadConfig, makeLogger, writeResolvedConfig } from "../configs/index.ts";
-import { runLocalTraining } from "./local.ts";
+import { runJob } from "./coordinator.ts";
 
 async function main(argv: string[]): Promise<number> {
   let loaded;
@@ -23,13 +23,9 @@ async function main(argv: string[]): Promise<number> {
   const resolved = writeResolvedConfig(config, outputDir);
   const log = makeLogger("coordinator", outputDir);
   log.info({ resolved }, "configuration resolved");
-  // World size 1 with no NATS given trains in this process: nothing to coordinate.
-  if (config.launch.world_size === 1 && config.launch.nats === null) {
-    await runLocalTraining(config, log);
-    return 0;
-  }
-  console.error("veomni-ts coordinator: multi-rank training is not available yet in this version (see README.md, Features).");
-  return 2;
+  // Every job, world size 1 included, runs as coordinator + worker processes: the same path
+  // (NATS job record, checkpoints, supervision) whatever the size.
+  return await runJob(config, log);
 }
 
 process.exitCode = await main(process.argv.slice(2));
