@@ -3,7 +3,7 @@
 // Shape letters used across models/: T tokens in a packed row, C hidden_size, I intermediate_size,
 // V vocab_size, L layers, NH query heads, NKV key/value heads, HS head_dim.
 import { readFileSync } from "node:fs";
-import type { RopeScaling } from "../kernels/rope.ts";
+import type { RopeScaling } from "../kernels/index.ts";
 
 export interface DecoderConfig {
   modelType: string;
