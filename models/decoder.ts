@@ -119,6 +119,10 @@ export class DecoderLM {
       v = new Map();
       const prefix = u >= 1 && u <= this.config.L ? `model.layers.${u - 1}.` : "";
       for (const p of this.layout.units[u].params) v.set(p.name.slice(prefix.length), this.k.view(flat, p.offset, p.shape));
+      // gate_proj and up_proj are adjacent (layout.ts): one (2I,C) view for the fused MLP GEMMs
+      const gate = this.layout.byName.get(`${prefix}mlp.gate_proj.weight`);
+      const up = this.layout.byName.get(`${prefix}mlp.up_proj.weight`);
+      if (gate && up && up.offset === gate.offset + gate.numel) v.set("mlp.gate_up_proj.weight", this.k.view(flat, gate.offset, [2 * gate.numel]));
       this.viewCache.set(flat, v);
     }
     return v;

@@ -1,24 +1,40 @@
 // SwiGLU MLP (HF LlamaMLP): out = down( silu(gate(xn)) * up(xn) ), explicit autograd.
-// Shapes: xn (T,C), gate/up/h (T,I), out (T,C).
+// gate_proj (I,C) and up_proj (I,C) are adjacent in the layer's flat buffer (layout.ts), so they
+// are one (2I,C) matrix: ONE GEMM computes [gate; up]^T (2I,T) = W_gu @ xn^T. Working in this
+// transposed layout keeps gate^T and up^T contiguous (I,T) blocks for the elementwise SwiGLU,
+// and every MLP matmul becomes a single larger GEMM (measured ~12% faster than two (T,I) GEMMs
+// at tiny's C=256, I=688). Shapes: xn (T,C), gu (2I,T) = [gate^T; up^T], h (I,T), out (T,C).
 import type { Kernels } from "../../kernels/index.ts";
 import type { DecoderConfig } from "../config.ts";
 import type { Arena, BatchInputs, Buf, F32 } from "./arena.ts";
 import type { Views } from "./attention.ts";
 
-export interface MlpSaved { gate: Buf; up: Buf; h: Buf }
-export interface MlpScratch { dh: Buf; dgate: Buf; dup: Buf }
+export interface MlpSaved { gu: Buf; h: Buf }
+export interface MlpScratch { dh: Buf; dgu: Buf }
 
 export class Mlp {
   constructor(private k: Kernels, private c: DecoderConfig) {}
 
   allocSaved(a: Arena, name: string): MlpSaved {
     const I = this.c.I;
-    return { gate: a.buf(I, `${name}.gate`), up: a.buf(I, `${name}.up`), h: a.buf(I, `${name}.h`) };
+    return { gu: a.buf(2 * I, `${name}.gate_up_t`), h: a.buf(I, `${name}.h_t`) };
   }
 
   allocScratch(a: Arena): MlpScratch {
     const I = this.c.I;
-    return { dh: a.buf(I, "mlp.dh"), dgate: a.buf(I, "mlp.dgate"), dup: a.buf(I, "mlp.dup") };
+    return { dh: a.buf(I, "mlp.dh_t"), dgu: a.buf(2 * I, "mlp.dgate_up_t") };
+  }
+
+  /** The (2I,C) view over gate_proj.weight followed by up_proj.weight (adjacent by layout.ts). */
+  private gateUp(w: Views): F32 {
+    const gu = w.get("mlp.gate_up_proj.weight");
+    if (!gu) throw new Error("mlp: gate_proj and up_proj must be adjacent in the unit's flat buffer");
+    return gu;
+  }
+
+  private halves(gu: F32, T: number): [F32, F32] {
+    const n = this.c.I * T;
+    return [this.k.view(gu, 0, [n]), this.k.view(gu, n, [n])];
   }
 
   // out (T,C) <- xn (T,C)
@@ -26,11 +42,11 @@ export class Mlp {
     const { k } = this;
     const { C, I } = this.c;
     const T = b.T;
-    const gate = s.gate.at(T), up = s.up.at(T), h = s.h.at(T);
-    k.linearForward(gate, xn, w.get("mlp.gate_proj.weight")!, null, T, C, I);
-    k.linearForward(up, xn, w.get("mlp.up_proj.weight")!, null, T, C, I);
+    const gu = s.gu.at(T), h = s.h.at(T);
+    k.gemm(gu, this.gateUp(w), xn, 2 * I, T, C, false, true, 1, 0); // gu (2I,T) = Wgu (2I,C) xn^T
+    const [gate, up] = this.halves(gu, T);
     k.swigluForward(h, gate, up, T * I);
-    k.linearForward(out, h, w.get("mlp.down_proj.weight")!, null, T, I, C);
+    k.gemm(out, h, w.get("mlp.down_proj.weight")!, T, C, I, true, true, 1, 0); // out (T,C) = h^T^T (T,I) Wd^T
   }
 
   // dxn (T,C) += ; g += ; from dout (T,C)
@@ -38,12 +54,15 @@ export class Mlp {
     const { k } = this;
     const { C, I } = this.c;
     const T = b.T;
-    const dh = sc.dh.at(T), dgate = sc.dgate.at(T), dup = sc.dup.at(T);
-    k.zero(dh);
-    k.linearBackward(dh, g.get("mlp.down_proj.weight")!, null, dout, s.h.at(T), w.get("mlp.down_proj.weight")!, T, I, C);
-    k.zero(dgate); k.zero(dup);
-    k.swigluBackward(dgate, dup, dh, s.gate.at(T), s.up.at(T), T * I);
-    k.linearBackward(dxn, g.get("mlp.gate_proj.weight")!, null, dgate, xn, w.get("mlp.gate_proj.weight")!, T, C, I);
-    k.linearBackward(dxn, g.get("mlp.up_proj.weight")!, null, dup, xn, w.get("mlp.up_proj.weight")!, T, C, I);
+    const dh = sc.dh.at(T), dgu = sc.dgu.at(T), h = s.h.at(T);
+    const wd = w.get("mlp.down_proj.weight")!;
+    k.gemm(g.get("mlp.down_proj.weight")!, dout, h, C, I, T, true, true, 1, 1); // dWd (C,I) += dout^T (C,T) h (T,I)
+    k.gemm(dh, wd, dout, I, T, C, true, true, 1, 0); // dh (I,T) = Wd^T (I,C) dout^T (C,T)
+    k.zero(dgu);
+    const [gate, up] = this.halves(s.gu.at(T), T);
+    const [dgate, dup] = this.halves(dgu, T);
+    k.swigluBackward(dgate, dup, dh, gate, up, T * I);
+    k.gemm(this.gateUp(g), dgu, xn, 2 * I, C, T, false, false, 1, 1); // dWgu (2I,C) += dgu (2I,T) xn (T,C)
+    k.gemm(dxn, dgu, this.gateUp(w), T, C, 2 * I, true, false, 1, 1); // dxn (T,C) += dgu^T (T,2I) Wgu (2I,C)
   }
 }

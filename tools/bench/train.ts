@@ -20,7 +20,8 @@ function arg(args: string[], name: string, dflt: string): string {
   return i >= 0 && i + 1 < args.length ? args[i + 1] : dflt;
 }
 
-/** Times every kernel call by op name (the CPU backend runs ops synchronously). */
+/** Times every kernel call by op name (the CPU backend runs ops synchronously), in this
+ *  process's CPU milliseconds: robust to other processes' load (exact with 1 BLAS thread). */
 function profiled(k: Kernels, table: Map<string, number>): Kernels {
   return new Proxy(k, {
     get(target, prop, recv) {
@@ -29,9 +30,10 @@ function profiled(k: Kernels, table: Map<string, number>): Kernels {
         return typeof v === "function" ? v.bind(target) : v;
       }
       return (...a: unknown[]) => {
-        const t0 = performance.now();
+        const c0 = process.cpuUsage();
         const r = v.apply(target, a);
-        table.set(prop, (table.get(prop) ?? 0) + performance.now() - t0);
+        const c = process.cpuUsage(c0);
+        table.set(prop, (table.get(prop) ?? 0) + (c.user + c.system) / 1000);
         return r;
       };
     },
@@ -103,7 +105,7 @@ export async function main(args: string[]): Promise<void> {
     for (const [op, ms] of [...prof].sort((a, b) => b[1] - a[1])) {
       console.log(`  ${op.padEnd(20)} ${(ms / steps).toFixed(1).padStart(8)} ms/step ${((100 * ms) / total).toFixed(1).padStart(5)}%`);
     }
-    console.log(`  (kernels ${(total / steps).toFixed(0)} ms/step of ${(stepS * 1000).toFixed(0)} ms)`);
+    console.log(`  (kernels ${(total / steps).toFixed(0)} CPU ms/step of ${(cpuS * 1000).toFixed(0)} CPU ms, ${(stepS * 1000).toFixed(0)} wall ms)`);
   }
   const ours = {
     tokens_per_s: Math.round(tps * 10) / 10, step_s: Number(stepS.toFixed(4)), step_s_min: Number(times[0].toFixed(4)), cpu_s_per_step: Number(cpuS.toFixed(4)), own_cores: Number((cpuS / stepS).toFixed(2)), mfu: Number(mfu.toFixed(3)),
