@@ -3,7 +3,7 @@
 // is the mesh's transport thread (mesh/Comm), opened before rendezvous so its address goes in
 // the table. One runStep = one optimizer step over this rank's micro-batches.
 import { cpus } from "node:os";
-import { createKernels, type Kernels } from "../kernels/index.ts";
+import { createKernels, type Kernels, type Tensor } from "../kernels/index.ts";
 import { DataLoaderWorker, type LoaderState } from "../data/index.ts";
 import type { Checkpointable } from "../checkpoint/index.ts";
 import { CheckpointActor } from "./checkpoint_actor.ts";
@@ -28,6 +28,26 @@ export interface DpPlan {
   beginStep(nMicro: number): void;
   /** bytes of model state this rank holds (FSDP: shards + gathered slots), for benchmarks. */
   stateBytes(): number;
+  /** Sync point before reading owned(): a device backend copies params to their host mirrors. */
+  stageOwned(): Promise<void>;
+}
+
+/**
+ * Host arrays of tensors: on CPU the tensors' own `host` views (zero-copy, pull/push do nothing);
+ * on a device backend (webgpu) host mirrors, filled by `pull` (k.read, a sync point) and
+ * uploaded by `push` (after a checkpoint load wrote into them).
+ */
+export function hostViews(k: Kernels, ts: readonly Tensor<"f32">[]): { host: Float32Array[]; pull(): Promise<void>; push(): void } {
+  const host = ts.map((t) => t.host ?? new Float32Array(t.numel));
+  return {
+    host,
+    async pull() {
+      for (let i = 0; i < ts.length; i++) if (!ts[i].host) host[i].set(await k.read(ts[i]));
+    },
+    push() {
+      for (let i = 0; i < ts.length; i++) if (!ts[i].host) k.upload(ts[i], host[i]);
+    },
+  };
 }
 
 /** Refuse what this runner does not do yet, naming the field. */
@@ -45,10 +65,11 @@ function checkSupported(c: Config): void {
 
 export async function makePlan(k: Kernels, model: ReturnType<typeof buildModel>, config: Config, rank: number, world: number, comm: Comm | null): Promise<DpPlan> {
   const full = () => 4 * model.layout.totalNumel * 4; // params + grads + AdamW m, v
-  const whole = (u: number) => ({ start: 0, values: model.params[u].host! });
-  const wholeUnits = { shardOf: () => null, savesShards: true };
+  const params = hostViews(k, model.params);
+  const whole = (u: number) => ({ start: 0, values: params.host[u] });
+  const wholeUnits = { shardOf: () => null, savesShards: true, stageOwned: () => params.pull() };
   if (world === 1 || !comm) return { collectives: SINGLE_PROCESS, beginStep: () => {}, stateBytes: full, owned: whole, ...wholeUnits };
-  if (k.backend !== "cpu") throw new Error(`kernels.backend ${k.backend}: multi-rank training moves host buffers through the mesh; use kernels.backend cpu`);
+  if (k.backend !== "cpu") throw new Error(`kernels.backend = ${k.backend} with launch.world_size = ${world}: multi-rank training moves host buffers through the mesh; expected kernels.backend cpu (or world_size 1)`);
   const t = config.train;
   const rep = t.data_parallel_replicate_size;
   const mesh = deviceMesh({ dp_replicate: rep, dp_shard: world / rep }, world);
@@ -71,7 +92,7 @@ export async function makePlan(k: Kernels, model: ReturnType<typeof buildModel>,
     return { start: s.start, values: s.param.subarray(0, Math.max(0, Math.min(s.numel, N - s.start))) };
   };
   const shardOf = (u: number) => ({ start: fsdp.shardsOf(u).start, param: fsdp.shardsOf(u).param });
-  return { collectives: fsdp, shards: fsdp, beginStep: () => fsdp.beginStep(), stateBytes: () => fsdp.stateBytes(), owned, shardOf, savesShards: primary };
+  return { collectives: fsdp, shards: fsdp, beginStep: () => fsdp.beginStep(), stateBytes: () => fsdp.stateBytes(), owned, shardOf, savesShards: primary, stageOwned: async () => {} };
 }
 
 export function makeTrainRunner(): RunnerFactory {
@@ -106,13 +127,23 @@ export function makeTrainRunner(): RunnerFactory {
       });
       const peak = k.backend === "cpu" ? cpuPeakFlops(threads) : 0;
       // checkpoint actor over this rank's buffers (whole units, or FSDP shards), AdamW step and data position
+      // (webgpu: host mirrors, read at the save's sync point in extraState, uploaded in restore)
+      const hp = hostViews(k, model.params), hm = hostViews(k, trainer.m), hv = hostViews(k, trainer.v);
       const state: Checkpointable = {
         units: () => (plan.savesShards ? model.layout.units.map((lu) => {
           const sh = plan.shardOf(lu.index);
-          return { params: lu.params, start: sh?.start ?? 0, model: sh?.param ?? model.params[lu.index].host!, expAvg: trainer.m[lu.index].host!, expAvgSq: trainer.v[lu.index].host! };
+          return { params: lu.params, start: sh?.start ?? 0, model: sh?.param ?? hp.host[lu.index], expAvg: hm.host[lu.index], expAvgSq: hv.host[lu.index] };
         }) : []),
-        extraState: async () => ({ optimizerSteps: trainer.optimizerSteps, loader: await loader.state() }),
+        extraState: async () => {
+          await hp.pull(); // sync point of a save: device buffers -> host mirrors (no-op on cpu)
+          await hm.pull();
+          await hv.pull();
+          return { optimizerSteps: trainer.optimizerSteps, loader: await loader.state() };
+        },
         restore: async (all) => {
+          hp.push();
+          hm.push();
+          hv.push();
           const ex = all as { optimizerSteps: number; loader: LoaderState }[];
           trainer.optimizerSteps = ex[0].optimizerSteps;
           await loader.restore(ex.map((e) => e.loader));
@@ -139,7 +170,7 @@ export function makeTrainRunner(): RunnerFactory {
           const m = await trainer.step(step, batch.microBatches);
           const stepTimeS = (performance.now() - t0) / 1000;
           return {
-            ...(step === totalSteps - 1 ? { paramStats: paramStats(plan, model.layout.units.length) } : {}),
+            ...(step === totalSteps - 1 ? { paramStats: (await plan.stageOwned(), paramStats(plan, model.layout.units.length)) } : {}),
             lossSum: m.local.lossSum, validTokens: m.local.validTokens, tokens: m.local.tokens, gradNorm: m.grad_norm, lr: m.lr, stepTimeS,
             peakRssMb: peakRssMb(), rssMb: process.memoryUsage().rss / 2 ** 20, stateMb: plan.stateBytes() / 2 ** 20, flops: batch.microBatches.reduce((a, mb) => a + microBatchFlops(model, mb), 0), peakFlops: peak,
           };

@@ -1,0 +1,69 @@
+// World size 1 through the coordinator and a worker process on the WebGPU backend (lavapipe on a
+// CPU-only machine): same losses, grad norms and parameter stats as the CPU backend, and a save on
+// webgpu (device buffers read to host at the save) resumed by a second webgpu job (host -> upload)
+// continues exactly like the straight run. Multi-rank on webgpu is refused naming the fields.
+//
+// Tolerance: 1e-4 (f32 sums in a different order on the GPU, compounded over steps).
+import { expect, setDefaultTimeout, test } from "bun:test";
+import { runJob } from "../../actors/coordinator.ts";
+import type { MetricsLine } from "../../actors/metrics.ts";
+import type { Config } from "../../configs/index.ts";
+import { probeAdapter } from "../../kernels/webgpu/index.ts";
+import { childPids, fileLogger, readMetrics, tempDir } from "./actors_harness.ts";
+import { tinyTrainConfig } from "./actors_parity_setup.ts";
+
+setDefaultTimeout(60_000);
+const probe = await probeAdapter();
+const dir = tempDir("webgpu-job");
+
+function config(out: string, backend: "cpu" | "webgpu", train: object = {}, world = 1): Config {
+  const c = tinyTrainConfig(dir, out, { world_size: world }, { save_hf_weights: false, ...train });
+  return { ...c, kernels: { ...c.kernels, backend } };
+}
+
+async function run(c: Config, tag: string): Promise<MetricsLine[]> {
+  const { logger, file } = fileLogger(c.train.output_dir!, tag);
+  const code = await runJob(c, logger);
+  if (code !== 0) throw new Error(`${tag}: exit ${code}; see ${file}`);
+  return readMetrics(c.train.output_dir!) as unknown as MetricsLine[];
+}
+
+/** |a-b| <= tol * (1 + |a|), elementwise, with the worst offender named. */
+function close(a: number[], b: number[], tol: number, what: string): void {
+  expect(b.length).toBe(a.length);
+  let worst = 0, at = -1;
+  for (let i = 0; i < a.length; i++) {
+    const e = Math.abs(a[i] - b[i]) / (1 + Math.abs(a[i]));
+    if (e > worst) [worst, at] = [e, i];
+  }
+  if (worst > tol) throw new Error(`${what}: element ${at} differs: ${a[at]} vs ${b[at]} (rel ${worst.toExponential(2)} > ${tol})`);
+}
+
+if (!probe.ok) {
+  test(`webgpu: SKIPPED, no adapter: ${probe.reason}`, () => {
+    console.warn(`webgpu: SKIPPED, no adapter: ${probe.reason}`);
+  });
+} else {
+  test("world size 1 through runJob: webgpu losses, grad norms and param stats = cpu; save on webgpu, resume on webgpu", async () => {
+    const cpu = await run(config(tempDir("webgpu-cpu"), "cpu", { max_steps: 6 }), "cpu");
+    // webgpu: 3 steps with a save after step 3, then a second job resumes from it for steps 4-6
+    const out = tempDir("webgpu-gpu");
+    const first = await run(config(out, "webgpu", { max_steps: 3, save_steps: 3 }), "gpuA");
+    expect(first.map((m) => m.step)).toEqual([1, 2, 3]);
+    close(cpu.slice(0, 3).map((m) => m.loss), first.map((m) => m.loss), 1e-4, "webgpu vs cpu: losses");
+    close(cpu.slice(0, 3).map((m) => m.grad_norm), first.map((m) => m.grad_norm), 1e-4, "webgpu vs cpu: grad norms");
+    const resumed = (await run(config(out, "webgpu", { max_steps: 6, load_checkpoint_path: "auto" }), "gpuB")).slice(first.length);
+    expect(resumed.map((m) => m.step)).toEqual([4, 5, 6]);
+    close(cpu.slice(3).map((m) => m.loss), resumed.map((m) => m.loss), 1e-4, "webgpu resumed vs cpu: losses");
+    close(cpu.at(-1)!.param_stats!, resumed.at(-1)!.param_stats!, 1e-4, "webgpu resumed vs cpu: parameter stats after 6 steps");
+    expect(childPids()).toEqual([]);
+  });
+
+  test("world size 2 on webgpu is refused naming kernels.backend and launch.world_size", async () => {
+    const out = tempDir("webgpu-w2");
+    const { logger, file } = fileLogger(out, "w2");
+    expect(await runJob(config(out, "webgpu", { data_parallel_mode: "ddp", max_steps: 1 }, 2), logger)).not.toBe(0);
+    expect(await Bun.file(file).text()).toContain("kernels.backend = webgpu with launch.world_size = 2");
+    expect(childPids()).toEqual([]);
+  });
+}
