@@ -1,6 +1,6 @@
 // The checkpoint actor of a worker: one save at a time through its mailbox. A save stages this
 // rank's state (a copy, so training goes on) and hands it to the async writer thread
-// (checkpoint/, engineer C); the durable promise resolves with the rank's report, which the
+// (checkpoint/); the durable promise resolves with the rank's report, which the
 // worker forwards to the coordinator, who commits once every rank of the epoch reported.
 import { RankCheckpointer, type Checkpointable } from "../checkpoint/index.ts";
 import { Actor } from "./mailbox.ts";

@@ -1,5 +1,5 @@
 // The coordinator's side of checkpoints: which steps to save, the commit once every rank of the
-// epoch reported a durable write (checkpoint/CommitTracker, engineer C), the KV record of the
+// epoch reported a durable write (checkpoint/CommitTracker), the KV record of the
 // newest commit, and the Hugging Face export at the end. Ranks' reports arrive while training
 // goes on; `drain` waits for the saves still in flight before the job ends.
 import { dirname, join } from "node:path";

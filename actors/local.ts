@@ -1,7 +1,7 @@
 // Single-process training (world size 1): config -> kernels -> model -> data loader -> Trainer
 // steps until train.max_steps, one JSON line per step in output_dir/metrics.jsonl and a progress
-// line on a terminal. The lead's `bun run coordinator` calls runLocalTraining for world size 1;
-// multi-rank jobs run the same Trainer inside worker processes (actors/, engineer A).
+// line on a terminal. In-process: tests and tools call it; `bun run coordinator` runs every job, world
+// size 1 included, as worker processes that run the same Trainer (actors/train_runner.ts).
 import { appendFileSync, mkdirSync } from "node:fs";
 import { cpus } from "node:os";
 import { join } from "node:path";

@@ -41,7 +41,7 @@ export async function createKernels(opts: KernelsOptions): Promise<Kernels> {
     case "cpu":
       return createCpuKernels({ threads: opts.threads, blasPath: opts.blasPath });
     case "webgpu": {
-      // kernels/webgpu/ (engineer G) exports createWebGpuKernels(opts): Promise<Kernels>.
+      // kernels/webgpu/ exports createWebGpuKernels(opts): Promise<Kernels>.
       const spec = "./webgpu/index.ts";
       const mod = (await import(spec)) as { createWebGpuKernels?: (o: KernelsOptions) => Promise<Kernels> };
       if (!mod.createWebGpuKernels) throw new Error("kernels: kernels/webgpu/index.ts does not export createWebGpuKernels");

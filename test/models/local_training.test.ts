@@ -1,5 +1,5 @@
-// Single-process training end to end: a YAML-free config (CLI overrides through the lead's
-// loadConfig), pre-tokenized jsonl rows through engineer D's loader, random init from a
+// Single-process training end to end: a YAML-free config (CLI overrides through
+// loadConfig), pre-tokenized jsonl rows through the data loader, random init from a
 // config.json, gradient accumulation, data repeating into the next epoch, metrics.jsonl.
 import { expect, test } from "bun:test";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
