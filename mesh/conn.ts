@@ -375,9 +375,10 @@ export class Conn {
   /** Called once when the peer closed; the handshake side uses it before the link is attached. */
   onClosed: () => void = () => {};
 
-  /** A protocol error or the peer's abort: mark dead, fail the group, close. Idempotent. */
-  fail(e: Error, abortedByPeer: boolean): void {
-    if (this.dead) return;
+  /** First failure wins: record it, reject the pending and posted receives, drop queued frames.
+   *  Returns false when the link was already dead. */
+  private markDead(e: Error): boolean {
+    if (this.dead) return false;
     this.dead = e;
     const w = this.waiter;
     this.waiter = null;
@@ -387,6 +388,12 @@ export class Conn {
     }
     this.queue.length = 0;
     this.rejectPosted(e);
+    return true;
+  }
+
+  /** A protocol error or the peer's abort: mark dead, fail the group, close. Idempotent. */
+  fail(e: Error, abortedByPeer: boolean): void {
+    if (!this.markDead(e)) return;
     this.onFail(e, abortedByPeer);
     this.dropped ||= this.out.length > 0;
     this.out.length = 0;
@@ -400,16 +407,7 @@ export class Conn {
    * peer fails at once instead of at its deadline, then close.
    */
   abort(e: Error, abortFrame: Uint8Array): void {
-    if (this.dead) return;
-    this.dead = e;
-    const w = this.waiter;
-    this.waiter = null;
-    if (w) {
-      clearTimeout(w.timer);
-      w.reject(e);
-    }
-    this.queue.length = 0;
-    this.rejectPosted(e);
+    if (!this.markDead(e)) return;
     this.closing = true;
     this.out.push(abortFrame);
     this.written.push(undefined);

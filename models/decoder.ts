@@ -156,12 +156,9 @@ export class DecoderLM {
     return b;
   }
 
-  /** Forward one micro-batch: loss (1) += sum of next-token CE over its valid tokens. With
-   *  `grad`, the head's gradient is scaled by gradScale (1 / global valid tokens of the step)
-   *  and backward() must follow before the next forward. */
-  async forward(mb: MicroBatch, loss: F32, gradScale: number, grad = true): Promise<void> {
+  /** Embedding and decoder layers (units 0..L) with their hooks; leaves resid[L] (T,C) for the head. */
+  private async trunkForward(b: BatchInputs): Promise<void> {
     const { config: c, hooks: h } = this;
-    const b = this.setBatch(mb);
     const T = b.T;
     await h.beforeUnitForward?.(0);
     this.emb.forward(this.resid[0].at(T), this.views(this.params[0], 0).get("model.embed_tokens.weight")!, b);
@@ -171,6 +168,16 @@ export class DecoderLM {
       this.layerForward(l, b);
       await h.afterUnitForward?.(l + 1);
     }
+  }
+
+  /** Forward one micro-batch: loss (1) += sum of next-token CE over its valid tokens. With
+   *  `grad`, the head's gradient is scaled by gradScale (1 / global valid tokens of the step)
+   *  and backward() must follow before the next forward. */
+  async forward(mb: MicroBatch, loss: F32, gradScale: number, grad = true): Promise<void> {
+    const { config: c, hooks: h } = this;
+    const b = this.setBatch(mb);
+    const T = b.T;
+    await this.trunkForward(b);
     const H = this.headUnit;
     await h.beforeUnitForward?.(H);
     const { normW, weight } = this.headWeights(this.params);
@@ -185,14 +192,7 @@ export class DecoderLM {
     const { k, config: c, hooks: h } = this;
     const b = this.setBatch(mb);
     const T = b.T;
-    await h.beforeUnitForward?.(0);
-    this.emb.forward(this.resid[0].at(T), this.views(this.params[0], 0).get("model.embed_tokens.weight")!, b);
-    await h.afterUnitForward?.(0);
-    for (let l = 0; l < c.L; l++) {
-      await h.beforeUnitForward?.(l + 1);
-      this.layerForward(l, b);
-      await h.afterUnitForward?.(l + 1);
-    }
+    await this.trunkForward(b);
     const H = this.headUnit;
     await h.beforeUnitForward?.(H);
     const out = k.alloc([T, c.V], "f32", { shared: false, name: "logits" });
