@@ -11,6 +11,7 @@ import type { Frame } from "./conn.ts";
 import type { Group } from "./group.ts";
 import { FRAME_HEADER, Op, REDUCE_CODE, writeFrameHeader, type ReduceKind } from "./wire.ts";
 import { crc32c } from "./crc32c.ts";
+import { addDivF32, addF32 } from "./net.ts";
 
 export interface OpCtx {
   g: Group;
@@ -37,15 +38,21 @@ export function offsetsOf(counts: readonly number[]): number[] {
 /**
  * Frames for `src`, chunk j = src[j*c, (j+1)*c), queued on link i. Zero-copy: the payload is
  * written from the caller's buffer itself (the op resolves only after it reached the kernel,
- * see Group.run), only the 32-byte header is new.
+ * see Group.run), only the 32-byte header is new, filled in just before it is sent.
  */
-function sendChunks(x: OpCtx, i: number, op: number, step: number, total: number, src: Uint8Array): void {
+function sendChunks(
+  x: OpCtx, i: number, op: number, step: number, total: number, src: Uint8Array, crcs: readonly number[] | null = null,
+): void {
   const k = nChunks(src.length, x.chunkBytes);
   for (let j = 0; j < k; j++) {
     const part = src.subarray(j * x.chunkBytes, Math.min(src.length, (j + 1) * x.chunkBytes));
     const hdr = new Uint8Array(FRAME_HEADER);
-    writeFrameHeader(hdr, { op, step, seq: x.seq, chunk: j, total, len: part.length, payloadCrc: crc32c(part) });
-    x.g.send(i, hdr);
+    // The payload CRC, unless known (`crcs`, chunk by chunk), is computed when the frame goes
+    // to the kernel (Conn.send's prepare), so the kernel then copies it from cache.
+    const fill = (): void => writeFrameHeader(hdr, {
+      op, step, seq: x.seq, chunk: j, total, len: part.length, payloadCrc: crcs?.[j] ?? crc32c(part),
+    });
+    x.g.send(i, hdr, undefined, fill);
     if (part.length > 0) x.g.send(i, part);
   }
 }
@@ -109,14 +116,37 @@ function bytesOf(a: Float32Array, from: number, to: number): Uint8Array {
   return new Uint8Array(a.buffer, a.byteOffset + from * 4, (to - from) * 4);
 }
 
+const BLOCK = 16384; // f32 elements (64 KiB): reduce a block, then CRC it while it is in L2
+
+/**
+ * d <- a (+) b elementwise (sum, max; avg: the f32 sum divided by `n`), d may alias a or b;
+ * returns the CRC32C of d's bytes continued from `crc`, computed block by block right after
+ * each block is written (one pass over memory instead of two).
+ */
+function reduceCrc(d: Float32Array, a: Float32Array, b: Float32Array, kind: ReduceKind, n: number, crc: number): number {
+  for (let i = 0; i < d.length; i += BLOCK) {
+    const e = Math.min(d.length, i + BLOCK);
+    const db = d.subarray(i, e);
+    const ab = a.subarray(i, e);
+    const bb = b.subarray(i, e);
+    if (kind === "max") for (let k = 0; k < db.length; k++) db[k] = Math.max(ab[k], bb[k]);
+    else if (kind === "avg") addDivF32(db, ab, bb, n);
+    else addF32(db, ab, bb);
+    crc = crc32c(new Uint8Array(db.buffer, db.byteOffset, db.byteLength), crc);
+  }
+  return crc;
+}
+
 /**
  * out (off[me+1]-off[me]) <- reduce over members of data[off[me], off[me+1]).
  * `out` may alias data's own segment (all-reduce). `data` is only read.
+ * Returns the CRC32C of each chunk of `out` (computed with the last add), so an all-gather
+ * of `out` that follows needs no pass of its own.
  */
 export async function reduceScatter(
   x: OpCtx, data: Float32Array, off: readonly number[], out: Float32Array, kind: ReduceKind,
   op = Op.ReduceScatter | (REDUCE_CODE[kind] << 4),
-): Promise<void> {
+): Promise<number[] | null> {
   const { g } = x;
   const n = g.size;
   const r = g.me;
@@ -124,11 +154,12 @@ export async function reduceScatter(
   const mine = data.subarray(off[r], off[r + 1]);
   if (n === 1) {
     if (out !== mine) out.set(mine);
-    return;
+    return null;
   }
   const next = mod(r + 1, n);
   const prev = mod(r - 1, n);
   const k0 = mod(r - 1, n);
+  const crcs: number[] = [];
   sendChunks(x, next, op, 0, total, bytesOf(data, off[k0], off[k0 + 1]));
   for (let s = 0; s < n - 1; s++) {
     const k = mod(r - 2 - s, n); // segment arriving at step s: partial sum of members k+1..r-1
@@ -137,23 +168,17 @@ export async function reduceScatter(
       const acc = new Float32Array(payload.buffer, payload.byteOffset, payload.length >> 2);
       const loc = data.subarray(off[k] + at / 4, off[k] + at / 4 + acc.length);
       if (last) {
-        // Last add straight into `out` (which may be loc itself: element i is read first).
-        // Math.fround: the f32 sum, then avg divides it once, exactly as before.
-        const dst = out.subarray(at / 4, at / 4 + acc.length);
-        if (kind === "max") for (let i = 0; i < acc.length; i++) dst[i] = Math.max(acc[i], loc[i]);
-        else if (kind === "avg") for (let i = 0; i < acc.length; i++) dst[i] = Math.fround(acc[i] + loc[i]) / n;
-        else for (let i = 0; i < acc.length; i++) dst[i] = acc[i] + loc[i];
+        // Last add straight into `out` (which may be loc itself: element i is read first);
+        // avg divides the f32 sum once, here at the owner.
+        crcs[j] = reduceCrc(out.subarray(at / 4, at / 4 + acc.length), acc, loc, kind, n, 0);
       } else {
-        if (kind === "max") {
-          for (let i = 0; i < acc.length; i++) acc[i] = Math.max(acc[i], loc[i]);
-        } else {
-          for (let i = 0; i < acc.length; i++) acc[i] += loc[i];
-        }
         // The partial sum goes on in place: new payload CRC, same buffer, next step.
-        return forward(x, prev, next, frame, op, s + 1, j, total, crc32c(payload));
+        const crc = reduceCrc(acc, acc, loc, kind === "avg" ? "sum" : kind, n, 0);
+        return forward(x, prev, next, frame, op, s + 1, j, total, crc);
       }
     });
   }
+  return crcs;
 }
 
 /**
@@ -162,6 +187,7 @@ export async function reduceScatter(
  */
 export async function allGather(
   x: OpCtx, out: Uint8Array, off: readonly number[], op: number = Op.AllGather, stepBase = 0, total = out.length,
+  mineCrcs: readonly number[] | null = null,
 ): Promise<void> {
   const { g } = x;
   const n = g.size;
@@ -169,7 +195,7 @@ export async function allGather(
   if (n === 1) return;
   const next = mod(r + 1, n);
   const prev = mod(r - 1, n);
-  sendChunks(x, next, op, stepBase, total, out.subarray(off[r], off[r + 1]));
+  sendChunks(x, next, op, stepBase, total, out.subarray(off[r], off[r + 1]), mineCrcs);
   // Step s brings segment r-1-s from prev into its place in `out`; all but the last step's
   // chunks go on to next from there (zero-copy, CRC unchanged).
   const parts = [...Array(n - 1).keys()].map((s) => {
@@ -186,9 +212,9 @@ export async function allReduce(x: OpCtx, buf: Float32Array, kind: ReduceKind): 
   const n = x.g.size;
   const off = balancedOffsets(buf.length, n);
   const op = Op.AllReduce | (REDUCE_CODE[kind] << 4);
-  await reduceScatter(x, buf, off, buf.subarray(off[x.g.me], off[x.g.me + 1]), kind, op);
+  const crcs = await reduceScatter(x, buf, off, buf.subarray(off[x.g.me], off[x.g.me + 1]), kind, op);
   const bytes = new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
-  await allGather(x, bytes, off.map((o) => o * 4), op, n - 1, buf.byteLength);
+  await allGather(x, bytes, off.map((o) => o * 4), op, n - 1, buf.byteLength, crcs);
 }
 
 /** buf (bytes) <- root's buf. Ring from root; the step field carries the root so a mismatch is caught. */

@@ -8,7 +8,10 @@
 // where the compute thread waits on peers. Buffers belong to the transport until it resolves.
 import { offsetsOf } from "./collectives.ts";
 import type { JobConfig } from "./endpoint.ts";
+import { wake } from "./net.ts";
 import type { OpArgs, Reply, Request } from "./protocol.ts";
+
+type DoneReply = Extract<Reply, { t: "done" }>;
 import type { ReduceKind } from "./wire.ts";
 
 /** pino-compatible: logger.warn(obj, msg). */
@@ -55,7 +58,8 @@ function shared(a: Typed, what: string): Uint8Array {
 export class Comm {
   private worker: Worker;
   private nextId = 1;
-  private pending = new Map<number, { resolve: (port?: number) => void; reject: (e: Error) => void }>();
+  private pending = new Map<number, { resolve: (r: DoneReply) => void; reject: (e: Error) => void }>();
+  private wakeFd = -1; // the transport's poll loop sleeps in poll(); this eventfd wakes it
   private cfg: JobConfig | null = null;
   private port = 0;
   private closed = false;
@@ -74,7 +78,9 @@ export class Comm {
     const c = new Comm(o.rank, o.host, o.logger);
     const ports = o.portRange ? range(o.portRange[0], o.portRange[1]) : [o.port ?? 0];
     try {
-      c.port = (await c.call({ t: "listen", id: 0, host: o.host, ports, handshakeMs: o.handshakeMs ?? 5000 }))!;
+      const r = await c.call({ t: "listen", id: 0, host: o.host, ports, handshakeMs: o.handshakeMs ?? 5000 });
+      c.port = r.port!;
+      c.wakeFd = r.wakeFd!;
     } catch (e) {
       c.worker.terminate();
       throw e;
@@ -130,12 +136,15 @@ export class Comm {
   }
 
   /** @internal */
-  call(m: Request): Promise<number | undefined> {
+  call(m: Request): Promise<DoneReply> {
     if (this.closed && m.t !== "close") return Promise.reject(new Error("mesh: comm closed"));
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
       this.worker.postMessage({ ...m, id });
+      // The message is queued: let the worker see it now (not for close: the worker closes
+      // the eventfd then, and its number may be reused at once).
+      if (this.wakeFd >= 0 && m.t !== "close") wake(this.wakeFd);
     });
   }
 
@@ -147,7 +156,7 @@ export class Comm {
     const p = this.pending.get(m.id);
     if (!p) return;
     this.pending.delete(m.id);
-    if (m.t === "done") p.resolve(m.port);
+    if (m.t === "done") p.resolve(m);
     else p.reject(new Error(m.message));
   }
 }
@@ -165,7 +174,7 @@ export class CommGroup {
   }
 
   private op(args: OpArgs): Promise<void> {
-    return this.comm.call({ t: "op", id: 0, group: this.name, args }) as Promise<never>;
+    return this.comm.call({ t: "op", id: 0, group: this.name, args }).then(() => {});
   }
 
   /** buf (N) <- reduce of every member's buf (N), in place; any N. */

@@ -3,13 +3,15 @@
 // checks every header before allocating its payload, checks payload CRCs, queues frames until
 // the collective asks for them, and keeps unsent bytes: Bun's write() may take only part of a
 // buffer (PLATFORM.md), so the rest is resumed on `drain`.
-import type { Socket } from "bun";
+import type { Link, NetSocket } from "./reactor.ts";
 import { crc32c } from "./crc32c.ts";
 import {
   FRAME_HEADER, HS_HEADER, Op, opName, readFrameHeader, readHsHeader, type FrameHeader, type HsType,
 } from "./wire.ts";
 
-const POOL_MAX = 32; // pooled frame buffers per link and length (32 x 512 KiB = 16 MiB)
+const NOWHERE = new Uint8Array(64 << 10); // where bytes go once the link is dead
+const POOL_MAX = 32;
+const SEND_BATCH = 2 << 20; // bytes offered to the kernel per system call // pooled frame buffers per link and length (32 x 512 KiB = 16 MiB)
 
 export interface Frame {
   h: FrameHeader;
@@ -42,7 +44,7 @@ interface Waiter {
   timer: ReturnType<typeof setTimeout>;
 }
 
-export class Conn {
+export class Conn implements Link {
   /** "rank 3" once authenticated, else the remote address. */
   label: string;
   dead: Error | null = null;
@@ -57,6 +59,7 @@ export class Conn {
   private hsLen = -1; // body length of the handshake message being read
   private cur: Frame | null = null; // frame whose payload is being read
   private curFill = 0;
+  private curCrc = 0; // CRC32C of cur's payload bytes received so far
   private queue: Frame[] = [];
   private waiter: Waiter | null = null;
   // Posted receives, in arrival order; never non-empty while `queue` is (frames that came
@@ -67,14 +70,16 @@ export class Conn {
   private postedDeadlineMs = 0;
   private out: Uint8Array[] = [];
   private outOff = 0;
+  private flushQueued = false;
   private closing = false; // end the socket once `out` is written
   private flushWaiters: (() => void)[] = [];
   /** Queued bytes were thrown away because the link died before they were written. */
   dropped = false;
   private pool = new Map<number, Uint8Array[]>();
   private written: ((() => void) | undefined)[] = []; // parallel to `out`: called once written
+  private prep: ((() => void) | undefined)[] = []; // parallel to `out`: called before it is written
 
-  constructor(private readonly sock: Socket<unknown>, public maxLen: number, label: string) {
+  constructor(private readonly sock: NetSocket, public maxLen: number, label: string) {
     this.label = label;
   }
 
@@ -83,40 +88,45 @@ export class Conn {
     this.hdrFill = 0;
   }
 
-  /** Feed bytes from the socket's data callback (the chunk is copied, not kept). */
-  onData(d: Uint8Array): void {
-    let p = 0;
+  // ---- receiving (pulled by the reactor: it reads into target(), then calls received()) ----
+
+  /** Where the next bytes go: exactly the rest of the current header or payload. */
+  target(): Uint8Array {
+    if (this.dead) return NOWHERE;
+    if (this.mode === "hs") {
+      return this.hsLen < 0 ? this.hdr.subarray(this.hdrFill, HS_HEADER) : this.cur!.buf.subarray(this.curFill);
+    }
+    return this.cur === null ? this.hdr.subarray(this.hdrFill, FRAME_HEADER) : this.cur.buf.subarray(this.curFill);
+  }
+
+  /** `n` bytes landed at target(). */
+  received(n: number): void {
+    if (this.dead) return;
     try {
-      while (p < d.length && !this.dead) p += this.mode === "hs" ? this.readHs(d, p) : this.readFrame(d, p);
+      if (this.mode === "hs") this.gotHs(n);
+      else this.gotFrame(n);
     } catch (e) {
       this.fail(new Error(`${this.label}: ${(e as Error).message}`), false);
     }
   }
 
-  private readHs(d: Uint8Array, p: number): number {
+  private gotHs(n: number): void {
     if (this.hsLen < 0) {
-      const n = Math.min(HS_HEADER - this.hdrFill, d.length - p);
-      this.hdr.set(d.subarray(p, p + n), this.hdrFill);
       this.hdrFill += n;
-      if (this.hdrFill === HS_HEADER) {
-        const { len } = readHsHeader(this.hdr); // throws before any allocation
-        this.hsLen = len;
-        this.cur = { h: null as unknown as FrameHeader, buf: new Uint8Array(HS_HEADER + len), payload: new Uint8Array(0) };
-        this.cur.buf.set(this.hdr.subarray(0, HS_HEADER));
-        this.curFill = HS_HEADER;
-        if (len === 0) return n + this.finishHs();
-      }
-      return n;
+      if (this.hdrFill < HS_HEADER) return;
+      const { len } = readHsHeader(this.hdr); // throws before any allocation
+      this.hsLen = len;
+      this.cur = { h: null as unknown as FrameHeader, buf: new Uint8Array(HS_HEADER + len), payload: new Uint8Array(0) };
+      this.cur.buf.set(this.hdr.subarray(0, HS_HEADER));
+      this.curFill = HS_HEADER;
+      if (len === 0) this.finishHs();
+      return;
     }
-    const buf = this.cur!.buf;
-    const n = Math.min(buf.length - this.curFill, d.length - p);
-    buf.set(d.subarray(p, p + n), this.curFill);
     this.curFill += n;
-    if (this.curFill === buf.length) this.finishHs();
-    return n;
+    if (this.curFill === this.cur!.buf.length) this.finishHs();
   }
 
-  private finishHs(): number {
+  private finishHs(): void {
     const buf = this.cur!.buf;
     const type = buf[5] as HsType;
     this.cur = null;
@@ -129,47 +139,42 @@ export class Conn {
       throw new Error("handshake body is not JSON");
     }
     this.onHs(type, body);
-    return 0;
   }
 
-  private readFrame(d: Uint8Array, p: number): number {
+  private gotFrame(n: number): void {
     if (this.cur === null) {
-      const n = Math.min(FRAME_HEADER - this.hdrFill, d.length - p);
-      this.hdr.set(d.subarray(p, p + n), this.hdrFill);
       this.hdrFill += n;
-      if (this.hdrFill === FRAME_HEADER) {
-        const h = readFrameHeader(this.hdr, this.maxLen); // throws before allocating the payload
-        const p = this.waiter === null ? this.posted[0] : undefined;
-        if (p !== undefined && !this.check(h, p.expect)) {
-          // Expected frame with a posted destination: its payload skips the frame buffer.
-          this.cur = { h, buf: p.dst, payload: p.dst };
-          this.curFill = 0;
-          this.hdrFill = 0;
-          this.direct = true;
-          if (h.len === 0) this.finishFrame();
-          return n;
-        }
+      if (this.hdrFill < FRAME_HEADER) return;
+      this.hdrFill = 0;
+      const h = readFrameHeader(this.hdr, this.maxLen); // throws before allocating the payload
+      const p = this.waiter === null ? this.posted[0] : undefined;
+      if (p !== undefined && !this.check(h, p.expect)) {
+        // Expected frame with a posted destination: the kernel writes its payload there.
+        this.cur = { h, buf: p.dst, payload: p.dst };
+        this.curFill = 0;
+        this.curCrc = 0;
+        this.direct = true;
+      } else {
         const buf = this.take(FRAME_HEADER + h.len);
         buf.set(this.hdr);
         this.cur = { h, buf, payload: buf.subarray(FRAME_HEADER) };
         this.curFill = FRAME_HEADER;
-        this.hdrFill = 0;
-        if (h.len === 0) this.finishFrame();
+        this.curCrc = 0;
       }
-      return n;
+      if (h.len === 0) this.finishFrame();
+      return;
     }
-    const buf = this.cur.buf;
-    const n = Math.min(buf.length - this.curFill, d.length - p);
-    buf.set(d.subarray(p, p + n), this.curFill);
+    // CRC each piece as it lands, while the kernel's copy left it in cache (a second pass
+    // over the whole frame afterwards would read it from memory again).
+    this.curCrc = crc32c(this.cur.buf, this.curCrc, this.curFill, n);
     this.curFill += n;
-    if (this.curFill === buf.length) this.finishFrame();
-    return n;
+    if (this.curFill === this.cur.buf.length) this.finishFrame();
   }
 
   private finishFrame(): void {
     const f = this.cur!;
     this.cur = null;
-    const crc = crc32c(f.payload);
+    const crc = this.curCrc; // of the whole payload, accumulated piece by piece in gotFrame
     if (this.direct) {
       this.direct = false;
       if (crc !== f.h.payloadCrc) {
@@ -307,37 +312,87 @@ export class Conn {
       `got step ${h.step} chunk ${h.chunk} len ${h.len}, expected step ${e.step} chunk ${e.chunk} len ${e.len}`);
   }
 
-  /** Queue bytes (a message, a header, a payload); never blocks. `done`: once in the kernel. */
-  send(buf: Uint8Array, done?: () => void): void {
+  /**
+   * Queue bytes (a message, a header, a payload); never blocks. `done`: once in the kernel.
+   * `prepare`: runs just before `buf` goes to the kernel (a header whose payload CRC is
+   * computed then, while the payload is brought into cache for the kernel's copy anyway).
+   */
+  send(buf: Uint8Array, done?: () => void, prepare?: () => void): void {
     if (this.dead) return;
+    if (buf.length === 0) {
+      prepare?.();
+      return done?.();
+    }
     this.out.push(buf);
     this.written.push(done);
-    if (this.out.length === 1) this.flush();
+    this.prep.push(prepare);
+    // Everything queued by the same synchronous stretch (a header and its payload, a step's
+    // chunks) goes out in one gathered system call.
+    if (this.out.length === 1 && !this.flushQueued) {
+      this.flushQueued = true;
+      queueMicrotask(() => {
+        this.flushQueued = false;
+        this.flush();
+      });
+    }
   }
 
-  /** Write what the kernel takes now; called again from the socket's drain callback. */
+  /** Write what the kernel takes now, queued buffers gathered into one system call; the
+   *  reactor calls it again when the socket is writable. */
   flush(): void {
     while (this.out.length > 0) {
-      const b = this.out[0];
-      const n = this.sock.write(this.outOff === 0 ? b : b.subarray(this.outOff));
+      // A batch of about SEND_BATCH bytes: what the kernel takes in one go without the
+      // prepared payloads falling out of cache before it copies them.
+      let k = 0;
+      for (let bytes = -this.outOff; k < this.out.length && k < 64 && bytes < SEND_BATCH; k++) {
+        bytes += this.out[k].length;
+        const prep = this.prep[k];
+        if (prep) {
+          this.prep[k] = undefined;
+          prep();
+        }
+      }
+      let n = this.sock.writev(this.out, this.outOff, k);
       if (n < 0) {
         // The peer closed. Don't fail yet: its abort frame (the real reason) may still be
-        // unread; the socket's close callback comes after its last data and fails the link.
+        // unread; the reactor reads it before the EOF, and the EOF fails the link.
         this.dropped ||= this.out.length > 0;
         this.out.length = 0;
         this.written.length = 0;
+    this.prep.length = 0;
         this.outOff = 0;
         for (const w of this.flushWaiters.splice(0)) w();
         return;
       }
-      this.outOff += n;
-      if (this.outOff < b.length) return; // kernel buffer full: resume on drain
-      this.out.shift();
-      this.written.shift()?.();
-      this.outOff = 0;
+      if (n === 0) return; // kernel buffer full: resume when writable
+      while (n > 0) {
+        const left = this.out[0].length - this.outOff;
+        if (n < left) {
+          this.outOff += n;
+          return; // partly taken: the rest when writable
+        }
+        n -= left;
+        this.out.shift();
+        this.prep.shift();
+        this.written.shift()?.();
+        this.outOff = 0;
+      }
     }
     for (const w of this.flushWaiters.splice(0)) w();
     if (this.closing) this.sock.end();
+  }
+
+  writable(): void {
+    this.flush();
+  }
+
+  wantsWrite(): boolean {
+    return this.out.length > 0;
+  }
+
+  /** A socket error from the reactor (the peer reset us, ...); closedByPeer() follows. */
+  error(e: Error): void {
+    this.fail(new Error(`connection to ${this.label}: ${e.message}`), false);
   }
 
   get pendingBytes(): number {
@@ -368,6 +423,7 @@ export class Conn {
     this.dropped ||= this.out.length > 0;
     this.out.length = 0;
     this.written.length = 0;
+    this.prep.length = 0;
     for (const f of this.flushWaiters.splice(0)) f();
     this.onClosed();
   }
@@ -398,6 +454,7 @@ export class Conn {
     this.dropped ||= this.out.length > 0;
     this.out.length = 0;
     this.written.length = 0;
+    this.prep.length = 0;
     for (const w of this.flushWaiters.splice(0)) w();
     this.sock.end();
   }
@@ -411,6 +468,7 @@ export class Conn {
     this.closing = true;
     this.out.push(abortFrame);
     this.written.push(undefined);
+    this.prep.push(undefined);
     if (this.out.length === 1) this.flush();
   }
 

@@ -2,10 +2,10 @@
 // opened before the rendezvous table is known), the job config (table, secret, job, epoch),
 // and the HMAC handshake that turns a TCP connection into a group link.
 // Per group and pair, the member with the lower global rank dials the higher one.
-import type { Socket, TCPSocketListener } from "bun";
 import { randomBytes } from "node:crypto";
 import { Conn } from "./conn.ts";
 import { Group } from "./group.ts";
+import { Reactor, type NetSocket } from "./reactor.ts";
 import {
   encodeHs, handshakeMac, HsType, macEqual, type Auth, type Challenge, type Hello, type Reject,
 } from "./wire.ts";
@@ -23,8 +23,6 @@ export interface JobConfig {
 
 export type Log = (level: "debug" | "info" | "warn" | "error", msg: string, obj?: object) => void;
 
-type SockData = { conn?: Conn };
-
 export class Endpoint {
   cfg: JobConfig | null = null;
   private configured: Promise<void>;
@@ -33,39 +31,27 @@ export class Endpoint {
   private groupWaiters = new Map<string, (() => void)[]>();
   private all = new Set<Conn>();
 
-  private constructor(private listener: TCPSocketListener<SockData>, readonly host: string, private log: Log) {
+  private constructor(private reactor: Reactor, readonly port: number, readonly host: string, private log: Log) {
     this.configured = new Promise((r) => (this.setConfigured = r));
   }
 
-  get port(): number {
-    return this.listener.port;
+  /** The eventfd that wakes this transport's poll loop (written by the compute thread). */
+  get wakeFd(): number {
+    return this.reactor.wakeFd;
   }
 
   /** Bind `host` on `ports` (0 = any free port; else the first free one of the list). */
-  static listen(host: string, ports: readonly number[], maxHsMs: number, log: Log): Endpoint {
+  static async listen(host: string, ports: readonly number[], maxHsMs: number, log: Log): Promise<Endpoint> {
+    const reactor = new Reactor();
     let ep: Endpoint | null = null;
-    let lastErr: unknown = null;
-    for (const port of ports) {
-      try {
-        const listener = Bun.listen<SockData>({
-          hostname: host,
-          port,
-          socket: {
-            binaryType: "uint8array", // ~8% less CPU per received byte than the default Buffer (measured)
-            open: (s) => ep!.accepted(s, maxHsMs),
-            data: (s, d) => s.data.conn?.onData(d),
-            drain: (s) => s.data.conn?.flush(),
-            close: (s) => s.data.conn?.closedByPeer(),
-            error: (s, e) => s.data.conn?.fail(new Error(`connection to ${s.data.conn.label}: ${e.message}`), false),
-          },
-        });
-        ep = new Endpoint(listener, host, log);
-        return ep;
-      } catch (e) {
-        lastErr = e;
-      }
+    try {
+      const port = await reactor.listen(host, ports, (s) => (ep ? ep.accepted(s, maxHsMs) : s.destroy()));
+      ep = new Endpoint(reactor, port, host, log);
+      return ep;
+    } catch (e) {
+      await reactor.stop();
+      throw e;
     }
-    throw new Error(`mesh: cannot listen on ${host} ports [${ports.join(", ")}]: ${(lastErr as Error)?.message}`);
   }
 
   configure(cfg: JobConfig): void {
@@ -94,7 +80,7 @@ export class Endpoint {
 
   /** Stop accepting, close every link once its queued frames reached the kernel (bounded). */
   async close(): Promise<void> {
-    this.listener.stop();
+    this.reactor.unlisten();
     for (const g of this.groups.values()) g.close();
     for (const c of this.all) c.close();
     let timer: ReturnType<typeof setTimeout> | undefined;
@@ -103,13 +89,14 @@ export class Endpoint {
       new Promise((r) => (timer = setTimeout(r, this.cfg?.deadlineMs ?? 1000))),
     ]);
     clearTimeout(timer);
+    await this.reactor.stop();
   }
 
   // ---- acceptor side ----
 
-  private accepted(s: Socket<SockData>, maxHsMs: number): void {
-    const c = new Conn(s as Socket<unknown>, 0, `unauthenticated peer ${s.remoteAddress}`);
-    s.data = { conn: c };
+  private accepted(s: NetSocket, maxHsMs: number): void {
+    const c = new Conn(s, 0, `unauthenticated peer ${s.remoteAddress}`);
+    s.link = c;
     this.all.add(c);
     let hello: Hello | null = null;
     let nonce = "";
@@ -197,49 +184,41 @@ export class Endpoint {
       job: cfg.jobId, epoch: cfg.epoch, group: g.name, from: cfg.rank, to: peer, nonce: randomBytes(16).toString("hex"),
     };
     const fail = (why: string): void => g.fail(new Error(`link to rank ${peer} (${cfg.table[peer]}): ${why}`), null);
-    Bun.connect<SockData>({
-      hostname: host,
-      port: Number(portText),
-      socket: {
-        binaryType: "uint8array",
-        open: (s) => {
-          const c = new Conn(s as Socket<unknown>, cfg.maxFrameBytes, `rank ${peer}`);
-          s.data = { conn: c };
-          this.all.add(c);
-          let state: "challenge" | "ok" | "done" = "challenge";
-          c.onFail = (e) => fail(e.message);
-          c.onClosed = () => {
-            if (state !== "done") fail("closed during the handshake");
-          };
-          c.onHs = (type, body) => {
-            if (state === "challenge" && type === HsType.Challenge) {
-              const ch = body as Challenge;
-              if (typeof ch?.mac !== "string" || !macEqual(ch.mac, handshakeMac(cfg.secret, "acceptor", hello, String(ch.nonce)))) {
-                c.close();
-                return fail("acceptor failed the handshake MAC (wrong secret or impostor)");
-              }
-              c.send(encodeHs(HsType.Auth, { mac: handshakeMac(cfg.secret, "dialer", hello, ch.nonce) } satisfies Auth));
-              state = "ok";
-            } else if (state === "ok" && type === HsType.Ok) {
-              state = "done";
-              c.toFrames();
-              if (!g.attach(peer, c)) c.close();
-            } else if (type === HsType.Reject) {
+    this.reactor.connect(host, Number(portText)).then(
+      (s) => {
+        const c = new Conn(s, cfg.maxFrameBytes, `rank ${peer}`);
+        s.link = c;
+        this.all.add(c);
+        let state: "challenge" | "ok" | "done" = "challenge";
+        c.onFail = (e) => fail(e.message);
+        c.onClosed = () => {
+          if (state !== "done") fail("closed during the handshake");
+        };
+        c.onHs = (type, body) => {
+          if (state === "challenge" && type === HsType.Challenge) {
+            const ch = body as Challenge;
+            if (typeof ch?.mac !== "string" || !macEqual(ch.mac, handshakeMac(cfg.secret, "acceptor", hello, String(ch.nonce)))) {
               c.close();
-              fail(`handshake rejected: ${(body as Reject)?.reason}`);
-            } else {
-              c.close();
-              fail(`unexpected handshake message type ${type}`);
+              return fail("acceptor failed the handshake MAC (wrong secret or impostor)");
             }
-          };
-          c.send(encodeHs(HsType.Hello, hello));
-        },
-        data: (s, d) => s.data.conn?.onData(d),
-        drain: (s) => s.data.conn?.flush(),
-        close: (s) => s.data.conn?.closedByPeer(),
-        error: (s, e) => s.data.conn?.fail(new Error(`connection to rank ${peer}: ${e.message}`), false),
+            c.send(encodeHs(HsType.Auth, { mac: handshakeMac(cfg.secret, "dialer", hello, ch.nonce) } satisfies Auth));
+            state = "ok";
+          } else if (state === "ok" && type === HsType.Ok) {
+            state = "done";
+            c.toFrames();
+            if (!g.attach(peer, c)) c.close();
+          } else if (type === HsType.Reject) {
+            c.close();
+            fail(`handshake rejected: ${(body as Reject)?.reason}`);
+          } else {
+            c.close();
+            fail(`unexpected handshake message type ${type}`);
+          }
+        };
+        c.send(encodeHs(HsType.Hello, hello));
       },
-    }).catch((e: Error) => fail(`cannot connect: ${e.message}`));
+      (e: Error) => fail(`cannot connect: ${e.message}`),
+    );
   }
 }
 

@@ -106,8 +106,8 @@ export class Group {
     return Promise.race([Promise.all(this.links.map((c) => c?.flushed())).then(() => {}), stuck]).finally(() => clearTimeout(timer));
   }
 
-  send(i: number, bytes: Uint8Array, done?: () => void): void {
-    this.links[i]!.send(bytes, done);
+  send(i: number, bytes: Uint8Array, done?: () => void, prepare?: () => void): void {
+    this.links[i]!.send(bytes, done, prepare);
   }
 
   /** Return a consumed received frame from member i's link to its buffer pool. */

@@ -21,6 +21,6 @@ export type Request =
   | { t: "close"; id: number };
 
 export type Reply =
-  | { t: "done"; id: number; port?: number }
+  | { t: "done"; id: number; port?: number; wakeFd?: number }
   | { t: "error"; id: number; message: string }
   | { t: "log"; level: "debug" | "info" | "warn" | "error"; msg: string; obj?: object };

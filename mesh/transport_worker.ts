@@ -20,17 +20,17 @@ const log: Log = (level, msg, obj) => post({ t: "log", level, msg, obj });
 self.onmessage = (ev: MessageEvent<Request>) => {
   const m = ev.data;
   handle(m).then(
-    (port) => post({ t: "done", id: m.id, port }),
+    (r) => post({ t: "done", id: m.id, ...r }),
     (e: Error) => post({ t: "error", id: m.id, message: e.message }),
   );
 };
 
-async function handle(m: Request): Promise<number | undefined> {
+async function handle(m: Request): Promise<{ port: number; wakeFd: number } | undefined> {
   switch (m.t) {
     case "listen":
-      ep = Endpoint.listen(m.host, m.ports, m.handshakeMs, log);
+      ep = await Endpoint.listen(m.host, m.ports, m.handshakeMs, log);
       log("info", `mesh: frame CRC32C: ${crc32cImpl}`, { crc32c: crc32cImpl });
-      return ep.port;
+      return { port: ep.port, wakeFd: ep.wakeFd };
     case "configure":
       chunkBytes = m.chunkBytes;
       ep!.configure(m.cfg);
@@ -57,7 +57,7 @@ function runOp(m: Extract<Request, { t: "op" }>): Promise<void> {
       case "all_reduce":
         return allReduce(x, a.buf, a.reduce);
       case "reduce_scatter":
-        return reduceScatter(x, a.inp, a.off, a.out, a.reduce);
+        return reduceScatter(x, a.inp, a.off, a.out, a.reduce).then(() => {});
       case "all_gather":
         if (a.inp) a.out.set(a.inp, a.off[g.me]); // the caller's shard, unless already in place
         return allGather(x, a.out, a.off);
