@@ -1,8 +1,11 @@
 // Pure logic of mesh/: mesh factorisation and groups, CRC32C against known vectors and the
-// bytewise reference, frame and handshake header checks.
+// bytewise reference, frame and handshake header checks, the native f32 reductions and
+// socket layer (mesh/net.c) against their plain references.
 import { describe, expect, test } from "bun:test";
 import { balancedOffsets, Comm, crc32c, deviceMesh, expertMesh, sharedF32 } from "../../mesh/index.ts";
 import { crc32cImpl, crc32cReference, crc32cTs } from "../../mesh/crc32c.ts";
+import { addDivF32, addF32, errnoText, sockaddr, sockaddrText } from "../../mesh/net.ts";
+import { Reactor } from "../../mesh/reactor.ts";
 import { encodeFrame, encodeHs, FRAME_HEADER, HsType, Op, readFrameHeader, readHsHeader } from "../../mesh/wire.ts";
 
 describe("device mesh", () => {
@@ -79,6 +82,107 @@ describe("crc32c and frames", () => {
     expect(readHsHeader(hs)).toEqual({ type: HsType.Hello, len: 7 });
     hs[5] = 9;
     expect(() => readHsHeader(hs)).toThrow("unknown handshake message type 9");
+  });
+});
+
+describe("native data plane (mesh/net.c)", () => {
+  // Values that stress IEEE rounding: wide exponents, subnormals, signed zeros, inf, NaN.
+  function values(n: number, seed: number): Float32Array {
+    const out = new Float32Array(n);
+    let x = seed;
+    const special = [0, -0, 1e-45, -1e-45, 1.17549435e-38, 3.4e38, -3.4e38, Infinity, -Infinity, NaN];
+    for (let i = 0; i < n; i++) {
+      x = (x * 1103515245 + 12345) >>> 0;
+      out[i] = i % 37 === 0 ? special[x % special.length] : ((x / 2 ** 32) - 0.5) * 2 ** ((x % 60) - 30);
+    }
+    return out;
+  }
+  const bits = (a: Float32Array): Uint32Array => new Uint32Array(a.buffer, a.byteOffset, a.length);
+
+  test("SSE add and add-then-divide give the bits of the JS f32 reference, any length, in place", () => {
+    for (const n of [0, 1, 7, 8, 63, 64, 65, 1000, 4099]) {
+      const a = values(n, 1 + n);
+      const b = values(n, 77 + n);
+      const sum = new Float32Array(n);
+      const avg = new Float32Array(n);
+      for (let i = 0; i < n; i++) {
+        sum[i] = a[i] + b[i];
+        avg[i] = Math.fround(a[i] + b[i]) / 3;
+      }
+      const d = new Float32Array(n);
+      addF32(d, a, b);
+      expect(bits(d)).toEqual(bits(sum));
+      addDivF32(d, a, b, 3);
+      expect(bits(d)).toEqual(bits(avg));
+      const inPlace = a.slice();
+      addF32(inPlace, inPlace, b); // d aliases a (the ring's partial sum)
+      expect(bits(inPlace)).toEqual(bits(sum));
+      // unaligned views (a frame payload may start anywhere 4-aligned)
+      const big = new Float32Array(n + 3);
+      addF32(big.subarray(3), a, b);
+      expect(bits(big.subarray(3))).toEqual(bits(sum));
+    }
+  });
+
+  test("addresses round-trip; bad ones and refused connections are errors that say why", async () => {
+    expect(sockaddrText(sockaddr("127.0.0.1", 29501).sa)).toBe("127.0.0.1:29501");
+    expect(sockaddrText(sockaddr("::1", 80).sa)).toBe("[::1]:80");
+    expect(() => sockaddr("10.0.0.300", 1)).toThrow('"10.0.0.300" is not a numeric IPv4/IPv6 address');
+    expect(errnoText(-111)).toBe("Connection refused (errno 111)");
+    const r = new Reactor();
+    try {
+      // A port that was just free and is not listened on: the kernel refuses at once.
+      const port = await r.listen("127.0.0.1", [0], () => {});
+      await expect(r.listen("127.0.0.1", [port], () => {})).rejects.toThrow(
+        `mesh: cannot listen on 127.0.0.1 ports [${port}]: Address already in use (errno 98)`);
+      r.unlisten();
+      await expect(r.connect("127.0.0.1", port)).rejects.toThrow("Connection refused (errno 111)");
+    } finally {
+      await r.stop();
+    }
+  });
+
+  test("bytes written on one socket arrive intact on the other, both ways at once", async () => {
+    const r = new Reactor();
+    try {
+      const n = 3 << 20;
+      const mk = (seed: number): Uint8Array<ArrayBuffer> => new Uint8Array(n).map((_, i) => (i * seed + (i >> 9)) & 255);
+      const out = [mk(7), mk(13)];
+      const got = [new Uint8Array(n), new Uint8Array(n)];
+      const fill = [0, 0];
+      let done!: () => void;
+      const both = new Promise<void>((res) => (done = res));
+      // A minimal Link: read into `got[k]`, write `out[k]` whenever writable.
+      const link = (k: number, s: import("../../mesh/reactor.ts").NetSocket) => {
+        let sent = 0;
+        const l = {
+          target: () => got[k].subarray(fill[k]),
+          received: (m: number) => {
+            fill[k] += m;
+            if (fill[0] === n && fill[1] === n) done();
+          },
+          writable: () => {
+            while (sent < n) {
+              const w = s.writev([out[k]], sent);
+              if (w <= 0) return;
+              sent += w;
+            }
+          },
+          wantsWrite: () => sent < n,
+          closedByPeer: () => {},
+          error: (e: Error) => { throw e; },
+        };
+        s.link = l;
+        l.writable();
+      };
+      const port = await r.listen("127.0.0.1", [0], (s) => link(0, s));
+      link(1, await r.connect("127.0.0.1", port));
+      await both;
+      expect(got[0]).toEqual(out[1]);
+      expect(got[1]).toEqual(out[0]);
+    } finally {
+      await r.stop();
+    }
   });
 });
 

@@ -5,7 +5,8 @@
 // Usage: bun run bench comm --op all_reduce[,all_gather,...] --ranks N --bytes 16M[,64M]
 //        [--reps 5 --iters 3 --chunk 512K --no-ref]   |   --op crc --bytes 16M
 //        | --op socket --bytes 256M   (raw Bun TCP on loopback, no protocol: the floor under ours)
-// Beside ours, in the same run: iperf3 single stream on loopback (the link limit) and PyTorch
+// Beside ours, in the same run: iperf3 on loopback, single stream (the link limit) and one
+// stream each way at once (--bidir, per direction: what each rank of a ring does), and PyTorch
 // gloo (gloo_bench.py). Human lines first; the LAST line is one JSON object.
 import { readFileSync } from "node:fs";
 import { Comm, crc32c, sharedF32 } from "../../mesh/index.ts";
@@ -155,16 +156,23 @@ function median(x: number[]): number {
   return s.length % 2 ? s[s.length >> 1] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 }
 
-/** iperf3 single stream on loopback, GB/s (the link limit), or null if it cannot run. */
-async function iperf3(): Promise<number | null> {
+/**
+ * iperf3 on loopback, GB/s, or null if it cannot run. Single stream: the issue's link limit.
+ * `bidir`: one stream each way at once (what every rank of a ring does), per direction.
+ */
+async function iperf3(bidir = false): Promise<number | null> {
   const port = 20000 + (process.pid % 20000);
   const srv = Bun.spawn(["iperf3", "-s", "-1", "-p", String(port)], { stdout: "ignore", stderr: "ignore" });
   try {
     // The server's "listening" line is block-buffered into a pipe: retry the client instead.
     for (let attempt = 0; attempt < 50; attempt++) {
-      const cli = Bun.spawn(["iperf3", "-c", "127.0.0.1", "-p", String(port), "-t", "5", "-J"], { stdout: "pipe", stderr: "ignore" });
+      const cmd = ["iperf3", "-c", "127.0.0.1", "-p", String(port), "-t", "5", "-J", ...(bidir ? ["--bidir"] : [])];
+      const cli = Bun.spawn(cmd, { stdout: "pipe", stderr: "ignore" });
       const j = JSON.parse(await new Response(cli.stdout).text());
-      if (j.end?.sum_received) return j.end.sum_received.bits_per_second / 8e9;
+      if (j.end?.sum_received) {
+        const back = bidir ? j.end.sum_received_bidir_reverse?.bits_per_second : null;
+        return (back ? (j.end.sum_received.bits_per_second + back) / 2 : j.end.sum_received.bits_per_second) / 8e9;
+      }
       await Bun.sleep(100);
     }
     return null;
@@ -264,8 +272,9 @@ export async function main(args: string[]): Promise<void> {
   const glooReps = Number(opt("gloo-reps", "3"));
   if (refs) console.log(`gloo_bench.py ${n} ${glooReps} ${iters} (all ops, 1/16/64 MiB)...`);
   const glooRows = refs ? await gloo(n, glooReps, iters) : [];
-  if (refs) console.log("iperf3 -t 5 on loopback...");
+  if (refs) console.log("iperf3 -t 5 on loopback, single stream, then --bidir...");
   const link = refs ? await iperf3() : null;
+  const duplex = refs ? await iperf3(true) : null;
 
   const rows = cases.map(({ op, bytes }) => {
     const sec = t.get(`${op}/${bytes}`)!;
@@ -276,17 +285,19 @@ export async function main(args: string[]): Promise<void> {
       op, bytes, ranks: n, time_ms: +(sec * 1e3).toFixed(2), cpu_ms_per_rank: +(cpu.get(`${op}/${bytes}`)! * 1e3).toFixed(1), algbw_GBps: +algbw.toFixed(3), busbw_GBps: +busbw.toFixed(3),
       gloo_busbw_GBps: gr?.busbw_GBps ?? null, vs_gloo: gr?.busbw_GBps ? +(busbw / gr.busbw_GBps).toFixed(2) : null,
       gloo_error: gr?.error, vs_iperf3: link ? +(busbw / link).toFixed(2) : null,
+      vs_iperf3_bidir: duplex ? +(busbw / duplex).toFixed(2) : null,
     };
     console.log(`${op} ${bytes} B x${n}: ${row.time_ms} ms (cpu ${row.cpu_ms_per_rank} ms/rank), algbw ${row.algbw_GBps} GB/s, busbw ${row.busbw_GBps} GB/s` +
       (row.gloo_busbw_GBps !== null ? `, gloo busbw ${row.gloo_busbw_GBps} (x${row.vs_gloo})` : gr?.error ? `, gloo: ${gr.error}` : "") +
-      (link ? `, iperf3 ${link.toFixed(2)} GB/s (x${row.vs_iperf3})` : ""));
+      (link ? `, iperf3 ${link.toFixed(2)} GB/s (x${row.vs_iperf3})` : "") +
+      (duplex ? `, iperf3 --bidir ${duplex.toFixed(2)} GB/s per direction (x${row.vs_iperf3_bidir})` : ""));
     return row;
   });
   console.log(`machine busy cores during our run: ${busyCores.toFixed(2)} of 2 (ours included)`);
   const last = rows[rows.length - 1];
   console.log(JSON.stringify({
     bench: "comm", ranks: n, algbw_GBps: last.algbw_GBps, busbw_GBps: last.busbw_GBps,
-    iperf3_GBps: link !== null ? +link.toFixed(3) : null, busy_cores: +busyCores.toFixed(2), rows,
+    iperf3_GBps: link !== null ? +link.toFixed(3) : null, iperf3_bidir_GBps: duplex !== null ? +duplex.toFixed(3) : null, busy_cores: +busyCores.toFixed(2), rows,
   }));
 }
 
