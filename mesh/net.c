@@ -140,7 +140,8 @@ int nn_drain(int efd) {
   return read(efd, &v, 8) < 0 ? err() : 0;
 }
 
-// ---- f32 reductions (SSE; TinyCC does not vectorise, so the loop is written in asm) ----
+// ---- f32 reductions (SSE on x86-64: TinyCC does not vectorise, so the loop is written in
+// asm; plain C elsewhere). The constants above are the Linux generic ones (x86-64, arm64). ----
 // IEEE single add/divide with the default MXCSR (round to nearest, no flush-to-zero) gives
 // the same bits as the JS `Math.fround(a + b)` reference: the reduction order and results
 // are unchanged, only faster.
@@ -148,6 +149,7 @@ int nn_drain(int efd) {
 /** d[i] = a[i] + b[i], i < n (d may alias a or b). */
 void nn_add_f32(float *d, const float *a, const float *b, u64 n) {
   u64 q = n >> 3;
+#if defined(__x86_64__)
   if (q) {
     __asm__ volatile(
       "1:\n"
@@ -166,6 +168,10 @@ void nn_add_f32(float *d, const float *a, const float *b, u64 n) {
       "jnz 1b\n"
       : "+D"(d), "+S"(a), "+d"(b), "+c"(q) : : "memory", "cc");
   }
+#else
+  for (u64 i = 0; i < q * 8; i++) d[i] = a[i] + b[i];
+  d += q * 8, a += q * 8, b += q * 8;
+#endif
   for (u64 i = 0; i < (n & 7); i++) d[i] = a[i] + b[i];
 }
 
@@ -173,6 +179,7 @@ void nn_add_f32(float *d, const float *a, const float *b, u64 n) {
 void nn_add_div_f32(float *d, const float *a, const float *b, u64 n, float k) {
   float kk[4] = { k, k, k, k };
   u64 q = n >> 2;
+#if defined(__x86_64__)
   if (q) {
     __asm__ volatile(
       "movups (%4), %%xmm4\n"
@@ -189,6 +196,13 @@ void nn_add_div_f32(float *d, const float *a, const float *b, u64 n, float k) {
       "jnz 1b\n"
       : "+D"(d), "+S"(a), "+d"(b), "+c"(q) : "r"(kk) : "memory", "cc");
   }
+#else
+  for (u64 i = 0; i < q * 4; i++) {
+    volatile float s = a[i] + b[i];
+    d[i] = s / k;
+  }
+  d += q * 4, a += q * 4, b += q * 4;
+#endif
   for (u64 i = 0; i < (n & 3); i++) {
     volatile float s = a[i] + b[i];
     d[i] = s / k;
