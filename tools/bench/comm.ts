@@ -4,7 +4,8 @@
 //   * (n-1)/n (others).  t = mean over `iters` back-to-back ops, max over ranks, median over reps.
 // Usage: bun run bench comm --op all_reduce[,all_gather,...] --ranks N --bytes 16M[,64M]
 //        [--reps 5 --iters 3 --chunk 512K --no-ref]   |   --op crc --bytes 16M
-//        | --op socket --bytes 256M   (raw Bun TCP on loopback, no protocol: the floor under ours)
+//        | --op socket --bytes 256M   (Bun's own TCP sockets on loopback, no protocol: the floor of the
+//          previous transport; mesh/ now makes the system calls itself, mesh/net.c)
 // Beside ours, in the same run: iperf3 on loopback, single stream (the link limit) and one
 // stream each way at once (--bidir, per direction: what each rank of a ring does), and PyTorch
 // gloo (gloo_bench.py). Human lines first; the LAST line is one JSON object.
