@@ -9,7 +9,7 @@
 // then avg divides by n once at the owner, and the all-gather phase copies the owner's bytes.
 import type { Frame } from "./conn.ts";
 import type { Group } from "./group.ts";
-import { FRAME_HEADER, Op, REDUCE_CODE, writeFrameHeader, type ReduceKind } from "./wire.ts";
+import { crcMismatch, FRAME_HEADER, Op, REDUCE_CODE, writeFrameHeader, type ReduceKind } from "./wire.ts";
 import { crc32c } from "./crc32c.ts";
 import { addDivF32, addF32 } from "./net.ts";
 
@@ -57,16 +57,19 @@ function sendChunks(
   }
 }
 
-/** Receive `dst.length` bytes in chunks from link i; `each` sees every chunk (then it may forward). */
+/**
+ * Receive `dst.length` bytes in chunks from link i; `each` sees every chunk (then it may forward).
+ * `lazy`: frames come with their payload CRC unchecked and `each` must check it (frame.verified).
+ */
 async function recvChunks(
   x: OpCtx, i: number, op: number, step: number, total: number, dstLen: number,
-  each: (payload: Uint8Array, at: number, frame: Frame, chunk: number) => boolean | void,
+  each: (payload: Uint8Array, at: number, frame: Frame, chunk: number) => boolean | void, lazy = false,
 ): Promise<void> {
   const k = nChunks(dstLen, x.chunkBytes);
   for (let j = 0; j < k; j++) {
     const at = j * x.chunkBytes;
     const len = Math.min(dstLen, at + x.chunkBytes) - at;
-    const f = await x.g.recv(i, { op, seq: x.seq, step, chunk: j, total, len }); // waits on peer i
+    const f = await x.g.recv(i, { op, seq: x.seq, step, chunk: j, total, len }, lazy); // waits on peer i
     if (each(f.payload, at, f, j) !== true) x.g.release(i, f); // true: forwarded, released when written
   }
 }
@@ -116,25 +119,33 @@ function bytesOf(a: Float32Array, from: number, to: number): Uint8Array {
   return new Uint8Array(a.buffer, a.byteOffset + from * 4, (to - from) * 4);
 }
 
-const BLOCK = 16384; // f32 elements (64 KiB): reduce a block, then CRC it while it is in L2
+const BLOCK = 16384; // f32 elements (64 KiB): CRC, reduce and CRC a block while it is in L2
+
+const crcPair = [0, 0]; // reduceCrc's result: [CRC of a's bytes (when asked), CRC of d's bytes]
 
 /**
- * d <- a (+) b elementwise (sum, max; avg: the f32 sum divided by `n`), d may alias a or b;
- * returns the CRC32C of d's bytes continued from `crc`, computed block by block right after
- * each block is written (one pass over memory instead of two).
+ * d <- a (+) b elementwise (sum, max; avg: the f32 sum divided by `n`), d may alias a or b.
+ * Block by block, in one pass over memory: the CRC32C of a's block first (when `checkA`: a is a
+ * received payload whose CRC is still to be checked), then the reduction, then the CRC32C of
+ * d's block. Returns crcPair.
  */
-function reduceCrc(d: Float32Array, a: Float32Array, b: Float32Array, kind: ReduceKind, n: number, crc: number): number {
+function reduceCrc(d: Float32Array, a: Float32Array, b: Float32Array, kind: ReduceKind, n: number, checkA: boolean): number[] {
+  let ca = 0;
+  let cd = 0;
   for (let i = 0; i < d.length; i += BLOCK) {
     const e = Math.min(d.length, i + BLOCK);
     const db = d.subarray(i, e);
     const ab = a.subarray(i, e);
     const bb = b.subarray(i, e);
+    if (checkA) ca = crc32c(new Uint8Array(ab.buffer, ab.byteOffset, ab.byteLength), ca);
     if (kind === "max") for (let k = 0; k < db.length; k++) db[k] = Math.max(ab[k], bb[k]);
     else if (kind === "avg") addDivF32(db, ab, bb, n);
     else addF32(db, ab, bb);
-    crc = crc32c(new Uint8Array(db.buffer, db.byteOffset, db.byteLength), crc);
+    cd = crc32c(new Uint8Array(db.buffer, db.byteOffset, db.byteLength), cd);
   }
-  return crc;
+  crcPair[0] = ca;
+  crcPair[1] = cd;
+  return crcPair;
 }
 
 /**
@@ -167,16 +178,16 @@ export async function reduceScatter(
     await recvChunks(x, prev, op, s, total, (off[k + 1] - off[k]) * 4, (payload, at, frame, j) => {
       const acc = new Float32Array(payload.buffer, payload.byteOffset, payload.length >> 2);
       const loc = data.subarray(off[k] + at / 4, off[k] + at / 4 + acc.length);
-      if (last) {
-        // Last add straight into `out` (which may be loc itself: element i is read first);
-        // avg divides the f32 sum once, here at the owner.
-        crcs[j] = reduceCrc(out.subarray(at / 4, at / 4 + acc.length), acc, loc, kind, n, 0);
-      } else {
-        // The partial sum goes on in place: new payload CRC, same buffer, next step.
-        const crc = reduceCrc(acc, acc, loc, kind === "avg" ? "sum" : kind, n, 0);
-        return forward(x, prev, next, frame, op, s + 1, j, total, crc);
-      }
-    });
+      const check = !frame.verified; // its CRC is checked in the same pass as the add
+      // Last step: the add goes straight into `out` (which may be loc itself: element i is
+      // read first) and avg divides the f32 sum once, here at the owner. Before: the partial
+      // sum goes on in place, with a new payload CRC, in the same buffer, to the next step.
+      const dst = last ? out.subarray(at / 4, at / 4 + acc.length) : acc;
+      const [got, crc] = reduceCrc(dst, acc, loc, last || kind !== "avg" ? kind : "sum", n, check);
+      if (check && got !== frame.h.payloadCrc) throw x.g.failLink(prev, crcMismatch(frame.h, got));
+      if (last) crcs[j] = crc;
+      else return forward(x, prev, next, frame, op, s + 1, j, total, crc);
+    }, true);
   }
   return crcs;
 }

@@ -6,7 +6,7 @@
 import type { Link, NetSocket } from "./reactor.ts";
 import { crc32c } from "./crc32c.ts";
 import {
-  FRAME_HEADER, HS_HEADER, Op, opName, readFrameHeader, readHsHeader, type FrameHeader, type HsType,
+  crcMismatch, FRAME_HEADER, HS_HEADER, Op, opName, readFrameHeader, readHsHeader, type FrameHeader, type HsType,
 } from "./wire.ts";
 
 const NOWHERE = new Uint8Array(64 << 10); // where bytes go once the link is dead
@@ -15,6 +15,9 @@ const SEND_BATCH = 2 << 20; // bytes offered to the kernel per system call // po
 
 export interface Frame {
   h: FrameHeader;
+  // false: the payload CRC is not checked yet; the consumer that asked for it lazily
+  // (reduce-scatter, which checks it in the same pass as its add) must, or `verify` does.
+  verified: boolean;
   buf: Uint8Array; // header + payload, reusable as an outgoing frame (ring forwarding)
   payload: Uint8Array; // buf[32, 32+len), 4-byte aligned
 }
@@ -39,6 +42,7 @@ interface Posted {
 
 interface Waiter {
   expect: Expect;
+  lazy: boolean; // hand over the frame with its CRC unchecked
   resolve: (f: Frame) => void;
   reject: (e: Error) => void;
   timer: ReturnType<typeof setTimeout>;
@@ -116,7 +120,7 @@ export class Conn implements Link {
       if (this.hdrFill < HS_HEADER) return;
       const { len } = readHsHeader(this.hdr); // throws before any allocation
       this.hsLen = len;
-      this.cur = { h: null as unknown as FrameHeader, buf: new Uint8Array(HS_HEADER + len), payload: new Uint8Array(0) };
+      this.cur = { h: null as unknown as FrameHeader, buf: new Uint8Array(HS_HEADER + len), payload: new Uint8Array(0), verified: true };
       this.cur.buf.set(this.hdr.subarray(0, HS_HEADER));
       this.curFill = HS_HEADER;
       if (len === 0) this.finishHs();
@@ -150,23 +154,24 @@ export class Conn implements Link {
       const p = this.waiter === null ? this.posted[0] : undefined;
       if (p !== undefined && !this.check(h, p.expect)) {
         // Expected frame with a posted destination: the kernel writes its payload there.
-        this.cur = { h, buf: p.dst, payload: p.dst };
+        this.cur = { h, buf: p.dst, payload: p.dst, verified: false };
         this.curFill = 0;
         this.curCrc = 0;
         this.direct = true;
       } else {
         const buf = this.take(FRAME_HEADER + h.len);
         buf.set(this.hdr);
-        this.cur = { h, buf, payload: buf.subarray(FRAME_HEADER) };
+        this.cur = { h, buf, payload: buf.subarray(FRAME_HEADER), verified: false };
         this.curFill = FRAME_HEADER;
         this.curCrc = 0;
       }
       if (h.len === 0) this.finishFrame();
       return;
     }
-    // CRC each piece as it lands, while the kernel's copy left it in cache (a second pass
-    // over the whole frame afterwards would read it from memory again).
-    this.curCrc = crc32c(this.cur.buf, this.curCrc, this.curFill, n);
+    // A payload going to the caller's buffer (or an abort) is CRC'd piece by piece as it lands,
+    // while parts of it may still be in cache. A pooled frame is checked when it is consumed:
+    // reduce-scatter does it in the same pass over the payload as its add.
+    if (this.direct || (this.cur.h.op & 0x0f) === Op.Abort) this.curCrc = crc32c(this.cur.buf, this.curCrc, this.curFill, n);
     this.curFill += n;
     if (this.curFill === this.cur.buf.length) this.finishFrame();
   }
@@ -177,19 +182,13 @@ export class Conn implements Link {
     const crc = this.curCrc; // of the whole payload, accumulated piece by piece in gotFrame
     if (this.direct) {
       this.direct = false;
-      if (crc !== f.h.payloadCrc) {
-        throw new Error(`payload CRC32C mismatch in ${opName(f.h.op)} seq ${f.h.seq} chunk ${f.h.chunk}: ` +
-          `got 0x${crc.toString(16)}, header says 0x${f.h.payloadCrc.toString(16)}`);
-      } // (thrown: fail() rejects every posted receive, this one included)
+      if (crc !== f.h.payloadCrc) throw new Error(crcMismatch(f.h, crc)); // fail() rejects every posted receive
       this.posted.shift()!.resolve(crc);
       this.armPosted();
       return;
     }
-    if (crc !== f.h.payloadCrc) {
-      throw new Error(`payload CRC32C mismatch in ${opName(f.h.op)} seq ${f.h.seq} chunk ${f.h.chunk}: ` +
-        `got 0x${crc.toString(16)}, header says 0x${f.h.payloadCrc.toString(16)}`);
-    }
     if ((f.h.op & 0x0f) === Op.Abort) {
+      if (crc !== f.h.payloadCrc) throw new Error(crcMismatch(f.h, crc));
       this.fail(new Error(`${this.label} aborted: ${new TextDecoder().decode(f.payload)}`), true);
       return;
     }
@@ -197,7 +196,13 @@ export class Conn implements Link {
     if (w) {
       this.waiter = null;
       clearTimeout(w.timer);
-      this.check(f.h, w.expect) ? w.reject(this.mismatch(f.h, w.expect)) : w.resolve(f);
+      if (this.check(f.h, w.expect)) return w.reject(this.mismatch(f.h, w.expect));
+      const bad = w.lazy ? null : this.verify(f);
+      if (bad) {
+        w.reject(new Error(`${this.label}: ${bad}`));
+        throw new Error(bad); // fails the link (received() names the peer)
+      }
+      w.resolve(f);
     } else if (this.posted.length > 0) {
       // A frame whose header came before its receive was posted, or one that does not match.
       const p = this.posted.shift()!;
@@ -205,9 +210,14 @@ export class Conn implements Link {
         this.release(f);
         p.reject(this.mismatch(f.h, p.expect));
       } else {
+        const bad = this.verify(f);
+        if (bad) {
+          p.reject(new Error(`${this.label}: ${bad}`));
+          throw new Error(bad);
+        }
         p.dst.set(f.payload);
         this.release(f);
-        p.resolve(crc);
+        p.resolve(f.h.payloadCrc);
         this.armPosted();
       }
     } else {
@@ -230,10 +240,35 @@ export class Conn implements Link {
     this.pool.set(f.buf.length, list);
   }
 
-  /** The next frame, which must match `e`; rejects after `deadlineMs` without one. */
-  recv(e: Expect, deadlineMs: number): Promise<Frame> {
+  /** Check a pooled frame's payload CRC (once): null, or what is wrong. */
+  verify(f: Frame): string | null {
+    if (f.verified) return null;
+    const crc = crc32c(f.payload);
+    if (crc !== f.h.payloadCrc) return crcMismatch(f.h, crc);
+    f.verified = true;
+    return null;
+  }
+
+  /** A queued frame handed over outside the socket callback: check it, failing the link if bad. */
+  private verifyQueued(f: Frame): Error | null {
+    const bad = this.verify(f);
+    if (!bad) return null;
+    const e = new Error(`${this.label}: ${bad}`);
+    this.fail(e, false);
+    return e;
+  }
+
+  /**
+   * The next frame, which must match `e`; rejects after `deadlineMs` without one. `lazy`: its
+   * payload CRC is left to the caller (Conn.verify, or its own pass; f.verified says which).
+   */
+  recv(e: Expect, deadlineMs: number, lazy = false): Promise<Frame> {
     const f = this.queue.shift();
-    if (f) return this.check(f.h, e) ? Promise.reject(this.mismatch(f.h, e)) : Promise.resolve(f);
+    if (f) {
+      if (this.check(f.h, e)) return Promise.reject(this.mismatch(f.h, e));
+      const bad = lazy ? null : this.verifyQueued(f);
+      return bad ? Promise.reject(bad) : Promise.resolve(f);
+    }
     if (this.dead) return Promise.reject(this.dead);
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -241,7 +276,7 @@ export class Conn implements Link {
         reject(new Error(`no frame from ${this.label} within ${deadlineMs} ms ` +
           `(waiting for ${opName(e.op)} seq ${e.seq} step ${e.step} chunk ${e.chunk})`));
       }, deadlineMs);
-      this.waiter = { expect: e, resolve, reject, timer };
+      this.waiter = { expect: e, lazy, resolve, reject, timer };
     });
   }
 
@@ -256,6 +291,8 @@ export class Conn implements Link {
       const f = this.queue.shift();
       if (f) {
         if (this.check(f.h, e)) return Promise.reject(this.mismatch(f.h, e));
+        const bad = this.verifyQueued(f);
+        if (bad) return Promise.reject(bad);
         dst.set(f.payload);
         this.release(f);
         return Promise.resolve(f.h.payloadCrc);

@@ -115,9 +115,17 @@ export class Group {
     this.links[i]?.release(f);
   }
 
-  recv(i: number, e: Expect): Promise<Frame> {
+  /** The next frame from member i; `lazy`: the caller checks its payload CRC (Conn.recv). */
+  recv(i: number, e: Expect, lazy = false): Promise<Frame> {
     if (this.failed) return Promise.reject(this.failed);
-    return this.links[i]!.recv(e, this.deadlineMs);
+    return this.links[i]!.recv(e, this.deadlineMs, lazy);
+  }
+
+  /** Fail member i's link (and so the group) with `msg`, naming the peer. */
+  failLink(i: number, msg: string): Error {
+    const e = new Error(`${this.links[i]!.label}: ${msg}`);
+    this.links[i]!.fail(e, false);
+    return e;
   }
 
   /** Posted receive from member i straight into `dst`; resolves with the payload CRC. */

@@ -51,6 +51,12 @@ export function opName(code: number): string {
     : `${base}(${REDUCE_NAMES[r] ?? `reduce#${r}`})`;
 }
 
+/** The text of a payload CRC failure (the transport prefixes the peer). */
+export function crcMismatch(h: FrameHeader, got: number): string {
+  return `payload CRC32C mismatch in ${opName(h.op)} seq ${h.seq} chunk ${h.chunk}: ` +
+    `got 0x${got.toString(16)}, header says 0x${h.payloadCrc.toString(16)}`;
+}
+
 export interface FrameHeader {
   op: number; // Op | reduce << 4
   step: number; // ring step (all_reduce: reduce-scatter steps then all-gather steps)

@@ -164,6 +164,7 @@ describe("mesh bad peers", () => {
     };
     const attacks: Record<string, () => Uint8Array> = {
       crc: () => {
+        // A reduce-scatter frame: pooled, its CRC checked in the same pass as the add.
         const f = frame();
         f[FRAME_HEADER + 100] ^= 0x10; // after the CRC was computed
         return f;
