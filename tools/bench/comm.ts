@@ -3,12 +3,13 @@
 //   all_to_all: S = per-rank buffer.  algbw = S / t;  busbw = algbw * 2(n-1)/n (all_reduce),
 //   * (n-1)/n (others).  t = mean over `iters` back-to-back ops, max over ranks, median over reps.
 // Usage: bun run bench comm --op all_reduce[,all_gather,...] --ranks N --bytes 16M[,64M]
-//        [--reps 5 --iters 3 --chunk 512K --no-ref]   |   --op crc --bytes 16M
+//        [--reps 5 --iters 3 --chunk 512K --rounds 1 --no-ref]   |   --op crc --bytes 16M
 //        | --op socket --bytes 256M   (Bun's own TCP sockets on loopback, no protocol: the floor of the
 //          previous transport; mesh/ now makes the system calls itself, mesh/net.c)
 // Beside ours, in the same run: iperf3 on loopback, single stream (the link limit) and one
 // stream each way at once (--bidir, per direction: what each rank of a ring does), and PyTorch
-// gloo (gloo_bench.py). Human lines first; the LAST line is one JSON object.
+// gloo (gloo_bench.py); `--rounds N` alternates ours and the references N times and reports
+// medians (ratios per round, then their median). Human lines first; the LAST line is one JSON object.
 import { readFileSync } from "node:fs";
 import { Comm, crc32c, sharedF32 } from "../../mesh/index.ts";
 import { balancedOffsets } from "../../mesh/collectives.ts";
@@ -264,41 +265,76 @@ export async function main(args: string[]): Promise<void> {
   const chunk = parseBytes(opt("chunk", "512K"));
   const cases = ops.flatMap((op) => sizes.map((bytes) => ({ op: op as OpName, bytes })));
 
-  const load = cpuSampler();
-  const cpu = new Map<string, number>();
-  console.log(`ours: ${cases.length} cases on ${n} ranks (reps ${reps}, iters ${iters}, chunk ${chunk} B)...`);
-  const t = await runOurs(n, cases, reps, iters, chunk, cpu);
-  const busyCores = load();
   const refs = !args.includes("--no-ref");
   const glooReps = Number(opt("gloo-reps", "3"));
-  if (refs) console.log(`gloo_bench.py ${n} ${glooReps} ${iters} (all ops, 1/16/64 MiB)...`);
-  const glooRows = refs ? await gloo(n, glooReps, iters) : [];
-  if (refs) console.log("iperf3 -t 5 on loopback, single stream, then --bidir...");
-  const link = refs ? await iperf3() : null;
-  const duplex = refs ? await iperf3(true) : null;
+  // The machine's speed drifts by tens of percent within minutes (a shared VM): alternate ours
+  // and the references `rounds` times and quote the median of the per-round ratios.
+  const rounds = Number(opt("rounds", "1"));
+  type Round = { t: Map<string, number>; cpu: Map<string, number>; busy: number; gloo: Awaited<ReturnType<typeof gloo>>; link: number | null; duplex: number | null };
+  const got: Round[] = [];
+  for (let k = 0; k < rounds; k++) {
+    const tag = rounds > 1 ? `round ${k + 1}/${rounds}: ` : "";
+    const load = cpuSampler();
+    const cpu = new Map<string, number>();
+    console.log(`${tag}ours: ${cases.length} cases on ${n} ranks (reps ${reps}, iters ${iters}, chunk ${chunk} B)...`);
+    const t = await runOurs(n, cases, reps, iters, chunk, cpu);
+    const busy = load();
+    if (refs) console.log(`${tag}gloo_bench.py ${n} ${glooReps} ${iters} (all ops, 1/16/64 MiB)...`);
+    const glooRows = refs ? await gloo(n, glooReps, iters) : [];
+    if (refs) console.log(`${tag}iperf3 -t 5 on loopback, single stream, then --bidir...`);
+    const link = refs ? await iperf3() : null;
+    const duplex = refs ? await iperf3(true) : null;
+    got.push({ t, cpu, busy, gloo: glooRows, link, duplex });
+  }
+  const med = (xs: (number | null)[]): number | null => {
+    const v = xs.filter((x): x is number => x !== null);
+    return v.length ? median(v) : null;
+  };
+  const span = (xs: (number | null)[]): string => {
+    const v = xs.filter((x): x is number => x !== null);
+    return v.length > 1 ? ` [${Math.min(...v).toFixed(2)}-${Math.max(...v).toFixed(2)}]` : "";
+  };
+  const link = med(got.map((g) => g.link));
+  const duplex = med(got.map((g) => g.duplex));
+  const busyCores = median(got.map((g) => g.busy));
 
   const rows = cases.map(({ op, bytes }) => {
-    const sec = t.get(`${op}/${bytes}`)!;
+    const key = `${op}/${bytes}`;
+    const per = got.map((g) => {
+      const busbw = (bytes / g.t.get(key)! / 1e9) * FACTOR[op](n);
+      const gr = g.gloo.find((x) => x.op === GLOO_NAME[op] && x.size_MiB * (1 << 20) === bytes);
+      return {
+        busbw, gloo: gr?.busbw_GBps ?? null, error: gr?.error,
+        vsGloo: gr?.busbw_GBps ? busbw / gr.busbw_GBps : null,
+        vsLink: g.link ? busbw / g.link : null, vsDuplex: g.duplex ? busbw / g.duplex : null,
+      };
+    });
+    const sec = median(got.map((g) => g.t.get(key)!));
     const algbw = bytes / sec / 1e9;
     const busbw = algbw * FACTOR[op](n);
-    const gr = glooRows.find((g) => g.op === GLOO_NAME[op] && g.size_MiB * (1 << 20) === bytes);
+    const round2 = (x: number | null): number | null => (x === null ? null : +x.toFixed(2));
     const row = {
-      op, bytes, ranks: n, time_ms: +(sec * 1e3).toFixed(2), cpu_ms_per_rank: +(cpu.get(`${op}/${bytes}`)! * 1e3).toFixed(1), algbw_GBps: +algbw.toFixed(3), busbw_GBps: +busbw.toFixed(3),
-      gloo_busbw_GBps: gr?.busbw_GBps ?? null, vs_gloo: gr?.busbw_GBps ? +(busbw / gr.busbw_GBps).toFixed(2) : null,
-      gloo_error: gr?.error, vs_iperf3: link ? +(busbw / link).toFixed(2) : null,
-      vs_iperf3_bidir: duplex ? +(busbw / duplex).toFixed(2) : null,
+      op, bytes, ranks: n, rounds, time_ms: +(sec * 1e3).toFixed(2),
+      cpu_ms_per_rank: +(median(got.map((g) => g.cpu.get(key)!)) * 1e3).toFixed(1),
+      algbw_GBps: +algbw.toFixed(3), busbw_GBps: +busbw.toFixed(3),
+      gloo_busbw_GBps: round2(med(per.map((p) => p.gloo))), vs_gloo: round2(med(per.map((p) => p.vsGloo))),
+      gloo_error: per.find((p) => p.error)?.error,
+      vs_iperf3: round2(med(per.map((p) => p.vsLink))), vs_iperf3_bidir: round2(med(per.map((p) => p.vsDuplex))),
+      per_round: per.map((p) => ({ busbw_GBps: +p.busbw.toFixed(3), vs_gloo: round2(p.vsGloo) })),
     };
     console.log(`${op} ${bytes} B x${n}: ${row.time_ms} ms (cpu ${row.cpu_ms_per_rank} ms/rank), algbw ${row.algbw_GBps} GB/s, busbw ${row.busbw_GBps} GB/s` +
-      (row.gloo_busbw_GBps !== null ? `, gloo busbw ${row.gloo_busbw_GBps} (x${row.vs_gloo})` : gr?.error ? `, gloo: ${gr.error}` : "") +
+      (row.gloo_busbw_GBps !== null ? `, gloo busbw ${row.gloo_busbw_GBps} (x${row.vs_gloo}${span(per.map((p) => p.vsGloo))})` : row.gloo_error ? `, gloo: ${row.gloo_error}` : "") +
       (link ? `, iperf3 ${link.toFixed(2)} GB/s (x${row.vs_iperf3})` : "") +
       (duplex ? `, iperf3 --bidir ${duplex.toFixed(2)} GB/s per direction (x${row.vs_iperf3_bidir})` : ""));
     return row;
   });
-  console.log(`machine busy cores during our run: ${busyCores.toFixed(2)} of 2 (ours included)`);
+  console.log(`machine busy cores during our runs: ${busyCores.toFixed(2)} of 2 (ours included)` +
+    (rounds > 1 ? `; medians over ${rounds} rounds, ours/gloo per-round range in []` : ""));
   const last = rows[rows.length - 1];
   console.log(JSON.stringify({
     bench: "comm", ranks: n, algbw_GBps: last.algbw_GBps, busbw_GBps: last.busbw_GBps,
-    iperf3_GBps: link !== null ? +link.toFixed(3) : null, iperf3_bidir_GBps: duplex !== null ? +duplex.toFixed(3) : null, busy_cores: +busyCores.toFixed(2), rows,
+    iperf3_GBps: link !== null ? +link.toFixed(3) : null, iperf3_bidir_GBps: duplex !== null ? +duplex.toFixed(3) : null,
+    busy_cores: +busyCores.toFixed(2), rows,
   }));
 }
 
