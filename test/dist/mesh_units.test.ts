@@ -2,6 +2,7 @@
 // bytewise reference, frame and handshake header checks, the native f32 reductions and
 // socket layer (mesh/net.c) against their plain references.
 import { describe, expect, test } from "bun:test";
+import { readdirSync } from "node:fs";
 import { balancedOffsets, Comm, crc32c, deviceMesh, expertMesh, sharedF32 } from "../../mesh/index.ts";
 import { crc32cImpl, crc32cReference, crc32cTs } from "../../mesh/crc32c.ts";
 import { addDivF32, addF32, errnoText, sockaddr, sockaddrText } from "../../mesh/net.ts";
@@ -207,5 +208,25 @@ describe("comm edges (one real rank)", () => {
     } finally {
       await comm.close();
     }
+  });
+
+  test("closing a comm gives back every descriptor: listener, links, eventfd", async () => {
+    const fds = (): number => readdirSync("/proc/self/fd").length;
+    // Two ranks in this process (two transport workers): a real link between them.
+    const run = async (): Promise<void> => {
+      const [a, b] = await Promise.all([0, 1].map((rank) => Comm.listen({ rank, host: "127.0.0.1" })));
+      const table = [a.address, b.address];
+      await Promise.all([a, b].map((c) => c.start({ worldSize: 2, table, secret: "s", jobId: "j", epoch: 0 })));
+      const [ga, gb] = await Promise.all([a.world(), b.world()]);
+      const x = sharedF32(1000).fill(1);
+      const y = sharedF32(1000).fill(2);
+      await Promise.all([ga.allReduce(x), gb.allReduce(y)]);
+      expect(x[999]).toBe(3);
+      await Promise.all([a.close(), b.close()]);
+    };
+    await run(); // first use loads and compiles the native code (TinyCC keeps no descriptors)
+    const before = fds();
+    for (let i = 0; i < 3; i++) await run();
+    expect(fds()).toBe(before);
   });
 });
