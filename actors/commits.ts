@@ -5,7 +5,7 @@
 import { dirname, join } from "node:path";
 import type { Logger } from "pino";
 import type { Config } from "../configs/index.ts";
-import { CommitTracker, isSaveStep, mergeToHf, writeModelAssets, checkpointDir, type RankReport } from "../checkpoint/index.ts";
+import { CommitTracker, isSaveStepOf, mergeToHf, writeModelAssets, checkpointDir, type RankReport } from "../checkpoint/index.ts";
 
 export class Commits {
   private tracker: CommitTracker;
@@ -36,10 +36,11 @@ export class Commits {
     writeModelAssets(this.outputDir, { dirs: [m.model_path, m.tokenizer_path, m.config_path ? dirname(m.config_path) : null] });
   }
 
-  /** Save after `done` steps? (save_steps, and the last step when save_hf_weights wants the final weights.) */
+  /** Save after `done` of `total` steps? save_steps, save_epochs (checkpoint/schedule.ts
+   *  epochEndingAt), and the last step when save_hf_weights wants the final weights. */
   due(done: number, total: number): boolean {
     const t = this.config.train;
-    return isSaveStep(t, done) || (t.save_hf_weights && done === total);
+    return isSaveStepOf(t, done, total) || (t.save_hf_weights && done === total);
   }
 
   begin(done: number): void {

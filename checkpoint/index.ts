@@ -19,7 +19,7 @@ export { buildMetadata, commitCheckpoint, listCommitted, resolveLoadPath } from 
 export { loadAllExtra, loadExtra, loadShard, openCheckpoint, shapeMismatches, type LoadRequest } from "./load.ts";
 export { mergeToHf, parseDType, parseSize, type ExportDType, type MergeOptions } from "./merge.ts";
 export { ASSET_FILES, writeModelAssets } from "./assets.ts";
-export { checkpointDir, isSaveStep } from "./schedule.ts";
+export { checkpointDir, isSaveStep, epochEndingAt, isSaveStepOf } from "./schedule.ts";
 export { EXP_AVG, EXP_AVG_SQ, replicatedStatePieces, stateShapes, statePieces, type ParamView, type UnitBuffers } from "./trainer_state.ts";
 export { CommitTracker, type CommitOutcome, type TrackerOptions } from "./commit_tracker.ts";
 export { LocalCheckpointing, RankCheckpointer, type Checkpointable, type LocalOptions, type RankOptions } from "./session.ts";

@@ -16,3 +16,28 @@ export function isSaveStep(
   if (o.save_steps > 0 && step % o.save_steps === 0) return true;
   return epochEnded && o.save_epochs > 0 && epoch % o.save_epochs === 0;
 }
+
+/**
+ * The data epoch (1-based) that ends with optimizer step `step` of a multi-rank job, or 0. The
+ * job's `total` steps cover num_train_epochs epochs evenly (VeOmni's train_steps =
+ * steps_per_epoch x num_train_epochs), epoch k ending at step ceil(k * total / epochs), so the
+ * last step always ends the last epoch. 0 with train.max_steps (no epochs are counted then).
+ */
+export function epochEndingAt(step: number, total: number, t: { num_train_epochs: number; max_steps?: number | null }): number {
+  const e = t.num_train_epochs;
+  if (t.max_steps != null || !(e >= 1) || step < 1 || step > total) return 0;
+  const k = Math.floor((step * e) / total);
+  return k > Math.floor(((step - 1) * e) / total) ? k : 0;
+}
+
+/**
+ * isSaveStep for step `step` of `total`: save_steps, or a multiple of save_epochs among the
+ * epochs that end with this step (one step may end several when there are fewer steps than epochs).
+ */
+export function isSaveStepOf(o: { save_steps: number; save_epochs: number; num_train_epochs: number; max_steps?: number | null }, step: number, total: number): boolean {
+  if (isSaveStep(o, step)) return true;
+  const k = epochEndingAt(step, total, o);
+  if (k === 0 || o.save_epochs <= 0) return false;
+  const before = Math.floor(((step - 1) * o.num_train_epochs) / total); // epochs ended before this step
+  return Math.floor(k / o.save_epochs) > Math.floor(before / o.save_epochs);
+}

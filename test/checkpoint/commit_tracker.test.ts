@@ -3,7 +3,7 @@
 import { afterAll, expect, test, setDefaultTimeout } from "bun:test";
 import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
-import { AsyncSaver, CommitTracker, type RankReport, checkpointDir, isSaveStep, loadExtra, loadShard, openCheckpoint, resolveLoadPath } from "../../checkpoint/index.ts";
+import { AsyncSaver, CommitTracker, type RankReport, checkpointDir, epochEndingAt, isSaveStep, isSaveStepOf, loadExtra, loadShard, openCheckpoint, resolveLoadPath } from "../../checkpoint/index.ts";
 import { assemble, expectedShapes, fillModel, firstDiff, fsdpPieces, smallModel, tempDir } from "./helpers.ts";
 
 setDefaultTimeout(60_000); // real processes and files on a shared 2-core machine
@@ -52,6 +52,22 @@ test("save schedule: save_steps and save_epochs", () => {
   expect(isSaveStep(o, 7, true, 2)).toBe(true);
   expect(isSaveStep(o, 7, true, 1)).toBe(false);
   expect(isSaveStep({ save_steps: 0, save_epochs: 0 }, 10, true, 1)).toBe(false);
+});
+
+test("save schedule of a multi-rank job: num_train_epochs even spans of the total, the last ending at the last step", () => {
+  const ends = (total: number, t: { num_train_epochs: number; max_steps?: number }) =>
+    [...Array(total).keys()].map((s) => epochEndingAt(s + 1, total, t)).flatMap((e, s) => (e ? [[s + 1, e]] : []));
+  expect(ends(30, { num_train_epochs: 3 })).toEqual([[10, 1], [20, 2], [30, 3]]);
+  expect(ends(31, { num_train_epochs: 3 })).toEqual([[11, 1], [21, 2], [31, 3]]);
+  expect(ends(2, { num_train_epochs: 3 })).toEqual([[1, 1], [2, 3]]); // fewer steps than epochs: step 2 ends 2 and 3
+  expect(ends(30, { num_train_epochs: 3, max_steps: 30 })).toEqual([]); // max_steps: no epochs
+  const at = (o: { save_steps: number; save_epochs: number }, total: number) =>
+    [...Array(total).keys()].map((s) => s + 1).filter((s) => isSaveStepOf({ ...o, num_train_epochs: 4 }, s, total));
+  expect(at({ save_steps: 0, save_epochs: 2 }, 40)).toEqual([20, 40]);
+  expect(at({ save_steps: 0, save_epochs: 1 }, 40)).toEqual([10, 20, 30, 40]);
+  expect(at({ save_steps: 15, save_epochs: 0 }, 40)).toEqual([15, 30]);
+  expect(at({ save_steps: 0, save_epochs: 0 }, 40)).toEqual([]);
+  expect(at({ save_steps: 0, save_epochs: 2 }, 3)).toEqual([2, 3]); // epoch 2 ends at step 2, epochs 3 and 4 at step 3
 });
 
 test("a stale writer of an older epoch saving the same step cannot clobber the new epoch's files", async () => {

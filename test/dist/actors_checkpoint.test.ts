@@ -1,9 +1,10 @@
-// Checkpoints through the coordinator and workers: saves commanded per step (save_steps), each
+// Checkpoints through the coordinator and workers: saves commanded per step (save_steps) and at
+// the end of every data epoch (save_epochs), each
 // rank's durable report committed by the coordinator and recorded in KV, the final weights
 // exported to Hugging Face format, and a second job resuming with load_checkpoint_path auto
 // (FSDP save, DDP load: resharded) continuing with the very same losses.
 import { expect, test } from "bun:test";
-import { existsSync } from "node:fs";
+import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { runJob } from "../../actors/coordinator.ts";
 import { keys, type JobState } from "../../actors/nats.ts";
@@ -49,6 +50,20 @@ test("save every 3 steps on 2 FSDP ranks, commit in KV, resume with auto on 2 DD
   expect(await runJob(c, fileLogger(straightOut).logger)).toBe(0);
   const straight = readMetrics(straightOut);
   for (const [i, m] of resumed.entries()) expect(m.loss).toBeCloseTo(straight[5 + i].loss!, 5);
+  expect(childPids()).toEqual([]);
+}, 60_000);
+
+test("save_epochs on 2 DDP ranks: a checkpoint at the end of every data epoch", async () => {
+  const dir = tempDir("epochs");
+  const out = tempDir("epochs-out");
+  // 96 samples / global batch 4 = 24 steps an epoch; no max_steps, so epochs are counted
+  const c = tinyTrainConfig(dir, out, { world_size: 2 }, {
+    data_parallel_mode: "ddp", max_steps: null, num_train_epochs: 2, save_steps: 0, save_epochs: 1, save_hf_weights: false,
+  });
+  expect(await runJob(c, fileLogger(out).logger)).toBe(0);
+  expect(readMetrics(out).length).toBe(48);
+  expect(readdirSync(join(out, "checkpoints")).sort()).toEqual(["global_step_24", "global_step_48"]);
+  for (const s of [24, 48]) expect(existsSync(join(out, `checkpoints/global_step_${s}/metadata.json`))).toBe(true);
   expect(childPids()).toEqual([]);
 }, 60_000);
 
