@@ -4,6 +4,7 @@
 // keeps reads local (a rank decodes one unit at a time) while every sample moves.
 // Ranks then take positions by stride (state.ts), so the epoch's order is the same for any
 // data-parallel size: that is what lets a checkpoint move to a different number of ranks.
+import { mulberry32 } from "./rng.ts";
 
 /** Mixes integers into a 32-bit seed (murmur3 finaliser per word). */
 export function mix32(...xs: number[]): number {
@@ -18,23 +19,12 @@ export function mix32(...xs: number[]): number {
   return h >>> 0;
 }
 
-/** mulberry32: a small, fast, seedable PRNG -> floats in [0, 1). */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** (n) a seeded Fisher-Yates permutation of 0..n-1. */
 export function permutation(n: number, seed: number): Int32Array {
   const p = new Int32Array(n);
   for (let i = 0; i < n; i++) p[i] = i;
-  const r = rng(seed);
+  const r = mulberry32(seed);
   for (let i = n - 1; i > 0; i--) {
     const j = Math.floor(r() * (i + 1));
     const t = p[i]; p[i] = p[j]; p[j] = t;

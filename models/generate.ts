@@ -1,7 +1,7 @@
 // Autoregressive generation with a KV cache: prefill the prompt once, then one token per step.
 // Greedy (argmax) or sampled with temperature and nucleus (top_p) from a seeded PRNG.
 import type { DecoderLM } from "./decoder.ts";
-import { mulberry32 } from "./init.ts";
+import { mulberry32 } from "../data/rng.ts";
 
 export interface GenerateOptions {
   maxTokens: number;

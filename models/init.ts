@@ -2,6 +2,7 @@
 // normal(0, initializer_range) for linear and embedding weights, zeros for biases, ones for norms.
 // Seeded and per-parameter: each parameter's stream depends only on (seed, name), so the values
 // do not depend on the layout, the unit order or how a mesh shards them.
+import { mulberry32 } from "../data/rng.ts";
 import type { ParamEntry } from "./layout.ts";
 
 /** 32-bit FNV-1a of a string. */
@@ -14,17 +15,6 @@ function fnv1a(s: string): number {
   return h;
 }
 
-/** mulberry32: small, fast, well-distributed 32-bit PRNG; returns uniforms in [0, 1). */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Fill `out` (the parameter's values) per its init kind. */
 export function initParam(out: Float32Array, p: ParamEntry, seed: number, std: number): void {

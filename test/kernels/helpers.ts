@@ -1,17 +1,6 @@
 // Test helpers for kernels: a seeded RNG, tensors from host data, and max-difference reports.
 import type { Kernels, Tensor } from "../../kernels/index.ts";
-
-/** Mulberry32: small, seeded, reproducible. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { mulberry32 as rng } from "../../data/rng.ts";
 
 /** n uniform values in [-scale, scale). */
 export function randn(r: () => number, n: number, scale = 1): Float32Array {

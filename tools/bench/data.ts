@@ -14,7 +14,7 @@ import { Tokenizer as RustTokenizer } from "tokenizers";
 import { Tokenizer as HfTokenizer } from "@huggingface/tokenizers";
 import { loadConfig } from "../../configs/index.ts";
 import { createDataLoader, loadTokenizer, resolveTokenizer, splitParagraphs, type DataLoaderConfig } from "../../data/index.ts";
-import { rng } from "../../data/order.ts";
+import { mulberry32 as rng } from "../../data/rng.ts";
 
 function flag(args: string[], name: string, dflt: number): number {
   const i = args.indexOf(name);
