@@ -24,10 +24,14 @@ export function isSaveStep(
  * last step always ends the last epoch. 0 with train.max_steps (no epochs are counted then).
  */
 export function epochEndingAt(step: number, total: number, t: { num_train_epochs: number; max_steps?: number | null }): number {
-  const e = t.num_train_epochs;
-  if (t.max_steps != null || !(e >= 1) || step < 1 || step > total) return 0;
-  const k = Math.floor((step * e) / total);
-  return k > Math.floor(((step - 1) * e) / total) ? k : 0;
+  if (t.max_steps != null || !(t.num_train_epochs >= 1) || step < 1 || step > total) return 0;
+  const k = epochsDone(step, total, t.num_train_epochs);
+  return k > epochsDone(step - 1, total, t.num_train_epochs) ? k : 0;
+}
+
+/** Epochs completed after `step` of `total` steps spread evenly over `epochs`. */
+function epochsDone(step: number, total: number, epochs: number): number {
+  return Math.floor((step * epochs) / total);
 }
 
 /**
@@ -38,6 +42,6 @@ export function isSaveStepOf(o: { save_steps: number; save_epochs: number; num_t
   if (isSaveStep(o, step)) return true;
   const k = epochEndingAt(step, total, o);
   if (k === 0 || o.save_epochs <= 0) return false;
-  const before = Math.floor(((step - 1) * o.num_train_epochs) / total); // epochs ended before this step
+  const before = epochsDone(step - 1, total, o.num_train_epochs);
   return Math.floor(k / o.save_epochs) > Math.floor(before / o.save_epochs);
 }

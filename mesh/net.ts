@@ -2,7 +2,7 @@
 // TCP sockets, poll, an eventfd to wake the poll loop from another thread, and the SSE f32
 // reductions. Loaded once per thread that imports it (the transport worker, and the compute
 // thread for `wake`). Linux x86-64 only, like the rest of the native code here.
-import { cc, ptr, type Pointer } from "bun:ffi";
+import { cc } from "bun:ffi";
 
 const lib = cc({
   source: new URL("./net.c", import.meta.url).pathname,
@@ -63,11 +63,6 @@ export function sockaddrText(sa: Uint8Array): string {
   if (port < 0) return "unknown address";
   const ip = new TextDecoder().decode(out.subarray(0, out.indexOf(0)));
   return ip.includes(":") ? `[${ip}]:${port}` : `${ip}:${port}`;
-}
-
-/** Pointer to a typed array's first byte (its own byteOffset included). */
-export function addr(a: Uint8Array): Pointer {
-  return ptr(a);
 }
 
 /** The poll loop sleeps in poll(); another thread calls this to wake it at once. */

@@ -6,8 +6,9 @@
 // payloads cross no runtime buffers. Sends are system calls made at once from the caller's
 // buffers; only what the kernel does not take yet waits for POLLOUT.
 import { dns } from "bun";
+import { ptr } from "bun:ffi";
 import {
-  addr, EADDRINUSE, EAGAIN, EINPROGRESS, errnoText, POLLERR, POLLHUP, POLLIN, POLLOUT, sockaddr, sockaddrText, sys,
+  EADDRINUSE, EAGAIN, EINPROGRESS, errnoText, POLLERR, POLLHUP, POLLIN, POLLOUT, sockaddr, sockaddrText, sys,
 } from "./net.ts";
 
 /** What the reactor drives for one connected socket (mesh/conn.ts implements it). */
@@ -55,7 +56,7 @@ export class NetSocket {
     for (let i = 0; i < k; i++) {
       const b = i === 0 ? bufs[0].subarray(off) : bufs[i];
       if (b.length === 0) continue;
-      this.iov[2 * j] = BigInt(addr(b));
+      this.iov[2 * j] = BigInt(ptr(b)); // the view's own first byte
       this.iov[2 * j + 1] = BigInt(b.length);
       j++;
     }
@@ -134,6 +135,7 @@ export class Reactor {
   private connecting = new Set<Pending>();
   private stopped = false;
   private pfd = new Int32Array(64 * 2); // struct pollfd {i32 fd; i16 events; i16 revents}
+  private ev = new Int16Array(this.pfd.buffer); // the same memory, for events / revents
   private loopDone: Promise<void>;
 
   constructor() {
@@ -231,9 +233,11 @@ export class Reactor {
     const lis = [...this.listeners];
     const conns = [...this.connecting];
     const n = 1 + lis.length + conns.length + socks.length;
-    if (this.pfd.length < 2 * n) this.pfd = new Int32Array(4 * n);
-    const pfd = this.pfd;
-    const ev = new Int16Array(pfd.buffer);
+    if (this.pfd.length < 2 * n) {
+      this.pfd = new Int32Array(4 * n);
+      this.ev = new Int16Array(this.pfd.buffer);
+    }
+    const { pfd, ev } = this;
     let k = 0;
     const put = (fd: number, events: number): void => {
       pfd[2 * k] = fd;
