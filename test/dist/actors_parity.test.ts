@@ -6,7 +6,7 @@ import { runJob } from "../../actors/coordinator.ts";
 import { runLocalTraining } from "../../actors/local.ts";
 import type { MetricsLine } from "../../actors/metrics.ts";
 import { childPids, fileLogger, readMetrics, tempDir } from "./actors_harness.ts";
-import { tinyTrainConfig } from "./actors_parity_setup.ts";
+import { close, tinyTrainConfig } from "./actors_parity_setup.ts";
 
 const dir = tempDir("parity");
 
@@ -16,17 +16,6 @@ async function run(world: number, train: object): Promise<MetricsLine[]> {
   const code = await runJob(tinyTrainConfig(dir, out, { world_size: world }, train), logger);
   if (code !== 0) throw new Error(`world ${world} ${JSON.stringify(train)}: exit ${code}; see ${file}`);
   return readMetrics(out) as unknown as MetricsLine[];
-}
-
-/** |a-b| <= tol * (1 + |a|), elementwise, with the worst offender named. */
-function close(a: number[], b: number[], tol: number, what: string): void {
-  expect(b.length).toBe(a.length);
-  let worst = 0, at = -1;
-  for (let i = 0; i < a.length; i++) {
-    const e = Math.abs(a[i] - b[i]) / (1 + Math.abs(a[i]));
-    if (e > worst) [worst, at] = [e, i];
-  }
-  if (worst > tol) throw new Error(`${what}: element ${at} differs: ${a[at]} vs ${b[at]} (rel ${worst.toExponential(2)} > ${tol})`);
 }
 
 let ref: MetricsLine[];

@@ -1,5 +1,6 @@
 // A very small qwen2-style model (random init from config.json) and pre-tokenized jsonl data for
 // the data-parallel parity tests and the scaling benchmark: fast enough for 4 processes on 2 cores.
+import { expect } from "bun:test";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { ConfigSchema, type Config } from "../../configs/index.ts";
@@ -33,4 +34,15 @@ export function tinyTrainConfig(dir: string, out: string, launch: object, train:
     launch: { heartbeat_s: 0.5, dead_after_s: 20, ...launch },
     kernels: { backend: "cpu", threads: 1 },
   });
+}
+
+/** |a-b| <= tol * (1 + |a|), elementwise, with the worst offender named. */
+export function close(a: number[], b: number[], tol: number, what: string): void {
+  expect(b.length).toBe(a.length);
+  let worst = 0, at = -1;
+  for (let i = 0; i < a.length; i++) {
+    const e = Math.abs(a[i] - b[i]) / (1 + Math.abs(a[i]));
+    if (e > worst) [worst, at] = [e, i];
+  }
+  if (worst > tol) throw new Error(`${what}: element ${at} differs: ${a[at]} vs ${b[at]} (rel ${worst.toExponential(2)} > ${tol})`);
 }

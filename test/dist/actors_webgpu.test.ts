@@ -10,7 +10,7 @@ import type { MetricsLine } from "../../actors/metrics.ts";
 import type { Config } from "../../configs/index.ts";
 import { probeAdapter } from "../../kernels/webgpu/index.ts";
 import { childPids, fileLogger, readMetrics, tempDir } from "./actors_harness.ts";
-import { tinyTrainConfig } from "./actors_parity_setup.ts";
+import { close, tinyTrainConfig } from "./actors_parity_setup.ts";
 
 setDefaultTimeout(60_000);
 const probe = await probeAdapter();
@@ -26,17 +26,6 @@ async function run(c: Config, tag: string): Promise<MetricsLine[]> {
   const code = await runJob(c, logger);
   if (code !== 0) throw new Error(`${tag}: exit ${code}; see ${file}`);
   return readMetrics(c.train.output_dir!) as unknown as MetricsLine[];
-}
-
-/** |a-b| <= tol * (1 + |a|), elementwise, with the worst offender named. */
-function close(a: number[], b: number[], tol: number, what: string): void {
-  expect(b.length).toBe(a.length);
-  let worst = 0, at = -1;
-  for (let i = 0; i < a.length; i++) {
-    const e = Math.abs(a[i] - b[i]) / (1 + Math.abs(a[i]));
-    if (e > worst) [worst, at] = [e, i];
-  }
-  if (worst > tol) throw new Error(`${what}: element ${at} differs: ${a[at]} vs ${b[at]} (rel ${worst.toExponential(2)} > ${tol})`);
 }
 
 if (!probe.ok) {

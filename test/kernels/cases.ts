@@ -1,0 +1,96 @@
+// Op cases shared by the backend parity tests (fast CPU vs reference: parity.test.ts; WebGPU vs
+// reference: webgpu_ops.test.ts). A case runs one op's forward and backward on the Kernels it is
+// given and returns the tensors to compare; gradient outputs start non-zero, so += is checked.
+// Shapes and seeds are parameters: each backend crosses its own block and tile edges.
+import { ropeCosSin, ropeInvFreq, type Kernels, type Tensor } from "../../kernels/index.ts";
+import { randn, rng, tensorF, tensorI } from "./helpers.ts";
+
+export type Case = (k: Kernels) => Promise<Record<string, Tensor>>;
+
+export const LLAMA3_ROPE = { rope_type: "llama3" as const, factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 16 };
+
+/** out = 0.5 op(a) op(b) + 0.25 out, and out0 = op(a) op(b) over a NaN-filled out (beta = 0). */
+export const gemmCase = (M: number, N: number, K: number, ta: boolean, tb: boolean): Case => async (k) => {
+  const r = rng(1);
+  const out = tensorF(k, [M, N], randn(r, M * N)), out0 = tensorF(k, [M, N], new Float32Array(M * N).fill(NaN));
+  const a = tensorF(k, [M * K], randn(r, M * K)), b = tensorF(k, [K * N], randn(r, K * N));
+  k.gemm(out, a, b, M, N, K, ta, tb, 0.5, 0.25);
+  k.gemm(out0, a, b, M, N, K, ta, tb, 1, 0);
+  return { out, out0 };
+};
+
+/** Gather and scatter-add with repeated ids. */
+export const embeddingCase: Case = async (k) => {
+  const r = rng(3), T = 9, C = 5, V = 4;
+  const ids = tensorI(k, [0, 3, 3, 1, 0, 2, 3, 3, 1]);
+  const table = tensorF(k, [V, C], randn(r, V * C)), out = tensorF(k, [T, C]);
+  k.embeddingForward(out, ids, table, T, C, V);
+  const dtable = tensorF(k, [V, C], randn(r, V * C));
+  k.embeddingBackward(dtable, tensorF(k, [T, C], randn(r, T * C)), ids, T, C, V);
+  return { out, dtable };
+};
+
+/** Restarting positions; `inPlace`: then the forward again with out = inp. */
+export const ropeCase = (scaling: typeof LLAMA3_ROPE | null, inPlace = false): Case => async (k) => {
+  const r = rng(5), T = 7, NH = 3, HS = 8, P = 10;
+  const { cos, sin } = ropeCosSin(ropeInvFreq({ dim: HS, theta: 10000, scaling }), P);
+  const cosT = tensorF(k, [P, HS / 2], cos), sinT = tensorF(k, [P, HS / 2], sin);
+  const pos = tensorI(k, [0, 1, 2, 3, 0, 1, 9]);
+  const inp = tensorF(k, [T, NH, HS], randn(r, T * NH * HS)), out = tensorF(k, [T, NH, HS]);
+  k.ropeForward(out, inp, cosT, sinT, pos, T, NH, HS);
+  const dinp = tensorF(k, [T, NH, HS], randn(r, T * NH * HS));
+  k.ropeBackward(dinp, tensorF(k, [T, NH, HS], randn(r, T * NH * HS)), cosT, sinT, pos, T, NH, HS);
+  const res: Record<string, Tensor> = { out, dinp };
+  if (inPlace) {
+    k.ropeForward(inp, inp, cosT, sinT, pos, T, NH, HS);
+    res.inp = inp;
+  }
+  return res;
+};
+
+/** Varlen attention over packed samples (cu: sample boundaries), forward and backward. */
+export const attnCase = (NH: number, NKV: number, cu: number[], HS: number, seed: number): Case => async (k) => {
+  const r = rng(seed), T = cu[cu.length - 1]!;
+  const q = tensorF(k, [T, NH, HS], randn(r, T * NH * HS, 2)), kk = tensorF(k, [T, NKV, HS], randn(r, T * NKV * HS, 2));
+  const v = tensorF(k, [T, NKV, HS], randn(r, T * NKV * HS)), cuT = tensorI(k, cu);
+  const out = tensorF(k, [T, NH, HS]), lse = tensorF(k, [T, NH]);
+  k.attentionForward(out, lse, q, kk, v, cuT, T, NH, NKV, HS, 1 / Math.sqrt(HS));
+  const dq = tensorF(k, [T, NH, HS], randn(r, T * NH * HS)), dk = tensorF(k, [T, NKV, HS], randn(r, T * NKV * HS));
+  const dv = tensorF(k, [T, NKV, HS], randn(r, T * NKV * HS));
+  k.attentionBackward(dq, dk, dv, tensorF(k, [T, NH, HS], randn(r, T * NH * HS)), q, kk, v, out, lse, cuT, T, NH, NKV, HS, 1 / Math.sqrt(HS));
+  return { out, lse, dq, dk, dv };
+};
+
+export const swigluCase = (N: number): Case => async (k) => {
+  const r = rng(7);
+  const gate = tensorF(k, [N], randn(r, N, 6)), up = tensorF(k, [N], randn(r, N)), out = tensorF(k, [N]);
+  k.swigluForward(out, gate, up, N);
+  const dgate = tensorF(k, [N], randn(r, N)), dup = tensorF(k, [N], randn(r, N));
+  k.swigluBackward(dgate, dup, tensorF(k, [N], randn(r, N)), gate, up, N);
+  return { out, dgate, dup };
+};
+
+/** Fused LM head + cross-entropy (ignore_index -100 on every fifth token), then the eval form. */
+export const crossEntropyCase: Case = async (k) => {
+  const r = rng(8), T = 40, C = 12, V = 37;
+  const targets = Array.from({ length: T }, (_, t) => (t % 5 === 2 ? -100 : Math.floor(r() * V)));
+  const hidden = tensorF(k, [T, C], randn(r, T * C, 2)), w = tensorF(k, [V, C], randn(r, V * C));
+  const loss = tensorF(k, [1], new Float32Array([0.5]));
+  const dh = tensorF(k, [T, C], randn(r, T * C, 0.01)), dw = tensorF(k, [V, C], randn(r, V * C, 0.01));
+  k.crossEntropyFused(loss, dh, dw, hidden, w, tensorI(k, targets), T, C, V, 1 / 32);
+  const evalLoss = tensorF(k, [1]);
+  k.crossEntropyFused(evalLoss, null, null, hidden, w, tensorI(k, targets), T, C, V, 1);
+  return { loss, dh, dw, evalLoss };
+};
+
+/** sumSquares over views, then 3 AdamW steps with weight decay and a gradient scale. */
+export const adamwCase = (n: number): Case => async (k) => {
+  const r = rng(9);
+  const p = tensorF(k, [n], randn(r, n)), g = tensorF(k, [n], randn(r, n)), m = tensorF(k, [n]), v = tensorF(k, [n]);
+  const ss = tensorF(k, [1]);
+  k.sumSquares(ss, [p, g, k.view(g, 10, [5])]);
+  for (let step = 1; step <= 3; step++) {
+    k.adamw(p, g, m, v, { lr: 1e-2, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, step, gradScale: 0.7 });
+  }
+  return { ss, p, m, v };
+};
