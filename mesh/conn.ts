@@ -3,13 +3,12 @@
 // checks every header before allocating its payload, checks payload CRCs, queues frames until
 // the collective asks for them, and keeps unsent bytes: Bun's write() may take only part of a
 // buffer (PLATFORM.md), so the rest is resumed on `drain`.
-import type { Link, NetSocket } from "./reactor.ts";
+import { DISCARD, type Link, type NetSocket } from "./reactor.ts";
 import { crc32c } from "./crc32c.ts";
 import {
   crcMismatch, FRAME_HEADER, HS_HEADER, Op, opName, readFrameHeader, readHsHeader, type FrameHeader, type HsType,
 } from "./wire.ts";
 
-const NOWHERE = new Uint8Array(64 << 10); // where bytes go once the link is dead
 const POOL_MAX = 32;
 const SEND_BATCH = 2 << 20; // bytes offered to the kernel per system call // pooled frame buffers per link and length (32 x 512 KiB = 16 MiB)
 
@@ -96,7 +95,7 @@ export class Conn implements Link {
 
   /** Where the next bytes go: exactly the rest of the current header or payload. */
   target(): Uint8Array {
-    if (this.dead) return NOWHERE;
+    if (this.dead) return DISCARD;
     if (this.mode === "hs") {
       return this.hsLen < 0 ? this.hdr.subarray(this.hdrFill, HS_HEADER) : this.cur!.buf.subarray(this.curFill);
     }

@@ -13,7 +13,7 @@ import {
 
 /** What the reactor drives for one connected socket (mesh/conn.ts implements it). */
 export interface Link {
-  target(): Uint8Array; // where the next received bytes go (non-empty)
+  target(): Uint8Array; // where the next received bytes go (non-empty; DISCARD once dead)
   received(n: number): void; // n bytes landed at the start of target()
   writable(): void; // the kernel takes bytes again: flush
   wantsWrite(): boolean;
@@ -21,7 +21,8 @@ export interface Link {
   error(e: Error): void; // a socket error; closedByPeer() follows
 }
 
-const DISCARD = new Uint8Array(64 << 10); // bytes read after a link stopped caring
+/** Where a socket's bytes go once nobody wants them (no link, or a link that died). */
+export const DISCARD = new Uint8Array(64 << 10);
 const READ_BUDGET = 8 << 20; // bytes per socket per poll round, so one busy link cannot starve the rest
 const IDLE_POLL_MS = 20; // upper bound on a poll() with nothing in flight: JS timers fire at least this often
 const LINGER_MS = 5000; // an ended socket whose peer never closes is dropped after this
