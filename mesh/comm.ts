@@ -9,7 +9,7 @@
 import { offsetsOf } from "./collectives.ts";
 import type { JobConfig } from "./endpoint.ts";
 import { wake } from "./net.ts";
-import type { OpArgs, Reply, Request } from "./protocol.ts";
+import type { OpArgs, Ref, Reply, Request } from "./protocol.ts";
 
 type DoneReply = Extract<Reply, { t: "done" }>;
 import type { ReduceKind } from "./wire.ts";
@@ -48,11 +48,11 @@ export function sharedF32(n: number): Float32Array {
   return new Float32Array(new SharedArrayBuffer(n * 4));
 }
 
-function shared(a: Typed, what: string): Uint8Array {
+function shared(a: Typed, what: string): Typed {
   if (!(a.buffer instanceof SharedArrayBuffer)) {
     throw new Error(`mesh: ${what} must be backed by a SharedArrayBuffer (see sharedF32), got ${a.buffer.constructor.name}`);
   }
-  return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+  return a;
 }
 
 export class Comm {
@@ -63,6 +63,13 @@ export class Comm {
   private cfg: JobConfig | null = null;
   private port = 0;
   private closed = false;
+  // SharedArrayBuffers the worker holds, by number (protocol.ts, Ref): given with the first
+  // op that uses one, dropped there with the first op after this thread's buffer is garbage.
+  private bufIds = new WeakMap<SharedArrayBuffer, number>();
+  private nextBuf = 1;
+  private adopt: [number, SharedArrayBuffer][] = [];
+  private forget: number[] = [];
+  private dropped = new FinalizationRegistry<number>((id) => this.forget.push(id));
 
   private constructor(readonly rank: number, readonly host: string, private logger?: MeshLogger) {
     this.worker = new Worker(new URL("./transport_worker.ts", import.meta.url).href);
@@ -135,6 +142,27 @@ export class Comm {
     this.worker.terminate();
   }
 
+  /** @internal `a`'s bytes as a Ref for the next op (`a` checked SharedArrayBuffer-backed). */
+  ref(a: Typed): Ref {
+    const sab = a.buffer as SharedArrayBuffer;
+    let id = this.bufIds.get(sab);
+    if (id === undefined) {
+      id = this.nextBuf++;
+      this.bufIds.set(sab, id);
+      this.dropped.register(sab, id);
+      this.adopt.push([id, sab]);
+    }
+    return { buf: id, off: a.byteOffset, len: a.byteLength };
+  }
+
+  /** @internal One collective: its buffers' Refs are in `args` (see ref). */
+  op(group: string, args: OpArgs): Promise<void> {
+    const m: Request = { t: "op", id: 0, group, args, adopt: this.adopt, forget: this.forget };
+    this.adopt = [];
+    this.forget = [];
+    return this.call(m).then(() => {});
+  }
+
   /** @internal */
   call(m: Request): Promise<DoneReply> {
     if (this.closed && m.t !== "close") return Promise.reject(new Error("mesh: comm closed"));
@@ -174,13 +202,16 @@ export class CommGroup {
   }
 
   private op(args: OpArgs): Promise<void> {
-    return this.comm.call({ t: "op", id: 0, group: this.name, args }).then(() => {});
+    return this.comm.op(this.name, args);
+  }
+
+  private ref(a: Typed, what: string): Ref {
+    return this.comm.ref(shared(a, what));
   }
 
   /** buf (N) <- reduce of every member's buf (N), in place; any N. */
   allReduce(buf: Float32Array, reduce: ReduceKind = "sum"): Promise<void> {
-    shared(buf, "all_reduce buffer");
-    return this.op({ kind: "all_reduce", buf, reduce });
+    return this.op({ kind: "all_reduce", buf: this.ref(buf, "all_reduce buffer"), reduce });
   }
 
   /**
@@ -188,11 +219,11 @@ export class CommGroup {
    * counts: elements per member (default: inp.length / size, which must divide).
    */
   reduceScatter(out: Float32Array, inp: Float32Array, reduce: ReduceKind = "sum", counts?: readonly number[]): Promise<void> {
-    shared(out, "reduce_scatter output");
-    shared(inp, "reduce_scatter input");
+    const o = this.ref(out, "reduce_scatter output");
+    const i = this.ref(inp, "reduce_scatter input");
     const off = offsetsOf(counts ?? this.even(inp.length, "reduce_scatter input"));
     this.checkLayout("reduce_scatter", off, inp.length, out.length);
-    return this.op({ kind: "reduce_scatter", out, inp, off, reduce });
+    return this.op({ kind: "reduce_scatter", out: o, inp: i, off, reduce });
   }
 
   /**
@@ -200,19 +231,19 @@ export class CommGroup {
    * out[off[me]). `inp` may be that very view of `out` (no copy). counts in elements of out.
    */
   allGather(out: Typed, inp: Typed, counts?: readonly number[]): Promise<void> {
-    const ob = shared(out, "all_gather output");
-    const ib = shared(inp, "all_gather input");
+    const ob = this.ref(out, "all_gather output");
+    const ib = this.ref(inp, "all_gather input");
     const el = out.BYTES_PER_ELEMENT;
     const off = offsetsOf(counts ?? this.even(out.length, "all_gather output"));
     this.checkLayout("all_gather", off, out.length, inp.length * inp.BYTES_PER_ELEMENT / el);
-    const inPlace = ib.buffer === ob.buffer && ib.byteOffset === ob.byteOffset + off[this.rank] * el;
+    const inPlace = ib.buf === ob.buf && ib.off === ob.off + off[this.rank] * el;
     return this.op({ kind: "all_gather", out: ob, inp: inPlace ? null : ib, off: off.map((o) => o * el) });
   }
 
   /** buf <- root's buf (root: index in this group). Any typed array. */
   broadcast(buf: Typed, root: number): Promise<void> {
     if (!Number.isInteger(root) || root < 0 || root >= this.size) throw new Error(`mesh: broadcast root ${root} outside group of ${this.size}`);
-    return this.op({ kind: "broadcast", buf: shared(buf, "broadcast buffer"), root });
+    return this.op({ kind: "broadcast", buf: this.ref(buf, "broadcast buffer"), root });
   }
 
   /**
@@ -230,8 +261,8 @@ export class CommGroup {
       throw new Error(`mesh: all_to_all sends ${sendCounts[this.rank]} elements to itself but expects ${recvCounts[this.rank]}`);
     }
     return this.op({
-      kind: "all_to_all", out: shared(out, "all_to_all output"), recvOff: rOff.map((o) => o * el),
-      inp: shared(inp, "all_to_all input"), sendOff: sOff.map((o) => o * el),
+      kind: "all_to_all", out: this.ref(out, "all_to_all output"), recvOff: rOff.map((o) => o * el),
+      inp: this.ref(inp, "all_to_all input"), sendOff: sOff.map((o) => o * el),
     });
   }
 
