@@ -14,7 +14,7 @@ import {
 /** What the reactor drives for one connected socket (mesh/conn.ts implements it). */
 export interface Link {
   target(): Uint8Array; // where the next received bytes go (non-empty; DISCARD once dead)
-  received(n: number): void; // n bytes landed at the start of target()
+  received(n: number): boolean; // n bytes landed at the start of target(); true: read no more this round
   writable(): void; // the kernel takes bytes again: flush
   wantsWrite(): boolean;
   closedByPeer(): void; // EOF (after any error())
@@ -103,7 +103,7 @@ export class NetSocket {
       const n = Number(sys.nn_recv(this.fd, t, t.length));
       if (n > 0) {
         budget -= n;
-        link?.received(n);
+        if (link?.received(n)) break; // a waiting collective runs first (Conn.received)
         if (n < t.length) break; // most likely drained; poll tells us when there is more
         continue;
       }
