@@ -8,8 +8,10 @@
 //          previous transport; mesh/ now makes the system calls itself, mesh/net.c)
 // Beside ours, in the same run: iperf3 on loopback, single stream (the link limit) and one
 // stream each way at once (--bidir, per direction: what each rank of a ring does), and PyTorch
-// gloo (gloo_bench.py); `--rounds N` alternates ours and the references N times and reports
-// medians (ratios per round, then their median). Human lines first; the LAST line is one JSON object.
+// gloo (gloo_bench.py for its times, tools/bench/gloo_cpu.py for its CPU per op, user and kernel,
+// beside ours); `--rounds N` alternates ours and the references N times and reports medians
+// (ratios per round, then their median). Warm-up: 3 ops per case before timing (JIT tiers; a
+// training job runs thousands). Human lines first; the LAST line is one JSON object.
 import { readFileSync } from "node:fs";
 import { Comm, crc32c, sharedF32 } from "../../mesh/index.ts";
 import { balancedOffsets } from "../../mesh/collectives.ts";
@@ -83,7 +85,7 @@ async function child(cfg: ChildCfg): Promise<void> {
       const out = sharedF32(elems);
       run = () => g.allToAll(out, inp, counts, counts);
     }
-    await run(); // warm-up: connections, JIT, page faults
+    for (let i = 0; i < 3; i++) await run(); // warm-up: connections, JIT tiers, page faults
     const times: number[] = [];
     const cpu0 = process.cpuUsage();
     for (let r = 0; r < cfg.reps; r++) {
@@ -93,9 +95,9 @@ async function child(cfg: ChildCfg): Promise<void> {
       times.push((performance.now() - t0) / cfg.iters / 1000);
     }
     const cpu = process.cpuUsage(cpu0);
-    // CPU seconds this rank spent per op (all threads): contention-free cost of the op.
-    const cpuPerOp = (cpu.user + cpu.system) / 1e6 / (cfg.reps * cfg.iters);
-    console.log(JSON.stringify({ ev: "times", op, bytes, times, cpuPerOp }));
+    // CPU seconds this rank spent per op (all threads), in user space and in the kernel.
+    const ops = cfg.reps * cfg.iters;
+    console.log(JSON.stringify({ ev: "times", op, bytes, times, user: cpu.user / 1e6 / ops, sys: cpu.system / 1e6 / ops }));
   }
   await g.barrier();
   await comm.close();
@@ -104,9 +106,12 @@ async function child(cfg: ChildCfg): Promise<void> {
 
 // ---- orchestration ----
 
-/** Median op time (s) per case; `cpu` gets the CPU seconds per op of the busiest rank. */
+/** CPU seconds per op of one rank: user space, kernel. */
+interface Cpu { user: number; sys: number }
+
+/** Median op time (s) per case; `cpu` gets the CPU per op of the busiest rank. */
 async function runOurs(
-  n: number, cases: ChildCfg["cases"], reps: number, iters: number, chunk: number, cpu: Map<string, number>,
+  n: number, cases: ChildCfg["cases"], reps: number, iters: number, chunk: number, cpu: Map<string, Cpu>,
 ): Promise<Map<string, number>> {
   const procs = [...Array(n).keys()].map((rank) => {
     const cfg: ChildCfg = { rank, n, cases, reps, iters, chunk };
@@ -144,9 +149,10 @@ async function runOurs(
   }
   const t = new Map<string, number>();
   for (const { op, bytes } of cases) {
-    const evs = lines.map((l) => (l.out as { op: string; bytes: number; times: number[]; cpuPerOp: number }[]).find((e) => e.op === op && e.bytes === bytes)!);
+    const evs = lines.map((l) => (l.out as ({ op: string; bytes: number; times: number[] } & Cpu)[]).find((e) => e.op === op && e.bytes === bytes)!);
     const per = evs.map((e) => e.times);
-    cpu.set(`${op}/${bytes}`, Math.max(...evs.map((e) => e.cpuPerOp)));
+    const busiest = evs.reduce((a, e) => (e.user + e.sys > a.user + a.sys ? e : a));
+    cpu.set(`${op}/${bytes}`, { user: busiest.user, sys: busiest.sys });
     const maxOverRanks = per[0].map((_, r) => Math.max(...per.map((x) => x[r])));
     t.set(`${op}/${bytes}`, median(maxOverRanks));
   }
@@ -192,6 +198,24 @@ async function gloo(n: number, reps: number, iters: number): Promise<{ op: strin
   const text = await new Response(p.stdout).text();
   await p.exited;
   return text.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l));
+}
+
+/** gloo's CPU per op (tools/bench/gloo_cpu.py), busiest rank, by "op/bytes"; ops gloo lacks are left out. */
+async function glooCpu(n: number, iters: number, cases: ChildCfg["cases"]): Promise<Map<string, Cpu>> {
+  const want = cases.filter((c) => c.op !== "reduce_scatter").map((c) => `${c.op}:${c.bytes}`);
+  const got = new Map<string, Cpu>();
+  if (want.length === 0) return got;
+  const p = Bun.spawn(["/usr/bin/python3", new URL("./gloo_cpu.py", import.meta.url).pathname, String(n), String(Math.max(iters, 5)), ...want], {
+    stdout: "pipe", stderr: "pipe", env: { ...process.env, GLOO_SOCKET_IFNAME: "lo", OMP_NUM_THREADS: "1" },
+  });
+  const text = await new Response(p.stdout).text();
+  await p.exited;
+  for (const l of text.split("\n").filter((x) => x.startsWith("{"))) {
+    const r = JSON.parse(l) as { op: string; bytes: number; user_ms: number[]; sys_ms: number[] };
+    const i = r.user_ms.reduce((b, _, k) => (r.user_ms[k] + r.sys_ms[k] > r.user_ms[b] + r.sys_ms[b] ? k : b), 0);
+    got.set(`${r.op}/${r.bytes}`, { user: r.user_ms[i] / 1e3, sys: r.sys_ms[i] / 1e3 });
+  }
+  return got;
 }
 
 function crcBench(bytes: number): object {
@@ -270,21 +294,23 @@ export async function main(args: string[]): Promise<void> {
   // The machine's speed drifts by tens of percent within minutes (a shared VM): alternate ours
   // and the references `rounds` times and quote the median of the per-round ratios.
   const rounds = Number(opt("rounds", "1"));
-  type Round = { t: Map<string, number>; cpu: Map<string, number>; busy: number; gloo: Awaited<ReturnType<typeof gloo>>; link: number | null; duplex: number | null };
+  type Round = { t: Map<string, number>; cpu: Map<string, Cpu>; glooCpu: Map<string, Cpu>; busy: number; gloo: Awaited<ReturnType<typeof gloo>>; link: number | null; duplex: number | null };
   const got: Round[] = [];
   for (let k = 0; k < rounds; k++) {
     const tag = rounds > 1 ? `round ${k + 1}/${rounds}: ` : "";
     const load = cpuSampler();
-    const cpu = new Map<string, number>();
+    const cpu = new Map<string, Cpu>();
     console.log(`${tag}ours: ${cases.length} cases on ${n} ranks (reps ${reps}, iters ${iters}, chunk ${chunk} B)...`);
     const t = await runOurs(n, cases, reps, iters, chunk, cpu);
     const busy = load();
     if (refs) console.log(`${tag}gloo_bench.py ${n} ${glooReps} ${iters} (all ops, 1/16/64 MiB)...`);
     const glooRows = refs ? await gloo(n, glooReps, iters) : [];
+    if (refs) console.log(`${tag}tools/bench/gloo_cpu.py ${n}: gloo's CPU per op...`);
+    const glooCpuPerOp = refs ? await glooCpu(n, iters, cases) : new Map<string, Cpu>();
     if (refs) console.log(`${tag}iperf3 -t 5 on loopback, single stream, then --bidir...`);
     const link = refs ? await iperf3() : null;
     const duplex = refs ? await iperf3(true) : null;
-    got.push({ t, cpu, busy, gloo: glooRows, link, duplex });
+    got.push({ t, cpu, busy, gloo: glooRows, glooCpu: glooCpuPerOp, link, duplex });
   }
   const med = (xs: (number | null)[]): number | null => {
     const v = xs.filter((x): x is number => x !== null);
@@ -313,17 +339,23 @@ export async function main(args: string[]): Promise<void> {
     const algbw = bytes / sec / 1e9;
     const busbw = algbw * FACTOR[op](n);
     const round2 = (x: number | null): number | null => (x === null ? null : +x.toFixed(2));
+    const ms = (x: number | null): number | null => (x === null ? null : +(x * 1e3).toFixed(1));
     const row = {
       op, bytes, ranks: n, rounds, time_ms: +(sec * 1e3).toFixed(2),
-      cpu_ms_per_rank: +(median(got.map((g) => g.cpu.get(key)!)) * 1e3).toFixed(1),
+      cpu_ms_per_rank: +(median(got.map((g) => g.cpu.get(key)!.user + g.cpu.get(key)!.sys)) * 1e3).toFixed(1),
+      cpu_user_ms: +(median(got.map((g) => g.cpu.get(key)!.user)) * 1e3).toFixed(1),
+      cpu_sys_ms: +(median(got.map((g) => g.cpu.get(key)!.sys)) * 1e3).toFixed(1),
+      gloo_cpu_user_ms: ms(med(got.map((g) => g.glooCpu.get(key)?.user ?? null))),
+      gloo_cpu_sys_ms: ms(med(got.map((g) => g.glooCpu.get(key)?.sys ?? null))),
       algbw_GBps: +algbw.toFixed(3), busbw_GBps: +busbw.toFixed(3),
       gloo_busbw_GBps: round2(med(per.map((p) => p.gloo))), vs_gloo: round2(med(per.map((p) => p.vsGloo))),
       gloo_error: per.find((p) => p.error)?.error,
       vs_iperf3: round2(med(per.map((p) => p.vsLink))), vs_iperf3_bidir: round2(med(per.map((p) => p.vsDuplex))),
       per_round: per.map((p) => ({ busbw_GBps: +p.busbw.toFixed(3), vs_gloo: round2(p.vsGloo) })),
     };
-    console.log(`${op} ${bytes} B x${n}: ${row.time_ms} ms (cpu ${row.cpu_ms_per_rank} ms/rank), algbw ${row.algbw_GBps} GB/s, busbw ${row.busbw_GBps} GB/s` +
+    console.log(`${op} ${bytes} B x${n}: ${row.time_ms} ms (cpu ${row.cpu_ms_per_rank} ms/rank: user ${row.cpu_user_ms}, sys ${row.cpu_sys_ms}), algbw ${row.algbw_GBps} GB/s, busbw ${row.busbw_GBps} GB/s` +
       (row.gloo_busbw_GBps !== null ? `, gloo busbw ${row.gloo_busbw_GBps} (x${row.vs_gloo}${span(per.map((p) => p.vsGloo))})` : row.gloo_error ? `, gloo: ${row.gloo_error}` : "") +
+      (row.gloo_cpu_user_ms !== null ? ` (gloo cpu: user ${row.gloo_cpu_user_ms}, sys ${row.gloo_cpu_sys_ms})` : "") +
       (link ? `, iperf3 ${link.toFixed(2)} GB/s (x${row.vs_iperf3})` : "") +
       (duplex ? `, iperf3 --bidir ${duplex.toFixed(2)} GB/s per direction (x${row.vs_iperf3_bidir})` : ""));
     return row;
