@@ -1,16 +1,16 @@
-// One authenticated TCP link between two ranks of a group, on a Bun socket, inside the
-// transport worker. It parses the byte stream (handshake messages first, then frames),
-// checks every header before allocating its payload, checks payload CRCs, queues frames until
-// the collective asks for them, and keeps unsent bytes: Bun's write() may take only part of a
-// buffer (PLATFORM.md), so the rest is resumed on `drain`.
+// One authenticated TCP link between two ranks of a group, on a native socket the reactor
+// drives (mesh/reactor.ts), inside the transport worker. It says where the next received bytes
+// go (handshake messages first, then frames), checks every header before allocating its
+// payload, checks payload CRCs, queues frames until the collective asks for them, and keeps
+// unsent bytes: the kernel may take part of a batch, the rest goes when the socket is writable.
 import { DISCARD, type Link, type NetSocket } from "./reactor.ts";
 import { crc32c } from "./crc32c.ts";
 import {
   crcMismatch, FRAME_HEADER, HS_HEADER, Op, opName, readFrameHeader, readHsHeader, type FrameHeader, type HsType,
 } from "./wire.ts";
 
-const POOL_MAX = 32;
-const SEND_BATCH = 2 << 20; // bytes offered to the kernel per system call // pooled frame buffers per link and length (32 x 512 KiB = 16 MiB)
+const POOL_MAX = 32; // pooled frame buffers per link and length (32 x 512 KiB = 16 MiB)
+const SEND_BATCH = 2 << 20; // bytes offered to the kernel per system call (512 KiB and 8 MiB: slower)
 
 export interface Frame {
   h: FrameHeader;

@@ -53,12 +53,18 @@ async function handle(m: Request): Promise<{ port: number; wakeFd: number } | un
   }
 }
 
+function buffer(r: Ref): SharedArrayBuffer {
+  const b = buffers.get(r.buf);
+  if (!b) throw new Error(`mesh: buffer #${r.buf} is unknown to the transport (never given, or forgotten)`);
+  return b;
+}
+
 function bytes(r: Ref): Uint8Array {
-  return new Uint8Array(buffers.get(r.buf)!, r.off, r.len);
+  return new Uint8Array(buffer(r), r.off, r.len);
 }
 
 function f32(r: Ref): Float32Array {
-  return new Float32Array(buffers.get(r.buf)!, r.off, r.len >> 2);
+  return new Float32Array(buffer(r), r.off, r.len >> 2);
 }
 
 function runOp(m: Extract<Request, { t: "op" }>): Promise<void> {
