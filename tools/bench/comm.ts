@@ -205,7 +205,7 @@ async function glooCpu(n: number, iters: number, cases: ChildCfg["cases"]): Prom
   const want = cases.filter((c) => c.op !== "reduce_scatter").map((c) => `${c.op}:${c.bytes}`);
   const got = new Map<string, Cpu>();
   if (want.length === 0) return got;
-  const p = Bun.spawn(["/usr/bin/python3", new URL("./gloo_cpu.py", import.meta.url).pathname, String(n), String(Math.max(iters, 5)), ...want], {
+  const p = Bun.spawn(["/usr/bin/python3", new URL("./gloo_cpu.py", import.meta.url).pathname, String(n), String(Math.max(iters, 10)), ...want], {
     stdout: "pipe", stderr: "pipe", env: { ...process.env, GLOO_SOCKET_IFNAME: "lo", OMP_NUM_THREADS: "1" },
   });
   const text = await new Response(p.stdout).text();
