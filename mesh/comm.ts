@@ -48,13 +48,6 @@ export function sharedF32(n: number): Float32Array {
   return new Float32Array(new SharedArrayBuffer(n * 4));
 }
 
-function shared(a: Typed, what: string): Typed {
-  if (!(a.buffer instanceof SharedArrayBuffer)) {
-    throw new Error(`mesh: ${what} must be backed by a SharedArrayBuffer (see sharedF32), got ${a.buffer.constructor.name}`);
-  }
-  return a;
-}
-
 export class Comm {
   private worker: Worker;
   private nextId = 1;
@@ -142,9 +135,12 @@ export class Comm {
     this.worker.terminate();
   }
 
-  /** @internal `a`'s bytes as a Ref for the next op (`a` checked SharedArrayBuffer-backed). */
-  ref(a: Typed): Ref {
-    const sab = a.buffer as SharedArrayBuffer;
+  /** @internal `a`'s bytes as a Ref for the next op; `what` names it if it is not shared memory. */
+  ref(a: Typed, what: string): Ref {
+    if (!(a.buffer instanceof SharedArrayBuffer)) {
+      throw new Error(`mesh: ${what} must be backed by a SharedArrayBuffer (see sharedF32), got ${a.buffer.constructor.name}`);
+    }
+    const sab = a.buffer;
     let id = this.bufIds.get(sab);
     if (id === undefined) {
       id = this.nextBuf++;
@@ -205,13 +201,9 @@ export class CommGroup {
     return this.comm.op(this.name, args);
   }
 
-  private ref(a: Typed, what: string): Ref {
-    return this.comm.ref(shared(a, what));
-  }
-
   /** buf (N) <- reduce of every member's buf (N), in place; any N. */
   allReduce(buf: Float32Array, reduce: ReduceKind = "sum"): Promise<void> {
-    return this.op({ kind: "all_reduce", buf: this.ref(buf, "all_reduce buffer"), reduce });
+    return this.op({ kind: "all_reduce", buf: this.comm.ref(buf, "all_reduce buffer"), reduce });
   }
 
   /**
@@ -219,8 +211,8 @@ export class CommGroup {
    * counts: elements per member (default: inp.length / size, which must divide).
    */
   reduceScatter(out: Float32Array, inp: Float32Array, reduce: ReduceKind = "sum", counts?: readonly number[]): Promise<void> {
-    const o = this.ref(out, "reduce_scatter output");
-    const i = this.ref(inp, "reduce_scatter input");
+    const o = this.comm.ref(out, "reduce_scatter output");
+    const i = this.comm.ref(inp, "reduce_scatter input");
     const off = offsetsOf(counts ?? this.even(inp.length, "reduce_scatter input"));
     this.checkLayout("reduce_scatter", off, inp.length, out.length);
     return this.op({ kind: "reduce_scatter", out: o, inp: i, off, reduce });
@@ -231,8 +223,8 @@ export class CommGroup {
    * out[off[me]). `inp` may be that very view of `out` (no copy). counts in elements of out.
    */
   allGather(out: Typed, inp: Typed, counts?: readonly number[]): Promise<void> {
-    const ob = this.ref(out, "all_gather output");
-    const ib = this.ref(inp, "all_gather input");
+    const ob = this.comm.ref(out, "all_gather output");
+    const ib = this.comm.ref(inp, "all_gather input");
     const el = out.BYTES_PER_ELEMENT;
     const off = offsetsOf(counts ?? this.even(out.length, "all_gather output"));
     this.checkLayout("all_gather", off, out.length, inp.length * inp.BYTES_PER_ELEMENT / el);
@@ -243,7 +235,7 @@ export class CommGroup {
   /** buf <- root's buf (root: index in this group). Any typed array. */
   broadcast(buf: Typed, root: number): Promise<void> {
     if (!Number.isInteger(root) || root < 0 || root >= this.size) throw new Error(`mesh: broadcast root ${root} outside group of ${this.size}`);
-    return this.op({ kind: "broadcast", buf: this.ref(buf, "broadcast buffer"), root });
+    return this.op({ kind: "broadcast", buf: this.comm.ref(buf, "broadcast buffer"), root });
   }
 
   /**
@@ -261,8 +253,8 @@ export class CommGroup {
       throw new Error(`mesh: all_to_all sends ${sendCounts[this.rank]} elements to itself but expects ${recvCounts[this.rank]}`);
     }
     return this.op({
-      kind: "all_to_all", out: this.ref(out, "all_to_all output"), recvOff: rOff.map((o) => o * el),
-      inp: this.ref(inp, "all_to_all input"), sendOff: sOff.map((o) => o * el),
+      kind: "all_to_all", out: this.comm.ref(out, "all_to_all output"), recvOff: rOff.map((o) => o * el),
+      inp: this.comm.ref(inp, "all_to_all input"), sendOff: sOff.map((o) => o * el),
     });
   }
 
