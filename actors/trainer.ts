@@ -1,7 +1,7 @@
 // The Trainer: owns a model and its AdamW state and runs ONE optimizer step over a rank's
 // micro-batches. The step reads like nanoGPT; the only awaits are the labelled sync points and
-// the data-parallel collectives, which a mesh plugs in through `StepCollectives` (the default is
-// a single process: identity). FSDP/TP attach to the model from outside via model.hooks.
+// the data-parallel collectives, which a parallel plan plugs in through `StepCollectives` (the
+// default is a single process: identity). Plans attach to the model from outside (parallel/).
 //
 // Loss normalisation (VeOmni): each micro-batch's token-sum CE is scaled by 1 / (valid tokens of
 // the whole global step, all ranks), so the accumulated gradient is the exact token mean.
@@ -10,28 +10,9 @@
 import { clipCoefficient, lrAt, type Kernels, type LrScheduleOptions, type Tensor } from "../kernels/index.ts";
 import type { MicroBatch } from "../data/batch.ts";
 import type { DecoderLM } from "../models/index.ts";
+import { SINGLE_PROCESS, type OptimizerShards, type StepCollectives } from "../parallel/index.ts";
 
 type F32 = Tensor<"f32">;
-
-/** Data-parallel reductions of a step (all-reduce sums over the DP group). */
-export interface StepCollectives {
-  /** Sum of a host number over ranks (token counts, loss sums, squared grad norms of shards). */
-  allReduceSum(x: number): Promise<number>;
-  /** After the last backward: DDP all-reduces grads, FSDP waits for its reduce-scatters. */
-  syncGrads(model: DecoderLM): Promise<void>;
-}
-
-export const SINGLE_PROCESS: StepCollectives = {
-  allReduceSum: async (x) => x,
-  syncGrads: async () => {},
-};
-
-/** The part of each unit's flat buffers this rank's optimizer owns. Default: all of it. FSDP
- *  (ZeRO) gives each rank its shard [start, start + numel) of the unit, with the shard's own
- *  param/grad tensors (grads already reduce-scattered by syncGrads). */
-export interface OptimizerShards {
-  slice(u: number): { start: number; param: F32; grad: F32 };
-}
 
 export interface TrainerOptions {
   schedule: LrScheduleOptions;

@@ -19,7 +19,8 @@ import { Rope } from "./blocks/rope.ts";
 import { DecoderLayer, type LayerSaved, type LayerScratch } from "./decoder_layer.ts";
 
 /** Called around each unit's compute; async allowed (all-gather params, reduce-scatter grads).
- *  Hooks may replace `model.params[u]` / `model.grads[u]` (same numel) before the unit runs. */
+ *  Hooks may replace `model.params[u]` / `model.grads[u]` (same numel) before the unit runs.
+ *  Plans stack: each adds its own set with addHooks; all run, in the order they were added. */
 export interface UnitHooks {
   beforeUnitForward?(u: number): void | Promise<void>;
   afterUnitForward?(u: number): void | Promise<void>;
@@ -42,7 +43,8 @@ export class DecoderLM {
   readonly params: F32[];
   /** Mirrors params; allocated by allocGrads() (not needed for inference). */
   grads: F32[] | null = null;
-  hooks: UnitHooks = {};
+  /** Every plan's unit hooks, run in the order added (see addHooks). */
+  private readonly hookSets: UnitHooks[] = [];
   /** Bytes of activation buffers (saved + scratch) at capacity. */
   readonly activationBytes: number;
 
@@ -86,6 +88,16 @@ export class DecoderLM {
 
   get headUnit(): number {
     return this.layout.headUnit;
+  }
+
+  /** Add one plan's hooks beside those already there (FSDP, a scheduler yield, ...); never replaces. */
+  addHooks(h: UnitHooks): void {
+    this.hookSets.push(h);
+  }
+
+  /** Runs hook `name` of every set for unit u, in order, awaiting each (collectives start inside). */
+  private async hook(name: keyof UnitHooks, u: number): Promise<void> {
+    for (const h of this.hookSets) await h[name]?.(u);
   }
 
   allocGrads(): F32[] {
@@ -158,15 +170,15 @@ export class DecoderLM {
 
   /** Embedding and decoder layers (units 0..L) with their hooks; leaves resid[L] (T,C) for the head. */
   private async trunkForward(b: BatchInputs): Promise<void> {
-    const { config: c, hooks: h } = this;
+    const { config: c } = this;
     const T = b.T;
-    await h.beforeUnitForward?.(0);
+    await this.hook("beforeUnitForward", 0);
     this.emb.forward(this.resid[0].at(T), this.views(this.params[0], 0).get("model.embed_tokens.weight")!, b);
-    await h.afterUnitForward?.(0);
+    await this.hook("afterUnitForward", 0);
     for (let l = 0; l < c.L; l++) {
-      await h.beforeUnitForward?.(l + 1);
+      await this.hook("beforeUnitForward", l + 1);
       this.layerForward(l, b);
-      await h.afterUnitForward?.(l + 1);
+      await this.hook("afterUnitForward", l + 1);
     }
   }
 
@@ -174,31 +186,31 @@ export class DecoderLM {
    *  `grad`, the head's gradient is scaled by gradScale (1 / global valid tokens of the step)
    *  and backward() must follow before the next forward. */
   async forward(mb: MicroBatch, loss: F32, gradScale: number, grad = true): Promise<void> {
-    const { config: c, hooks: h } = this;
+    const { config: c } = this;
     const b = this.setBatch(mb);
     const T = b.T;
     await this.trunkForward(b);
     const H = this.headUnit;
-    await h.beforeUnitForward?.(H);
+    await this.hook("beforeUnitForward", H);
     const { normW, weight } = this.headWeights(this.params);
     const dweight = grad ? this.headWeights(this.allocGrads()).weight : null;
     this.head.forwardLoss(loss, dweight, this.resid[c.L].at(T), normW, weight, b, gradScale);
-    await h.afterUnitForward?.(H);
+    await this.hook("afterUnitForward", H);
     this.pending = grad ? b : null;
   }
 
   /** Full logits (T,V) of a packed row (evaluation; SYNC POINT: reads them to the host). */
   async logits(mb: MicroBatch): Promise<Float32Array> {
-    const { k, config: c, hooks: h } = this;
+    const { k, config: c } = this;
     const b = this.setBatch(mb);
     const T = b.T;
     await this.trunkForward(b);
     const H = this.headUnit;
-    await h.beforeUnitForward?.(H);
+    await this.hook("beforeUnitForward", H);
     const out = k.alloc([T, c.V], "f32", { shared: false, name: "logits" });
     const { normW, weight } = this.headWeights(this.params);
     this.head.logits(out, this.resid[c.L].at(T), normW, weight, T);
-    await h.afterUnitForward?.(H);
+    await this.hook("afterUnitForward", H);
     const host = await k.read(out);
     k.free(out);
     this.pending = null;
@@ -243,26 +255,26 @@ export class DecoderLM {
     const b = this.pending;
     if (!b) throw new Error(`model ${this.config.modelType}: backward() without a preceding forward(grad = true)`);
     this.pending = null;
-    const { k, config: c, hooks: h } = this;
+    const { k, config: c } = this;
     const grads = this.allocGrads();
     const T = b.T;
     const dres = this.dres.at(T); // (T,C) gradient w.r.t. the residual stream, layer by layer
     const H = this.headUnit;
-    await h.beforeUnitBackward?.(H);
+    await this.hook("beforeUnitBackward", H);
     k.zero(dres);
     const hw = this.headWeights(this.params);
     this.head.backward(dres, this.views(grads[H], H).get("model.norm.weight")!, this.resid[c.L].at(T), hw.normW, T);
-    await h.afterUnitBackward?.(H);
+    await this.hook("afterUnitBackward", H);
     for (let l = c.L - 1; l >= 0; l--) {
       const u = l + 1;
-      await h.beforeUnitBackward?.(u);
+      await this.hook("beforeUnitBackward", u);
       if (this.opts.gradientCheckpointing) this.layerForward(l, b);
       const s = this.saved[this.opts.gradientCheckpointing ? 0 : l];
       this.layer.backward(dres, this.views(grads[u], u), this.resid[l].at(T), this.views(this.params[u], u), s, this.scratch, b);
-      await h.afterUnitBackward?.(u);
+      await this.hook("afterUnitBackward", u);
     }
-    await h.beforeUnitBackward?.(0);
+    await this.hook("beforeUnitBackward", 0);
     this.emb.backward(this.views(grads[0], 0).get("model.embed_tokens.weight")!, dres, b);
-    await h.afterUnitBackward?.(0);
+    await this.hook("afterUnitBackward", 0);
   }
 }

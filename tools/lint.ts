@@ -1,6 +1,7 @@
 // `bun run check` (after tsc): the project's own lint rules, from STYLE.md.
 //  1. The import graph: kernels/ and data/ import nothing of ours; mesh/ imports kernels/ only;
-//     models/ imports kernels/ (and checkpoint/safetensors for weights); only actors/ and tools/
+//     models/ imports kernels/ (and checkpoint/safetensors for weights); parallel/ (the plans)
+//     imports kernels/ mesh/ models/ data/ configs/; only actors/ and tools/
 //     import NATS; another folder is imported through its index.ts.
 //  2. Bun.env / process.argv are read only in entry points (actors/*_main.ts, tools/) and configs/.
 //  3. No focused or skipped tests left behind (test.only / describe.only).
@@ -9,7 +10,7 @@ import { readdirSync, readFileSync, statSync } from "node:fs";
 import { dirname, join, relative, resolve } from "node:path";
 
 const root = resolve(import.meta.dir, "..");
-const FOLDERS = ["actors", "kernels", "mesh", "models", "data", "checkpoint", "configs", "tools", "test"] as const;
+const FOLDERS = ["actors", "kernels", "mesh", "models", "data", "checkpoint", "configs", "parallel", "tools", "test"] as const;
 // Which of our folders each folder may import. Tests and tools may import anything.
 const ALLOWED: Record<string, string[]> = {
   kernels: [],
@@ -18,7 +19,8 @@ const ALLOWED: Record<string, string[]> = {
   models: ["kernels", "checkpoint"],
   checkpoint: ["kernels", "configs"],
   configs: [],
-  actors: ["kernels", "mesh", "models", "data", "checkpoint", "configs"],
+  parallel: ["kernels", "mesh", "models", "data", "configs"],
+  actors: ["kernels", "mesh", "models", "data", "checkpoint", "configs", "parallel"],
 };
 const NATS = /^(nats|@nats-io\/)/;
 

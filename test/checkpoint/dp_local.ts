@@ -2,7 +2,8 @@
 // and scalars are summed in rank order once every rank arrived (deterministic), as a DDP
 // all-reduce would. Used by the exact-resume tests and the restart child process.
 import { expect } from "bun:test";
-import { Trainer, type StepCollectives } from "../../actors/trainer.ts";
+import { Trainer } from "../../actors/trainer.ts";
+import type { StepCollectives } from "../../parallel/index.ts";
 import type { UnitBuffers } from "../../checkpoint/index.ts";
 import { createDataLoader, type DataLoader } from "../../data/index.ts";
 import { createCpuKernels } from "../../kernels/index.ts";

@@ -1,4 +1,4 @@
-// One data-parallel rank as a real process: mesh TCP ring (mesh/Comm), DDP (actors/parallel/ddp.ts),
+// One data-parallel rank as a real process: mesh TCP ring (mesh/Comm), DDP (parallel/ddp.ts),
 // the real Trainer and data loader, and its RankCheckpointer. JSON lines on stdout:
 // {ev:"listening",address} -> reads {table} on stdin -> {ev:"resumed",step}? -> {ev:"loss",step,bits}
 // per step, {ev:"saved",report} when a save is durable, {ev:"parked"} at PARK, {ev:"done"}.
@@ -8,8 +8,7 @@
 import { closeSync, fsyncSync, openSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
-import { Ddp } from "../../actors/parallel/ddp.ts";
-import { Fsdp } from "../../actors/parallel/fsdp.ts";
+import { Ddp, Fsdp } from "../../parallel/index.ts";
 import { Trainer } from "../../actors/trainer.ts";
 import { type Checkpointable, RankCheckpointer, isSaveStep } from "../../checkpoint/index.ts";
 import { createDataLoader, type LoaderState } from "../../data/index.ts";

@@ -13,12 +13,12 @@ const mbs = exp.micro_batches.map(toMicroBatch);
 
 async function grads(model: DecoderLM): Promise<{ flat: Float32Array[]; loss: number; events: string[] }> {
   const events: string[] = [];
-  model.hooks = {
+  model.addHooks({
     beforeUnitForward: (u) => void events.push(`F${u}`),
     afterUnitForward: async (u) => void events.push(`f${u}`), // async hooks are awaited too
     beforeUnitBackward: (u) => void events.push(`B${u}`),
     afterUnitBackward: (u) => void events.push(`b${u}`),
-  };
+  });
   model.zeroGrads();
   const loss = k.alloc([1]);
   for (const mb of mbs) {

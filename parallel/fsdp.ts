@@ -10,10 +10,10 @@
 // Tied lm_head: the head (unit H) reads unit 0's params and writes its gradient into unit 0's
 // grads during the head's forward, so unit 0 stays gathered until the head is done and its
 // grad buffer lives from the head's forward until unit 0's backward.
-import type { Kernels, Tensor } from "../../kernels/index.ts";
-import type { DecoderLM } from "../../models/index.ts";
-import { sharedF32, type CommGroup } from "../../mesh/index.ts";
-import type { OptimizerShards, StepCollectives } from "../trainer.ts";
+import type { Kernels, Tensor } from "../kernels/index.ts";
+import type { DecoderLM } from "../models/index.ts";
+import { sharedF32, type CommGroup } from "../mesh/index.ts";
+import type { OptimizerShards, StepCollectives } from "./collectives.ts";
 
 type F32 = Tensor<"f32">;
 
@@ -83,12 +83,12 @@ export class Fsdp implements StepCollectives, OptimizerShards {
       this.release(sl);
       return k.view(this.pool[sl], 0, [x.N]);
     });
-    model.hooks = {
+    model.addHooks({
       beforeUnitForward: (u) => this.beforeForward(u),
       afterUnitForward: (u) => this.afterForward(u),
       beforeUnitBackward: (u) => this.beforeBackward(u),
       afterUnitBackward: (u) => this.afterBackward(u),
-    };
+    });
   }
 
   // ---------------------------------------------------------------- OptimizerShards

@@ -3,9 +3,9 @@
 // ends (the transport thread runs it while earlier units still compute: bucketed overlap, one
 // bucket per unit); syncGrads waits for them. Sums, not means: the loss is already divided by
 // the step's global valid tokens, so the summed gradient is the exact token mean.
-import type { DecoderLM } from "../../models/index.ts";
-import { sharedF32, type CommGroup } from "../../mesh/index.ts";
-import type { StepCollectives } from "../trainer.ts";
+import type { DecoderLM } from "../models/index.ts";
+import { sharedF32, type CommGroup } from "../mesh/index.ts";
+import type { StepCollectives } from "./collectives.ts";
 
 export class Ddp implements StepCollectives {
   private pending: Promise<void>[] = [];
@@ -16,13 +16,13 @@ export class Ddp implements StepCollectives {
   constructor(private model: DecoderLM, private world: CommGroup) {
     const grads = model.allocGrads();
     for (const g of grads) if (!(g.host?.buffer instanceof SharedArrayBuffer)) throw new Error(`ddp: grads of ${g.shape} are not SharedArrayBuffer-backed (cpu backend needed)`);
-    model.hooks = {
+    model.addHooks({
       afterUnitBackward: (u) => {
         // unit 0's backward is the last of a micro-batch (order: head, L..1, 0)
         if (this.micro === this.nMicro - 1) this.pending.push(this.world.allReduce(model.grads![u].host as Float32Array));
         if (u === 0) this.micro++;
       },
-    };
+    });
   }
 
   /** Call before Trainer.step with the number of micro-batches of this rank's step. */

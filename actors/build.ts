@@ -1,0 +1,88 @@
+// One way to set up training, for the in-process path (actors/local.ts) and every worker
+// (actors/train_runner.ts): kernels -> model -> parallel plans (parallel/, from the mesh) ->
+// dataloader actor (its own thread, prefetching this rank's data-parallel share) -> Trainer.
+import type { Config, Logger } from "../configs/index.ts";
+import { createKernels, type Kernels } from "../kernels/index.ts";
+import { DataLoaderWorker, type MicroBatch } from "../data/index.ts";
+import type { Comm } from "../mesh/index.ts";
+import { initModelFromConfig, loadPretrained, type DecoderLM } from "../models/index.ts";
+import { parallelize, type Parallelism } from "../parallel/index.ts";
+import { Trainer } from "./trainer.ts";
+
+/** Peak f32 FLOP/s of the CPU backend: ~100 GFLOP/s per thread (FMA peak measured on this machine kind). */
+export function cpuPeakFlops(threads: number): number {
+  return threads <= 1 ? 100e9 : threads === 2 ? 198e9 : 99e9 * threads;
+}
+
+/** Training FLOPs of one packed micro-batch: 6 x matmul params x tokens + attention
+ *  (PaLM convention, no causal discount): 12 x L x (NH*HS) x n^2 summed over its samples.
+ *  Matmul params as /work/shared/bench/llama_model.py: all but an untied input embedding. */
+export function microBatchFlops(model: DecoderLM, mb: MicroBatch): number {
+  const c = model.config;
+  const matmul = model.layout.totalNumel - (c.tied ? 0 : c.V * c.C);
+  let attn = 0;
+  for (let s = 0; s + 1 < mb.cuSeqlens.length; s++) {
+    const n = mb.cuSeqlens[s + 1] - mb.cuSeqlens[s];
+    attn += 12 * c.L * c.NH * c.HS * n * n;
+  }
+  return 6 * matmul * mb.inputIds.length + attn;
+}
+
+export function buildModel(k: Kernels, config: Config): DecoderLM {
+  const opts = {
+    maxTokens: config.train.micro_batch_size * config.data.max_seq_len,
+    gradientCheckpointing: config.train.enable_gradient_checkpointing,
+  };
+  if (config.model.model_path) return loadPretrained(k, config.model.model_path, opts);
+  if (config.model.config_path) return initModelFromConfig(k, config.model.config_path, config.train.seed, opts);
+  throw new Error("model.model_path (a Hugging Face folder) or model.config_path (config.json for random init) is required");
+}
+
+export interface TrainingSetup {
+  k: Kernels;
+  threads: number;
+  model: DecoderLM;
+  plan: Parallelism;
+  loader: DataLoaderWorker;
+  trainer: Trainer;
+  /** Optimizer steps to run: train.max_steps, else the loader's estimate over num_train_epochs. */
+  totalSteps: number;
+  /** Peak FLOP/s of the backend for MFU (0 where unknown). */
+  peakFlops: number;
+}
+
+export interface BuildOptions {
+  rank: number;
+  world: number;
+  /** The started transport (world > 1), else null. */
+  comm: Comm | null;
+  logger: Logger;
+  /** A backend made by the caller (tests); default: createKernels from config.kernels. */
+  kernels?: Kernels;
+  /** CPU threads when config.kernels.threads is 0. */
+  threads: number;
+}
+
+export async function buildTraining(config: Config, o: BuildOptions): Promise<TrainingSetup> {
+  const t = config.train;
+  const threads = config.kernels.threads || o.threads;
+  const k = o.kernels ?? (await createKernels({ backend: config.kernels.backend, threads }));
+  o.logger.info({ backend: k.description }, "kernels");
+  const model = buildModel(k, config);
+  const c = model.config;
+  o.logger.info({ model_type: c.modelType, params: model.layout.totalNumel, layers: c.L, hidden: c.C, vocab: c.V, tied: c.tied,
+    activation_mb: Math.round(model.activationBytes / 2 ** 20), gradient_checkpointing: model.opts.gradientCheckpointing }, "model ready");
+  const plan = await parallelize({ k, model, config, rank: o.rank, world: o.world, comm: o.comm });
+  // With max_steps set, the data repeats (next epoch) until the steps are done.
+  const dataCfg = t.max_steps != null ? { ...config, train: { ...t, num_train_epochs: Number.MAX_SAFE_INTEGER } } : config;
+  const loader = await DataLoaderWorker.start(dataCfg, {
+    dpRank: plan.dataRank, dpSize: plan.dataSize, vocabSize: c.V,
+    tokenizerPath: config.model.tokenizer_path ?? config.model.model_path ?? null, log: o.logger,
+  }, { prefetch: Math.max(1, config.data.prefetch_factor) });
+  const totalSteps = t.max_steps ?? loader.info.trainSteps;
+  const trainer = new Trainer(model, {
+    schedule: { lr: t.lr, lr_min: t.lr_min, lr_start: t.lr_start, train_steps: totalSteps, lr_warmup_ratio: t.lr_warmup_ratio, lr_decay_style: t.lr_decay_style, lr_decay_ratio: t.lr_decay_ratio },
+    weightDecay: t.weight_decay, maxGradNorm: t.max_grad_norm, collectives: plan.collectives, shards: plan.shards,
+  });
+  return { k, threads, model, plan, loader, trainer, totalSteps, peakFlops: k.backend === "cpu" ? cpuPeakFlops(threads) : 0 };
+}

@@ -1,0 +1,156 @@
+// The plan builder: config sizes -> one device mesh -> process groups -> each plan applied to the
+// model from outside, in a fixed order (as torchtitan's parallelize_*: inner plans first, data
+// parallelism last, because FSDP shards whatever the earlier plans left as the model's units):
+//   1. mesh    [pp, dp_replicate, dp_shard, ulysses, tp] from every configured size; a bad
+//              factorisation is refused with every factor named (mesh/dims.ts).
+//   2. Ulysses sequence parallel over `ulysses`            (extension point: TP over `tp` here)
+//   3. (extension point: expert parallel over the expert mesh [ep_fsdp, ep]; it would claim its
+//      expert parameters so that step 4 leaves them to it)
+//   4. data parallel: DDP over every rank, or FSDP over dp_shard x ulysses (VeOmni's dp_shard_sp)
+//      with HSDP replicas over dp_replicate.
+// Plans never replace one another: unit hooks stack (DecoderLM.addHooks). docs/plans.md says how
+// a new plan gets its groups, hooks units, owns parameters and shows shards to the optimizer and
+// the checkpoint.
+import type { Kernels, Tensor } from "../kernels/index.ts";
+import type { Config } from "../configs/index.ts";
+import type { MicroBatch } from "../data/index.ts";
+import { deviceMesh, type Comm, type CommGroup, type Mesh, type TrainAxis } from "../mesh/index.ts";
+import type { DecoderLM } from "../models/index.ts";
+import { SINGLE_PROCESS, type OptimizerShards, type StepCollectives } from "./collectives.ts";
+import { Ddp } from "./ddp.ts";
+import { Fsdp } from "./fsdp.ts";
+
+/** Sizes of the training mesh's axes (all of them; 1 = not split). */
+export type ParallelSizes = Record<TrainAxis, number>;
+
+/** One rank's view of every plan applied to its model: what the runner, Trainer and checkpoint use. */
+export interface Parallelism {
+  mesh: Mesh<TrainAxis>;
+  rank: number;
+  /** The data loader's rank and size: this rank's data-parallel coordinate over [dp_replicate,
+   *  dp_shard]. Ranks that differ only along ulysses (or tp) read the same samples. */
+  dataRank: number;
+  dataSize: number;
+  collectives: StepCollectives;
+  /** ZeRO: the slice of each unit this rank's optimizer owns; absent = whole units. */
+  shards?: OptimizerShards;
+  /** The loader's micro-batches -> what this rank's model computes (Ulysses: its padded slice). */
+  prepare(mbs: MicroBatch[]): MicroBatch[];
+  beginStep(nMicro: number): void;
+  /** FSDP: per unit, this rank's shard start and param shard; null for whole units (single, DDP). */
+  shardOf(u: number): { start: number; param: Float32Array } | null;
+  /** Whether this rank writes its units/shards to a checkpoint (HSDP replicas other than the first hold copies). */
+  savesShards: boolean;
+  /** Per unit: the params this rank owns uniquely (null where another rank owns them) and their offset in the unit. */
+  owned(u: number): { start: number; values: Float32Array } | null;
+  /** Bytes of model state this rank holds (FSDP: shards + gathered slots), for benchmarks. */
+  stateBytes(): number;
+  /** Sync point before reading owned(): a device backend copies params to their host mirrors. */
+  stageOwned(): Promise<void>;
+}
+
+/** The mesh sizes a config asks for on `world` ranks; refuses what no plan implements yet, naming the field. */
+export function parallelSizes(t: Config["train"], world: number): ParallelSizes {
+  const notYet: Array<[string, number]> = [
+    ["train.tensor_parallel_size", t.tensor_parallel_size],
+    ["train.pipeline_parallel_size", t.pipeline_parallel_size],
+    ["train.context_parallel_size", t.context_parallel_size],
+    ["train.expert_parallel_size", t.expert_parallel_size],
+    ["train.ulysses_parallel_size", t.ulysses_parallel_size],
+  ];
+  for (const [k, v] of notYet) if (v !== 1) throw new Error(`${k} = ${v}: not implemented yet (plans: ddp, fsdp1/fsdp2, hsdp); expected 1`);
+  if (t.data_parallel_mode === "fsdp2-vescale") throw new Error("train.data_parallel_mode fsdp2-vescale is not supported; use ddp, fsdp1 or fsdp2");
+  const inner = t.ulysses_parallel_size * t.tensor_parallel_size * t.pipeline_parallel_size;
+  const rep = t.data_parallel_replicate_size;
+  const sizes: ParallelSizes = {
+    pp: t.pipeline_parallel_size, dp_replicate: rep, dp_shard: Math.max(1, Math.floor(world / (inner * rep))),
+    ulysses: t.ulysses_parallel_size, tp: t.tensor_parallel_size,
+  };
+  deviceMesh(sizes, world); // refuses a bad factorisation, every factor named
+  return sizes;
+}
+
+/**
+ * Host arrays of tensors: on CPU the tensors' own `host` views (zero-copy, pull/push do nothing);
+ * on a device backend (webgpu) host mirrors, filled by `pull` (k.read, a sync point) and
+ * uploaded by `push` (after a checkpoint load wrote into them).
+ */
+export function hostViews(k: Kernels, ts: readonly Tensor<"f32">[]): { host: Float32Array[]; pull(): Promise<void>; push(): void } {
+  const host = ts.map((t) => t.host ?? new Float32Array(t.numel));
+  return {
+    host,
+    async pull() {
+      for (let i = 0; i < ts.length; i++) if (!ts[i].host) host[i].set(await k.read(ts[i]));
+    },
+    push() {
+      for (let i = 0; i < ts.length; i++) if (!ts[i].host) k.upload(ts[i], host[i]);
+    },
+  };
+}
+
+/** Process groups of one rank, by the mesh axes they span; created once each, in call order (the
+ *  same on every rank: creating a group is collective). The group of every rank is "world". */
+export class MeshGroups {
+  private made = new Map<string, Promise<CommGroup>>();
+  constructor(readonly mesh: Mesh<TrainAxis>, readonly rank: number, private comm: Comm) {}
+
+  over(axes: readonly TrainAxis[]): Promise<CommGroup> {
+    const ranks = this.mesh.groupOf(this.rank, axes);
+    const name = ranks.length === this.mesh.worldSize ? "world" : this.mesh.groupName(this.rank, axes);
+    let g = this.made.get(name);
+    if (!g) this.made.set(name, (g = ranks.length === this.mesh.worldSize ? this.comm.world() : this.comm.group(ranks, name)));
+    return g;
+  }
+}
+
+export interface ParallelizeOptions {
+  k: Kernels;
+  model: DecoderLM;
+  config: Config;
+  rank: number;
+  world: number;
+  /** The started transport; null for one process. */
+  comm: Comm | null;
+}
+
+/** Apply every configured plan to `model` (steps 1-4 above) and describe the result. */
+export async function parallelize(o: ParallelizeOptions): Promise<Parallelism> {
+  const { k, model, config, rank, world, comm } = o;
+  const t = config.train;
+  const sizes = parallelSizes(t, world);
+  const mesh = deviceMesh(sizes, world);
+  const at = mesh.coordsOf(rank);
+  const base = {
+    mesh, rank, dataRank: at.dp_replicate * sizes.dp_shard + at.dp_shard, dataSize: sizes.dp_replicate * sizes.dp_shard,
+    prepare: (mbs: MicroBatch[]) => mbs,
+  };
+  const full = () => 4 * model.layout.totalNumel * 4; // params + grads + AdamW m, v
+  const params = hostViews(k, model.params);
+  const whole = (u: number) => ({ start: 0, values: params.host[u] });
+  const wholeUnits = { shardOf: () => null, savesShards: true, stageOwned: () => params.pull() };
+  if (world === 1 || !comm) return { ...base, collectives: SINGLE_PROCESS, beginStep: () => {}, stateBytes: full, owned: whole, ...wholeUnits };
+  if (k.backend !== "cpu") throw new Error(`kernels.backend = ${k.backend} with launch.world_size = ${world}: multi-rank training moves host buffers through the mesh; expected kernels.backend cpu (or world_size 1)`);
+  const groups = new MeshGroups(mesh, rank, comm);
+  const worldGroup = await groups.over(["dp_replicate", "dp_shard", "ulysses"]);
+
+  // 4. data parallel (last: it wraps the units the plans above left)
+  if (t.data_parallel_mode === "ddp") {
+    const ddp = new Ddp(model, worldGroup);
+    return { ...base, collectives: ddp, beginStep: (n) => ddp.beginStep(n), stateBytes: full, owned: (u) => (rank === 0 ? whole(u) : null), ...wholeUnits };
+  }
+  const shard = await groups.over(["dp_shard", "ulysses"]);
+  const replicate = sizes.dp_replicate > 1 ? await groups.over(["dp_replicate"]) : null;
+  const fsdp = new Fsdp(k, model, shard, replicate, worldGroup, { fullShard: t.enable_full_shard, prefetch: t.enable_forward_prefetch });
+  const primary = !replicate || replicate.rank === 0;
+  const owned = (u: number) => {
+    if (!primary) return null;
+    const s = fsdp.shardsOf(u);
+    const N = model.layout.units[u].numel;
+    return { start: s.start, values: s.param.subarray(0, Math.max(0, Math.min(s.numel, N - s.start))) };
+  };
+  const shardOf = (u: number) => ({ start: fsdp.shardsOf(u).start, param: fsdp.shardsOf(u).param });
+  return {
+    ...base, collectives: fsdp, shards: fsdp, beginStep: () => fsdp.beginStep(), stateBytes: () => fsdp.stateBytes(),
+    owned, shardOf, savesShards: primary, stageOwned: async () => {},
+  };
+}
