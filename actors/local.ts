@@ -21,6 +21,11 @@ export interface StepRecord {
   tokens_per_s: number;
   mfu: number;
   peak_rss_mb: number;
+  /** MoE models: as metrics.ts's MetricsLine. */
+  lm_loss?: number;
+  aux_loss?: number;
+  expert_load?: number[][];
+  expert_load_min_max?: number[];
 }
 
 export interface LocalRunResult {
@@ -67,6 +72,11 @@ async function trainLoop(outputDir: string, logger: Logger, o: LocalRunOptions, 
       step: step + 1, loss: m.loss, grad_norm: m.grad_norm, lr: m.lr, tokens: m.tokens, tokens_per_s: m.tokens / dt,
       mfu: peak ? flops / dt / peak : 0, peak_rss_mb: process.resourceUsage().maxRSS / 1024,
     };
+    if (m.moe && m.local.expertLoad) {
+      const load = m.local.expertLoad;
+      Object.assign(rec, { lm_loss: m.moe.lm_loss, aux_loss: m.moe.aux_loss, expert_load: load,
+        expert_load_min_max: load.map((l) => (Math.max(...l) > 0 ? Math.min(...l) / Math.max(...l) : 1)) });
+    }
     appendFileSync(metricsPath, JSON.stringify(rec) + "\n");
     records.push(rec);
     if (process.stderr.isTTY) {

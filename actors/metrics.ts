@@ -7,8 +7,17 @@ import type { StepMetrics } from "./protocol.ts";
 export interface MetricsLine {
   /** 1-based count of finished optimizer steps. */
   step: number;
-  /** global token-mean loss: sum of ranks' token losses / global valid tokens. */
+  /** the objective (VeOmni logs HF's outputs.loss): global token-mean next-token CE, plus
+   *  router_aux_loss_coef * aux_loss for MoE models with output_router_logits. */
   loss: number;
+  /** MoE: the CE term of `loss` (the plain token-mean next-token cross-entropy). */
+  lm_loss?: number;
+  /** MoE: HF's load-balancing loss, weighted over micro-batches by their valid tokens (unscaled). */
+  aux_loss?: number;
+  /** MoE: tokens routed to each expert, per sparse layer ([layer][expert]), all ranks. */
+  expert_load?: number[][];
+  /** MoE: per sparse layer, least / most loaded expert's tokens (1 = balanced, 0 = an idle expert). */
+  expert_load_min_max?: number[];
   grad_norm: number;
   lr: number;
   /** tokens processed by all ranks in the step. */
@@ -73,7 +82,19 @@ export function mergeStep(step: number, reports: StepMetrics[], wallS: number): 
   if (rssMb !== undefined) line.rss_mb = rssMb;
   if (stateMb !== undefined) line.state_mb = stateMb;
   if (paramStats) line.param_stats = paramStats;
+  if (reports.every((r) => r.moe)) mergeMoe(line, reports.map((r) => r.moe!));
   return line;
+}
+
+/** MoE figures: aux loss summed over ranks, loss = lm_loss + coef * aux, expert load summed. */
+function mergeMoe(line: MetricsLine, moe: NonNullable<StepMetrics["moe"]>[]): void {
+  const aux = moe.reduce((a, m) => a + m.auxSum, 0);
+  const load = moe[0].expertLoad.map((l, i) => l.map((_, e) => moe.reduce((a, m) => a + m.expertLoad[i][e], 0)));
+  line.lm_loss = line.loss;
+  line.aux_loss = aux;
+  line.loss = line.loss + moe[0].auxCoef * aux;
+  line.expert_load = load;
+  line.expert_load_min_max = load.map((l) => (Math.max(...l) > 0 ? Math.min(...l) / Math.max(...l) : 1));
 }
 
 export class MetricsSink {

@@ -77,6 +77,7 @@ export function makeTrainRunner(): RunnerFactory {
           return {
             ...(step === totalSteps - 1 ? { paramStats: (await plan.stageOwned(), paramStats(plan, model.layout.units.length)) } : {}),
             lossSum: m.local.lossSum, validTokens: m.local.validTokens, tokens: m.local.tokens, gradNorm: m.grad_norm, lr: m.lr, stepTimeS,
+            ...(m.local.expertLoad ? { moe: { auxSum: m.local.auxSum!, auxCoef: moeAuxCoef(model), expertLoad: m.local.expertLoad } } : {}),
             peakRssMb: peakRssMb(), rssMb: process.memoryUsage().rss / 2 ** 20, stateMb: plan.stateBytes() / 2 ** 20, flops: mbs.reduce((a, mb) => a + microBatchFlops(model, mb), 0), peakFlops: peak,
           };
         },
@@ -88,6 +89,12 @@ export function makeTrainRunner(): RunnerFactory {
       } as StepRunner & { model: unknown; trainer: unknown; plan: Parallelism };
     },
   };
+}
+
+/** The objective's coefficient of the aux loss: router_aux_loss_coef when output_router_logits. */
+function moeAuxCoef(model: DecoderLM): number {
+  const m = model.config.moe;
+  return m && m.outputRouterLogits ? m.routerAuxLossCoef : 0;
 }
 
 /** Per unit [sum, sum of squares, index-weighted sum] over the params this rank owns uniquely. */

@@ -27,8 +27,13 @@ export interface TrainerOptions {
 
 export interface TrainerMetrics {
   step: number;
-  /** Mean next-token CE over the global step's valid tokens. */
+  /** The objective as VeOmni logs it (HF's outputs.loss): mean next-token CE over the global
+   *  step's valid tokens, plus router_aux_loss_coef * aux_loss for MoE models with
+   *  output_router_logits. */
   loss: number;
+  /** MoE models: the two terms of `loss` (aux_loss unscaled by the coefficient, also when it is
+   *  not in the objective). */
+  moe?: { lm_loss: number; aux_loss: number };
   /** Global L2 norm of the gradient before clipping. */
   grad_norm: number;
   lr: number;
@@ -36,8 +41,10 @@ export interface TrainerMetrics {
   tokens: number;
   /** Loss-carrying tokens of the global step. */
   valid_tokens: number;
-  /** This rank's share: its summed token loss, valid tokens and tokens. */
-  local: { lossSum: number; validTokens: number; tokens: number };
+  /** This rank's share: its summed token loss, valid tokens and tokens; MoE: its weighted aux
+   *  loss sum (the global aux_loss is the sum over ranks) and tokens routed to each expert per
+   *  sparse layer ([layer][expert], summed over ranks for the global load). */
+  local: { lossSum: number; validTokens: number; tokens: number; auxSum?: number; expertLoad?: number[][] };
 }
 
 /** A contiguous run of one unit's owned slice with one weight-decay setting (offset in the slice). */
@@ -85,6 +92,7 @@ export class Trainer {
     const localTokens = microBatches.reduce((a, mb) => a + mb.inputIds.length, 0);
     const validTokens = await comm.allReduceSum(localValid); // collective: global normaliser
     model.zeroGrads();
+    model.routerStats?.resetStep();
     k.zero(this.lossBuf);
     for (const mb of microBatches) {
       await model.forward(mb, this.lossBuf, 1 / Math.max(1, validTokens));
@@ -98,9 +106,15 @@ export class Trainer {
     this.adamw(slices, lr, clipCoefficient(gradNorm, this.opts.maxGradNorm));
     const lossSum = (await k.read(this.lossBuf))[0]; // sync point
     const [globalLoss, tokens] = [await comm.allReduceSum(lossSum), await comm.allReduceSum(localTokens)];
+    const lmLoss = globalLoss / Math.max(1, validTokens);
+    const local = { lossSum, validTokens: localValid, tokens: localTokens };
+    const rs = model.routerStats, moe = model.config.moe;
+    if (!rs || !moe) return { step, loss: lmLoss, grad_norm: gradNorm, lr, tokens, valid_tokens: validTokens, local };
+    const aux = await comm.allReduceSum(rs.auxSum); // collective: aux terms of every rank's micro-batches
     return {
-      step, loss: globalLoss / Math.max(1, validTokens), grad_norm: gradNorm, lr, tokens, valid_tokens: validTokens,
-      local: { lossSum, validTokens: localValid, tokens: localTokens },
+      step, loss: lmLoss + (moe.outputRouterLogits ? moe.routerAuxLossCoef * aux : 0), moe: { lm_loss: lmLoss, aux_loss: aux },
+      grad_norm: gradNorm, lr, tokens, valid_tokens: validTokens,
+      local: { ...local, auxSum: rs.auxSum, expertLoad: rs.load.map((l) => Array.from(l)) },
     };
   }
 

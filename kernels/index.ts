@@ -15,6 +15,7 @@ export { DTYPE_BYTES, expectTensor, numelOf, shapeStr } from "./tensor.ts";
 export { ropeCosSin, ropeInvFreq, type RopeOptions, type RopeScaling } from "./rope.ts";
 export { lrAt, type LrDecayStyle, type LrScheduleOptions } from "./lr_schedule.ts";
 export { clipCoefficient, shiftLabels } from "./optim.ts";
+export { groupedSwigluBackward, groupedSwigluForward, type GroupedSwigluScratch } from "./grouped_gemm.ts";
 export { createCpuKernels, createReferenceKernels, cpuWrap, DEFAULT_TUNING, OPENBLAS_DEFAULT_PATH, type FastTuning } from "./cpu/index.ts";
 
 export interface KernelsOptions {

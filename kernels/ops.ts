@@ -141,6 +141,20 @@ export interface Kernels {
   swigluBackward(dgate: Tensor<"f32">, dup: Tensor<"f32">, dout: Tensor<"f32">, gate: Tensor<"f32">,
     up: Tensor<"f32">, N: number): void;
 
+  // ---------------------------------------------------------------- mixture of experts
+  // Routing is decided on the host (models/blocks/router.ts); the token -> expert-row gather and
+  // its deterministic scatter-add are embeddingForward/embeddingBackward with the (T,C) hidden
+  // states as the table; the experts run as one GEMM group per expert (kernels/grouped_gemm.ts).
+  /** out (T,C) <- sum over k = 0..K-1, in that order, of weights (T,K)[t,k] * rows (R,C)[idx (T,K)[t,k]]:
+   *  a MoE layer's combine, rows being the experts' outputs sorted by expert (a shared expert's T
+   *  rows can ride along as one more route). idx (T,K) i32 entries are distinct and in [0,R). */
+  moeCombine(out: Tensor<"f32">, rows: Tensor<"f32">, idx: Tensor<"i32">, weights: Tensor<"f32">,
+    T: number, K: number, C: number, R: number): void;
+  /** drows (R,C)[idx[t,k]] += weights[t,k] * dout[t]; dweights (T,K) += dot(dout[t], rows[idx[t,k]]).
+   *  Either output may be null (not computed). Same idx contract as moeCombine. */
+  moeCombineBackward(drows: Tensor<"f32"> | null, dweights: Tensor<"f32"> | null, dout: Tensor<"f32">, rows: Tensor<"f32">,
+    idx: Tensor<"i32">, weights: Tensor<"f32">, T: number, K: number, C: number, R: number): void;
+
   // ---------------------------------------------------------------- LM head + cross-entropy, fused
   /** Next-token cross-entropy over logits = hidden (T,C) @ weight (V,C)^T without materialising
    *  (T,V): rows are processed in chunks. targets (T) i32 are already shifted (targets[t] scores

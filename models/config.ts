@@ -1,5 +1,6 @@
-// Hugging Face `config.json` -> the decoder's hyperparameters. One reader for the dense decoder
-// families (llama, qwen2, qwen3); family differences (biases, qk-norm) come from the registry.
+// Hugging Face `config.json` -> the decoder's hyperparameters. One reader for the decoder families
+// (llama, qwen2, qwen3 and the MoE ones); family differences (biases, qk-norm, MoE) come from the
+// registry.
 // Shape letters used across models/: T tokens in a packed row, C hidden_size, I intermediate_size,
 // V vocab_size, L layers, NH query heads, NKV key/value heads, HS head_dim.
 import { readFileSync } from "node:fs";
@@ -28,8 +29,30 @@ export interface DecoderConfig {
   maxPositions: number;
   eosTokenIds: number[];
   bosTokenId: number | null;
+  /** Mixture of experts (qwen2_moe / qwen3_moe); null for dense families. */
+  moe: MoeConfig | null;
   /** The parsed config.json as read (written back unchanged with exported weights). */
   raw: Record<string, unknown>;
+}
+
+/** HF Qwen2Moe/Qwen3Moe config fields. Shape letters: E experts, K experts per token, IM expert width. */
+export interface MoeConfig {
+  /** num_experts */
+  E: number;
+  /** num_experts_per_tok */
+  K: number;
+  /** moe_intermediate_size */
+  IM: number;
+  /** shared_expert_intermediate_size (qwen2_moe: one shared expert scaled by sigmoid(shared_expert_gate(x))); 0 = none. */
+  ISH: number;
+  /** Renormalise the top-k softmax weights to sum to 1. */
+  normTopkProb: boolean;
+  /** Per layer: sparse MoE block (true) or the dense MLP of intermediate_size (mlp_only_layers,
+   *  decoder_sparse_step: layer l is sparse iff l not in mlp_only_layers and (l + 1) % step == 0). */
+  sparse: boolean[];
+  /** output_router_logits: add routerAuxLossCoef * load-balancing loss to the objective. */
+  outputRouterLogits: boolean;
+  routerAuxLossCoef: number;
 }
 
 export class ConfigError extends Error {}
@@ -73,6 +96,33 @@ export interface FamilyFlags {
   qkNorm: boolean;
   /** HF default of tie_word_embeddings for this family when the key is absent. */
   tiedDefault: boolean;
+  /** Mixture-of-experts family: what it reads from config.json (null: dense). */
+  moe?: { sharedExpert: boolean; normTopkProbDefault: boolean; auxCoefDefault: number } | null;
+}
+
+function parseMoe(raw: Raw, f: NonNullable<FamilyFlags["moe"]>, L: number, where: string): MoeConfig {
+  const E = posInt(raw, "num_experts", where);
+  const K = posInt(raw, "num_experts_per_tok", where);
+  if (K > E) throw new ConfigError(`${where}: num_experts_per_tok (${K}) must be <= num_experts (${E})`);
+  const step = posInt(raw, "decoder_sparse_step", where, 1);
+  const only = raw.mlp_only_layers ?? [];
+  if (!Array.isArray(only) || only.some((l) => !Number.isInteger(l) || l < 0 || l >= L)) {
+    throw new ConfigError(`${where}: "mlp_only_layers" must be a list of layer indices in [0, ${L}), got ${JSON.stringify(raw.mlp_only_layers)}`);
+  }
+  const bool = (key: string, dflt: boolean): boolean => {
+    const v = raw[key] ?? dflt;
+    if (typeof v !== "boolean") throw new ConfigError(`${where}: "${key}" must be true or false, got ${JSON.stringify(raw[key])}`);
+    return v;
+  };
+  return {
+    E, K,
+    IM: posInt(raw, "moe_intermediate_size", where),
+    ISH: f.sharedExpert ? posInt(raw, "shared_expert_intermediate_size", where) : 0,
+    normTopkProb: bool("norm_topk_prob", f.normTopkProbDefault),
+    sparse: Array.from({ length: L }, (_, l) => !only.includes(l) && (l + 1) % step === 0),
+    outputRouterLogits: bool("output_router_logits", false),
+    routerAuxLossCoef: num(raw, "router_aux_loss_coef", where, f.auxCoefDefault),
+  };
 }
 
 /** Parse a config.json object with a family's flags (see registry.ts). `where` names the file. */
@@ -93,12 +143,13 @@ export function parseDecoderConfig(raw: Raw, flags: FamilyFlags, where: string):
   }
   const eos = raw.eos_token_id;
   const attnBias = raw.attention_bias === true;
+  const L = posInt(raw, "num_hidden_layers", where);
   return {
     modelType: String(raw.model_type),
     V: posInt(raw, "vocab_size", where),
     C,
     I: posInt(raw, "intermediate_size", where),
-    L: posInt(raw, "num_hidden_layers", where),
+    L,
     NH,
     NKV,
     HS,
@@ -106,13 +157,15 @@ export function parseDecoderConfig(raw: Raw, flags: FamilyFlags, where: string):
     ropeScaling: parseRopeScaling(raw, where),
     eps: num(raw, "rms_norm_eps", where, 1e-6),
     tied: typeof raw.tie_word_embeddings === "boolean" ? raw.tie_word_embeddings : flags.tiedDefault,
-    qkvBias: flags.qkvBias || attnBias,
+    // qwen2 / qwen2_moe: q/k/v bias unless config.json says qkv_bias false (newer Qwen2MoeConfig)
+    qkvBias: (flags.qkvBias && raw.qkv_bias !== false) || attnBias,
     oBias: flags.oBias && attnBias,
     qkNorm: flags.qkNorm,
     initializerRange: num(raw, "initializer_range", where, 0.02),
     maxPositions: posInt(raw, "max_position_embeddings", where, 4096),
     eosTokenIds: typeof eos === "number" ? [eos] : Array.isArray(eos) ? eos.filter((x): x is number => typeof x === "number") : [],
     bosTokenId: typeof raw.bos_token_id === "number" ? raw.bos_token_id : null,
+    moe: flags.moe ? parseMoe(raw, flags.moe, L, where) : null,
     raw,
   };
 }

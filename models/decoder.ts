@@ -1,5 +1,8 @@
-// The dense causal LM shared by llama / qwen2 / qwen3: embeddings -> L decoder layers -> final
-// norm -> lm_head + cross-entropy. Parameters and gradients are one flat f32 buffer per unit
+// The causal LM shared by llama / qwen2 / qwen3 / qwen2_moe / qwen3_moe: embeddings -> L decoder
+// layers (dense MLP or sparse MoE per layer) -> final norm -> lm_head + cross-entropy.
+// MoE models add HF's load-balancing loss (router_aux_loss_coef * aux, when output_router_logits)
+// to the objective: its gradient enters each router's backward (blocks/router.ts), its value is
+// host-side in `routerStats` (the device loss buffer stays the plain next-token CE sum). Parameters and gradients are one flat f32 buffer per unit
 // (layout.ts). Model code knows nothing of parallelism: FSDP & co. plug in through UnitHooks.
 //
 // Unit order. forward: 0 (embed), 1..L (layers), H = L+1 (head). backward: H, L..1, 0.
@@ -17,6 +20,7 @@ import { LayerKv, type Views } from "./blocks/attention.ts";
 import { Embedding, LmHead } from "./blocks/embedding.ts";
 import { Rope } from "./blocks/rope.ts";
 import { DecoderLayer, type LayerSaved, type LayerScratch } from "./decoder_layer.ts";
+import { RouterStats } from "./blocks/router.ts";
 
 /** Called around each unit's compute; async allowed (all-gather params, reduce-scatter grads).
  *  Hooks may replace `model.params[u]` / `model.grads[u]` (same numel) before the unit runs.
@@ -47,6 +51,8 @@ export class DecoderLM {
   private readonly hookSets: UnitHooks[] = [];
   /** Bytes of activation buffers (saved + scratch) at capacity. */
   readonly activationBytes: number;
+  /** MoE models: aux loss and expert load of the step (reset by the trainer); null when dense. */
+  readonly routerStats: RouterStats | null;
 
   private rope: Rope;
   private emb: Embedding;
@@ -68,12 +74,14 @@ export class DecoderLM {
     this.params = this.layout.units.map((u) => k.alloc([u.numel], "f32", { name: `${u.name}.params` }));
     this.rope = new Rope(k, c.HS, c.ropeTheta, c.ropeScaling, opts.maxPositions ?? Math.max(Tmax, c.maxPositions));
     this.emb = new Embedding(k, c);
-    this.layer = new DecoderLayer(k, c, this.rope);
+    this.routerStats = c.moe ? new RouterStats(c.moe.E, c.moe.sparse.filter(Boolean).length) : null;
+    this.layer = new DecoderLayer(k, c, this.rope, this.routerStats);
     const a = new Arena(k, Tmax);
     this.head = new LmHead(k, c, a);
     this.resid = Array.from({ length: c.L + 1 }, (_, l) => a.buf(c.C, `resid.${l}`));
     const nSaved = opts.gradientCheckpointing ? 1 : c.L;
-    this.saved = Array.from({ length: nSaved }, (_, l) => this.layer.allocSaved(a, `layers.${l}`));
+    const all = Array.from({ length: c.L }, (_, l) => l);
+    this.saved = Array.from({ length: nSaved }, (_, l) => this.layer.allocSaved(a, `layers.${l}`, opts.gradientCheckpointing ? all : [l]));
     this.scratch = this.layer.allocScratch(a);
     this.dres = a.buf(c.C, "dres");
     this.activationBytes = a.bytes;
@@ -132,9 +140,21 @@ export class DecoderLM {
       const prefix = u >= 1 && u <= this.config.L ? `model.layers.${u - 1}.` : "";
       for (const p of this.layout.units[u].params) v.set(p.name.slice(prefix.length), this.k.view(flat, p.offset, p.shape));
       // gate_proj and up_proj are adjacent (layout.ts): one (2I,C) view for the fused MLP GEMMs
-      const gate = this.layout.byName.get(`${prefix}mlp.gate_proj.weight`);
-      const up = this.layout.byName.get(`${prefix}mlp.up_proj.weight`);
-      if (gate && up && up.offset === gate.offset + gate.numel) v.set("mlp.gate_up_proj.weight", this.k.view(flat, gate.offset, [2 * gate.numel]));
+      for (const mlp of ["mlp.", "mlp.shared_expert."]) {
+        const gate = this.layout.byName.get(`${prefix}${mlp}gate_proj.weight`);
+        const up = this.layout.byName.get(`${prefix}${mlp}up_proj.weight`);
+        if (gate && up && up.offset === gate.offset + gate.numel) v.set(`${mlp}gate_up_proj.weight`, this.k.view(flat, gate.offset, [2 * gate.numel]));
+      }
+      // MoE experts: every [gate; up] is one (E,2IM,C) block and every down one (E,C,IM) block (layout.ts)
+      const E = this.config.moe?.E ?? 0;
+      const gu0 = this.layout.byName.get(`${prefix}mlp.experts.0.gate_proj.weight`);
+      const dn0 = this.layout.byName.get(`${prefix}mlp.experts.0.down_proj.weight`);
+      const guLast = this.layout.byName.get(`${prefix}mlp.experts.${E - 1}.up_proj.weight`);
+      const dnLast = this.layout.byName.get(`${prefix}mlp.experts.${E - 1}.down_proj.weight`);
+      if (gu0 && dn0 && guLast && dnLast && guLast.offset + guLast.numel === gu0.offset + 2 * E * gu0.numel && dnLast.offset === dn0.offset + (E - 1) * dn0.numel) {
+        v.set("mlp.experts.gate_up_proj", this.k.view(flat, gu0.offset, [2 * E * gu0.numel]));
+        v.set("mlp.experts.down_proj", this.k.view(flat, dn0.offset, [E * dn0.numel]));
+      }
       this.viewCache.set(flat, v);
     }
     return v;
@@ -177,19 +197,27 @@ export class DecoderLM {
     await this.hook("afterUnitForward", 0);
     for (let l = 0; l < c.L; l++) {
       await this.hook("beforeUnitForward", l + 1);
-      this.layerForward(l, b);
+      await this.layerForward(l, b);
       await this.hook("afterUnitForward", l + 1);
     }
   }
 
   /** Forward one micro-batch: loss (1) += sum of next-token CE over its valid tokens. With
    *  `grad`, the head's gradient is scaled by gradScale (1 / global valid tokens of the step)
-   *  and backward() must follow before the next forward. */
+   *  and backward() must follow before the next forward. MoE: the micro-batch's aux loss,
+   *  weighted by its share of the step's valid tokens (mb.validTokens * gradScale, the weight its
+   *  CE gets), goes to routerStats.auxSum, and into the gradient when output_router_logits. */
   async forward(mb: MicroBatch, loss: F32, gradScale: number, grad = true): Promise<void> {
     const { config: c } = this;
     const b = this.setBatch(mb);
     const T = b.T;
+    const rs = grad ? this.routerStats : null; // evaluation forwards leave the step's stats alone
+    rs?.beginMicroBatch();
     await this.trunkForward(b);
+    if (rs) {
+      const coef = c.moe!.outputRouterLogits ? c.moe!.routerAuxLossCoef : 0;
+      rs.endMicroBatch(mb.validTokens * gradScale, coef);
+    }
     const H = this.headUnit;
     await this.hook("beforeUnitForward", H);
     const { normW, weight } = this.headWeights(this.params);
@@ -235,7 +263,8 @@ export class DecoderLM {
     });
     this.emb.forward(this.resid[0].at(T), this.views(this.params[0], 0).get("model.embed_tokens.weight")!, b);
     for (let l = 0; l < c.L; l++) {
-      await this.layer.forwardCached(this.resid[l + 1].at(T), this.resid[l].at(T), this.views(this.params[l + 1], l + 1), this.saved[0], this.scratch, b, cache[l]);
+      const s = this.saved[this.opts.gradientCheckpointing ? 0 : l];
+      await this.layer.forward(l, this.resid[l + 1].at(T), this.resid[l].at(T), this.views(this.params[l + 1], l + 1), s, this.scratch, b, cache[l]);
     }
     const out = k.alloc([T, c.V], "f32", { shared: false, name: "logits" });
     const { normW, weight } = this.headWeights(this.params);
@@ -245,9 +274,9 @@ export class DecoderLM {
     return host;
   }
 
-  private layerForward(l: number, b: BatchInputs): void {
+  private async layerForward(l: number, b: BatchInputs): Promise<void> {
     const s = this.saved[this.opts.gradientCheckpointing ? 0 : l];
-    this.layer.forward(this.resid[l + 1].at(b.T), this.resid[l].at(b.T), this.views(this.params[l + 1], l + 1), s, this.scratch, b);
+    await this.layer.forward(l, this.resid[l + 1].at(b.T), this.resid[l].at(b.T), this.views(this.params[l + 1], l + 1), s, this.scratch, b);
   }
 
   /** Backward of the last forward(grad = true): accumulates into grads (zeroed by the caller per step). */
@@ -268,9 +297,9 @@ export class DecoderLM {
     for (let l = c.L - 1; l >= 0; l--) {
       const u = l + 1;
       await this.hook("beforeUnitBackward", u);
-      if (this.opts.gradientCheckpointing) this.layerForward(l, b);
+      if (this.opts.gradientCheckpointing) await this.layerForward(l, b); // recompute (routing not re-recorded)
       const s = this.saved[this.opts.gradientCheckpointing ? 0 : l];
-      this.layer.backward(dres, this.views(grads[u], u), this.resid[l].at(T), this.views(this.params[u], u), s, this.scratch, b);
+      await this.layer.backward(l, dres, this.views(grads[u], u), this.resid[l].at(T), this.views(this.params[u], u), s, this.scratch, b);
       await this.hook("afterUnitBackward", u);
     }
     await this.hook("beforeUnitBackward", 0);

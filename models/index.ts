@@ -1,5 +1,6 @@
-// models/: the public surface. Registry keyed by HF model_type; one dense decoder for
-// llama / qwen2 / qwen3 built from blocks/; flat per-unit parameter layout; FSDP-style unit hooks.
+// models/: the public surface. Registry keyed by HF model_type; one decoder for llama / qwen2 /
+// qwen3 / qwen2_moe / qwen3_moe built from blocks/ (dense MLP or MoE block per layer); flat
+// per-unit parameter layout; FSDP-style unit hooks.
 export { DecoderLM, type DecoderOptions, type UnitHooks } from "./decoder.ts";
 export { ConfigError, readConfigJson, type DecoderConfig } from "./config.ts";
 export { resolveConfig, familyOf, supportedModelTypes, type ModelFamily } from "./registry.ts";

@@ -2,7 +2,7 @@
 // FSDP unit. Unit 0 = embeddings, units 1..L = decoder layers, unit L+1 = final norm (+ lm_head
 // when untied). Gradients and optimizer state mirror the same layout, so FSDP shards, gathers and
 // reduce-scatters whole units, and the optimizer runs over flat ranges.
-import type { DecoderConfig } from "./config.ts";
+import type { DecoderConfig, MoeConfig } from "./config.ts";
 
 export type InitKind = "normal" | "zeros" | "ones";
 
@@ -50,7 +50,30 @@ class UnitBuilder {
   }
 }
 
-/** HF parameter names and shapes of a dense decoder (llama / qwen2 / qwen3), grouped in units. */
+/** SwiGLU MLP of width I: gate_proj and up_proj adjacent, so they form one (2I,C) matrix. */
+function addSwiglu(b: UnitBuilder, p: string, C: number, I: number): void {
+  b.add(p + "gate_proj.weight", [I, C], "normal");
+  b.add(p + "up_proj.weight", [I, C], "normal");
+  b.add(p + "down_proj.weight", [C, I], "normal");
+}
+
+/** Sparse MoE block, HF names. Experts are laid out for the grouped GEMM: every expert's
+ *  [gate_proj; up_proj] first, in expert order, so all of them are one (E,2IM,C) block, then every
+ *  down_proj as one (E,C,IM) block; a contiguous expert range is a contiguous slice of each. */
+function addMoe(b: UnitBuilder, p: string, C: number, m: MoeConfig): void {
+  b.add(p + "gate.weight", [m.E, C], "normal");
+  for (let e = 0; e < m.E; e++) {
+    b.add(`${p}experts.${e}.gate_proj.weight`, [m.IM, C], "normal");
+    b.add(`${p}experts.${e}.up_proj.weight`, [m.IM, C], "normal");
+  }
+  for (let e = 0; e < m.E; e++) b.add(`${p}experts.${e}.down_proj.weight`, [C, m.IM], "normal");
+  if (m.ISH > 0) {
+    addSwiglu(b, p + "shared_expert.", C, m.ISH);
+    b.add(p + "shared_expert_gate.weight", [1, C], "normal");
+  }
+}
+
+/** HF parameter names and shapes of a decoder (llama / qwen2 / qwen3), grouped in units. */
 export function decoderLayout(c: DecoderConfig): ParamLayout {
   const units: UnitLayout[] = [];
   const finish = (b: UnitBuilder, name: string, reads: number[] = []) =>
@@ -74,9 +97,8 @@ export function decoderLayout(c: DecoderConfig): ParamLayout {
       b.add(p + "self_attn.k_norm.weight", [c.HS], "ones");
     }
     b.add(p + "post_attention_layernorm.weight", [c.C], "ones");
-    b.add(p + "mlp.gate_proj.weight", [c.I, c.C], "normal");
-    b.add(p + "mlp.up_proj.weight", [c.I, c.C], "normal");
-    b.add(p + "mlp.down_proj.weight", [c.C, c.I], "normal");
+    if (c.moe?.sparse[l]) addMoe(b, p + "mlp.", c.C, c.moe);
+    else addSwiglu(b, p + "mlp.", c.C, c.I);
     finish(b, `layers.${l}`);
   }
   const head = new UnitBuilder(c.L + 1);

@@ -41,6 +41,21 @@ export const DENSE_DECODER_PLAN: ParallelPlan = {
   fsdpUnit: "decoder_layer",
 };
 
+/** Qwen2-MoE / Qwen3-MoE: the dense plan for attention, norms and dense MLPs; routed experts
+ *  (`mlp.experts.<e>.*`) are whole experts placed by expert parallelism, not split by TP; the
+ *  router and the shared expert's gate stay whole on every rank. */
+export const MOE_DECODER_PLAN: ParallelPlan = {
+  ...DENSE_DECODER_PLAN,
+  tensorParallel: {
+    ...DENSE_DECODER_PLAN.tensorParallel,
+    "model.layers.*.mlp.gate.weight": "replicate",
+    "model.layers.*.mlp.shared_expert.gate_proj.weight": "colwise",
+    "model.layers.*.mlp.shared_expert.up_proj.weight": "colwise",
+    "model.layers.*.mlp.shared_expert.down_proj.weight": "rowwise",
+    "model.layers.*.mlp.shared_expert_gate.weight": "replicate",
+  },
+};
+
 /** Placement of one HF parameter name under a plan ("replicate" when no pattern matches). */
 export function placementOf(plan: ParallelPlan, name: string): Placement {
   const generic = name.replace(/^model\.layers\.\d+\./, "model.layers.*.");

@@ -1,10 +1,12 @@
 // Model registry keyed by Hugging Face `config.model_type`. A family contributes its config
-// flags and its parallel plan; the dense decoder (decoder.ts) is shared by all of them.
+// flags and its parallel plan; the decoder (decoder.ts) is shared by all of them.
 import { ConfigError, parseDecoderConfig, type DecoderConfig, type FamilyFlags } from "./config.ts";
 import type { ParallelPlan } from "./plan.ts";
 import { llama } from "./llama/index.ts";
 import { qwen2 } from "./qwen2/index.ts";
 import { qwen3 } from "./qwen3/index.ts";
+import { qwen2Moe } from "./qwen2_moe/index.ts";
+import { qwen3Moe } from "./qwen3_moe/index.ts";
 
 export interface ModelFamily {
   modelType: string;
@@ -12,7 +14,7 @@ export interface ModelFamily {
   plan: ParallelPlan;
 }
 
-const FAMILIES = new Map<string, ModelFamily>([llama, qwen2, qwen3].map((f) => [f.modelType, f]));
+const FAMILIES = new Map<string, ModelFamily>([llama, qwen2, qwen3, qwen2Moe, qwen3Moe].map((f) => [f.modelType, f]));
 
 export function supportedModelTypes(): string[] {
   return [...FAMILIES.keys()].sort();

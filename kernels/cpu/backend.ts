@@ -103,6 +103,20 @@ export class CpuKernels extends CpuMemory implements Kernels {
       F(gate, "swigluBackward.gate (N)", N), F(up, "swigluBackward.up (N)", N), N);
   }
 
+  moeCombine(out: T32, rows: T32, idx: Tensor<"i32">, weights: T32, T: number, K: number, C: number, R: number): void {
+    const ix = checkRoutes("moeCombine", idx, T, K, R);
+    this.ops.moeCombine(F(out, "moeCombine.out (T,C)", T * C), F(rows, "moeCombine.rows (R,C)", R * C), ix,
+      F(weights, "moeCombine.weights (T,K)", T * K), T, K, C);
+  }
+
+  moeCombineBackward(drows: T32 | null, dweights: T32 | null, dout: T32, rows: T32, idx: Tensor<"i32">, weights: T32,
+    T: number, K: number, C: number, R: number): void {
+    const ix = checkRoutes("moeCombineBackward", idx, T, K, R);
+    this.ops.moeCombineBackward(drows ? F(drows, "moeCombineBackward.drows (R,C)", R * C) : null,
+      dweights ? F(dweights, "moeCombineBackward.dweights (T,K)", T * K) : null, F(dout, "moeCombineBackward.dout (T,C)", T * C),
+      F(rows, "moeCombineBackward.rows (R,C)", R * C), ix, F(weights, "moeCombineBackward.weights (T,K)", T * K), T, K, C);
+  }
+
   crossEntropyFused(loss: T32, dhidden: T32 | null, dweight: T32 | null, hidden: T32, weight: T32, targets: Tensor<"i32">,
     T: number, C: number, V: number, gradScale: number): void {
     const tg = I(targets, "crossEntropyFused.targets (T)", T);
@@ -132,6 +146,18 @@ function checkRange(a: Int32Array, n: number, what: string, allowIgnore: boolean
       throw new Error(`${what}[${i}] = ${x} is outside [0, ${n})${allowIgnore ? " and not -100" : ""}`);
     }
   }
+}
+
+/** MoE route indices (T,K): in [0,R) and distinct (the backward scatters into rows without races). */
+function checkRoutes(op: string, idx: Tensor<"i32">, T: number, K: number, R: number): Int32Array {
+  const ix = I(idx, `${op}.idx (T,K)`, T * K);
+  checkRange(ix, R, `${op}.idx`, false);
+  const seen = new Uint8Array(R);
+  for (let i = 0; i < ix.length; i++) {
+    if (seen[ix[i]]) throw new Error(`${op}.idx[${i}] = ${ix[i]} repeats an earlier route (each row belongs to one (token, route))`);
+    seen[ix[i]] = 1;
+  }
+  return ix;
 }
 
 function checkAttention(op: string, cuSeqlens: Tensor<"i32">, T: number, NH: number, NKV: number): Int32Array {

@@ -11,6 +11,7 @@ import { add, axpy, copy, fill, scale } from "./elementwise.ts";
 import * as L from "./layers.ts";
 import { crossEntropyFused } from "./loss.ts";
 import { gemm, linearBackward, linearForward } from "./matmul.ts";
+import { moeCombine, moeCombineBackward } from "./moe.ts";
 import { adamw, sumSquares } from "./optim.ts";
 import type { GpuTensor, GpuTuning } from "./runtime.ts";
 import { DEFAULT_GPU_TUNING, Runtime } from "./runtime.ts";
@@ -108,6 +109,14 @@ export class WebgpuKernels implements Kernels {
   swigluBackward(dgate: Tensor<"f32">, dup: Tensor<"f32">, dout: Tensor<"f32">, gate: Tensor<"f32">,
     up: Tensor<"f32">, N: number): void {
     L.swigluBackward(this.rt, g(dgate), g(dup), g(dout), g(gate), g(up), N);
+  }
+  moeCombine(out: Tensor<"f32">, rows: Tensor<"f32">, idx: Tensor<"i32">, weights: Tensor<"f32">,
+    T: number, K: number, C: number, R: number): void {
+    moeCombine(this.rt, g(out), g(rows), g(idx), g(weights), T, K, C, R);
+  }
+  moeCombineBackward(drows: Tensor<"f32"> | null, dweights: Tensor<"f32"> | null, dout: Tensor<"f32">, rows: Tensor<"f32">,
+    idx: Tensor<"i32">, weights: Tensor<"f32">, T: number, K: number, C: number, R: number): void {
+    moeCombineBackward(this.rt, drows && g(drows), dweights && g(dweights), g(dout), g(rows), g(idx), g(weights), T, K, C, R);
   }
   crossEntropyFused(loss: Tensor<"f32">, dhidden: Tensor<"f32"> | null, dweight: Tensor<"f32"> | null,
     hidden: Tensor<"f32">, weight: Tensor<"f32">, targets: Tensor<"i32">,

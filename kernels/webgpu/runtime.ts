@@ -358,6 +358,8 @@ export class Runtime {
   private scratchCopy(t: GpuTensor, index: number): GpuTensor {
     const bytes = Math.max(16, Math.ceil((t.numel * 4) / 16) * 16);
     if (!this.scratch[index] || this.scratch[index]!.size < bytes) {
+      // queued commands may still use the smaller buffer: submit them before destroying it
+      if (this.scratch[index]) this.flush();
       this.scratch[index]?.destroy();
       this.scratch[index] = this.device.createBuffer({ size: bytes, usage: BUF_USAGE, label: `scratch${index}` });
       this.bindGroups = new Map();

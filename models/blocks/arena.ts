@@ -14,6 +14,14 @@ export class Buf {
   }
 }
 
+/** An i32 buffer of capacity (Tmax, width), viewed like Buf (MoE route indices). */
+export class IBuf {
+  constructor(private k: Kernels, readonly full: I32, readonly width: number) {}
+  at(T: number): I32 {
+    return T * this.width === this.full.numel ? this.full : this.k.view(this.full, 0, [T * this.width]);
+  }
+}
+
 export class Arena {
   bytes = 0;
   constructor(readonly k: Kernels, readonly Tmax: number) {}
@@ -21,6 +29,11 @@ export class Arena {
   buf(width: number, name: string): Buf {
     this.bytes += this.Tmax * width * 4;
     return new Buf(this.k, this.k.alloc([this.Tmax * width], "f32", { shared: false, name }), width);
+  }
+  /** (Tmax, width) i32 buffer. */
+  ibuf(width: number, name: string): IBuf {
+    this.bytes += this.Tmax * width * 4;
+    return new IBuf(this.k, this.k.alloc([this.Tmax * width], "i32", { shared: false, name }), width);
   }
 }
 

@@ -70,6 +70,24 @@ export const swigluCase = (N: number): Case => async (k) => {
   return { out, dgate, dup };
 };
 
+/** MoE combine: T tokens x K routes into R > T*K rows (some rows unused), a random permutation
+ *  as the route indices; backward into non-zero drows / dweights. */
+export const moeCombineCase = (T: number, K: number, C: number): Case => async (k) => {
+  const r = rng(13), R = T * K + 3;
+  const perm = Array.from({ length: R }, (_, i) => i);
+  for (let i = R - 1; i > 0; i--) {
+    const j = Math.floor(r() * (i + 1));
+    [perm[i], perm[j]] = [perm[j], perm[i]];
+  }
+  const idx = tensorI(k, perm.slice(0, T * K));
+  const rows = tensorF(k, [R, C], randn(r, R * C)), w = tensorF(k, [T, K], randn(r, T * K));
+  const out = tensorF(k, [T, C], new Float32Array(T * C).fill(NaN)); // overwritten, never read
+  k.moeCombine(out, rows, idx, w, T, K, C, R);
+  const drows = tensorF(k, [R, C], randn(r, R * C)), dw = tensorF(k, [T, K], randn(r, T * K));
+  k.moeCombineBackward(drows, dw, tensorF(k, [T, C], randn(r, T * C)), rows, idx, w, T, K, C, R);
+  return { out, drows, dw };
+};
+
 /** Fused LM head + cross-entropy (ignore_index -100 on every fifth token), then the eval form. */
 export const crossEntropyCase: Case = async (k) => {
   const r = rng(8), T = 40, C = 12, V = 37;

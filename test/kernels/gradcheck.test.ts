@@ -94,6 +94,16 @@ describe("finite-difference gradients (fast CPU)", () => {
     }, 5);
   });
 
+  test("moe combine (rows and weights)", async () => {
+    const T = 4, K = 2, C = 3, R = 9;
+    const idx = tensorI(k, [5, 0, 2, 8, 1, 7, 3, 6]); // row 4 unused
+    await gradcheck("moeCombine", {
+      inputs: [{ shape: [R, C] }, { shape: [T, K] }], outShape: [T, C],
+      forward: (o, [rows, w]) => k.moeCombine(o, rows, idx, w, T, K, C, R),
+      backward: ([drows, dw], d, [rows, w]) => k.moeCombineBackward(drows, dw, d, rows, idx, w, T, K, C, R),
+    }, 6);
+  });
+
   test("fused LM head cross-entropy (loss as the scalar, grads scaled by R)", async () => {
     const T = 6, C = 5, V = 7, tg = tensorI(k, [1, -100, 6, 0, 3, -100]);
     // out (1) = loss; L = R[0] * loss, so backward uses gradScale = R[0]

@@ -4,7 +4,7 @@
 // start non-zero, so accumulation (+=) is checked too.
 import { describe, expect, test } from "bun:test";
 import { createCpuKernels, createReferenceKernels, type Kernels } from "../../kernels/index.ts";
-import { adamwCase, attnCase, crossEntropyCase, embeddingCase, gemmCase, LLAMA3_ROPE, ropeCase, swigluCase, type Case } from "./cases.ts";
+import { adamwCase, attnCase, crossEntropyCase, embeddingCase, gemmCase, LLAMA3_ROPE, moeCombineCase, ropeCase, swigluCase, type Case } from "./cases.ts";
 import { expectClose, randn, rng, tensorF, tensorI } from "./helpers.ts";
 
 const ref = createReferenceKernels();
@@ -70,6 +70,10 @@ describe("fast CPU path matches the reference", () => {
 
   test("swiglu forward/backward", async () => {
     await parity("swiglu", swigluCase(33));
+  });
+
+  test("moe combine forward/backward (routes summed in k order)", async () => {
+    await parity("moeCombine", moeCombineCase(11, 3, 7));
   });
 
   test("fused LM head + cross-entropy in row chunks, ignore_index -100", async () => {

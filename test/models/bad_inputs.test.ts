@@ -31,7 +31,7 @@ function copyFixture(dir: string, name: string, cfg?: (c: Record<string, unknown
 test("unknown model_type lists the supported ones", () => {
   withTemp((dir) => {
     copyFixture(dir, "qwen2-tiny", (c) => (c.model_type = "gpt_neox"));
-    expect(() => loadPretrained(k, dir, opts)).toThrow(/config\.json: model_type "gpt_neox" is not supported \(supported: llama, qwen2, qwen3\)/);
+    expect(() => loadPretrained(k, dir, opts)).toThrow(/config\.json: model_type "gpt_neox" is not supported \(supported: llama, qwen2, qwen2_moe, qwen3, qwen3_moe\)/);
   });
 });
 
@@ -92,4 +92,38 @@ test("corrupted headers: bad JSON, huge length, wrong byte count, overlap, unkno
     expect(Array.from(f.readF32("ok"))).toEqual([1, 2]);
     f.close();
   });
+});
+
+test("MoE config.json: bad expert fields fail naming the file and key", () => {
+  withTemp((dir) => {
+    const bad: [(c: Record<string, unknown>) => void, RegExp][] = [
+      [(c) => (c.num_experts_per_tok = 5), /config\.json: num_experts_per_tok \(5\) must be <= num_experts \(4\)/],
+      [(c) => delete c.moe_intermediate_size, /config\.json: "moe_intermediate_size" must be a number, got undefined/],
+      [(c) => (c.mlp_only_layers = [3]), /config\.json: "mlp_only_layers" must be a list of layer indices in \[0, 3\), got \[3\]/],
+      [(c) => (c.norm_topk_prob = "yes"), /config\.json: "norm_topk_prob" must be true or false, got "yes"/],
+      [(c) => (c.decoder_sparse_step = 0), /config\.json: "decoder_sparse_step" must be a positive integer, got 0/],
+    ];
+    for (const [edit, msg] of bad) {
+      copyFixture(dir, "qwen3_moe-tiny", edit);
+      expect(() => loadPretrained(k, dir, opts)).toThrow(msg);
+    }
+    copyFixture(dir, "qwen2_moe-tiny", (c) => delete c.shared_expert_intermediate_size);
+    expect(() => loadPretrained(k, dir, opts)).toThrow(/"shared_expert_intermediate_size" must be a number/);
+    // a config whose sparse layers differ from the checkpoint's: every expert tensor is listed
+    copyFixture(dir, "qwen3_moe-tiny", (c) => (c.mlp_only_layers = [0, 1]));
+    expect(() => loadPretrained(k, dir, opts)).toThrow(/unexpected model\.layers\.1\.mlp\.experts\.3\.down_proj\.weight/);
+  });
+});
+
+test("moeCombine refuses a route index out of range or used twice", () => {
+  const T = 2, K = 2, C = 3, R = 5;
+  const t = (n: number) => k.alloc([n]);
+  const idx = (a: number[]) => {
+    const i = k.alloc([a.length], "i32");
+    k.upload(i, Int32Array.from(a));
+    return i;
+  };
+  expect(() => k.moeCombine(t(T * C), t(R * C), idx([0, 1, 2, 5]), t(T * K), T, K, C, R)).toThrow("moeCombine.idx[3] = 5 is outside [0, 5)");
+  expect(() => k.moeCombineBackward(t(R * C), t(T * K), t(T * C), t(R * C), idx([0, 1, 1, 4]), t(T * K), T, K, C, R))
+    .toThrow("moeCombineBackward.idx[2] = 1 repeats an earlier route");
 });

@@ -4,6 +4,7 @@ import type { HostOps } from "../host_ops.ts";
 import { ATTN_BC, ATTN_BR, attentionOps } from "./attention.ts";
 import { denseOps } from "./dense.ts";
 import { CE_CHUNK_FLOATS, lossOptimOps } from "./loss_optim.ts";
+import { moeCombine, moeCombineBackward } from "./moe.ts";
 import type { Blas } from "./openblas.ts";
 
 /** Block sizes; tests shrink them to exercise multi-block paths on small shapes. */
@@ -21,5 +22,7 @@ export function makeFastOps(blas: Blas, tuning: FastTuning = DEFAULT_TUNING): Ho
     ...denseOps(blas),
     ...attentionOps(blas, tuning.attnBR, tuning.attnBC),
     ...lossOptimOps(blas, tuning.ceChunkFloats),
+    moeCombine,
+    moeCombineBackward,
   };
 }

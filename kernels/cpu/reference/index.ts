@@ -1,7 +1,8 @@
-// The reference op set: plain loops (see dense.ts, attention.ts, loss_optim.ts).
+// The reference op set: plain loops (see dense.ts, attention.ts, loss_optim.ts, moe.ts).
 import type { HostOps } from "../host_ops.ts";
 import * as dense from "./dense.ts";
 import * as attn from "./attention.ts";
 import * as lo from "./loss_optim.ts";
+import * as moe from "./moe.ts";
 
-export const referenceOps: HostOps = { name: "reference", ...dense, ...attn, ...lo };
+export const referenceOps: HostOps = { name: "reference", ...dense, ...attn, ...lo, ...moe };

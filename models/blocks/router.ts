@@ -1,0 +1,170 @@
+// MoE routing on the host (HF Qwen2Moe/Qwen3MoeSparseMoeBlock semantics) and its backward.
+// The router logits (T,E) are read to the host once per MoE layer (a SYNC POINT the expert
+// exchange needs anyway: group sizes drive one GEMM per expert, and expert parallelism sends
+// per-expert token counts). Routing is O(T*E*K), small beside the experts' GEMMs.
+//   p = softmax(logits) in f32; (w, ids) = top-k of p (descending, ties to the lower expert);
+//   w /= sum(w) when norm_topk_prob.
+// Rows: the T*K (token, route) pairs sorted by (expert, token) (a stable counting sort), so
+// expert e's inputs are rows [off[e], off[e+1]) and the order is the same on every run.
+// Shape letters: T tokens, E experts, K routes per token, R = T*K rows.
+
+export interface Routing {
+  T: number;
+  /** softmax probabilities (T,E), f32 as HF's softmax(dtype=float). */
+  probs: Float32Array;
+  /** chosen experts (T,K), highest probability first. */
+  ids: Int32Array;
+  /** routing weights (T,K). */
+  weights: Float32Array;
+  /** expert row offsets (E+1): expert e owns sorted rows [off[e], off[e+1]). */
+  off: Int32Array;
+  /** token of each sorted row (R). */
+  rowToken: Int32Array;
+  /** sorted row of route (t,k) (T,K). */
+  rowOf: Int32Array;
+}
+
+export class Router {
+  constructor(readonly E: number, readonly K: number, readonly normTopkProb: boolean) {}
+
+  /** Host arrays for up to Tmax tokens (viewed at T by route()). */
+  alloc(Tmax: number): Routing {
+    const { E, K } = this;
+    return {
+      T: 0, probs: new Float32Array(Tmax * E), ids: new Int32Array(Tmax * K), weights: new Float32Array(Tmax * K),
+      off: new Int32Array(E + 1), rowToken: new Int32Array(Tmax * K), rowOf: new Int32Array(Tmax * K),
+    };
+  }
+
+  /** Fill `r` from router logits (T,E). */
+  route(r: Routing, logits: Float32Array, T: number): void {
+    const { E, K } = this;
+    r.T = T;
+    const count = new Int32Array(E);
+    for (let t = 0; t < T; t++) {
+      const lg = logits.subarray(t * E, (t + 1) * E), p = r.probs.subarray(t * E, (t + 1) * E);
+      let mx = -Infinity;
+      for (let e = 0; e < E; e++) mx = Math.max(mx, lg[e]);
+      let sum = 0;
+      for (let e = 0; e < E; e++) sum += Math.exp(lg[e] - mx);
+      for (let e = 0; e < E; e++) p[e] = Math.exp(lg[e] - mx) / sum;
+      // top-k by repeated selection (K is small): largest first, ties to the lower index
+      let chosen = 0;
+      for (let k = 0; k < K; k++) {
+        let best = -1;
+        for (let e = 0; e < E; e++) {
+          if (r.ids.subarray(t * K, t * K + k).includes(e)) continue;
+          if (best < 0 || p[e] > p[best]) best = e;
+        }
+        r.ids[t * K + k] = best;
+        r.weights[t * K + k] = p[best];
+        chosen += p[best];
+        count[best]++;
+      }
+      if (this.normTopkProb) for (let k = 0; k < K; k++) r.weights[t * K + k] = r.weights[t * K + k] / chosen;
+    }
+    // stable counting sort of (t,k) by expert: rows of expert e in token order
+    r.off[0] = 0;
+    for (let e = 0; e < E; e++) r.off[e + 1] = r.off[e] + count[e];
+    const next = r.off.slice(0, E);
+    for (let t = 0; t < T; t++) {
+      for (let k = 0; k < K; k++) {
+        const row = next[r.ids[t * K + k]]++;
+        r.rowToken[row] = t;
+        r.rowOf[t * K + k] = row;
+      }
+    }
+  }
+
+  /** dlogits (T,E) <- gradient of the routing weights (dweights (T,K)) through the top-k
+   *  (renormalised) softmax, plus `auxGrad` (E) = dLoss/dp[t,e] of the load-balancing loss
+   *  (the same for every token), or null. */
+  backward(dlogits: Float32Array, dweights: Float32Array, r: Routing, auxGrad: Float64Array | null): void {
+    const { E, K } = this;
+    const dp = new Float64Array(E);
+    for (let t = 0; t < r.T; t++) {
+      const p = r.probs.subarray(t * E, (t + 1) * E);
+      if (auxGrad) dp.set(auxGrad);
+      else dp.fill(0);
+      const ids = r.ids.subarray(t * K, (t + 1) * K), dw = dweights.subarray(t * K, (t + 1) * K);
+      if (this.normTopkProb) {
+        // w_k = p_k / S, S = sum_j p_j: dp_k = (dw_k - sum_j dw_j w_j) / S
+        let S = 0, dot = 0;
+        for (let k = 0; k < K; k++) S += p[ids[k]];
+        for (let k = 0; k < K; k++) dot += dw[k] * (p[ids[k]] / S);
+        for (let k = 0; k < K; k++) dp[ids[k]] += (dw[k] - dot) / S;
+      } else {
+        for (let k = 0; k < K; k++) dp[ids[k]] += dw[k];
+      }
+      // softmax backward: dlogit_e = p_e (dp_e - sum_j dp_j p_j)
+      let s = 0;
+      for (let e = 0; e < E; e++) s += dp[e] * p[e];
+      for (let e = 0; e < E; e++) dlogits[t * E + e] = p[e] * (dp[e] - s);
+    }
+  }
+}
+
+/** Per micro-batch load-balancing loss (HF load_balancing_loss_func, attention_mask None) over
+ *  the sparse layers' routings, and per-step expert load for the metrics:
+ *    aux = E * sum_e (count_e / N) * (sum of p[., e] / N),  N = sparse layers x tokens,
+ *  count_e the routes to expert e over all those rows (HF's mean of the one-hot top-k summed
+ *  over k). Its gradient with respect to each p[t,e] is E * count_e / N^2, the same for every
+ *  row: `auxGrad` (scaled by the loss coefficient), used by every sparse layer's backward. */
+export class RouterStats {
+  /** Tokens routed to each expert, per sparse layer, summed over the step's micro-batches. */
+  readonly load: Float64Array[];
+  /** sum over micro-batches of weight_mb * aux_mb (weight = valid_mb / global valid tokens). */
+  auxSum = 0;
+  /** dObjective/dp[t,e] for the current micro-batch (zero unless the aux term is in the objective). */
+  readonly auxGrad: Float64Array;
+  /** Record routings (training forward only; off for evaluation and recompute in backward). */
+  recording = false;
+  private count: Float64Array;
+  private probSum: Float64Array;
+  private rows = 0;
+
+  constructor(readonly E: number, nSparse: number) {
+    this.load = Array.from({ length: nSparse }, () => new Float64Array(E));
+    this.auxGrad = new Float64Array(E);
+    this.count = new Float64Array(E);
+    this.probSum = new Float64Array(E);
+  }
+
+  resetStep(): void {
+    for (const l of this.load) l.fill(0);
+    this.auxSum = 0;
+  }
+
+  beginMicroBatch(): void {
+    this.count.fill(0);
+    this.probSum.fill(0);
+    this.rows = 0;
+    this.auxGrad.fill(0);
+    this.recording = true;
+  }
+
+  /** One sparse layer's routing (index among the sparse layers). */
+  add(sparseIndex: number, r: Routing, K: number): void {
+    if (!this.recording) return;
+    const { E } = this;
+    for (let i = 0; i < r.T * K; i++) this.count[r.ids[i]]++;
+    for (let t = 0; t < r.T; t++) for (let e = 0; e < E; e++) this.probSum[e] += r.probs[t * E + e];
+    for (let e = 0; e < E; e++) this.load[sparseIndex][e] += r.off[e + 1] - r.off[e];
+    this.rows += r.T;
+  }
+
+  /** Close the micro-batch: aux_mb into auxSum with `weight`; auxGrad = coef * weight * daux/dp
+   *  when the aux term is in the objective (coef > 0 and gradients wanted). Returns aux_mb. */
+  endMicroBatch(weight: number, gradCoef: number): number {
+    this.recording = false;
+    const { E } = this;
+    const N = this.rows;
+    if (N === 0) return 0;
+    let aux = 0;
+    for (let e = 0; e < E; e++) aux += (this.count[e] / N) * (this.probSum[e] / N);
+    aux *= E;
+    this.auxSum += weight * aux;
+    for (let e = 0; e < E; e++) this.auxGrad[e] = gradCoef * weight * E * this.count[e] / (N * N);
+    return aux;
+  }
+}
