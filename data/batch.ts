@@ -17,6 +17,13 @@ export interface MicroBatch {
   cuSeqlens: Int32Array;
   /** Count of labels[1..T-1] != -100, the positions that carry loss in this micro-batch (the loss normaliser is the sum over the global step). */
   validTokens: number;
+  /** (total_patches, 3*temporal_patch*patch^2 = 1176 for Qwen2-VL) the images of this row, in the
+   *  order they appear in inputIds, rows in transformers' Qwen2VLImageProcessor patch order.
+   *  null (or absent, in batches made outside data/) when the row has no image. */
+  pixelValues?: Float32Array | null;
+  /** (n_images, 3) t, h, w of each image in patches, in order; inputIds hold t*h*w/merge^2
+   *  image_token_id tokens for each (labels -100 there). null when the row has no image. */
+  imageGridThw?: Int32Array | null;
 }
 
 /** One optimizer step's share of one data-parallel rank: its micro-batches in order. */

@@ -8,3 +8,7 @@ export { makeTemplate, type Message, type Segment } from "./templates.ts";
 export { packMicroBatch, firstFit, budgetAt } from "./packing.ts";
 export { expandTrainPath, splitParagraphs } from "./sources.ts";
 export { DataLoaderWorker } from "./worker.ts";
+export {
+  decodeImage, initImageDecoders, imageTokens, loadPreprocessorConfig, parsePreprocessorConfig, patchDim, preprocessImages,
+  resizeForModel, smartResize, stackImages, type PreprocessedImages, type PreprocessorConfig, type ResizedImage,
+} from "./images/index.ts";

@@ -53,7 +53,8 @@ async function handle(req: WorkerRequest): Promise<void> {
         const r = queue.shift()!;
         if (r.batch === null) queue.unshift(r); // keep answering null (or the error)
         if (r.error) throw new Error(r.error);
-        const transfer = (r.batch?.microBatches ?? []).flatMap((m) => [m.inputIds.buffer, m.labels.buffer, m.positionIds.buffer, m.cuSeqlens.buffer]);
+        const transfer = (r.batch?.microBatches ?? []).flatMap((m) => [m.inputIds.buffer, m.labels.buffer, m.positionIds.buffer, m.cuSeqlens.buffer,
+          ...(m.pixelValues ? [m.pixelValues.buffer] : []), ...(m.imageGridThw ? [m.imageGridThw.buffer] : [])]);
         post({ id: req.id, ok: true, value: { batch: r.batch, prefetched } }, transfer);
         break;
       }

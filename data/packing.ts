@@ -25,7 +25,7 @@ export function packMicroBatch(samples: Sample[]): MicroBatch {
   });
   let validTokens = 0;
   for (let t = 1; t < T; t++) if (labels[t] !== IGNORE_INDEX) validTokens++;
-  return { inputIds, labels, positionIds, cuSeqlens, validTokens };
+  return { inputIds, labels, positionIds, cuSeqlens, validTokens, pixelValues: null, imageGridThw: null };
 }
 
 /** Greedy first-fit in insertion order: indices of the buffered samples (lengths `lens`) that go
