@@ -3,7 +3,7 @@
 // dataloader actor (its own thread, prefetching this rank's data-parallel share) -> Trainer.
 import type { Config, Logger } from "../configs/index.ts";
 import { createKernels, type Kernels } from "../kernels/index.ts";
-import { DataLoaderWorker, type MicroBatch } from "../data/index.ts";
+import { DataLoaderWorker, loadVisionOptions, type MicroBatch } from "../data/index.ts";
 import type { Comm } from "../mesh/index.ts";
 import { initModelFromConfig, loadPretrained, type DecoderLM } from "../models/index.ts";
 import { parallelize, type Parallelism } from "../parallel/index.ts";
@@ -78,6 +78,7 @@ export async function buildTraining(config: Config, o: BuildOptions): Promise<Tr
   const loader = await DataLoaderWorker.start(dataCfg, {
     dpRank: plan.dataRank, dpSize: plan.dataSize, vocabSize: c.V,
     tokenizerPath: config.model.tokenizer_path ?? config.model.model_path ?? null, log: o.logger,
+    vision: loadVisionOptions(config.model.config_path, config.model.model_path), // null for a text model
   }, { prefetch: Math.max(1, config.data.prefetch_factor) });
   const totalSteps = t.max_steps ?? loader.info.trainSteps;
   const trainer = new Trainer(model, {

@@ -12,3 +12,6 @@ export {
   decodeImage, initImageDecoders, imageTokens, loadPreprocessorConfig, parsePreprocessorConfig, patchDim, preprocessImages,
   resizeForModel, smartResize, stackImages, type PreprocessedImages, type PreprocessorConfig, type ResizedImage,
 } from "./images/index.ts";
+export {
+  countPlaceholders, expandImageTokens, IMAGE_PLACEHOLDER, loadVisionOptions, tokenizeWithImages, type VisionOptions,
+} from "./multimodal.ts";

@@ -9,6 +9,8 @@ import { expandTrainPath, indexSources, readUnit, type RawRow, type SourceIndex 
 import { type BufRef, type LoaderState, reshardStates, streamAt, streamFor } from "./state.ts";
 import { makeTemplate } from "./templates.ts";
 import { loadTokenizer, type TextTokenizer } from "./tokenizer.ts";
+import { initImageDecoders } from "./images/decode.ts";
+import type { VisionOptions } from "./multimodal.ts";
 
 /** The config fields the loader reads (VeOmni v0.1 names; the project's Config fits this shape). */
 export interface DataLoaderConfig {
@@ -16,6 +18,7 @@ export interface DataLoaderConfig {
     train_path: string | null;
     data_type: "plaintext" | "conversation";
     text_keys?: string | null;
+    image_keys?: string;
     chat_template?: string;
     max_seq_len: number;
     train_size?: number;
@@ -48,6 +51,9 @@ export interface LoaderOptions {
   log?: LoaderLog;
   /** Base for relative paths (default: the process's working directory). */
   cwd?: string;
+  /** A vision-language model's image token ids and processor (loadVisionOptions); null or
+   *  absent for a text model (rows with images are then bad samples). */
+  vision?: VisionOptions | null;
 }
 
 export interface LoaderInfo {
@@ -90,9 +96,10 @@ export class DataLoader {
     const template = data.data_type === "conversation" && tokenizer
       ? makeTemplate(data.chat_template ?? "default", { bosToken: tokenizer.bosToken, eosToken: tokenizer.eosToken, tokenizerTemplate: tokenizer.chatTemplate })
       : null;
-    this.spec = { dataType: data.data_type, keys, maxSeqLen: data.max_seq_len, vocabSize: opts.vocabSize, tokenizer, template };
+    const imageKeys = (data.image_keys ?? "images").split(",").map((k) => k.trim()).filter(Boolean);
+    this.spec = { dataType: data.data_type, keys, maxSeqLen: data.max_seq_len, vocabSize: opts.vocabSize, tokenizer, template, imageKeys, vision: opts.vision ?? null };
     const files = expandTrainPath(data.train_path, opts.cwd);
-    this.idx = indexSources(files, keys, data.on_bad_sample === "skip");
+    this.idx = indexSources(files, keys, data.on_bad_sample === "skip", imageKeys);
     for (const f of this.idx.emptyFiles) opts.log?.warn({ file: f }, "skipping empty data file");
     const N = this.idx.total;
     if (N === 0) throw new Error(`empty dataset: 0 samples in ${files.length} file(s) of data.train_path '${data.train_path}'`);
@@ -177,6 +184,7 @@ export class DataLoader {
       if (this.unitCache.size >= 4) this.unitCache.delete(this.unitCache.keys().next().value!);
       this.unitCache.set(unit, rows);
     }
+    if (this.spec.vision) await initImageDecoders();
     const r = makeSample(rows[row], this.spec);
     if ("bad" in r) {
       if (this.cfg.data.on_bad_sample !== "skip") throw new Error(`bad sample: ${r.bad} (data.on_bad_sample: skip counts and skips these)`);
@@ -200,7 +208,7 @@ export class DataLoader {
   private async staticMicroBatch(): Promise<MicroBatch | null> {
     const mbs = this.cfg.train.micro_batch_size;
     while (this.buf.length < mbs) if (!(await this.fill())) return null;
-    return packMicroBatch(this.buf.splice(0, mbs).map((b) => b.sample));
+    return packMicroBatch(this.buf.splice(0, mbs).map((b) => b.sample), this.spec.vision?.preprocessor);
   }
 
   private bufTokens(): number {
@@ -223,7 +231,7 @@ export class DataLoader {
     const take = new Set(chosen);
     const samples = chosen.map((i) => this.buf[i].sample);
     this.buf = this.buf.filter((_, i) => !take.has(i));
-    return packMicroBatch(samples);
+    return packMicroBatch(samples, this.spec.vision?.preprocessor);
   }
 }
 

@@ -1,12 +1,14 @@
 // Padding-free packing (VeOmni rmpad_with_pos_ids) and the dynamic-batching choice.
 import { IGNORE_INDEX, type MicroBatch } from "./batch.ts";
 import type { Sample } from "./samples.ts";
+import { stackImages, type PreprocessorConfig, type ResizedImage } from "./images/qwen2vl.ts";
 
 /** S samples -> one row of T = sum(L_s) tokens: ids and labels concatenated, position ids
  *  restarting at 0 per sample, cuSeqlens (S+1), and the first label of every later sample set to
  *  IGNORE_INDEX so no position predicts across a boundary (labels are not shifted: the model
- *  scores logits[t-1] against labels[t]). */
-export function packMicroBatch(samples: Sample[]): MicroBatch {
+ *  scores logits[t-1] against labels[t]). The samples' images, in order, become pixelValues and
+ *  imageGridThw (normalised and patchified here, so the buffer holds only uint8 pixels). */
+export function packMicroBatch(samples: Sample[], pp: PreprocessorConfig | null = null): MicroBatch {
   let T = 0;
   for (const s of samples) T += s.ids.length;
   const inputIds = new Int32Array(T);
@@ -25,7 +27,11 @@ export function packMicroBatch(samples: Sample[]): MicroBatch {
   });
   let validTokens = 0;
   for (let t = 1; t < T; t++) if (labels[t] !== IGNORE_INDEX) validTokens++;
-  return { inputIds, labels, positionIds, cuSeqlens, validTokens, pixelValues: null, imageGridThw: null };
+  const images: ResizedImage[] = samples.flatMap((s) => s.images ?? []);
+  if (images.length === 0) return { inputIds, labels, positionIds, cuSeqlens, validTokens, pixelValues: null, imageGridThw: null };
+  if (!pp) throw new Error("packMicroBatch: samples carry images but no preprocessor config was given");
+  const { pixelValues, imageGridThw } = stackImages(images, pp);
+  return { inputIds, labels, positionIds, cuSeqlens, validTokens, pixelValues, imageGridThw };
 }
 
 /** Greedy first-fit in insertion order: indices of the buffered samples (lengths `lens`) that go

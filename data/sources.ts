@@ -29,6 +29,8 @@ export interface Unit {
 export interface RawRow {
   where: string;
   value: unknown;
+  /** The data file (image paths in the row are relative to its folder). */
+  file?: string;
 }
 
 /** Expands `data.train_path` into the sorted list of data files it names. */
@@ -127,7 +129,7 @@ function readJsonl(u: Unit): RawRow[] {
     try { value = JSON.parse(l); } catch (e) {
       value = new BadRow(`${where}: invalid JSON (${(e as Error).message})`);
     }
-    rows.push({ where, value });
+    rows.push({ where, value, file: u.file });
   }
   return rows;
 }
@@ -164,8 +166,9 @@ function fileBuffer(file: string) {
   };
 }
 
-/** Reads only the footer: row groups -> units. Also checks that a wanted column exists. */
-function indexParquet(file: string, keys: string[]): { units: Unit[]; columns: string[] } {
+/** Reads only the footer: row groups -> units. Also checks that a wanted column exists; the
+ *  first of `imageKeys` present is read too. */
+function indexParquet(file: string, keys: string[], imageKeys: string[]): { units: Unit[]; columns: string[]; imageColumn: string | null } {
   const fb = fileBuffer(file);
   try {
     if (fb.byteLength < 12) throw new Error(`${file}: not a parquet file (${fb.byteLength} bytes)`);
@@ -176,6 +179,7 @@ function indexParquet(file: string, keys: string[]): { units: Unit[]; columns: s
     // pre-tokenized files carry input_ids (+ labels) instead of text
     const used = columns.includes("input_ids") ? columns.filter((c) => c === "input_ids" || c === "labels") : keys.filter((k) => columns.includes(k));
     if (used.length === 0) throw new Error(`${file}: no column named ${keys.map((k) => `'${k}'`).join(" or ")} (data.text_keys) or 'input_ids'; columns: ${columns.join(", ")}`);
+    const img = imageKeys.find((k) => columns.includes(k));
     const units: Unit[] = [];
     let row = 0;
     for (const rg of meta.row_groups) {
@@ -186,15 +190,21 @@ function indexParquet(file: string, keys: string[]): { units: Unit[]; columns: s
       }
       row += n;
     }
-    return { units, columns: used };
+    return { units, columns: used, imageColumn: img ?? null };
   } finally { fb.close(); }
 }
 
-async function readParquet(u: Unit, columns: string[]): Promise<RawRow[]> {
+async function readParquet(u: Unit, columns: string[], imageColumn: string | null): Promise<RawRow[]> {
   const fb = fileBuffer(u.file);
   try {
     const objs = await parquetReadObjects({ file: fb, columns, rowStart: u.start, rowEnd: u.end, compressors });
-    return objs.map((value, i) => ({ where: `${u.file} row ${u.start + i}`, value }));
+    if (imageColumn) {
+      // image bytes: binary without a string annotation stays bytes (utf8: false), read on its own
+      // so text columns keep hyparquet's default decoding
+      const imgs = await parquetReadObjects({ file: fb, columns: [imageColumn], rowStart: u.start, rowEnd: u.end, compressors, utf8: false } as any);
+      objs.forEach((o, i) => { o[imageColumn] = imgs[i][imageColumn]; });
+    }
+    return objs.map((value, i) => ({ where: `${u.file} row ${u.start + i}`, value, file: u.file }));
   } finally { fb.close(); }
 }
 
@@ -204,22 +214,26 @@ export interface SourceIndex {
   total: number;
   /** parquet file -> the columns to read from it. */
   parquetColumns: Map<string, string[]>;
+  /** parquet file -> its image column (the first of data.image_keys present), if any. */
+  parquetImages: Map<string, string | null>;
   /** Files that had no sample at all (only when empty files are skipped). */
   emptyFiles: string[];
 }
 
 /** Indexes every file: counts samples per unit. An empty file is an error unless `skipEmpty`. */
-export function indexSources(files: string[], keys: string[], skipEmpty: boolean): SourceIndex {
+export function indexSources(files: string[], keys: string[], skipEmpty: boolean, imageKeys: string[] = []): SourceIndex {
   const units: Unit[] = [];
   const parquetColumns = new Map<string, string[]>();
+  const parquetImages = new Map<string, string | null>();
   const emptyFiles: string[] = [];
   for (const file of files) {
     let us: Unit[];
     const kind = EXT[extname(file)];
     if (kind === "jsonl") us = indexJsonl(file);
     else if (kind === "parquet") {
-      const r = indexParquet(file, keys);
+      const r = indexParquet(file, keys, imageKeys);
       parquetColumns.set(file, r.columns);
+      parquetImages.set(file, r.imageColumn);
       us = r.units;
     } else {
       const n = readTxtDocs(file).length;
@@ -231,14 +245,14 @@ export function indexSources(files: string[], keys: string[], skipEmpty: boolean
     }
     units.push(...us);
   }
-  return { units, total: units.reduce((s, u) => s + u.count, 0), parquetColumns, emptyFiles };
+  return { units, total: units.reduce((s, u) => s + u.count, 0), parquetColumns, parquetImages, emptyFiles };
 }
 
 /** All rows of one unit in file order. */
 export async function readUnit(idx: SourceIndex, u: Unit): Promise<RawRow[]> {
   switch (u.kind) {
     case "jsonl": return readJsonl(u);
-    case "parquet": return readParquet(u, idx.parquetColumns.get(u.file)!);
-    case "txt": return readTxtDocs(u.file).map((value, i) => ({ where: `${u.file} paragraph ${i + 1}`, value }));
+    case "parquet": return readParquet(u, idx.parquetColumns.get(u.file)!, idx.parquetImages.get(u.file) ?? null);
+    case "txt": return readTxtDocs(u.file).map((value, i) => ({ where: `${u.file} paragraph ${i + 1}`, value, file: u.file }));
   }
 }

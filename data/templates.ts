@@ -5,6 +5,9 @@
 //             assistant message is trained.
 //   chatml  : "<|im_start|>role\ncontent<|im_end|>\n"; trained: assistant content + <|im_end|>.
 //   llama2  : "<s>[INST] <<SYS>>..<</SYS>>\n\nuser [/INST] assistant </s>"; trained: " assistant </s>".
+//   qwen2_vl: VeOmni's Qwen2VLChatTemplate: "<|im_start|>role\ncontent.strip()<|im_end|>\n" per
+//             message after a default system message ("You are a helpful assistant.", added when
+//             the conversation has none); trained: assistant content + "<|im_end|>\n".
 //   tokenizer (or any string containing "{{" / "{%"): the tokenizer's own Jinja chat_template
 //             (tokenizer_config.json) rendered with @huggingface/jinja; trained: each assistant
 //             message's content as it appears in the rendering, plus the EOS token right after it.
@@ -20,16 +23,24 @@ export interface TemplateContext {
   tokenizerTemplate: string | null;
 }
 
-export const BUILTIN_TEMPLATES = ["default", "chatml", "llama2", "tokenizer"] as const;
+export const BUILTIN_TEMPLATES = ["default", "chatml", "llama2", "qwen2_vl", "tokenizer"] as const;
 
-/** Parses a row's `messages` value; returns an error string on a wrong shape. */
+/** ShareGPT roles (VeOmni's sharegpt4v preprocessors: {from, value}). */
+const SHAREGPT_ROLES: Record<string, string> = { human: "user", gpt: "assistant", system: "system", user: "user", assistant: "assistant" };
+
+/** Parses a row's `messages` value ({role, content}, or ShareGPT's {from, value}); returns an
+ *  error string on a wrong shape. */
 export function parseMessages(v: unknown): Message[] | string {
   if (!Array.isArray(v)) return `expected an array of {role, content}, got ${typeof v}`;
   const out: Message[] = [];
   for (let i = 0; i < v.length; i++) {
     const m = v[i];
+    if (m && typeof m === "object" && typeof m.from === "string" && typeof m.value === "string" && SHAREGPT_ROLES[m.from]) {
+      out.push({ role: SHAREGPT_ROLES[m.from], content: m.value });
+      continue;
+    }
     if (!m || typeof m !== "object" || typeof m.role !== "string" || typeof m.content !== "string")
-      return `message ${i}: expected {role: string, content: string}, got ${JSON.stringify(m)?.slice(0, 80)}`;
+      return `message ${i}: expected {role: string, content: string} or {from: human|gpt|system, value: string}, got ${JSON.stringify(m)?.slice(0, 80)}`;
     out.push({ role: m.role, content: m.content });
   }
   if (!out.some((m) => m.role === "assistant")) return "conversation has no assistant message (nothing to train on)";
@@ -51,6 +62,13 @@ export function makeTemplate(name: string, ctx: TemplateContext): (msgs: Message
         : [{ text: `<|im_start|>${m.role}\n${m.content}<|im_end|>\n`, train: false }]);
     case "llama2":
       return (msgs) => llama2(msgs, ctx.bosToken ?? "", eos);
+    case "qwen2_vl":
+      return (msgs) => (msgs[0]?.role === "system" ? msgs : [{ role: "system", content: "You are a helpful assistant." }, ...msgs]).flatMap((m) => {
+        const head = { text: `<|im_start|>${m.role}\n`, train: false };
+        const content = m.content.trim();
+        if (!content) return [head];
+        return [head, { text: content + "<|im_end|>\n", train: m.role === "assistant" }];
+      });
     case "tokenizer":
       if (!ctx.tokenizerTemplate) throw new Error("data.chat_template: 'tokenizer' but tokenizer_config.json has no chat_template");
       return jinja(ctx.tokenizerTemplate, ctx);

@@ -8,11 +8,11 @@
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { dataParallelSize, loadConfig } from "../configs/index.ts";
-import { createDataLoader, type DataLoader, type LoaderState, type MicroBatch } from "../data/index.ts";
+import { createDataLoader, loadVisionOptions, type DataLoader, type LoaderState, type MicroBatch } from "../data/index.ts";
 
 function hashBatches(mbs: MicroBatch[], seed: bigint): bigint {
   let h = seed;
-  for (const m of mbs) for (const a of [m.inputIds, m.labels, m.positionIds, m.cuSeqlens]) h = BigInt(Bun.hash.xxHash64(new Uint8Array(a.buffer, a.byteOffset, a.byteLength), h));
+  for (const m of mbs) for (const a of [m.inputIds, m.labels, m.positionIds, m.cuSeqlens, m.imageGridThw, m.pixelValues]) if (a) h = BigInt(Bun.hash.xxHash64(new Uint8Array(a.buffer, a.byteOffset, a.byteLength), h));
   return h;
 }
 
@@ -35,10 +35,11 @@ export async function main(argv: string[]): Promise<void> {
   }
   const dp = dataParallelSize(config);
   const tokenizerPath = config.model.tokenizer_path ?? config.model.model_path ?? null;
+  const vision = loadVisionOptions(config.model.config_path, config.model.model_path);
   const loaders: DataLoader[] = [];
   for (let r = 0; r < dp; r++) {
     const vocab = modelVocab(config.model.config_path, config.model.model_path);
-    loaders.push(createDataLoader(config, { dpRank: r, dpSize: dp, vocabSize: vocab ?? Number.MAX_SAFE_INTEGER, tokenizerPath }));
+    loaders.push(createDataLoader(config, { dpRank: r, dpSize: dp, vocabSize: vocab ?? Number.MAX_SAFE_INTEGER, tokenizerPath, vision }));
   }
   const info = loaders[0].info;
   console.log(`data-sim: dp ${dp}, ${info.files} file(s), ${info.totalSamples} samples/epoch, grad accum ${info.gradAccum}, budget ${info.budget} tokens, tokenizer ${info.tokenizerEngine ?? "none"}`);
@@ -61,12 +62,12 @@ export async function main(argv: string[]): Promise<void> {
     if (batches.some((b) => b === null)) break; // SPMD: every rank must have the step
     for (let r = 0; r < dp; r++) {
       const b = batches[r]!;
-      let t = 0, s = 0, v = 0;
-      for (const m of b.microBatches) { t += m.inputIds.length; s += m.cuSeqlens.length - 1; v += m.validTokens; }
+      let t = 0, s = 0, v = 0, im = 0;
+      for (const m of b.microBatches) { t += m.inputIds.length; s += m.cuSeqlens.length - 1; v += m.validTokens; im += (m.imageGridThw?.length ?? 0) / 3; }
       const h = hashBatches(b.microBatches, 0n);
       hash = hashBatches(b.microBatches, hash);
       samples += s; tokens += t;
-      console.log(`step ${b.step} rank ${r}: tokens ${t} samples ${s} valid ${v} micro ${b.microBatches.map((m) => m.inputIds.length).join(",")} hash ${h.toString(16).padStart(16, "0")}`);
+      console.log(`step ${b.step} rank ${r}: tokens ${t} samples ${s} valid ${v}${vision ? ` images ${im}` : ""} micro ${b.microBatches.map((m) => m.inputIds.length).join(",")} hash ${h.toString(16).padStart(16, "0")}`);
     }
     steps++;
   }
