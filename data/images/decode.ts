@@ -6,18 +6,18 @@
 //         (docs/bench/images.md has the measurement; jpeg-js was off by up to 17 levels).
 //   PNG:  pngjs (pure JS, every bit depth, palette and interlace). 16-bit samples keep their
 //         high byte, as PIL's "RGB;16B" raw mode does.
-// The wasm module is compiled once per thread by `initImageDecoders()` (async); decoding itself
-// is synchronous.
+// Both libraries are loaded, and the wasm compiled, once per thread by `initImageDecoders()`
+// (async; text-only runs never load them); decoding itself is synchronous.
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
-import { PNG } from "pngjs";
-import mozjpegFactory from "@jsquash/jpeg/codec/dec/mozjpeg_dec.js";
+import type { PNG as PngT } from "pngjs";
 
 /** H x W x 3 bytes, row-major, RGB. */
 export interface RgbImage { width: number; height: number; rgb: Uint8Array }
 
 interface MozJpeg { decode(data: Uint8Array, preserveOrientation: boolean): { width: number; height: number; data: Uint8ClampedArray } | null }
 let jpeg: MozJpeg | null = null;
+let png: typeof PngT | null = null;
 /** libjpeg's warnings of the current decode (it prints them and goes on; PIL raises on a truncated file). */
 let jpegWarnings: string[] = [];
 let jpegInit: Promise<void> | null = null;
@@ -25,6 +25,8 @@ let jpegInit: Promise<void> | null = null;
 /** Compiles the JPEG decoder (once per thread). Every entry point that decodes awaits this first. */
 export function initImageDecoders(): Promise<void> {
   jpegInit ??= (async () => {
+    png = (await import("pngjs")).PNG;
+    const mozjpegFactory = (await import("@jsquash/jpeg/codec/dec/mozjpeg_dec.js")).default;
     const req = createRequire(import.meta.url);
     const wasm = await WebAssembly.compile(readFileSync(req.resolve("@jsquash/jpeg/codec/dec/mozjpeg_dec.wasm")));
     jpeg = await (mozjpegFactory as any)({
@@ -78,9 +80,10 @@ function decodePng(bytes: Uint8Array): RgbImage {
   // IHDR bit depth is byte 24; 16-bit samples are read raw and cut to their high byte (PIL),
   // lower depths are scaled by pngjs exactly as PIL does (x 255 / (2^d - 1), an integer).
   const deep = bytes.length > 24 && bytes[24] === 16;
+  if (!png) throw new Error("PNG decoder not initialised: await initImageDecoders() first");
   let p: { width: number; height: number; data: ArrayLike<number> };
   try {
-    p = PNG.sync.read(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), { skipRescale: deep } as any);
+    p = png.sync.read(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), { skipRescale: deep } as any);
   } catch (e) { throw new Error(`undecodable PNG (${(e as Error).message})`); }
   const n = p.width * p.height;
   if (n === 0) throw new Error("undecodable PNG (0 pixels)");

@@ -7,7 +7,7 @@ import { copyFileSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parquetWriteBuffer } from "hyparquet-writer";
 import {
-  createDataLoader, DataLoaderWorker, IGNORE_INDEX, loadTokenizer, loadVisionOptions, makeTemplate, preprocessImages,
+  createDataLoader, DataLoaderWorker, IGNORE_INDEX, initImageDecoders, loadTokenizer, loadVisionOptions, makeTemplate, preprocessImages,
   resolveTokenizer, tokenizeWithImages, type MicroBatch,
 } from "../../data/index.ts";
 import { cfg, tempDir } from "./helpers.ts";
@@ -175,6 +175,22 @@ describe("parquet with image bytes", () => {
     expect(Array.from(a.inputIds)).toEqual(Array.from(b.inputIds));
     expect(Buffer.from(a.pixelValues!.buffer).equals(Buffer.from(b.pixelValues!.buffer))).toBe(true);
   });
+});
+
+test("Hugging Face's Image struct {bytes, path} in a row: bytes first, else the path", async () => {
+  const png = new Uint8Array(require("node:fs").readFileSync(join(FIX, "grey.png")));
+  const f = join(dir, "struct.jsonl");
+  writeFileSync(f, conv("<image> q", "a", ["imgs/grey.png"]) + "\n");
+  const spec = (images: unknown[]) => ({ where: "mem row 0", file: f, value: { messages: [{ role: "user", content: "<image> q" }, { role: "assistant", content: "a" }], images } });
+  const { makeSample } = await import("../../data/samples.ts");
+  await initImageDecoders();
+  const sp = { dataType: "conversation" as const, keys: ["messages"], maxSeqLen: 128, vocabSize: 151936, tokenizer: tk,
+    template: makeTemplate("qwen2_vl", { bosToken: null, eosToken: "<|im_end|>", tokenizerTemplate: null }), imageKeys: ["images"], vision: vision() };
+  const a = makeSample(spec([{ bytes: png, path: "ignored.png" }]) as any, sp);
+  const b = makeSample(spec([{ bytes: null, path: "imgs/grey.png" }]) as any, sp);
+  if ("bad" in a || "bad" in b) throw new Error(JSON.stringify([a, b]).slice(0, 300));
+  expect(Array.from(a.ids)).toEqual(Array.from(b.ids));
+  expect(a.images![0].rgb).toEqual(b.images![0].rgb);
 });
 
 describe("resume, data-parallel shares, worker thread", () => {
