@@ -19,6 +19,7 @@ import { LocalWorkers } from "./spawn.ts";
 import { MetricsSink, mergeStep, type MetricsLine } from "./metrics.ts";
 import { decide, describe, type Failure } from "./supervision.ts";
 import { Commits } from "./commits.ts";
+import { markOrphanedJobs } from "./orphans.ts";
 import { resolveLoadPath } from "../checkpoint/index.ts";
 
 export interface RunJobOptions {
@@ -96,12 +97,13 @@ export async function runJob(config: Config, logger: Logger, opts: RunJobOptions
   let run: JobRun | null = null;
   try {
     if (embedded) {
-      server = await startNatsServer({ host: "127.0.0.1" });
-      logger.info({ url: server.url, nats_pid: server.proc.pid }, "embedded nats-server started");
-      // `bun run jobs --dir OUTPUT_DIR` reads the job record through this (owner-only; removed at the end)
-      if (config.train.output_dir) {
-        mkdirSync(config.train.output_dir, { recursive: true });
-        natsFile = join(config.train.output_dir, ".nats");
+      // `bun run jobs --dir OUTPUT_DIR` reads the job record through this (owner-only; removed with
+      // the server, also by its watchdog when this process dies without cleaning up)
+      natsFile = config.train.output_dir ? join(config.train.output_dir, ".nats") : null;
+      server = await startNatsServer({ host: "127.0.0.1", alsoRemove: natsFile ? [natsFile] : [] });
+      logger.info({ url: server.url, nats_pid: server.proc.pid, nats_dir: server.dir }, "embedded nats-server started");
+      if (natsFile) {
+        mkdirSync(config.train.output_dir!, { recursive: true });
         writeFileSync(natsFile, `${server.url}\n${server.token}\n`, { mode: 0o600 });
       }
     }
@@ -109,6 +111,8 @@ export async function runJob(config: Config, logger: Logger, opts: RunJobOptions
     const token = server?.token ?? l.nats_token;
     nc = await connectNats({ url: natsUrl, token: token ?? undefined, name: `veomni-coordinator-${job}` });
     const kv = await openBucket(nc);
+    // a shared NATS may hold jobs whose coordinator died without recording an end
+    if (!embedded) for (const st of await markOrphanedJobs(kv, `coordinator pid ${process.pid} on ${hostname()}`)) logger.warn({ job: st.job }, `job ${st.job} recorded as failed: ${st.error}`);
     state = {
       job, phase: "rendezvous", epoch: 1, world_size: world, step: 0, max_steps: config.train.max_steps ?? 0, loss: null, tokens_per_s: null,
       last_checkpoint: null, error: null, coordinator: { host: hostname(), pid: process.pid }, output_dir: resolve(config.train.output_dir ?? "."),

@@ -2,7 +2,14 @@
 // temporary store, owned by the coordinator (or a test) and stopped with it. The token and store
 // go in a 0600 config file, not on the command line (visible to `ps`). Readiness and the port
 // come from the server's own log lines on stderr (event-driven, no polling).
-import { mkdtempSync, writeFileSync, rmSync } from "node:fs";
+//
+// Nothing outlives its owner, even on kill -9: the server runs under `setpriv --pdeathsig KILL`
+// (Linux: the kernel kills it when the owning process dies) and in its own session (a terminal's
+// Ctrl-C reaches the coordinator, which then stops the server in order, not the server first).
+// A watchdog shell, also in its own session, holds a pipe from the owner: at EOF (the owner is
+// gone, however it died) it stops the server if it still runs and removes the temp dir (token,
+// store) and the files named in `alsoRemove` (OUTPUT_DIR/.nats).
+import { existsSync, mkdtempSync, writeFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
@@ -13,8 +20,10 @@ export interface NatsServer {
   port: number;
   token: string;
   storeDir: string;
+  /** temp dir of the config file (token) and, by default, the store; removed when the server ends. */
+  dir: string;
   proc: Subprocess;
-  /** SIGTERM, then SIGKILL after `graceMs`; resolves when the process is gone. Removes the temp dir if it made it. */
+  /** SIGTERM, then SIGKILL after `graceMs`; resolves when the process is gone and its temp dir (and `alsoRemove`) removed. */
   stop(graceMs?: number): Promise<void>;
 }
 
@@ -23,17 +32,28 @@ export interface NatsServerOptions {
   /** 0 (default) picks a free port. */
   port?: number;
   token?: string;
-  /** JetStream store; a fresh temp dir (removed on stop) when absent. */
+  /** JetStream store (kept); absent: a fresh one in the temp dir, removed with it. */
   storeDir?: string;
   bin?: string;
   readyTimeoutMs?: number;
+  /** files removed with the temp dir when the server stops or its owner dies (OUTPUT_DIR/.nats). */
+  alsoRemove?: string[];
 }
+
+/** `setpriv --pdeathsig` where util-linux has it (Linux); elsewhere the watchdog alone stops the server. */
+const SETPRIV = ["/usr/bin/setpriv", "/bin/setpriv"].find((p) => existsSync(p)) ?? null;
+
+// $1: server pid; the rest: paths to remove. `read` returns at EOF: the owner closed its end or died.
+const WATCHDOG = `while read -r _; do :; done
+kill -TERM "$1" 2>/dev/null
+i=0; while kill -0 "$1" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done
+kill -KILL "$1" 2>/dev/null
+shift; rm -rf "$@"`;
 
 export async function startNatsServer(o: NatsServerOptions = {}): Promise<NatsServer> {
   const host = o.host ?? "127.0.0.1";
   const token = o.token ?? randomBytes(24).toString("hex");
   const workDir = mkdtempSync(join(tmpdir(), "veomni-nats-"));
-  const ownStore = o.storeDir === undefined;
   const storeDir = o.storeDir ?? join(workDir, "js");
   const conf = join(workDir, "nats.conf");
   // JSON is valid NATS config syntax; quoting keeps odd paths safe.
@@ -44,12 +64,20 @@ export async function startNatsServer(o: NatsServerOptions = {}): Promise<NatsSe
       `jetstream { store_dir: ${JSON.stringify(storeDir)} }\n`,
     { mode: 0o600 },
   );
-  const proc = Bun.spawn([o.bin ?? "nats-server", "-c", conf], { stdin: "ignore", stdout: "ignore", stderr: "pipe" });
+  const cmd = [o.bin ?? "nats-server", "-c", conf];
+  const proc = Bun.spawn(SETPRIV ? [SETPRIV, "--pdeathsig", "KILL", ...cmd] : cmd, { stdin: "ignore", stdout: "ignore", stderr: "pipe", detached: true });
+  const removes = [workDir, ...(o.alsoRemove ?? [])];
+  const watchdog = Bun.spawn(["sh", "-c", WATCHDOG, "veomni-nats-watchdog", String(proc.pid), ...removes], { stdin: "pipe", stdout: "ignore", stderr: "ignore", detached: true });
+  // However the server ends (stop, a crash, a test killing it): remove its files, release the watchdog.
+  const cleaned = proc.exited.then(async () => {
+    for (const p of removes) rmSync(p, { recursive: true, force: true });
+    watchdog.stdin.end();
+    await watchdog.exited;
+  });
 
   const port = await waitReady(proc, o.readyTimeoutMs ?? 15_000).catch(async (e) => {
     proc.kill("SIGKILL");
-    await proc.exited;
-    rmSync(workDir, { recursive: true, force: true });
+    await cleaned;
     throw e;
   });
 
@@ -59,6 +87,7 @@ export async function startNatsServer(o: NatsServerOptions = {}): Promise<NatsSe
     port,
     token,
     storeDir,
+    dir: workDir,
     proc,
     async stop(graceMs = 3000) {
       if (proc.exitCode === null && proc.signalCode === null) {
@@ -67,7 +96,7 @@ export async function startNatsServer(o: NatsServerOptions = {}): Promise<NatsSe
         await proc.exited;
         clearTimeout(t);
       }
-      rmSync(ownStore ? workDir : conf, { recursive: true, force: true });
+      await cleaned;
     },
   };
 }
