@@ -17,7 +17,10 @@ import { PROTOCOL_VERSION, decodeToCoordinator, encode, subjects, type PeerInfo,
 import { Rendezvous } from "./rendezvous.ts";
 import { LocalWorkers } from "./spawn.ts";
 import { MetricsSink, mergeStep, type MetricsLine } from "./metrics.ts";
-import { decide, describe, type Failure } from "./supervision.ts";
+import { decide, describe, precedence, type Failure } from "./supervision.ts";
+
+/** How long the first failure of an attempt waits for a better headline (see precedence). */
+const SETTLE_MS = 500;
 import { Commits } from "./commits.ts";
 import { markOrphanedJobs } from "./orphans.ts";
 import { resolveLoadPath } from "../checkpoint/index.ts";
@@ -134,11 +137,18 @@ export async function runJob(config: Config, logger: Logger, opts: RunJobOptions
     for (;;) {
       let rej!: (e: JobFailed) => void;
       const failed = new Promise<never>((_, r) => (rej = r));
-      failed.catch(() => {});
-      let fired = false;
+      failed.catch(() => {}); // handled where it is raced below; this only keeps an unraced attempt quiet
+      // Failures come in bursts (a killed rank, then the survivors whose links to it broke): the
+      // headline is the one of highest precedence seen within SETTLE_MS of the first.
+      let best: Failure | null = null;
+      let settle: ReturnType<typeof setTimeout> | null = null;
       attemptRaise = (f) => {
-        if (!fired) rej(new JobFailed(f));
-        fired = true;
+        if (best && precedence(f) >= precedence(best)) return;
+        best = f;
+        if (precedence(f) <= 1) {
+          if (settle) clearTimeout(settle);
+          rej(new JobFailed(f));
+        } else settle ??= setTimeout(() => rej(new JobFailed(best!)), SETTLE_MS);
       };
       run = new JobRun(nc, kv, config, job, state, stateWriter, logger, raise, opts, info, resumeFrom);
       workers = new LocalWorkers({ natsUrl, token, job, outputDir: config.train.output_dir, env: { VEOMNI_THREADS: String(threads), ...opts.workerEnv } }, (e) =>
@@ -149,8 +159,12 @@ export async function runJob(config: Config, logger: Logger, opts: RunJobOptions
         state.phase = "done";
         break;
       } catch (e) {
-        if (!(e instanceof JobFailed)) throw e;
-        const d = decide(e.failure, { restarts, maxRestarts: l.max_restarts, lastCheckpoint: state.last_checkpoint });
+        // An error of the coordinator's own part (a checkpoint clash found at start, a full disk
+        // writing model_assets, a missing checkpoint): the job cannot run as configured.
+        if (!(e instanceof JobFailed)) logger.debug({ stack: (e as Error).stack }, "job refused");
+        const failure: Failure = e instanceof JobFailed ? e.failure : { kind: "refused", error: e instanceof Error ? e.message : String(e) };
+        if (settle) clearTimeout(settle);
+        const d = decide(failure, { restarts, maxRestarts: l.max_restarts, lastCheckpoint: state.last_checkpoint });
         if (d.action === "restart") {
           // one-for-all: stop this generation everywhere, then a new epoch resumes from the last commit
           logger.warn({ job, epoch: state.epoch }, `restarting: ${d.reason}`);
@@ -166,7 +180,7 @@ export async function runJob(config: Config, logger: Logger, opts: RunJobOptions
         }
         exitCode = d.exitCode;
         logger.error({ job }, `job stopped: ${d.reason}`);
-        state.phase = e.failure.kind === "interrupted" ? "stopped" : "failed";
+        state.phase = failure.kind === "interrupted" ? "stopped" : "failed";
         state.error = d.reason;
         break;
       }

@@ -25,7 +25,15 @@ async function main(argv: string[]): Promise<number> {
   log.info({ resolved }, "configuration resolved");
   // Every job, world size 1 included, runs as coordinator + worker processes: the same path
   // (NATS job record, checkpoints, supervision) whatever the size.
-  return await runJob(config, log);
+  try {
+    return await runJob(config, log);
+  } catch (e) {
+    // one line for the user; the stack goes to the log file only
+    const err = e instanceof Error ? e : new Error(String(e));
+    log.debug({ stack: err.stack }, "coordinator failed");
+    console.error(`veomni-ts coordinator: ${err.message}`);
+    return 1;
+  }
 }
 
 process.exitCode = await main(process.argv.slice(2));
