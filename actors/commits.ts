@@ -2,10 +2,10 @@
 // epoch reported a durable write (checkpoint/CommitTracker), the KV record of the
 // newest commit, and the Hugging Face export at the end. Ranks' reports arrive while training
 // goes on; `drain` waits for the saves still in flight before the job ends.
-import { dirname, join } from "node:path";
+import { dirname, join, relative } from "node:path";
 import type { Logger } from "pino";
 import type { Config } from "../configs/index.ts";
-import { CommitTracker, isSaveStepOf, mergeToHf, writeModelAssets, checkpointDir, type RankReport } from "../checkpoint/index.ts";
+import { CommitTracker, committedClashes, isSaveStepOf, mergeToHf, writeModelAssets, checkpointDir, type RankReport } from "../checkpoint/index.ts";
 
 export class Commits {
   private tracker: CommitTracker;
@@ -41,6 +41,18 @@ export class Commits {
   due(done: number, total: number): boolean {
     const t = this.config.train;
     return isSaveStepOf(t, done, total) || (t.save_hf_weights && done === total);
+  }
+
+  /** Decided at start, before any step: a committed checkpoint this run would save again (a
+   *  re-run into the same output_dir, a resume from an older checkpoint) is never overwritten. */
+  refuseClashes(start: number, total: number): void {
+    const clash = committedClashes(this.outputDir, start, total, (s) => this.due(s, total));
+    if (clash.length === 0) return;
+    const names = clash.map((c) => relative(this.outputDir, c.dir)).join(", ");
+    throw new Error(
+      `train.output_dir ${this.outputDir}: ${names} ${clash.length === 1 ? "is" : "are"} already committed and this run (steps ${start + 1} to ${total}) would save ${clash.length === 1 ? "it" : "them"} again; ` +
+        `a commit is never overwritten: resume from the newest (train.load_checkpoint_path: auto) or use another train.output_dir`,
+    );
   }
 
   begin(done: number): void {

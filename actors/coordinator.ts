@@ -239,14 +239,15 @@ class JobRun {
     const secret = randomBytes(32).toString("hex");
     const out = this.config.train.output_dir;
     // checkpoints only for the real step (the toy runner has no state worth saving)
-    const resumeFrom = this.resumeOverride !== undefined ? this.resumeOverride : (this.state.runner === "train" && out ? resolveLoadPath(this.config.train.load_checkpoint_path, out) : null);
+    const resumeFrom = this.resumeOverride !== undefined ? this.resumeOverride : (this.state.runner === "train" && out ? resolveLoadPath(this.config.train.load_checkpoint_path, out, (m) => this.log.warn(m)) : null);
     if (this.state.runner === "train" && out) {
       this.commits = new Commits(this.config, out, l.world_size, this.state.epoch, this.log,
         async (relDir) => {
           this.state.last_checkpoint = relDir;
           await this.writeState();
         },
-        (rank, step, error) => this.raise({ kind: "reported", rank, step, error: `checkpoint save failed: ${error}` }),
+        // rank -1: the commit itself failed here (metadata.json could not be written)
+        (rank, step, error) => this.raise(rank < 0 ? { kind: "refused", error } : { kind: "reported", rank, step, error: `checkpoint save failed: ${error}` }),
       );
       this.commits.writeAssets();
     }
@@ -272,6 +273,7 @@ class JobRun {
       const start = readies[0].startStep;
       if (readies.some((r) => r.startStep !== start)) throw new Error(`ranks resumed at different steps: ${readies.map((r) => r.startStep).join(", ")}`);
       const saving = this.commits !== null && readies.every((r) => r.canSave);
+      if (saving) this.commits!.refuseClashes(start, total);
       this.state.max_steps = total;
       this.state.phase = "running";
       await this.writeState();

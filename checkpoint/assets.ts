@@ -24,24 +24,35 @@ export interface AssetSources {
 export function writeModelAssets(outputDir: string, src: AssetSources): string[] {
   const dest = join(outputDir, "model_assets");
   const tmp = `${dest}.tmp-${process.pid}`;
-  rmSync(tmp, { recursive: true, force: true });
-  mkdirSync(tmp, { recursive: true });
+  let current = tmp;
   const written: string[] = [];
-  for (const name of ASSET_FILES) {
-    if (name === "config.json" && src.configJson) {
-      writeDurable(join(tmp, name), JSON.stringify(src.configJson, null, 2) + "\n");
+  try {
+    rmSync(tmp, { recursive: true, force: true });
+    mkdirSync(tmp, { recursive: true });
+    for (const name of ASSET_FILES) {
+      current = join(tmp, name);
+      if (name === "config.json" && src.configJson) {
+        writeDurable(current, JSON.stringify(src.configJson, null, 2) + "\n");
+        written.push(name);
+        continue;
+      }
+      const from = src.dirs.filter((d): d is string => !!d).map((d) => join(d, name)).find((p) => existsSync(p) && statSync(p).isFile());
+      if (!from) continue;
+      copyFileSync(from, current);
+      fsyncFile(current);
       written.push(name);
-      continue;
     }
-    const from = src.dirs.filter((d): d is string => !!d).map((d) => join(d, name)).find((p) => existsSync(p) && statSync(p).isFile());
-    if (!from) continue;
-    copyFileSync(from, join(tmp, name));
-    fsyncFile(join(tmp, name));
-    written.push(name);
+    if (!written.includes("config.json")) throw new Error(`model_assets: no config.json in ${src.dirs.filter(Boolean).join(", ") || "(no model folder given)"}`);
+    current = tmp;
+    fsyncDir(tmp);
+    current = dest;
+    replaceDir(tmp, dest);
+  } catch (e) {
+    // nothing half-written stays behind (a full disk: the next try starts from a clean folder)
+    rmSync(tmp, { recursive: true, force: true });
+    const err = e as NodeJS.ErrnoException;
+    throw err.code ? new Error(`model_assets: writing ${current}: ${err.code}: ${err.message.replace(/^[A-Z]+: /, "")}`) : err;
   }
-  if (!written.includes("config.json")) throw new Error(`model_assets: no config.json in ${src.dirs.filter(Boolean).join(", ") || "(no model folder given)"}`);
-  fsyncDir(tmp);
-  replaceDir(tmp, dest);
   return written;
 }
 

@@ -3,11 +3,12 @@
 // rename, fsync folder). That rename is the commit; before it the folder does not exist as a
 // checkpoint. Also: list committed checkpoints and resolve `load_checkpoint_path: auto`.
 
-import { closeSync, existsSync, fsyncSync, openSync, readdirSync, readFileSync, renameSync, statSync, writeSync } from "node:fs";
+import { closeSync, existsSync, fsyncSync, openSync, readdirSync, renameSync, rmSync, statSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import {
-  FORMAT, FORMAT_VERSION, METADATA_FILE, type Metadata, type TensorMeta, parseMetadata, parseStepDir,
+  FORMAT, FORMAT_VERSION, METADATA_FILE, type Metadata, type TensorMeta, parseStepDir,
 } from "./format.ts";
+import { commitState } from "./committed.ts";
 import { coverageErrors } from "./plan.ts";
 import { type RankReport, fsyncDir } from "./rank_writer.ts";
 
@@ -69,13 +70,19 @@ export function commitCheckpoint(input: CommitInput): Metadata {
     if (size !== f.bytes) throw new Error(`commit step ${input.step}: rank ${f.rank} file ${p} is ${size < 0 ? "missing" : `${size} bytes`}, reported ${f.bytes}`);
   }
   const tmp = join(input.dir, `${METADATA_FILE}.tmp-${process.pid}`);
-  const fd = openSync(tmp, "w");
   try {
-    const bytes = new TextEncoder().encode(JSON.stringify(meta, null, 1));
-    for (let at = 0; at < bytes.length; ) at += writeSync(fd, bytes, at);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
+    const fd = openSync(tmp, "w");
+    try {
+      const bytes = new TextEncoder().encode(JSON.stringify(meta, null, 1));
+      for (let at = 0; at < bytes.length; ) at += writeSync(fd, bytes, at);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+  } catch (e) {
+    rmSync(tmp, { force: true }); // (a full disk) no half-written commit record stays behind
+    const err = e as NodeJS.ErrnoException;
+    throw new Error(`commit step ${input.step}: writing ${tmp}: ${err.code ? `${err.code}: ` : ""}${err.message.replace(/^[A-Z]+: /, "")}`);
   }
   input.beforeRename?.();
   renameSync(tmp, join(input.dir, METADATA_FILE));
@@ -83,33 +90,53 @@ export function commitCheckpoint(input: CommitInput): Metadata {
   return meta;
 }
 
-/** Committed checkpoints under output_dir/checkpoints, oldest first. Folders without a valid
- *  metadata.json (a save that never committed) are skipped, never loaded. */
-export function listCommitted(checkpointsDir: string): { step: number; dir: string }[] {
+/** A `global_step_N` folder that is not a commit (committed.ts), and why. */
+export interface Skipped {
+  step: number;
+  dir: string;
+  why: string;
+}
+
+/** Committed checkpoints under output_dir/checkpoints, oldest first. Folders that are not
+ *  committed (commitState: an interrupted save, damaged metadata) are never loaded; they are
+ *  passed to `onSkip` so a caller can say which and why. */
+export function listCommitted(checkpointsDir: string, onSkip?: (s: Skipped) => void): { step: number; dir: string }[] {
   if (!existsSync(checkpointsDir)) return [];
   const out: { step: number; dir: string }[] = [];
   for (const name of readdirSync(checkpointsDir)) {
     const step = parseStepDir(name);
     if (step === null) continue;
     const dir = join(checkpointsDir, name);
-    const mp = join(dir, METADATA_FILE);
-    if (!existsSync(mp)) continue;
-    try {
-      if (parseMetadata(readFileSync(mp, "utf8"), mp).step === step) out.push({ step, dir });
-    } catch {
-      continue; // unreadable metadata is not a commit; an explicit load of it reports why
-    }
+    const st = commitState(dir);
+    if (st.committed) out.push({ step, dir });
+    else onSkip?.({ step, dir, why: st.why });
   }
   return out.sort((a, b) => a.step - b.step);
 }
 
 /** `train.load_checkpoint_path`: "auto" = newest committed under output_dir/checkpoints (null when
- *  there is none: a fresh start); a path must be a committed checkpoint folder. */
-export function resolveLoadPath(loadPath: string | null | undefined, outputDir: string): string | null {
+ *  there is none: a fresh start), warning about every newer folder it skipped and why; a path
+ *  must be a committed checkpoint folder (one line naming it otherwise). */
+export function resolveLoadPath(loadPath: string | null | undefined, outputDir: string, warn?: (msg: string) => void): string | null {
   if (!loadPath) return null;
-  if (loadPath === "auto") return listCommitted(join(outputDir, "checkpoints")).at(-1)?.dir ?? null;
-  if (!existsSync(join(loadPath, METADATA_FILE))) {
-    throw new Error(`load_checkpoint_path ${loadPath}: no ${METADATA_FILE}, so it is not a committed checkpoint (an interrupted save?); refusing to load it`);
+  if (loadPath === "auto") {
+    const skipped: Skipped[] = [];
+    const found = listCommitted(join(outputDir, "checkpoints"), (s) => skipped.push(s)).at(-1) ?? null;
+    for (const s of skipped.sort((a, b) => a.step - b.step)) {
+      if (found && s.step < found.step) continue; // older than the one loaded: nothing is lost by it
+      warn?.(`load_checkpoint_path auto: skipped ${s.dir}, newer than ${found ? found.dir : "any commit"}: ${s.why} (not a commit: an interrupted save or damaged metadata)`);
+    }
+    return found?.dir ?? null;
+  }
+  const st = commitState(loadPath);
+  if (!st.committed) {
+    throw new Error(`load_checkpoint_path ${loadPath}: ${st.why}: not a committed checkpoint; refusing to load it`);
   }
   return loadPath;
+}
+
+/** Committed steps this run would save again: start < step <= total with `due(step)`. A commit is
+ *  never overwritten, so such a run is refused at its start rather than at that save. */
+export function committedClashes(outputDir: string, start: number, total: number, due: (step: number) => boolean): { step: number; dir: string }[] {
+  return listCommitted(join(outputDir, "checkpoints")).filter((c) => c.step > start && c.step <= total && due(c.step));
 }

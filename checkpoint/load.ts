@@ -4,16 +4,17 @@
 // tensor, and the CRC of every piece that is read. Then the pieces are copied into place.
 
 import { closeSync, existsSync, openSync, readFileSync, readSync, statSync } from "node:fs";
+import { commitState } from "./committed.ts";
 import { join } from "node:path";
-import { METADATA_FILE, type Metadata, type PieceRef, decodeExtra, numelOf, parseMetadata } from "./format.ts";
+import { METADATA_FILE, type Metadata, type PieceRef, decodeExtra, numelOf } from "./format.ts";
 import { type Piece, coverageErrors } from "./plan.ts";
 
 /** Reads metadata.json and checks the folder against it: every file there with its size, and
  *  every tensor tiled exactly once. Throws listing every problem. */
 export function openCheckpoint(dir: string): Metadata {
-  const mp = join(dir, METADATA_FILE);
-  if (!existsSync(mp)) throw new Error(`${dir}: no ${METADATA_FILE}: not a committed checkpoint; refusing to load it`);
-  const meta = parseMetadata(readFileSync(mp, "utf8"), mp);
+  const st = commitState(dir);
+  if (!st.committed) throw new Error(`${dir}: ${st.why}: not a committed checkpoint; refusing to load it`);
+  const meta = st.meta;
   const errors: string[] = [];
   for (const [name, f] of Object.entries(meta.files)) {
     const p = join(dir, name);
@@ -41,6 +42,34 @@ export function shapeMismatches(meta: Metadata, expected: ReadonlyMap<string, re
   return out;
 }
 
+/**
+ * Checks the whole-file CRC-32 recorded in the metadata for each named file (header included: a
+ * flipped byte there is not in any piece's CRC). Reads in 16 MiB chunks; throws naming the file.
+ */
+export function verifyFiles(dir: string, meta: Metadata, names: Iterable<string>): void {
+  const buf = new Uint8Array(16 << 20);
+  for (const name of names) {
+    const f = meta.files[name];
+    if (!f) throw new Error(`checkpoint ${dir}: file ${name} is not in ${METADATA_FILE}`);
+    const fd = openSync(join(dir, name), "r");
+    let crc = 0;
+    let at = 0;
+    try {
+      for (;;) {
+        const n = readSync(fd, buf, 0, buf.length, at);
+        if (n <= 0) break;
+        crc = Bun.hash.crc32(buf.subarray(0, n), crc);
+        at += n;
+      }
+    } finally {
+      closeSync(fd);
+    }
+    if (crc !== f.crc32) {
+      throw new Error(`checkpoint ${dir}: rank ${f.rank} file ${name} is corrupted (CRC-32 of the file ${crc.toString(16)}, ${METADATA_FILE} says ${f.crc32.toString(16)})`);
+    }
+  }
+}
+
 /** Reads one saved piece whole and checks its CRC. */
 function readPiece(dir: string, ref: PieceRef, fds: Map<string, number>): Float32Array {
   let fd = fds.get(ref.file);
@@ -62,6 +91,9 @@ export interface LoadRequest {
   expected: ReadonlyMap<string, readonly number[]>;
   /** The pieces this rank holds; their `data` is filled. Any sharding: FSDP, DDP, uneven. */
   targets: readonly Piece[];
+  /** Check the whole-file CRC of every file read from (default true; a caller that verified
+   *  them already, as merge does once for all tensors, passes false). Piece CRCs are always checked. */
+  verify?: boolean;
 }
 
 /** Fills `targets` from the checkpoint in `dir`; nothing is written unless every check passes. */
@@ -82,6 +114,7 @@ export function loadShard(dir: string, req: LoadRequest, meta: Metadata = openCh
       if (a < b) copies.push({ target: t, ref, from: a - ref.start, to: a - lo, len: b - a });
     }
   }
+  if (req.verify !== false) verifyFiles(dir, meta, new Set(copies.map((c) => c.ref.file)));
   const fds = new Map<string, number>();
   const read = new Map<PieceRef, Float32Array>();
   try {

@@ -8,7 +8,7 @@ import { copyFileSync, mkdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { fsyncFile, listFiles, replaceDir, writeDurable } from "./assets.ts";
 import { numelOf } from "./format.ts";
-import { loadShard, openCheckpoint } from "./load.ts";
+import { loadShard, openCheckpoint, verifyFiles } from "./load.ts";
 import { DTYPE_BYTES, HF_INDEX, SafetensorsWriter, shardName } from "./safetensors.ts";
 import { fsyncDir } from "./rank_writer.ts";
 
@@ -22,6 +22,8 @@ export interface MergeOptions {
   saveDir: string;
   shardBytes: number;
   dtype: ExportDType;
+  /** Check the whole-file CRC of every file read (default true; `--no-verify` for speed). */
+  verify?: boolean;
 }
 
 /** "2GB" -> 2e9, "500MB", "5GiB", "1048576": bytes (HF's convention: GB = 1e9). */
@@ -46,6 +48,8 @@ export function mergeToHf(o: MergeOptions): string[] {
   const meta = openCheckpoint(o.loadDir);
   const names = Object.keys(meta.tensors).filter((n) => meta.tensors[n].group === "model");
   if (!names.length) throw new Error(`${o.loadDir}: the checkpoint has no model tensors`);
+  // every file holding model pieces, checked once (the per-tensor loads below then skip it)
+  if (o.verify !== false) verifyFiles(o.loadDir, meta, new Set(names.flatMap((n) => meta.tensors[n].pieces.map((p) => p.file))));
   // Shards: greedy in checkpoint order, tensors never split (as HF's save_pretrained).
   const shards: string[][] = [[]];
   let cur = 0, total = 0;
@@ -68,7 +72,7 @@ export function mergeToHf(o: MergeOptions): string[] {
         // One whole tensor at a time, assembled from its pieces (CRC-checked), so memory stays ~1 tensor.
         const t = meta.tensors[name];
         const target = { name, group: t.group, shape: t.shape, start: 0, data: new Float32Array(numelOf(t.shape)) };
-        loadShard(o.loadDir, { expected: new Map([[name, t.shape]]), targets: [target] }, { ...meta, tensors: { [name]: t } });
+        loadShard(o.loadDir, { expected: new Map([[name, t.shape]]), targets: [target], verify: false }, { ...meta, tensors: { [name]: t } });
         w.write(name, target.data);
         weightMap[name] = files[k];
       }

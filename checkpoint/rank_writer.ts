@@ -4,13 +4,14 @@
 // writeRank runs on the writer thread (writer_worker.ts) or inline, and returns the report the
 // coordinator needs to commit (commit.ts).
 
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, writeSync } from "node:fs";
+import { closeSync, fsyncSync, mkdirSync, openSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import {
-  type FileMeta, type Group, type PieceRef, METADATA_FILE, extraFileName, numelOf, pieceKey, rankFileName,
+  type FileMeta, type Group, type PieceRef, extraFileName, numelOf, pieceKey, rankFileName,
 } from "./format.ts";
 import type { Piece } from "./plan.ts";
 import { encodeHeader } from "./safetensors.ts";
+import { commitState } from "./committed.ts";
 
 export interface LaidPiece {
   name: string;
@@ -118,7 +119,7 @@ function writeAll(fd: number, bytes: Uint8Array, opts: WriteOptions, written: { 
 export function writeRank(dir: string, layout: RankLayout, staging: Uint8Array, extraText: string, opts: WriteOptions = {}): RankReport {
   const writeStartedAt = wallMs();
   const where = `rank ${layout.rank} step ${layout.step}`;
-  if (existsSync(join(dir, METADATA_FILE))) throw new Error(`${where}: ${dir} is already committed; refusing to overwrite it`);
+  if (commitState(dir).committed) throw new Error(`${where}: ${dir} is already committed; refusing to overwrite it`);
   const f32 = new Float32Array(staging.buffer, staging.byteOffset, staging.byteLength >> 2);
   const bad: string[] = [];
   for (const f of layout.files) {
@@ -133,32 +134,47 @@ export function writeRank(dir: string, layout: RankLayout, staging: Uint8Array, 
 
   // Write every file, checksumming each piece just before its bytes go out (cache-hot); fsync
   // only after all are written, so the kernel flushes one file while we write the next.
-  mkdirSync(dir, { recursive: true });
-  const files: Record<string, FileMeta> = {};
-  const crcs = new Map<LaidPiece, number>();
-  const written = { n: 0 };
-  const fds: number[] = [];
+  // A write that fails (ENOSPC: a full disk, EIO) names the file; the OS error does not.
+  let current = dir;
   try {
-    for (const f of layout.files) {
-      const fd = openSync(join(dir, f.name), "w");
-      fds.push(fd);
-      writeAll(fd, f.header, opts, written);
-      let crc = Bun.hash.crc32(f.header);
-      for (const p of f.pieces) {
-        const bytes = staging.subarray(p.staging, p.staging + p.length * 4);
-        crcs.set(p, Bun.hash.crc32(bytes));
-        crc = Bun.hash.crc32(bytes, crc);
-        writeAll(fd, bytes, opts, written);
+    return writeFiles();
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    throw new Error(`${where}: writing ${current}: ${err.code ? `${err.code}: ` : ""}${err.message.replace(/^[A-Z]+: /, "")}`);
+  }
+
+  function writeFiles(): RankReport {
+    mkdirSync(dir, { recursive: true });
+    const files: Record<string, FileMeta> = {};
+    const crcs = new Map<LaidPiece, number>();
+    const written = { n: 0 };
+    const fds: number[] = [];
+    try {
+      for (const f of layout.files) {
+        current = join(dir, f.name);
+        const fd = openSync(current, "w");
+        fds.push(fd);
+        writeAll(fd, f.header, opts, written);
+        let crc = Bun.hash.crc32(f.header);
+        for (const p of f.pieces) {
+          const bytes = staging.subarray(p.staging, p.staging + p.length * 4);
+          crcs.set(p, Bun.hash.crc32(bytes));
+          crc = Bun.hash.crc32(bytes, crc);
+          writeAll(fd, bytes, opts, written);
+        }
+        files[f.name] = { rank: layout.rank, bytes: f.header.length + (f.stagingEnd - f.stagingBegin), crc32: crc };
       }
-      files[f.name] = { rank: layout.rank, bytes: f.header.length + (f.stagingEnd - f.stagingBegin), crc32: crc };
-    }
-    for (const fd of fds) fsyncSync(fd);
-  } finally {
-    for (const fd of fds) closeSync(fd);
+      for (const [i, fd] of fds.entries()) {
+        current = join(dir, layout.files[i].name);
+        fsyncSync(fd);
+      }
+    } finally {
+      for (const fd of fds) closeSync(fd);
   }
   const extra = extraFileName(layout.rank, layout.epoch);
   const extraBytes = new TextEncoder().encode(extraText);
-  const fd = openSync(join(dir, extra), "w");
+  current = join(dir, extra);
+  const fd = openSync(current, "w");
   try {
     writeAll(fd, extraBytes, opts, written);
     fsyncSync(fd);
@@ -166,12 +182,14 @@ export function writeRank(dir: string, layout: RankLayout, staging: Uint8Array, 
     closeSync(fd);
   }
   files[extra] = { rank: layout.rank, bytes: extraBytes.length, crc32: Bun.hash.crc32(extraBytes) };
+  current = dir;
   fsyncDir(dir);
   const pieces = layout.files.flatMap((f) => f.pieces.map((p) => ({
     name: p.name, group: p.group, shape: p.shape,
     ref: { rank: layout.rank, file: f.name, key: p.key, start: p.start, length: p.length, byteOffset: p.byteOffset, crc32: crcs.get(p)! },
   })));
   return { rank: layout.rank, step: layout.step, files, pieces, extra, writeStartedAt, durableAt: wallMs() };
+  }
 }
 
 /** Index of the first NaN/Inf in v, or -1. x*0 is 0 for finite x and NaN otherwise: a branch-free

@@ -1,15 +1,21 @@
 // bun run merge --load-dir OUT/checkpoints/global_step_N --model_assets_dir OUT/model_assets
 //               --save-dir OUT/checkpoints/global_step_N/hf_ckpt [--shard-size 5GB] [--dtype bf16]
 // Turns a sharded checkpoint into a Hugging Face folder (checkpoint/merge.ts). Flags take
-// dashes or underscores, `--flag value` or `--flag=value`.
+// dashes or underscores, `--flag value` or `--flag=value`. The whole-file CRC of every shard
+// read is checked against metadata.json; `--no-verify` skips that (piece CRCs are always checked).
 import { mergeToHf, parseDType, parseSize } from "../checkpoint/index.ts";
 
-const USAGE = "usage: bun run merge --load-dir DIR [--model_assets_dir DIR] --save-dir DIR [--shard-size 5GB] [--dtype bf16|f16|f32]";
+const USAGE = "usage: bun run merge --load-dir DIR [--model_assets_dir DIR] --save-dir DIR [--shard-size 5GB] [--dtype bf16|f16|f32] [--no-verify]";
 
 export function parseMergeArgs(argv: string[]) {
   const flags = new Map<string, string>();
+  let verify = true;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
+    if (a === "--no-verify" || a === "--no_verify") {
+      verify = false;
+      continue;
+    }
     if (!a.startsWith("--")) throw new Error(`unexpected argument ${a}\n${USAGE}`);
     const eq = a.indexOf("=");
     const key = (eq > 0 ? a.slice(2, eq) : a.slice(2)).replaceAll("-", "_");
@@ -26,6 +32,7 @@ export function parseMergeArgs(argv: string[]) {
     modelAssetsDir: flags.get("model_assets_dir") ?? null,
     shardBytes: parseSize(flags.get("shard_size") ?? "5GB"),
     dtype: parseDType(flags.get("dtype") ?? "bf16"),
+    verify,
   };
 }
 

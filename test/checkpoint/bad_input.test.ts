@@ -50,7 +50,10 @@ describe("refused checkpoints", () => {
     const b = readFileSync(f);
     b[b.length - 5] ^= 0x10;
     writeFileSync(f, b);
-    expectRefused(dir, /rank 0 file model_rank_00000\.safetensors: .* is corrupted \(CRC-32/);
+    expectRefused(dir, /rank 0 file model_rank_00000\.safetensors is corrupted \(CRC-32 of the file/);
+    // the piece's own CRC catches it too when the whole-file check is skipped
+    const targets: Piece[] = fsdpPieces(units, 3, 1, null);
+    expect(() => loadShard(dir, { expected: expectedShapes(units), targets, verify: false })).toThrow(/rank 0 file model_rank_00000\.safetensors: .* is corrupted \(CRC-32/);
   });
 
   test("missing rank file", () => {
