@@ -22,6 +22,10 @@
 
 import type { BackendName, DType, HostArray, Tensor } from "./tensor.ts";
 
+/** Activation of `geluForward`, by its Hugging Face `hidden_act` name: "gelu" is the exact
+ *  x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2)) (nn.GELU()); "quick_gelu" is x * sigmoid(1.702 x). */
+export type GeluKind = "gelu" | "quick_gelu";
+
 export interface AllocOptions {
   /** CPU: back the storage with a SharedArrayBuffer so another thread (the mesh transport
    *  worker) can read/write it without copies. Ignored by device backends. Default true on cpu. */
@@ -110,6 +114,22 @@ export interface Kernels {
   rmsnormBackward(dinp: Tensor<"f32">, dweight: Tensor<"f32"> | null, dout: Tensor<"f32">, inp: Tensor<"f32">,
     weight: Tensor<"f32">, rstd: Tensor<"f32">, N: number, C: number): void;
 
+  // ---------------------------------------------------------------- LayerNorm (torch nn.LayerNorm, f32)
+  /** out (N,C) <- (inp - mean) * rstd * weight (C) + bias (C); mean (N), rstd (N) = 1/sqrt(var + eps)
+   *  with the biased variance (torch). Saved mean/rstd feed the backward. out may alias inp. */
+  layernormForward(out: Tensor<"f32">, mean: Tensor<"f32">, rstd: Tensor<"f32">, inp: Tensor<"f32">,
+    weight: Tensor<"f32">, bias: Tensor<"f32">, N: number, C: number, eps: number): void;
+  /** dinp (N,C) +=, dweight (C) += sum_n dout * xhat, dbias (C) += sum_n dout; from dout, inp, weight, mean, rstd.
+   *  dweight/dbias may be null (not computed). */
+  layernormBackward(dinp: Tensor<"f32">, dweight: Tensor<"f32"> | null, dbias: Tensor<"f32"> | null, dout: Tensor<"f32">,
+    inp: Tensor<"f32">, weight: Tensor<"f32">, mean: Tensor<"f32">, rstd: Tensor<"f32">, N: number, C: number): void;
+
+  // ---------------------------------------------------------------- GELU (exact erf form, or quick)
+  /** out (N) <- act(inp (N)), act by `kind` (see GeluKind). out may alias inp. */
+  geluForward(out: Tensor<"f32">, inp: Tensor<"f32">, N: number, kind: GeluKind): void;
+  /** dinp (N) += dout * act'(inp). */
+  geluBackward(dinp: Tensor<"f32">, dout: Tensor<"f32">, inp: Tensor<"f32">, N: number, kind: GeluKind): void;
+
   // ---------------------------------------------------------------- rotary embedding (HF rotate_half)
   /** out (T,NH,HS) <- inp * cos + rotate_half(inp) * sin, where for token t at position p = positions[t]
    *  and i < HS/2: cos/sin (P, HS/2) tables from `ropeCosSin` (rope.ts) give angle p * inv_freq[i],
@@ -121,18 +141,20 @@ export interface Kernels {
   ropeBackward(dinp: Tensor<"f32">, dout: Tensor<"f32">, cos: Tensor<"f32">, sin: Tensor<"f32">,
     positions: Tensor<"i32">, T: number, NH: number, HS: number): void;
 
-  // ---------------------------------------------------------------- attention (varlen, causal, GQA/MQA)
-  /** out (T,NH,HS), lse (T,NH) <- causal softmax(q k^T * scale) v within each packed sample:
-   *  token t of sample s = [cu[s], cu[s+1]) attends to keys j with cu[s] <= j <= t, never across samples.
+  // ---------------------------------------------------------------- attention (varlen, causal or full, GQA/MQA)
+  /** out (T,NH,HS), lse (T,NH) <- softmax(q k^T * scale) v within each packed sample:
+   *  token t of sample s = [cu[s], cu[s+1]) attends to keys j with cu[s] <= j <= t when `causal`
+   *  (decoders), to every key of its sample cu[s] <= j < cu[s+1] otherwise (vision towers), never
+   *  across samples. Empty samples (cu[s] = cu[s+1]) are allowed.
    *  q (T,NH,HS), k/v (T,NKV,HS), NH % NKV == 0, query head h uses kv head floor(h / (NH/NKV)).
    *  cuSeqlens (S+1) i32 with cu[0]=0, cu[S]=T. lse is the natural-log logsumexp of the scaled scores,
    *  saved for backward (flash style: no T x T matrix is kept). scale is usually 1/sqrt(HS). */
   attentionForward(out: Tensor<"f32">, lse: Tensor<"f32">, q: Tensor<"f32">, k: Tensor<"f32">, v: Tensor<"f32">,
-    cuSeqlens: Tensor<"i32">, T: number, NH: number, NKV: number, HS: number, scale: number): void;
+    cuSeqlens: Tensor<"i32">, T: number, NH: number, NKV: number, HS: number, scale: number, causal: boolean): void;
   /** dq (T,NH,HS), dk/dv (T,NKV,HS) += gradients, from dout (T,NH,HS) and the forward's q, k, v, out, lse. */
   attentionBackward(dq: Tensor<"f32">, dk: Tensor<"f32">, dv: Tensor<"f32">, dout: Tensor<"f32">,
     q: Tensor<"f32">, k: Tensor<"f32">, v: Tensor<"f32">, out: Tensor<"f32">, lse: Tensor<"f32">,
-    cuSeqlens: Tensor<"i32">, T: number, NH: number, NKV: number, HS: number, scale: number): void;
+    cuSeqlens: Tensor<"i32">, T: number, NH: number, NKV: number, HS: number, scale: number, causal: boolean): void;
 
   // ---------------------------------------------------------------- SwiGLU
   /** out (N) <- silu(gate (N)) * up (N), silu(x) = x * sigmoid(x). N is T*I for the MLP. */

@@ -3,7 +3,7 @@
 // reference loops (cpu/reference/) or the fast path (cpu/fast/: OpenBLAS sgemm + tight loops).
 // Ops execute synchronously inside the call; sync points resolve immediately.
 
-import type { AdamWParams, Kernels } from "../ops.ts";
+import type { AdamWParams, GeluKind, Kernels } from "../ops.ts";
 import type { Tensor } from "../tensor.ts";
 import type { HostOps } from "./host_ops.ts";
 import { CpuMemory, F, I } from "./memory.ts";
@@ -77,21 +77,45 @@ export class CpuKernels extends CpuMemory implements Kernels {
     return [c, s, pos];
   }
 
-  attentionForward(out: T32, lse: T32, q: T32, k: T32, v: T32, cuSeqlens: Tensor<"i32">, T: number, NH: number, NKV: number, HS: number, scale: number): void {
+  layernormForward(out: T32, mean: T32, rstd: T32, inp: T32, weight: T32, bias: T32, N: number, C: number, eps: number): void {
+    this.ops.layernormForward(F(out, "layernormForward.out (N,C)", N * C), F(mean, "layernormForward.mean (N)", N),
+      F(rstd, "layernormForward.rstd (N)", N), F(inp, "layernormForward.inp (N,C)", N * C), F(weight, "layernormForward.weight (C)", C),
+      F(bias, "layernormForward.bias (C)", C), N, C, eps);
+  }
+
+  layernormBackward(dinp: T32, dweight: T32 | null, dbias: T32 | null, dout: T32, inp: T32, weight: T32, mean: T32, rstd: T32, N: number, C: number): void {
+    this.ops.layernormBackward(F(dinp, "layernormBackward.dinp (N,C)", N * C), dweight ? F(dweight, "layernormBackward.dweight (C)", C) : null,
+      dbias ? F(dbias, "layernormBackward.dbias (C)", C) : null, F(dout, "layernormBackward.dout (N,C)", N * C),
+      F(inp, "layernormBackward.inp (N,C)", N * C), F(weight, "layernormBackward.weight (C)", C), F(mean, "layernormBackward.mean (N)", N),
+      F(rstd, "layernormBackward.rstd (N)", N), N, C);
+  }
+
+  geluForward(out: T32, inp: T32, N: number, kind: GeluKind): void {
+    checkGelu("geluForward", kind);
+    this.ops.geluForward(F(out, "geluForward.out (N)", N), F(inp, "geluForward.inp (N)", N), N, kind);
+  }
+
+  geluBackward(dinp: T32, dout: T32, inp: T32, N: number, kind: GeluKind): void {
+    checkGelu("geluBackward", kind);
+    this.ops.geluBackward(F(dinp, "geluBackward.dinp (N)", N), F(dout, "geluBackward.dout (N)", N), F(inp, "geluBackward.inp (N)", N), N, kind);
+  }
+
+  attentionForward(out: T32, lse: T32, q: T32, k: T32, v: T32, cuSeqlens: Tensor<"i32">, T: number, NH: number, NKV: number, HS: number,
+    scale: number, causal: boolean): void {
     const cu = checkAttention("attentionForward", cuSeqlens, T, NH, NKV);
     this.ops.attentionForward(F(out, "attentionForward.out (T,NH,HS)", T * NH * HS), F(lse, "attentionForward.lse (T,NH)", T * NH),
       F(q, "attentionForward.q (T,NH,HS)", T * NH * HS), F(k, "attentionForward.k (T,NKV,HS)", T * NKV * HS),
-      F(v, "attentionForward.v (T,NKV,HS)", T * NKV * HS), cu, T, NH, NKV, HS, scale);
+      F(v, "attentionForward.v (T,NKV,HS)", T * NKV * HS), cu, T, NH, NKV, HS, scale, causal);
   }
 
   attentionBackward(dq: T32, dk: T32, dv: T32, dout: T32, q: T32, k: T32, v: T32, out: T32, lse: T32, cuSeqlens: Tensor<"i32">,
-    T: number, NH: number, NKV: number, HS: number, scale: number): void {
+    T: number, NH: number, NKV: number, HS: number, scale: number, causal: boolean): void {
     const cu = checkAttention("attentionBackward", cuSeqlens, T, NH, NKV);
     const nq = T * NH * HS, nk = T * NKV * HS;
     this.ops.attentionBackward(F(dq, "attentionBackward.dq (T,NH,HS)", nq), F(dk, "attentionBackward.dk (T,NKV,HS)", nk),
       F(dv, "attentionBackward.dv (T,NKV,HS)", nk), F(dout, "attentionBackward.dout (T,NH,HS)", nq), F(q, "attentionBackward.q (T,NH,HS)", nq),
       F(k, "attentionBackward.k (T,NKV,HS)", nk), F(v, "attentionBackward.v (T,NKV,HS)", nk), F(out, "attentionBackward.out (T,NH,HS)", nq),
-      F(lse, "attentionBackward.lse (T,NH)", T * NH), cu, T, NH, NKV, HS, scale);
+      F(lse, "attentionBackward.lse (T,NH)", T * NH), cu, T, NH, NKV, HS, scale, causal);
   }
 
   swigluForward(out: T32, gate: T32, up: T32, N: number): void {
@@ -136,6 +160,10 @@ export class CpuKernels extends CpuMemory implements Kernels {
     if (!(p.step >= 1)) throw new Error(`adamw: step must be >= 1 (1-based), got ${p.step}`);
     this.ops.adamw(F(param, "adamw.param", n), F(grad, "adamw.grad", n), F(m, "adamw.m", n), F(v, "adamw.v", n), p);
   }
+}
+
+function checkGelu(op: string, kind: GeluKind): void {
+  if (kind !== "gelu" && kind !== "quick_gelu") throw new Error(`${op}: kind must be "gelu" or "quick_gelu", got ${JSON.stringify(kind)}`);
 }
 
 /** Every value in [0, n) (or -100 when allowIgnore); throws naming the first bad index. */

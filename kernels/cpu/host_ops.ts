@@ -4,7 +4,7 @@
 // argument order as the `Kernels` contract (ops.ts), where the shapes are documented.
 // All arrays are exact views (length = the documented element count).
 
-import type { AdamWParams } from "../ops.ts";
+import type { AdamWParams, GeluKind } from "../ops.ts";
 
 type F32 = Float32Array;
 type I32 = Int32Array;
@@ -22,9 +22,15 @@ export interface HostOps {
   ropeForward(out: F32, inp: F32, cos: F32, sin: F32, positions: I32, T: number, NH: number, HS: number): void;
   ropeBackward(dinp: F32, dout: F32, cos: F32, sin: F32, positions: I32, T: number, NH: number, HS: number): void;
   /** cu (S+1) already validated: cu[0]=0, non-decreasing, cu[S]=T. */
-  attentionForward(out: F32, lse: F32, q: F32, k: F32, v: F32, cu: I32, T: number, NH: number, NKV: number, HS: number, scale: number): void;
+  attentionForward(out: F32, lse: F32, q: F32, k: F32, v: F32, cu: I32, T: number, NH: number, NKV: number, HS: number,
+    scale: number, causal: boolean): void;
   attentionBackward(dq: F32, dk: F32, dv: F32, dout: F32, q: F32, k: F32, v: F32, out: F32, lse: F32, cu: I32,
-    T: number, NH: number, NKV: number, HS: number, scale: number): void;
+    T: number, NH: number, NKV: number, HS: number, scale: number, causal: boolean): void;
+  layernormForward(out: F32, mean: F32, rstd: F32, inp: F32, weight: F32, bias: F32, N: number, C: number, eps: number): void;
+  layernormBackward(dinp: F32, dweight: F32 | null, dbias: F32 | null, dout: F32, inp: F32, weight: F32,
+    mean: F32, rstd: F32, N: number, C: number): void;
+  geluForward(out: F32, inp: F32, N: number, kind: GeluKind): void;
+  geluBackward(dinp: F32, dout: F32, inp: F32, N: number, kind: GeluKind): void;
   swigluForward(out: F32, gate: F32, up: F32, N: number): void;
   swigluBackward(dgate: F32, dup: F32, dout: F32, gate: F32, up: F32, N: number): void;
   /** idx already checked: entries distinct and in [0,R). */

@@ -1,4 +1,4 @@
-// Varlen causal attention (GQA/MQA) over packed samples, flash style: forward keeps only lse
+// Varlen attention (GQA/MQA; causal, or full within each sample) over packed samples, flash style: forward keeps only lse
 // (T,NH); backward recomputes probabilities tile by tile (attn_bwd_{d,kv,q}.wgsl), no atomics.
 import { expectTensor } from "../tensor.ts";
 import type { GpuTensor, Runtime } from "./runtime.ts";
@@ -24,22 +24,22 @@ function tiles(HS: number): { B: number; HSP: number } {
   return HS <= 112 ? { B: 16, HSP: 112 } : { B: 8, HSP: 128 };
 }
 
-// out (T,NH,HS), lse (T,NH) <- causal softmax(q k^T scale) v within each sample of cuSeqlens
+// out (T,NH,HS), lse (T,NH) <- softmax(q k^T scale) v within each sample of cuSeqlens (causal or full)
 export function attentionForward(rt: Runtime, out: GpuTensor, lse: GpuTensor, q: GpuTensor, k: GpuTensor, v: GpuTensor,
-  cuSeqlens: GpuTensor, T: number, NH: number, NKV: number, HS: number, scale: number): void {
+  cuSeqlens: GpuTensor, T: number, NH: number, NKV: number, HS: number, scale: number, causal: boolean): void {
   checks("attentionForward", q, k, v, cuSeqlens, T, NH, NKV, HS);
   expectTensor(out, "attentionForward.out (T,NH,HS)", "f32", T * NH * HS);
   expectTensor(lse, "attentionForward.lse (T,NH)", "f32", T * NH);
   if (T === 0) return;
   const S = cuSeqlens.numel - 1;
-  rt.dispatch({ file: "attn_fwd.wgsl", entry: "main" }, [out, lse, q, k, v, cuSeqlens], "uuuuuf",
-    [T, NH, NKV, HS, S, scale], [Math.ceil(T / 16), NH, 1]);
+  rt.dispatch({ file: "attn_fwd.wgsl", entry: "main" }, [out, lse, q, k, v, cuSeqlens], "uuuuufu",
+    [T, NH, NKV, HS, S, scale, causal ? 1 : 0], [Math.ceil(T / 16), NH, 1]);
 }
 
 // dq (T,NH,HS), dk/dv (T,NKV,HS) += gradients from dout and the forward's q, k, v, out, lse
 export function attentionBackward(rt: Runtime, dq: GpuTensor, dk: GpuTensor, dv: GpuTensor, dout: GpuTensor,
   q: GpuTensor, k: GpuTensor, v: GpuTensor, out: GpuTensor, lse: GpuTensor, cuSeqlens: GpuTensor,
-  T: number, NH: number, NKV: number, HS: number, scale: number): void {
+  T: number, NH: number, NKV: number, HS: number, scale: number, causal: boolean): void {
   checks("attentionBackward", q, k, v, cuSeqlens, T, NH, NKV, HS);
   expectTensor(dq, "attentionBackward.dq (T,NH,HS)", "f32", T * NH * HS);
   expectTensor(dk, "attentionBackward.dk (T,NKV,HS)", "f32", T * NKV * HS);
@@ -53,7 +53,7 @@ export function attentionBackward(rt: Runtime, dq: GpuTensor, dk: GpuTensor, dv:
   rt.dispatch({ file: "attn_bwd_d.wgsl", entry: "main" }, [dd, dout, out], "uu", [T * NH, HS], grid(T * NH, 256));
   const { B, HSP } = tiles(HS);
   rt.dispatch({ file: "attn_bwd_kv.wgsl", entry: "main", constants: { B, HSP } }, [dk, dv, q, k, v, dout, lse, dd, cuSeqlens],
-    "uuuuuf", [T, NH, NKV, HS, S, scale], [Math.ceil(T / B), NKV, 1]);
+    "uuuuufu", [T, NH, NKV, HS, S, scale, causal ? 1 : 0], [Math.ceil(T / B), NKV, 1]);
   rt.dispatch({ file: "attn_bwd_q.wgsl", entry: "main", constants: { B, HSP } }, [dq, q, k, v, dout, lse, dd, cuSeqlens],
-    "uuuuuf", [T, NH, NKV, HS, S, scale], [Math.ceil(T / B), NH, 1]);
+    "uuuuufu", [T, NH, NKV, HS, S, scale, causal ? 1 : 0], [Math.ceil(T / B), NH, 1]);
 }

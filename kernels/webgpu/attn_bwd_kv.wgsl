@@ -1,4 +1,4 @@
-// Varlen causal attention backward for dk, dv (T,NKV,HS), FlashAttention-2 style, no atomics.
+// Varlen attention backward (causal or full within each sample) for dk, dv (T,NKV,HS), FlashAttention-2 style, no atomics.
 // A BxB workgroup owns B consecutive keys of kv head g (grid: x = key block, y = g) and loops
 // over the query heads sharing g (GQA) and the query blocks that can see its keys (from its first
 // key to the end of its last key's sample), recomputing P = exp(q k^T scale - lse):
@@ -9,7 +9,7 @@ override HSP: u32 = 112u; // shared row stride >= HS (112 with B=16, 128 with B=
 const NEG = -3.0e38;
 
 struct P { dk_o: u32, dv_o: u32, q_o: u32, k_o: u32, v_o: u32, dout_o: u32, lse_o: u32, dd_o: u32, cu_o: u32,
-  T: u32, NH: u32, NKV: u32, HS: u32, S: u32, scale: f32 }
+  T: u32, NH: u32, NKV: u32, HS: u32, S: u32, scale: f32, causal: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read_write> dk: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dv: array<f32>;
@@ -52,11 +52,14 @@ fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: ve
   }
   let jx = j0 + x;                                              // key scored by this thread
   let qhi = u32(cu[p.cu_o + sampleIndex(min(j0 + B, p.T) - 1u) + 1u]); // exclusive (workgroup-uniform)
+  let causal = p.causal != 0u;
+  var qlo = j0; // causal: queries before the first key see none of the block
+  if (!causal) { qlo = u32(cu[p.cu_o + sampleIndex(j0)]); }
   var accK: array<f32, 16>;
   var accV: array<f32, 16>;
   for (var hh = 0u; hh < G; hh++) {
     let h = g * G + hh;
-    for (var t0 = j0; t0 < qhi; t0 += B) {
+    for (var t0 = qlo; t0 < qhi; t0 += B) {
       workgroupBarrier();
       let ty = min(t0 + y, p.T - 1u);
       for (var d = x; d < p.HS; d += B) {
@@ -67,7 +70,12 @@ fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: ve
       let t = t0 + y;
       var pr = 0.0;
       var ds = 0.0;
-      if (t < p.T && jx <= t && jx >= u32(cu[p.cu_o + sampleIndex(t)])) {
+      var vis = false;
+      if (t < p.T) {
+        let si = sampleIndex(t);
+        vis = jx >= u32(cu[p.cu_o + si]) && select(jx < u32(cu[p.cu_o + si + 1u]), jx <= t, causal);
+      }
+      if (vis) {
         var s = 0.0;
         var dp = 0.0;
         for (var d = 0u; d < p.HS; d++) {

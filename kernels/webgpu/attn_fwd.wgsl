@@ -1,15 +1,17 @@
-// Varlen causal attention forward, flash style (online softmax; no T x T matrix).
+// Varlen attention forward, causal or full within each sample, flash style (online softmax; no
+// T x T matrix).
 // q (T,NH,HS), k/v (T,NKV,HS), cu (S+1) i32 sample boundaries; out (T,NH,HS), lse (T,NH).
 // A 16x16 workgroup takes 16 consecutive query tokens of one head h (grid: x = query block,
 // y = head). It walks 16-key tiles from the start of its first token's sample to its last token;
 // (r, c) scores query r against key c of the tile; thread (r, c) then owns dims c, c+16, ... of
-// row r's output. A key j counts for query t iff start(t) <= j <= t (same sample, causal).
+// row r's output. A key j counts for query t iff start(t) <= j and j <= t (causal) or j < end(t)
+// (full; end = the next sample's start).
 const B = 16u;
 const MAXHS = 128u;
 const NEG = -3.0e38; // stands in for -inf (WGSL has no infinities)
 
 struct P { o_o: u32, lse_o: u32, q_o: u32, k_o: u32, v_o: u32, cu_o: u32,
-  T: u32, NH: u32, NKV: u32, HS: u32, S: u32, scale: f32 }
+  T: u32, NH: u32, NKV: u32, HS: u32, S: u32, scale: f32, causal: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read_write> o: array<f32>;
 @group(0) @binding(2) var<storage, read_write> lse: array<f32>;
@@ -23,15 +25,15 @@ var<workgroup> Ks: array<f32, 2048>;
 var<workgroup> Vs: array<f32, 2048>;
 var<workgroup> Ps: array<f32, 256>;  // [B][B]
 
-/** First token of the sample holding token t (binary search over cu). */
-fn sampleStart(t: u32) -> u32 {
+/** Index s of the sample holding token t: the last s with cu[s] <= t (binary search). */
+fn sampleIndex(t: u32) -> u32 {
   var lo = 0u;
   var hi = p.S; // invariant: cu[lo] <= t < cu[hi]
   while (hi - lo > 1u) {
     let mid = (lo + hi) / 2u;
     if (u32(cu[p.cu_o + mid]) <= t) { lo = mid; } else { hi = mid; }
   }
-  return u32(cu[p.cu_o + lo]);
+  return lo;
 }
 
 @compute @workgroup_size(16, 16)
@@ -44,9 +46,14 @@ fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: ve
   let t = t0 + r;
   let valid = t < p.T;
   let tc = min(t, p.T - 1u);
-  let start = sampleStart(tc);
-  let jlo = sampleStart(t0);             // the block's earliest key (workgroup-uniform)
-  let jhi = min(t0 + B, p.T);            // exclusive
+  let si = sampleIndex(tc);
+  let start = u32(cu[p.cu_o + si]);
+  let end = u32(cu[p.cu_o + si + 1u]);
+  let causal = p.causal != 0u;
+  let jlo = u32(cu[p.cu_o + sampleIndex(t0)]); // the block's earliest key (workgroup-uniform)
+  let tl = min(t0 + B, p.T) - 1u;              // the block's last token
+  var jhi = tl + 1u;                           // exclusive
+  if (!causal) { jhi = u32(cu[p.cu_o + sampleIndex(tl) + 1u]); }
   for (var d = c; d < p.HS; d += B) { Qs[r * MAXHS + d] = q[p.q_o + (tc * p.NH + h) * p.HS + d] * p.scale; }
   var m = NEG;
   var l = 0.0;
@@ -60,7 +67,7 @@ fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: ve
     }
     workgroupBarrier();
     let j = j0 + c;
-    let ok = j >= start && j <= tc;
+    let ok = j >= start && select(j < end, j <= tc, causal);
     var s = NEG;
     if (ok) {
       s = 0.0;

@@ -3,7 +3,7 @@
 // command encoder; the only waits are `read` and `sync` (SYNC POINTS). Buffers live on the device.
 //
 //   const k = await createWebGpuKernels({ log });   // throws if there is no real adapter
-import type { AdamWParams, AllocOptions, Kernels } from "../ops.ts";
+import type { AdamWParams, AllocOptions, GeluKind, Kernels } from "../ops.ts";
 import type { DType, HostArray, Tensor } from "../tensor.ts";
 import { attentionBackward, attentionForward } from "./attention.ts";
 import { adapterLine, openGpu } from "./device.ts";
@@ -93,15 +93,29 @@ export class WebgpuKernels implements Kernels {
     positions: Tensor<"i32">, T: number, NH: number, HS: number): void {
     L.ropeBackward(this.rt, g(dinp), g(dout), g(cos), g(sin), g(positions), T, NH, HS);
   }
+  layernormForward(out: Tensor<"f32">, mean: Tensor<"f32">, rstd: Tensor<"f32">, inp: Tensor<"f32">, weight: Tensor<"f32">,
+    bias: Tensor<"f32">, N: number, C: number, eps: number): void {
+    L.layernormForward(this.rt, g(out), g(mean), g(rstd), g(inp), g(weight), g(bias), N, C, eps);
+  }
+  layernormBackward(dinp: Tensor<"f32">, dweight: Tensor<"f32"> | null, dbias: Tensor<"f32"> | null, dout: Tensor<"f32">,
+    inp: Tensor<"f32">, weight: Tensor<"f32">, mean: Tensor<"f32">, rstd: Tensor<"f32">, N: number, C: number): void {
+    L.layernormBackward(this.rt, g(dinp), dweight && g(dweight), dbias && g(dbias), g(dout), g(inp), g(weight), g(mean), g(rstd), N, C);
+  }
+  geluForward(out: Tensor<"f32">, inp: Tensor<"f32">, N: number, kind: GeluKind): void {
+    L.geluForward(this.rt, g(out), g(inp), N, kind);
+  }
+  geluBackward(dinp: Tensor<"f32">, dout: Tensor<"f32">, inp: Tensor<"f32">, N: number, kind: GeluKind): void {
+    L.geluBackward(this.rt, g(dinp), g(dout), g(inp), N, kind);
+  }
   attentionForward(out: Tensor<"f32">, lse: Tensor<"f32">, q: Tensor<"f32">, k: Tensor<"f32">, v: Tensor<"f32">,
-    cuSeqlens: Tensor<"i32">, T: number, NH: number, NKV: number, HS: number, scale: number): void {
-    attentionForward(this.rt, g(out), g(lse), g(q), g(k), g(v), g(cuSeqlens), T, NH, NKV, HS, scale);
+    cuSeqlens: Tensor<"i32">, T: number, NH: number, NKV: number, HS: number, scale: number, causal: boolean): void {
+    attentionForward(this.rt, g(out), g(lse), g(q), g(k), g(v), g(cuSeqlens), T, NH, NKV, HS, scale, causal);
   }
   attentionBackward(dq: Tensor<"f32">, dk: Tensor<"f32">, dv: Tensor<"f32">, dout: Tensor<"f32">,
     q: Tensor<"f32">, k: Tensor<"f32">, v: Tensor<"f32">, out: Tensor<"f32">, lse: Tensor<"f32">,
-    cuSeqlens: Tensor<"i32">, T: number, NH: number, NKV: number, HS: number, scale: number): void {
+    cuSeqlens: Tensor<"i32">, T: number, NH: number, NKV: number, HS: number, scale: number, causal: boolean): void {
     attentionBackward(this.rt, g(dq), g(dk), g(dv), g(dout), g(q), g(k), g(v), g(out), g(lse), g(cuSeqlens),
-      T, NH, NKV, HS, scale);
+      T, NH, NKV, HS, scale, causal);
   }
   swigluForward(out: Tensor<"f32">, gate: Tensor<"f32">, up: Tensor<"f32">, N: number): void {
     L.swigluForward(this.rt, g(out), g(gate), g(up), N);

@@ -102,3 +102,67 @@ export function swigluBackward(rt: Runtime, dgate: GpuTensor, dup: GpuTensor, do
   expectTensor(up, "swigluBackward.up (N)", "f32", N);
   rt.dispatch({ file: "swiglu_bwd.wgsl", entry: "backward" }, [dgate, dup, dout, gate, up], "u", [N], grid(N, 256));
 }
+
+// out (N,C), mean (N), rstd (N) <- layernorm(inp (N,C)) * weight (C) + bias (C)
+export function layernormForward(rt: Runtime, out: GpuTensor, mean: GpuTensor, rstd: GpuTensor, inp: GpuTensor, weight: GpuTensor,
+  bias: GpuTensor, N: number, C: number, eps: number): void {
+  expectTensor(out, "layernormForward.out (N,C)", "f32", N * C);
+  expectTensor(mean, "layernormForward.mean (N)", "f32", N);
+  expectTensor(rstd, "layernormForward.rstd (N)", "f32", N);
+  expectTensor(inp, "layernormForward.inp (N,C)", "f32", N * C);
+  expectTensor(weight, "layernormForward.weight (C)", "f32", C);
+  expectTensor(bias, "layernormForward.bias (C)", "f32", C);
+  rt.dispatch({ file: "layernorm.wgsl", entry: "forward" }, [out, mean, rstd, inp, weight, bias], "uuf", [N, C, eps], rows(N));
+}
+
+// dinp (N,C) +=, dweight (C) +=, dbias (C) += ; from dout (N,C), inp (N,C), weight (C), mean (N), rstd (N)
+export function layernormBackward(rt: Runtime, dinp: GpuTensor, dweight: GpuTensor | null, dbias: GpuTensor | null, dout: GpuTensor,
+  inp: GpuTensor, weight: GpuTensor, mean: GpuTensor, rstd: GpuTensor, N: number, C: number): void {
+  expectTensor(dinp, "layernormBackward.dinp (N,C)", "f32", N * C);
+  expectTensor(dout, "layernormBackward.dout (N,C)", "f32", N * C);
+  expectTensor(inp, "layernormBackward.inp (N,C)", "f32", N * C);
+  expectTensor(weight, "layernormBackward.weight (C)", "f32", C);
+  expectTensor(mean, "layernormBackward.mean (N)", "f32", N);
+  expectTensor(rstd, "layernormBackward.rstd (N)", "f32", N);
+  // Column sums over N rows in CH chunks of R rows, then the CH partials in order (as RMSNorm's dw).
+  const CH = Math.max(1, Math.min(64, Math.ceil(N / 64)));
+  const R = Math.ceil(N / CH);
+  if (dweight) {
+    expectTensor(dweight, "layernormBackward.dweight (C)", "f32", C);
+    const part = rt.temp("layernorm_dw_part", CH * C);
+    rt.dispatch({ file: "layernorm_bwd.wgsl", entry: "dw_part" }, [part, dout, inp, weight, mean, rstd], "uuu", [N, C, R], [Math.ceil(C / 64), CH, 1]);
+    rt.dispatch({ file: "bias.wgsl", entry: "colsum" }, [dweight, part], "uuu", [CH, C, 0], [Math.ceil(C / 256), 1, 1]);
+  }
+  if (dbias) {
+    expectTensor(dbias, "layernormBackward.dbias (C)", "f32", C);
+    const part = rt.temp("layernorm_db_part", CH * C);
+    rt.dispatch({ file: "bias.wgsl", entry: "colsum_part" }, [part, dout], "uuu", [N, C, R], [Math.ceil(C / 64), CH, 1]);
+    rt.dispatch({ file: "bias.wgsl", entry: "colsum" }, [dbias, part], "uuu", [CH, C, 0], [Math.ceil(C / 256), 1, 1]);
+  }
+  rt.dispatch({ file: "layernorm_bwd.wgsl", entry: "dx" }, [dinp, dout, inp, weight, mean, rstd], "uuu", [N, C, 0], rows(N));
+}
+
+const GELU_KINDS = { gelu: 0, quick_gelu: 1 } as const;
+
+function geluKind(op: string, kind: string): number {
+  const v = (GELU_KINDS as Record<string, number>)[kind];
+  if (v === undefined) throw new Error(`webgpu ${op}: kind must be "gelu" or "quick_gelu", got ${JSON.stringify(kind)}`);
+  return v;
+}
+
+// out (N) <- gelu(inp) (exact or quick)
+export function geluForward(rt: Runtime, out: GpuTensor, inp: GpuTensor, N: number, kind: string): void {
+  const kv = geluKind("geluForward", kind);
+  expectTensor(out, "geluForward.out (N)", "f32", N);
+  expectTensor(inp, "geluForward.inp (N)", "f32", N);
+  rt.dispatch({ file: "gelu.wgsl", entry: "forward" }, [out, inp], "uu", [N, kv], grid(N, 256));
+}
+
+// dinp (N) += dout * gelu'(inp)
+export function geluBackward(rt: Runtime, dinp: GpuTensor, dout: GpuTensor, inp: GpuTensor, N: number, kind: string): void {
+  const kv = geluKind("geluBackward", kind);
+  expectTensor(dinp, "geluBackward.dinp (N)", "f32", N);
+  expectTensor(dout, "geluBackward.dout (N)", "f32", N);
+  expectTensor(inp, "geluBackward.inp (N)", "f32", N);
+  rt.dispatch({ file: "gelu_bwd.wgsl", entry: "backward" }, [dinp, dout, inp], "uu", [N, kv], grid(N, 256));
+}

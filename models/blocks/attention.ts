@@ -83,7 +83,7 @@ export class Attention {
     this.project(q, s.qRaw, s.rstdQ, xn, w, "q", c.NH, D, b);
     this.project(kk, s.kRaw, s.rstdK, xn, w, "k", c.NKV, DKV, b);
     k.linearForward(v, xn, w.get("self_attn.v_proj.weight")!, w.get("self_attn.v_proj.bias") ?? null, T, c.C, DKV);
-    k.attentionForward(att, s.lse.at(T), q, kk, v, b.cuSeqlens, T, c.NH, c.NKV, c.HS, this.scale);
+    k.attentionForward(att, s.lse.at(T), q, kk, v, b.cuSeqlens, T, c.NH, c.NKV, c.HS, this.scale, true);
     k.linearForward(out, att, w.get("self_attn.o_proj.weight")!, w.get("self_attn.o_proj.bias") ?? null, T, D, c.C);
   }
 
@@ -154,7 +154,7 @@ export class Attention {
       w.get("self_attn.o_proj.weight")!, T, D, c.C);
     k.zero(dq); k.zero(dk); k.zero(dv);
     k.attentionBackward(dq, dk, dv, datt, s.q.at(T), s.k.at(T), s.v.at(T), s.att.at(T), s.lse.at(T), b.cuSeqlens,
-      T, c.NH, c.NKV, c.HS, this.scale);
+      T, c.NH, c.NKV, c.HS, this.scale, true);
     k.linearBackward(dxn, g.get("self_attn.v_proj.weight")!, g.get("self_attn.v_proj.bias") ?? null, dv, xn,
       w.get("self_attn.v_proj.weight")!, T, c.C, DKV);
     this.unproject(dxn, g, dq, sc.dqPre.at(T), s.qRaw, s.rstdQ, xn, w, "q", c.NH, D, b);

@@ -2,7 +2,7 @@
 // reference: webgpu_ops.test.ts). A case runs one op's forward and backward on the Kernels it is
 // given and returns the tensors to compare; gradient outputs start non-zero, so += is checked.
 // Shapes and seeds are parameters: each backend crosses its own block and tile edges.
-import { ropeCosSin, ropeInvFreq, type Kernels, type Tensor } from "../../kernels/index.ts";
+import { ropeCosSin, ropeInvFreq, type GeluKind, type Kernels, type Tensor } from "../../kernels/index.ts";
 import { randn, rng, tensorF, tensorI } from "./helpers.ts";
 
 export type Case = (k: Kernels) => Promise<Record<string, Tensor>>;
@@ -48,17 +48,44 @@ export const ropeCase = (scaling: typeof LLAMA3_ROPE | null, inPlace = false): C
   return res;
 };
 
-/** Varlen attention over packed samples (cu: sample boundaries), forward and backward. */
-export const attnCase = (NH: number, NKV: number, cu: number[], HS: number, seed: number): Case => async (k) => {
+/** Varlen attention over packed samples (cu: sample boundaries), forward and backward; causal
+ *  (decoders) or full within each sample (vision towers). */
+export const attnCase = (NH: number, NKV: number, cu: number[], HS: number, seed: number, causal = true): Case => async (k) => {
   const r = rng(seed), T = cu[cu.length - 1]!;
   const q = tensorF(k, [T, NH, HS], randn(r, T * NH * HS, 2)), kk = tensorF(k, [T, NKV, HS], randn(r, T * NKV * HS, 2));
   const v = tensorF(k, [T, NKV, HS], randn(r, T * NKV * HS)), cuT = tensorI(k, cu);
   const out = tensorF(k, [T, NH, HS]), lse = tensorF(k, [T, NH]);
-  k.attentionForward(out, lse, q, kk, v, cuT, T, NH, NKV, HS, 1 / Math.sqrt(HS));
+  k.attentionForward(out, lse, q, kk, v, cuT, T, NH, NKV, HS, 1 / Math.sqrt(HS), causal);
   const dq = tensorF(k, [T, NH, HS], randn(r, T * NH * HS)), dk = tensorF(k, [T, NKV, HS], randn(r, T * NKV * HS));
   const dv = tensorF(k, [T, NKV, HS], randn(r, T * NKV * HS));
-  k.attentionBackward(dq, dk, dv, tensorF(k, [T, NH, HS], randn(r, T * NH * HS)), q, kk, v, out, lse, cuT, T, NH, NKV, HS, 1 / Math.sqrt(HS));
+  k.attentionBackward(dq, dk, dv, tensorF(k, [T, NH, HS], randn(r, T * NH * HS)), q, kk, v, out, lse, cuT, T, NH, NKV, HS, 1 / Math.sqrt(HS), causal);
   return { out, lse, dq, dk, dv };
+};
+
+/** LayerNorm forward/backward (rows offset from 0 so the mean matters), then null dweight/dbias. */
+export const layernormCase = (N: number, C: number): Case => async (k) => {
+  const r = rng(13);
+  const x = randn(r, N * C, 3);
+  for (let i = 0; i < x.length; i++) x[i] += 1.5;
+  const inp = tensorF(k, [N, C], x), w = tensorF(k, [C], randn(r, C)), b = tensorF(k, [C], randn(r, C));
+  const out = tensorF(k, [N, C]), mean = tensorF(k, [N]), rstd = tensorF(k, [N]);
+  k.layernormForward(out, mean, rstd, inp, w, b, N, C, 1e-6);
+  const dout = tensorF(k, [N, C], randn(r, N * C));
+  const dinp = tensorF(k, [N, C], randn(r, N * C)), dw = tensorF(k, [C], randn(r, C)), db = tensorF(k, [C], randn(r, C));
+  k.layernormBackward(dinp, dw, db, dout, inp, w, mean, rstd, N, C);
+  const dinp2 = tensorF(k, [N, C]);
+  k.layernormBackward(dinp2, null, null, dout, inp, w, mean, rstd, N, C);
+  return { out, mean, rstd, dinp, dw, db, dinp2 };
+};
+
+/** GELU (exact or quick) over a range crossing the erf series/continued-fraction switch. */
+export const geluCase = (N: number, kind: GeluKind): Case => async (k) => {
+  const r = rng(14);
+  const inp = tensorF(k, [N], randn(r, N, 4)), out = tensorF(k, [N]);
+  k.geluForward(out, inp, N, kind);
+  const dinp = tensorF(k, [N], randn(r, N));
+  k.geluBackward(dinp, tensorF(k, [N], randn(r, N)), inp, N, kind);
+  return { out, dinp };
 };
 
 export const swigluCase = (N: number): Case => async (k) => {

@@ -45,8 +45,8 @@ describe("cpu Kernels memory contract", () => {
     expect(() => k.embeddingForward(k.alloc([2, 3]), tensorI(k, [0, 9]), x, 2, 3, 4)).toThrow(/embeddingForward.ids\[1\] = 9 is outside \[0, 4\)/);
     expect(() => k.crossEntropyFused(k.alloc([1]), null, null, k.alloc([2, 3]), x, tensorI(k, [-1, 0]), 2, 3, 4, 1)).toThrow(/targets\[0\] = -1 is outside \[0, 4\) and not -100/);
     const q = k.alloc([5, 2, 2]), kv = k.alloc([5, 1, 2]);
-    expect(() => k.attentionForward(q, k.alloc([5, 2]), q, kv, kv, tensorI(k, [0, 3, 4]), 5, 2, 1, 2, 1)).toThrow(/cuSeqlens must start at 0 and end at T=5/);
-    expect(() => k.attentionForward(q, k.alloc([5, 2]), q, kv, kv, tensorI(k, [0, 5]), 5, 2, 3, 2, 1)).toThrow(/NH=2 must be a multiple of NKV=3/);
+    expect(() => k.attentionForward(q, k.alloc([5, 2]), q, kv, kv, tensorI(k, [0, 3, 4]), 5, 2, 1, 2, 1, true)).toThrow(/cuSeqlens must start at 0 and end at T=5/);
+    expect(() => k.attentionForward(q, k.alloc([5, 2]), q, kv, kv, tensorI(k, [0, 5]), 5, 2, 3, 2, 1, true)).toThrow(/NH=2 must be a multiple of NKV=3/);
     expect(() => k.upload(x, new Float32Array(5))).toThrow(/source has 5 elements/);
     expect(() => k.add(x, x, tensorI(k, [1]) as never)).toThrow(/add.b: expected dtype f32/);
     const freed = k.alloc([2]);

@@ -40,8 +40,8 @@ describe.each(backends)("%s backend vs PyTorch", (_name, k) => {
     const q = tensorF(k, [T, NH, HS], f32(a.q)), kk = tensorF(k, [T, NKV, HS], f32(a.k)), v = tensorF(k, [T, NKV, HS], f32(a.v));
     const out = tensorF(k, [T, NH, HS]), lse = tensorF(k, [T, NH]), cu = tensorI(k, a.cu);
     const dq = tensorF(k, [T, NH, HS]), dk = tensorF(k, [T, NKV, HS]), dv = tensorF(k, [T, NKV, HS]);
-    k.attentionForward(out, lse, q, kk, v, cu, T, NH, NKV, HS, 1 / Math.sqrt(HS));
-    k.attentionBackward(dq, dk, dv, tensorF(k, [T, NH, HS], f32(a.dout)), q, kk, v, out, lse, cu, T, NH, NKV, HS, 1 / Math.sqrt(HS));
+    k.attentionForward(out, lse, q, kk, v, cu, T, NH, NKV, HS, 1 / Math.sqrt(HS), true);
+    k.attentionBackward(dq, dk, dv, tensorF(k, [T, NH, HS], f32(a.dout)), q, kk, v, out, lse, cu, T, NH, NKV, HS, 1 / Math.sqrt(HS), true);
     expectClose("out", await k.read(out), a.out, 1e-4, 1e-5);
     expectClose("lse", await k.read(lse), a.lse, 1e-5, 1e-6);
     expectClose("dq", await k.read(dq), a.dq, 1e-4, 1e-5);

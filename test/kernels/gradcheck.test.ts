@@ -80,9 +80,38 @@ describe("finite-difference gradients (fast CPU)", () => {
     const NH = 4, NKV = 2, HS = 4, T = 9, cu = tensorI(k, [0, 4, 9]), lse = tensorF(k, [T, NH]), sc = 0.5;
     await gradcheck("attention", {
       inputs: [{ shape: [T, NH, HS] }, { shape: [T, NKV, HS] }, { shape: [T, NKV, HS] }], outShape: [T, NH, HS],
-      forward: (o, [q, kk, v]) => k.attentionForward(o, lse, q, kk, v, cu, T, NH, NKV, HS, sc),
-      backward: ([dq, dk, dv], d, [q, kk, v], o) => k.attentionBackward(dq, dk, dv, d, q, kk, v, o, lse, cu, T, NH, NKV, HS, sc),
+      forward: (o, [q, kk, v]) => k.attentionForward(o, lse, q, kk, v, cu, T, NH, NKV, HS, sc, true),
+      backward: ([dq, dk, dv], d, [q, kk, v], o) => k.attentionBackward(dq, dk, dv, d, q, kk, v, o, lse, cu, T, NH, NKV, HS, sc, true),
     }, 4);
+  });
+
+  test("attention, full within each sample (vision), with an empty sample", async () => {
+    const NH = 2, NKV = 2, HS = 4, T = 9, cu = tensorI(k, [0, 4, 4, 9]), lse = tensorF(k, [T, NH]), sc = 0.5;
+    await gradcheck("attention(full)", {
+      inputs: [{ shape: [T, NH, HS] }, { shape: [T, NKV, HS] }, { shape: [T, NKV, HS] }], outShape: [T, NH, HS],
+      forward: (o, [q, kk, v]) => k.attentionForward(o, lse, q, kk, v, cu, T, NH, NKV, HS, sc, false),
+      backward: ([dq, dk, dv], d, [q, kk, v], o) => k.attentionBackward(dq, dk, dv, d, q, kk, v, o, lse, cu, T, NH, NKV, HS, sc, false),
+    }, 7);
+  });
+
+  test("layernorm (weight and bias)", async () => {
+    const N = 3, C = 8, mean = tensorF(k, [N]), rstd = tensorF(k, [N]);
+    await gradcheck("layernorm", {
+      inputs: [{ shape: [N, C], scale: 2 }, { shape: [C] }, { shape: [C] }], outShape: [N, C],
+      forward: (o, [x, w, b]) => k.layernormForward(o, mean, rstd, x, w, b, N, C, 1e-5),
+      backward: ([dx, dw, db], d, [x, w]) => k.layernormBackward(dx, dw, db, d, x, w, mean, rstd, N, C),
+    }, 8);
+  });
+
+  test("gelu (exact) and quick_gelu", async () => {
+    const N = 12;
+    for (const kind of ["gelu", "quick_gelu"] as const) {
+      await gradcheck(kind, {
+        inputs: [{ shape: [N], scale: 3 }], outShape: [N],
+        forward: (o, [x]) => k.geluForward(o, x, N, kind),
+        backward: ([dx], d, [x]) => k.geluBackward(dx, d, x, N, kind),
+      }, 9);
+    }
   });
 
   test("swiglu", async () => {

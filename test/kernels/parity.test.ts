@@ -4,7 +4,7 @@
 // start non-zero, so accumulation (+=) is checked too.
 import { describe, expect, test } from "bun:test";
 import { createCpuKernels, createReferenceKernels, type Kernels } from "../../kernels/index.ts";
-import { adamwCase, attnCase, crossEntropyCase, embeddingCase, gemmCase, LLAMA3_ROPE, moeCombineCase, ropeCase, swigluCase, type Case } from "./cases.ts";
+import { adamwCase, attnCase, crossEntropyCase, embeddingCase, gemmCase, geluCase, layernormCase, LLAMA3_ROPE, moeCombineCase, ropeCase, swigluCase, type Case } from "./cases.ts";
 import { expectClose, randn, rng, tensorF, tensorI } from "./helpers.ts";
 
 const ref = createReferenceKernels();
@@ -66,6 +66,20 @@ describe("fast CPU path matches the reference", () => {
   test("attention: MQA and MHA; default block sizes", async () => {
     await parity("attention(MQA 3/1)", attnCase(3, 1, [0, 50, 61], 8, 10), 1e-4, 1e-5);
     await parity("attention(MHA 2/2, default blocks)", attnCase(2, 2, [0, 20, 100], 8, 10), 1e-4, 1e-5, fastDefault);
+  });
+
+  test("attention, full within each sample (vision): empty and 1-token samples, multi-block; GQA and default blocks", async () => {
+    await parity("attention(full, GQA 4/2)", attnCase(4, 2, [0, 37, 38, 38, 90], 8, 15, false), 1e-4, 1e-5);
+    await parity("attention(full, MHA 2/2, default blocks)", attnCase(2, 2, [0, 64, 64, 100], 8, 16, false), 1e-4, 1e-5, fastDefault);
+  });
+
+  test("layernorm forward/backward (dweight/dbias and null)", async () => {
+    await parity("layernorm", layernormCase(5, 40));
+  });
+
+  test("gelu exact and quick_gelu forward/backward", async () => {
+    await parity("gelu", geluCase(301, "gelu"), 1e-6, 1e-7);
+    await parity("quick_gelu", geluCase(301, "quick_gelu"), 2e-5, 2e-6);
   });
 
   test("swiglu forward/backward", async () => {

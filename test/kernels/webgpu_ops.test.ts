@@ -10,7 +10,7 @@ import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import { createReferenceKernels } from "../../kernels/index.ts";
 import { createWebGpuKernels, probeAdapter, type WebgpuKernels } from "../../kernels/webgpu/index.ts";
 import { MATMUL_VARIANTS, type MatmulVariant } from "../../kernels/webgpu/matmul.ts";
-import { adamwCase, attnCase, crossEntropyCase, embeddingCase, gemmCase, LLAMA3_ROPE, moeCombineCase, ropeCase, swigluCase, type Case } from "./cases.ts";
+import { adamwCase, attnCase, crossEntropyCase, embeddingCase, gemmCase, geluCase, layernormCase, LLAMA3_ROPE, moeCombineCase, ropeCase, swigluCase, type Case } from "./cases.ts";
 import { expectClose, randn, rng, tensorF, tensorI } from "./helpers.ts";
 
 setDefaultTimeout(60_000); // lavapipe on 2 shared cores: pipelines compile on first use
@@ -140,6 +140,21 @@ if (!probe.ok) {
     test("attention: MQA with HS 40 (B=16 tiles) and MHA with HS 128 (B=8 tiles)", async () => {
       await parity("attention(MQA 3/1, HS 40)", attnCase(3, 1, [0, 20, 33], 40, 50));
       await parity("attention(MHA 2/2, HS 128)", attnCase(2, 2, [0, 9, 30], 128, 138));
+    });
+
+    test("attention, full within each sample (vision): empty and 1-token samples; B=16 and B=8 tiles", async () => {
+      await parity("attention(full, GQA 4/2, HS 8)", attnCase(4, 2, [0, 37, 38, 38, 90], 8, 21, false));
+      await parity("attention(full, MHA 2/2, HS 128)", attnCase(2, 2, [0, 9, 30], 128, 139, false));
+    });
+
+    test("layernorm forward/backward (rows wider than a workgroup; null dweight/dbias)", async () => {
+      await parity("layernorm(C=40)", layernormCase(70, 40));
+      await parity("layernorm(C=300)", layernormCase(3, 300));
+    });
+
+    test("gelu exact (erf to 1.5e-7) and quick_gelu forward/backward", async () => {
+      await parity("gelu", geluCase(1000, "gelu"), RTOL, 1e-6);
+      await parity("quick_gelu", geluCase(1000, "quick_gelu"));
     });
 
     test("swiglu forward/backward", async () => {

@@ -138,8 +138,8 @@ function opTimes(k: Kernels, reps: number): Record<string, number> {
   const cu = k.alloc([T / L + 1], "i32"), lse = k.alloc([T, NH]);
   k.upload(cu, Int32Array.from({ length: T / L + 1 }, (_, s) => s * L));
   const dq = k.alloc([T, NH, HS]), dk = k.alloc([T, NKV, HS]), dv = k.alloc([T, NKV, HS]), dout = rand(k, [T, NH, HS]);
-  o.attention_fwd = time(() => k.attentionForward(qo, lse, q, kk, v, cu, T, NH, NKV, HS, 0.125), reps, "attention_fwd");
-  o.attention_bwd = time(() => k.attentionBackward(dq, dk, dv, dout, q, kk, v, qo, lse, cu, T, NH, NKV, HS, 0.125), reps, "attention_bwd");
+  o.attention_fwd = time(() => k.attentionForward(qo, lse, q, kk, v, cu, T, NH, NKV, HS, 0.125, true), reps, "attention_fwd");
+  o.attention_bwd = time(() => k.attentionBackward(dq, dk, dv, dout, q, kk, v, qo, lse, cu, T, NH, NKV, HS, 0.125, true), reps, "attention_bwd");
   const g = rand(k, [T, I]), u = rand(k, [T, I]), dg = k.alloc([T, I]), du = k.alloc([T, I]);
   o.swiglu_fwd = time(() => k.swigluForward(y, g, u, T * I), reps, "swiglu_fwd");
   o.swiglu_bwd = time(() => k.swigluBackward(dg, du, dy, g, u, T * I), reps, "swiglu_bwd");

@@ -1,4 +1,4 @@
-// Fast varlen causal attention (GQA/MQA) on the CPU, flash style: per sample, per query head,
+// Fast varlen attention (GQA/MQA; causal, or full within each sample) on the CPU, flash style: per sample, per query head,
 // query blocks of BR rows against key blocks of up to BC columns. The scores of one block live in
 // a scratch (BR,BC) matrix made by sgemm straight from the (T,NH,HS)/(T,NKV,HS) layouts (leading
 // dimension NH*HS / NKV*HS, no transposes or copies); softmax is online across key blocks
@@ -26,17 +26,23 @@ export function attentionOps(blas: Blas, BR = ATTN_BR, BC = ATTN_BC) {
   const l = new Float64Array(BR);
   let D = new Float32Array(0);
 
-  /** S <- exp(S - m[r]) for block rows [i0, i0+br) vs keys [j0, j0+bc); causally masked (j > i) -> 0. */
-  function expMasked(br: number, bc: number, i0: number, j0: number): void {
+  /** Keys of block row r (query i0 + r) that count among the block's bc from j0: j <= i when causal. */
+  function visible(r: number, bc: number, i0: number, j0: number, causal: boolean): number {
+    return causal ? Math.max(0, Math.min(bc, i0 + r - j0 + 1)) : bc;
+  }
+
+  /** S <- exp(S - m[r]) for block rows [i0, i0+br) vs keys [j0, j0+bc); masked keys (j > i when causal) -> 0. */
+  function expMasked(br: number, bc: number, i0: number, j0: number, causal: boolean): void {
     for (let r = 0; r < br; r++) {
-      const lim = Math.max(0, Math.min(bc, i0 + r - j0 + 1)); // keys j <= i
+      const lim = visible(r, bc, i0, j0, causal);
       const row = r * bc, mo = m[r];
       for (let c = 0; c < lim; c++) S[row + c] = fexp(S[row + c] - mo);
       S.fill(0, row + lim, row + bc);
     }
   }
 
-  function forward(out: F32, lse: F32, q: F32, k: F32, v: F32, cu: I32, T: number, NH: number, NKV: number, HS: number, scale: number): void {
+  function forward(out: F32, lse: F32, q: F32, k: F32, v: F32, cu: I32, T: number, NH: number, NKV: number, HS: number,
+    scale: number, causal: boolean): void {
     if (O.length < BR * HS) O = new Float32Array(BR * HS);
     const G = NH / NKV, ldq = NH * HS, ldk = NKV * HS;
     for (let s = 0; s + 1 < cu.length; s++) {
@@ -48,12 +54,13 @@ export function attentionOps(blas: Blas, BR = ATTN_BR, BC = ATTN_BC) {
           O.fill(0, 0, br * HS);
           m.fill(-Infinity, 0, br);
           l.fill(0, 0, br);
-          for (let j0 = s0; j0 < i0 + br; j0 += BC) {
-            const bc = Math.min(BC, i0 + br - j0);
+          const jEnd = causal ? i0 + br : s1; // keys of this query block: [s0, jEnd)
+          for (let j0 = s0; j0 < jEnd; j0 += BC) {
+            const bc = Math.min(BC, jEnd - j0);
             blas.sgemm(false, true, br, bc, HS, scale, q, i0 * ldq + h * HS, ldq, k, j0 * ldk + g * HS, ldk, 0, S, 0, bc);
             // online softmax: new row max, rescale running O and l by exp(m_old - m_new)
             for (let r = 0; r < br; r++) {
-              const lim = Math.min(bc, i0 + r - j0 + 1);
+              const lim = visible(r, bc, i0, j0, causal);
               let mx = m[r];
               for (let c = 0; c < lim; c++) if (S[r * bc + c] > mx) mx = S[r * bc + c];
               const corr = m[r] === -Infinity ? 0 : fexp(m[r] - mx);
@@ -63,7 +70,7 @@ export function attentionOps(blas: Blas, BR = ATTN_BR, BC = ATTN_BC) {
               }
               m[r] = mx;
             }
-            expMasked(br, bc, i0, j0);
+            expMasked(br, bc, i0, j0, causal);
             for (let r = 0; r < br; r++) {
               let sum = 0;
               for (let c = 0; c < bc; c++) sum += S[r * bc + c];
@@ -82,7 +89,7 @@ export function attentionOps(blas: Blas, BR = ATTN_BR, BC = ATTN_BC) {
   }
 
   function backward(dq: F32, dk: F32, dv: F32, dout: F32, q: F32, k: F32, v: F32, out: F32, lse: F32, cu: I32,
-    T: number, NH: number, NKV: number, HS: number, scale: number): void {
+    T: number, NH: number, NKV: number, HS: number, scale: number, causal: boolean): void {
     const G = NH / NKV, ldq = NH * HS, ldk = NKV * HS;
     if (D.length < T * NH) D = new Float32Array(T * NH);
     for (let t = 0; t < T * NH; t++) {
@@ -98,11 +105,12 @@ export function attentionOps(blas: Blas, BR = ATTN_BR, BC = ATTN_BC) {
           const br = Math.min(BR, s1 - i0);
           const qo = i0 * ldq + h * HS;
           for (let r = 0; r < br; r++) m[r] = lse[(i0 + r) * NH + h];
-          for (let j0 = s0; j0 < i0 + br; j0 += BC) {
-            const bc = Math.min(BC, i0 + br - j0);
+          const jEnd = causal ? i0 + br : s1;
+          for (let j0 = s0; j0 < jEnd; j0 += BC) {
+            const bc = Math.min(BC, jEnd - j0);
             const ko = j0 * ldk + g * HS;
             blas.sgemm(false, true, br, bc, HS, scale, q, qo, ldq, k, ko, ldk, 0, S, 0, bc);
-            expMasked(br, bc, i0, j0); // S is now P
+            expMasked(br, bc, i0, j0, causal); // S is now P
             blas.sgemm(true, false, bc, HS, br, 1, S, 0, bc, dout, qo, ldq, 1, dv, ko, ldk); // dV += P^T dO
             blas.sgemm(false, true, br, bc, HS, 1, dout, qo, ldq, v, ko, ldk, 0, dP, 0, bc); // dP = dO V^T
             for (let r = 0; r < br; r++) {

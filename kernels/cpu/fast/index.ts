@@ -5,6 +5,7 @@ import { ATTN_BC, ATTN_BR, attentionOps } from "./attention.ts";
 import { denseOps } from "./dense.ts";
 import { CE_CHUNK_FLOATS, lossOptimOps } from "./loss_optim.ts";
 import { moeCombine, moeCombineBackward } from "./moe.ts";
+import { normActOps } from "./norm_act.ts";
 import type { Blas } from "./openblas.ts";
 
 /** Block sizes; tests shrink them to exercise multi-block paths on small shapes. */
@@ -24,5 +25,6 @@ export function makeFastOps(blas: Blas, tuning: FastTuning = DEFAULT_TUNING): Ho
     ...lossOptimOps(blas, tuning.ceChunkFloats),
     moeCombine,
     moeCombineBackward,
+    ...normActOps(),
   };
 }
