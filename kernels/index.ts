@@ -12,7 +12,7 @@ import { createCpuKernels } from "./cpu/index.ts";
 export type { AdamWParams, AllocOptions, GeluKind, Kernels } from "./ops.ts";
 export type { BackendName, DType, HostArray, Storage, Tensor } from "./tensor.ts";
 export { DTYPE_BYTES, expectTensor, numelOf, shapeStr } from "./tensor.ts";
-export { ropeCosSin, ropeInvFreq, type RopeOptions, type RopeScaling } from "./rope.ts";
+export { ropeCosSin, ropeInvFreq, sectionedCosSin, type RopeOptions, type RopeScaling } from "./rope.ts";
 export { lrAt, type LrDecayStyle, type LrScheduleOptions } from "./lr_schedule.ts";
 export { clipCoefficient, shiftLabels } from "./optim.ts";
 export { groupedSwigluBackward, groupedSwigluForward, type GroupedSwigluScratch } from "./grouped_gemm.ts";

@@ -76,3 +76,37 @@ export function ropeCosSin(invFreq: Float32Array, maxPositions: number, attentio
   }
   return { cos, sin };
 }
+
+/**
+ * Rotary tables with frequency sections, one row per TOKEN (not per position): for each token t
+ * and frequency i in section s (sections partition the inv_freq entries in order),
+ * angle = positions[s][t] * invFreq[i] rounded to f32; cos/sin (T, invFreq.length). Apply with
+ * `ropeForward` and positions 0..T-1.
+ *  - M-RoPE (Qwen2-VL text, HF apply_multimodal_rotary_pos_emb): invFreq of head_dim, sections =
+ *    rope_scaling.mrope_section over the (temporal, height, width) position ids.
+ *  - 2-D vision rotary (HF VisionRotaryEmbedding(head_dim/2) + rot_pos_emb): invFreq = the
+ *    head_dim/4 frequencies twice, sections [head_dim/4, head_dim/4] over the (h, w) ids.
+ */
+export function sectionedCosSin(invFreq: Float32Array, positions: readonly Int32Array[], sections: readonly number[]): { cos: Float32Array; sin: Float32Array } {
+  const half = invFreq.length;
+  if (sections.length !== positions.length || sections.reduce((a, b) => a + b, 0) !== half) {
+    throw new Error(`sectionedCosSin: sections [${sections}] must sum to ${half} frequencies and match ${positions.length} position rows`);
+  }
+  const T = positions[0]?.length ?? 0;
+  const cos = new Float32Array(T * half);
+  const sin = new Float32Array(T * half);
+  let i0 = 0;
+  sections.forEach((n, s) => {
+    const pos = positions[s];
+    if (pos.length !== T) throw new Error(`sectionedCosSin: position row ${s} has ${pos.length} entries, expected ${T}`);
+    for (let t = 0; t < T; t++) {
+      for (let i = i0; i < i0 + n; i++) {
+        const a = f(pos[t] * invFreq[i]);
+        cos[t * half + i] = Math.cos(a);
+        sin[t * half + i] = Math.sin(a);
+      }
+    }
+    i0 += n;
+  });
+  return { cos, sin };
+}

@@ -5,6 +5,7 @@
 // V vocab_size, L layers, NH query heads, NKV key/value heads, HS head_dim.
 import { readFileSync } from "node:fs";
 import type { RopeScaling } from "../kernels/index.ts";
+import { parseMultimodalIds, parseVisionConfig, textConfigOf, type MultimodalIds, type VisionConfig } from "./vl/config.ts";
 
 export interface DecoderConfig {
   modelType: string;
@@ -31,6 +32,10 @@ export interface DecoderConfig {
   bosTokenId: number | null;
   /** Mixture of experts (qwen2_moe / qwen3_moe); null for dense families. */
   moe: MoeConfig | null;
+  /** Vision-language families (qwen2_vl, qwen2_5_vl): the vision tower; null for text models. */
+  vision: VisionConfig | null;
+  /** Multimodal token ids and the M-RoPE sections (with `vision`); positions are then 3-D (get_rope_index). */
+  mm: MultimodalIds | null;
   /** The parsed config.json as read (written back unchanged with exported weights). */
   raw: Record<string, unknown>;
 }
@@ -98,6 +103,8 @@ export interface FamilyFlags {
   tiedDefault: boolean;
   /** Mixture-of-experts family: what it reads from config.json (null: dense). */
   moe?: { sharedExpert: boolean; normTopkProbDefault: boolean; auxCoefDefault: number } | null;
+  /** A vision-language family: its vision tower kind (text fields may be nested under text_config). */
+  vision?: VisionConfig["kind"];
 }
 
 function parseMoe(raw: Raw, f: NonNullable<FamilyFlags["moe"]>, L: number, where: string): MoeConfig {
@@ -126,7 +133,8 @@ function parseMoe(raw: Raw, f: NonNullable<FamilyFlags["moe"]>, L: number, where
 }
 
 /** Parse a config.json object with a family's flags (see registry.ts). `where` names the file. */
-export function parseDecoderConfig(raw: Raw, flags: FamilyFlags, where: string): DecoderConfig {
+export function parseDecoderConfig(full: Raw, flags: FamilyFlags, where: string): DecoderConfig {
+  const raw = flags.vision ? textConfigOf(full) : full;
   const C = posInt(raw, "hidden_size", where);
   const NH = posInt(raw, "num_attention_heads", where);
   const NKV = posInt(raw, "num_key_value_heads", where, NH);
@@ -154,7 +162,7 @@ export function parseDecoderConfig(raw: Raw, flags: FamilyFlags, where: string):
     NKV,
     HS,
     ropeTheta: num(raw, "rope_theta", where, 10000),
-    ropeScaling: parseRopeScaling(raw, where),
+    ropeScaling: flags.vision ? null : parseRopeScaling(raw, where), // VL: M-RoPE sections in `mm`
     eps: num(raw, "rms_norm_eps", where, 1e-6),
     tied: typeof raw.tie_word_embeddings === "boolean" ? raw.tie_word_embeddings : flags.tiedDefault,
     // qwen2 / qwen2_moe: q/k/v bias unless config.json says qkv_bias false (newer Qwen2MoeConfig)
@@ -166,7 +174,9 @@ export function parseDecoderConfig(raw: Raw, flags: FamilyFlags, where: string):
     eosTokenIds: typeof eos === "number" ? [eos] : Array.isArray(eos) ? eos.filter((x): x is number => typeof x === "number") : [],
     bosTokenId: typeof raw.bos_token_id === "number" ? raw.bos_token_id : null,
     moe: flags.moe ? parseMoe(raw, flags.moe, L, where) : null,
-    raw,
+    vision: flags.vision ? parseVisionConfig(full, flags.vision, C, where) : null,
+    mm: flags.vision ? parseMultimodalIds(raw, HS, where) : null,
+    raw: full,
   };
 }
 

@@ -2,15 +2,21 @@
 // layers (dense MLP or sparse MoE per layer) -> final norm -> lm_head + cross-entropy.
 // MoE models add HF's load-balancing loss (router_aux_loss_coef * aux, when output_router_logits)
 // to the objective: its gradient enters each router's backward (blocks/router.ts), its value is
-// host-side in `routerStats` (the device loss buffer stays the plain next-token CE sum). Parameters and gradients are one flat f32 buffer per unit
+// host-side in `routerStats` (the device loss buffer stays the plain next-token CE sum).
+// Vision-language families (qwen2_vl, qwen2_5_vl) add a vision tower (vl/vision.ts) whose output
+// rows replace the embeddings at the image-token positions (HF masked_scatter), and M-RoPE:
+// per-token rotary tables from 3-D position ids (get_rope_index). Parameters and gradients are one flat f32 buffer per unit
 // (layout.ts). Model code knows nothing of parallelism: FSDP & co. plug in through UnitHooks.
 //
 // Unit order. forward: 0 (embed), 1..L (layers), H = L+1 (head). backward: H, L..1, 0.
 // The head's forward is fused with its loss gradient (linear + CE in chunks, no (T,V) logits):
 // its lm_head gradient is written between beforeUnitForward(H) and afterUnitForward(H), into
 // grads[H] (untied) or grads[0] (tied: the head also READS unit 0, see layout.units[H].reads).
+// Vision units (after H) run first in forward and last in backward; a micro-batch without images
+// runs them on a dummy image (VeOmni's dummy forward, zero gradients) so every rank's collectives
+// stay in step.
 import type { Kernels } from "../kernels/index.ts";
-import { shiftLabels } from "../kernels/index.ts";
+import { ropeInvFreq, sectionedCosSin, shiftLabels } from "../kernels/index.ts";
 import type { MicroBatch } from "../data/batch.ts";
 import type { DecoderConfig } from "./config.ts";
 import type { ModelFamily } from "./registry.ts";
@@ -21,6 +27,8 @@ import { Embedding, LmHead } from "./blocks/embedding.ts";
 import { Rope } from "./blocks/rope.ts";
 import { DecoderLayer, type LayerSaved, type LayerScratch } from "./decoder_layer.ts";
 import { RouterStats } from "./blocks/router.ts";
+import { VisionTower } from "./vl/vision.ts";
+import { packedRopeIndex, type Pos3 } from "./vl/positions.ts";
 
 /** Called around each unit's compute; async allowed (all-gather params, reduce-scatter grads).
  *  Hooks may replace `model.params[u]` / `model.grads[u]` (same numel) before the unit runs.
@@ -39,6 +47,19 @@ export interface DecoderOptions {
   gradientCheckpointing: boolean;
   /** RoPE table length (positions < this); default max(maxTokens, max_position_embeddings). */
   maxPositions?: number;
+  /** train.freeze_vit: the vision tower runs forward only (no vision gradients are computed). */
+  freezeVision?: boolean;
+}
+
+/** Runs [start, length) of consecutive image tokens in a row (HF masked_scatter fills them in order). */
+export function imageRuns(ids: Int32Array, imageTokenId: number): [number, number][] {
+  const runs: [number, number][] = [];
+  for (let t = 0; t < ids.length; t++) {
+    if (ids[t] !== imageTokenId) continue;
+    if (runs.length && runs[runs.length - 1][0] + runs[runs.length - 1][1] === t) runs[runs.length - 1][1]++;
+    else runs.push([t, 1]);
+  }
+  return runs;
 }
 
 export class DecoderLM {
@@ -66,13 +87,28 @@ export class DecoderLM {
   private hostTargets: Int32Array;
   private pending: BatchInputs | null = null;
   private viewCache = new WeakMap<F32, Views>();
+  /** The vision tower (VL families), its image-token runs of the current row, M-RoPE inv_freq. */
+  readonly vision: VisionTower | null;
+  private runs: [number, number][] = [];
+  private mropeInv: Float32Array | null;
+  /** Every plan's hooks as one set, for the vision tower's units. */
+  private readonly allHooks: UnitHooks = {
+    beforeUnitForward: (u) => this.hook("beforeUnitForward", u),
+    afterUnitForward: (u) => this.hook("afterUnitForward", u),
+    beforeUnitBackward: (u) => this.hook("beforeUnitBackward", u),
+    afterUnitBackward: (u) => this.hook("afterUnitBackward", u),
+  };
 
   constructor(readonly k: Kernels, readonly config: DecoderConfig, readonly family: ModelFamily, readonly opts: DecoderOptions) {
     const c = config;
     const Tmax = opts.maxTokens;
     this.layout = decoderLayout(c);
     this.params = this.layout.units.map((u) => k.alloc([u.numel], "f32", { name: `${u.name}.params` }));
-    this.rope = new Rope(k, c.HS, c.ropeTheta, c.ropeScaling, opts.maxPositions ?? Math.max(Tmax, c.maxPositions));
+    // M-RoPE tables are per token (rows 0..T-1, rewritten per micro-batch); plain RoPE per position
+    this.rope = new Rope(k, c.HS, c.ropeTheta, c.ropeScaling, c.mm ? Tmax : opts.maxPositions ?? Math.max(Tmax, c.maxPositions));
+    this.mropeInv = c.mm ? ropeInvFreq({ dim: c.HS, theta: c.ropeTheta }) : null;
+    const vu = new Set(this.layout.visionUnits);
+    this.vision = c.vision ? new VisionTower(k, c.vision, this.layout.units.filter((u) => vu.has(u.index))) : null;
     this.emb = new Embedding(k, c);
     this.routerStats = c.moe ? new RouterStats(c.moe.E, c.moe.sparse.filter(Boolean).length) : null;
     this.layer = new DecoderLayer(k, c, this.rope, this.routerStats);
@@ -167,8 +203,9 @@ export class DecoderLM {
     return { normW: hv.get("model.norm.weight")!, weight };
   }
 
-  /** Upload one packed row; checks the contract of data/batch.ts at this edge. */
-  setBatch(mb: MicroBatch): BatchInputs {
+  /** Upload one packed row; checks the contract of data/batch.ts at this edge. M-RoPE models take
+   *  3-D positions (`pos3`, else get_rope_index per sample of the row) and use positions 0..T-1. */
+  setBatch(mb: MicroBatch, pos3?: Pos3): BatchInputs {
     const T = mb.inputIds.length;
     const S = mb.cuSeqlens.length - 1;
     const where = `model ${this.config.modelType}: micro-batch`;
@@ -182,19 +219,61 @@ export class DecoderLM {
     const tg = this.hostTargets.subarray(0, T);
     shiftLabels(tg, mb.labels);
     k.upload(b.ids, mb.inputIds);
-    k.upload(b.positions, mb.positionIds);
+    if (this.mropeInv) {
+      const c = this.config;
+      let p3 = pos3;
+      try {
+        p3 ??= packedRopeIndex(mb.inputIds, mb.cuSeqlens, mb.imageGridThw ?? null, c.vision!, c.mm!);
+      } catch (e) {
+        throw new Error(`${where}: ${(e as Error).message}`);
+      }
+      const tab = sectionedCosSin(this.mropeInv, [p3.t, p3.h, p3.w], c.mm!.mropeSection);
+      this.rope.setRows(tab.cos, tab.sin);
+      k.upload(b.positions, Int32Array.from({ length: T }, (_, i) => i));
+    } else {
+      k.upload(b.positions, mb.positionIds);
+    }
     k.upload(b.cuSeqlens, mb.cuSeqlens);
     k.upload(b.targets, tg);
     return b;
   }
 
-  /** Embedding and decoder layers (units 0..L) with their hooks; leaves resid[L] (T,C) for the head. */
-  private async trunkForward(b: BatchInputs): Promise<void> {
-    const { config: c } = this;
+  /** Vision units on the row's images (or a dummy image when it has none, see the header), with
+   *  their hooks. Returns the image features (n, C) for the image tokens, or null without images. */
+  private async visionForward(mb: MicroBatch): Promise<F32 | null> {
+    const v = this.vision;
+    if (!v) return null;
+    const c = this.config;
+    const where = `model ${c.modelType}: micro-batch`;
+    this.runs = imageRuns(mb.inputIds, c.mm!.imageTokenId);
+    const nTok = this.runs.reduce((a, r) => a + r[1], 0);
+    const ms = v.vc.mergeSize;
+    const real = mb.pixelValues && mb.pixelValues.length > 0;
+    if (!real && nTok > 0) throw new Error(`${where} has ${nTok} image tokens (image_token_id ${c.mm!.imageTokenId}) but no pixel_values`);
+    const grids = real ? mb.imageGridThw ?? new Int32Array(0) : Int32Array.of(1, ms, ms);
+    const pixels = real ? mb.pixelValues! : new Float32Array(ms * ms * v.vc.P);
+    let nFeat = 0;
+    for (let g = 0; g < grids.length; g += 3) nFeat += (grids[g] * grids[g + 1] * grids[g + 2]) / (ms * ms);
+    if (real && nFeat !== nTok) throw new Error(`${where}: image features and image tokens do not match: tokens ${nTok}, features ${nFeat} (image_grid_thw [${grids.join(",")}])`);
+    const out = await v.forward(this.params, this.allHooks, pixels, grids);
+    return real ? out : null;
+  }
+
+  /** Embedding and decoder layers (units 0..L) with their hooks; leaves resid[L] (T,C) for the head.
+   *  `img` (n, C): image features copied over the embeddings of the image-token runs. */
+  private async trunkForward(b: BatchInputs, img: F32 | null): Promise<void> {
+    const { k, config: c } = this;
     const T = b.T;
     await this.hook("beforeUnitForward", 0);
     this.emb.forward(this.resid[0].at(T), this.views(this.params[0], 0).get("model.embed_tokens.weight")!, b);
     await this.hook("afterUnitForward", 0);
+    if (img) {
+      let f = 0;
+      for (const [t0, n] of this.runs) {
+        k.copy(k.view(this.resid[0].full, t0 * c.C, [n * c.C]), k.view(img, f * c.C, [n * c.C]));
+        f += n;
+      }
+    }
     for (let l = 0; l < c.L; l++) {
       await this.hook("beforeUnitForward", l + 1);
       await this.layerForward(l, b);
@@ -213,7 +292,7 @@ export class DecoderLM {
     const T = b.T;
     const rs = grad ? this.routerStats : null; // evaluation forwards leave the step's stats alone
     rs?.beginMicroBatch();
-    await this.trunkForward(b);
+    await this.trunkForward(b, await this.visionForward(mb));
     if (rs) {
       const coef = c.moe!.outputRouterLogits ? c.moe!.routerAuxLossCoef : 0;
       rs.endMicroBatch(mb.validTokens * gradScale, coef);
@@ -232,7 +311,7 @@ export class DecoderLM {
     const { k, config: c } = this;
     const b = this.setBatch(mb);
     const T = b.T;
-    await this.trunkForward(b);
+    await this.trunkForward(b, await this.visionForward(mb));
     const H = this.headUnit;
     await this.hook("beforeUnitForward", H);
     const out = k.alloc([T, c.V], "f32", { shared: false, name: "logits" });
@@ -302,8 +381,19 @@ export class DecoderLM {
       await this.layer.backward(l, dres, this.views(grads[u], u), this.resid[l].at(T), this.views(this.params[u], u), s, this.scratch, b);
       await this.hook("afterUnitBackward", u);
     }
+    // image-token rows: their gradient goes to the vision tower, not to the embedding table
+    const v = this.vision;
+    const dImg = v && !this.opts.freezeVision ? v.dOut() : null;
+    let f = 0;
+    for (const [t0, n] of this.runs) {
+      const rows = k.view(this.dres.full, t0 * c.C, [n * c.C]);
+      if (dImg) k.copy(k.view(dImg, f * c.C, [n * c.C]), rows);
+      k.zero(rows);
+      f += n;
+    }
     await this.hook("beforeUnitBackward", 0);
     this.emb.backward(this.views(grads[0], 0).get("model.embed_tokens.weight")!, dres, b);
     await this.hook("afterUnitBackward", 0);
+    if (v && !this.opts.freezeVision) await v.backward(this.params, grads, this.allHooks);
   }
 }

@@ -1,8 +1,10 @@
 // Parameter layout, llm.c style: every parameter is a named view into ONE flat f32 buffer per
 // FSDP unit. Unit 0 = embeddings, units 1..L = decoder layers, unit L+1 = final norm (+ lm_head
-// when untied). Gradients and optimizer state mirror the same layout, so FSDP shards, gathers and
+// when untied); vision-language models append the vision tower's units after the head
+// (L+2 = patch_embed, then one per vision block, then the merger; see vl/layout.ts). Gradients and optimizer state mirror the same layout, so FSDP shards, gathers and
 // reduce-scatters whole units, and the optimizer runs over flat ranges.
 import type { DecoderConfig, MoeConfig } from "./config.ts";
+import { visionUnits } from "./vl/layout.ts";
 
 export type InitKind = "normal" | "zeros" | "ones";
 
@@ -37,9 +39,12 @@ export interface ParamLayout {
   totalNumel: number;
   /** Index of the head unit (final norm + lm_head). */
   headUnit: number;
+  /** Indices of the vision tower's units (empty for text models). */
+  visionUnits: number[];
 }
 
-class UnitBuilder {
+/** Builds one unit's parameter list (names, offsets, shapes) in order. */
+export class UnitBuilder {
   params: ParamEntry[] = [];
   numel = 0;
   constructor(readonly index: number) {}
@@ -105,10 +110,14 @@ export function decoderLayout(c: DecoderConfig): ParamLayout {
   head.add("model.norm.weight", [c.C], "ones");
   if (!c.tied) head.add("lm_head.weight", [c.V, c.C], "normal");
   finish(head, "head", c.tied ? [0] : []);
+  if (c.vision) units.push(...visionUnits(c.vision, c.L + 2));
 
   const byName = new Map<string, ParamEntry>();
   for (const u of units) for (const p of u.params) byName.set(p.name, p);
-  return { units, byName, totalNumel: units.reduce((a, u) => a + u.numel, 0), headUnit: c.L + 1 };
+  return {
+    units, byName, totalNumel: units.reduce((a, u) => a + u.numel, 0), headUnit: c.L + 1,
+    visionUnits: units.slice(c.L + 2).map((u) => u.index),
+  };
 }
 
 /** Every difference between the layout and a checkpoint's tensors (missing, unexpected, wrong

@@ -7,6 +7,7 @@ import { qwen2 } from "./qwen2/index.ts";
 import { qwen3 } from "./qwen3/index.ts";
 import { qwen2Moe } from "./qwen2_moe/index.ts";
 import { qwen3Moe } from "./qwen3_moe/index.ts";
+import { qwen25Vl, qwen2Vl } from "./vl/index.ts";
 
 export interface ModelFamily {
   modelType: string;
@@ -14,7 +15,7 @@ export interface ModelFamily {
   plan: ParallelPlan;
 }
 
-const FAMILIES = new Map<string, ModelFamily>([llama, qwen2, qwen3, qwen2Moe, qwen3Moe].map((f) => [f.modelType, f]));
+const FAMILIES = new Map<string, ModelFamily>([llama, qwen2, qwen3, qwen2Moe, qwen3Moe, qwen2Vl, qwen25Vl].map((f) => [f.modelType, f]));
 
 export function supportedModelTypes(): string[] {
   return [...FAMILIES.keys()].sort();

@@ -16,6 +16,15 @@ export class Rope {
     k.upload(this.sin, t.sin);
   }
 
+  /** M-RoPE: per-token tables (T, HS/2) (kernels sectionedCosSin) into rows 0..T-1, to be used
+   *  with positions 0..T-1. */
+  setRows(cos: Float32Array, sin: Float32Array): void {
+    const n = cos.length;
+    if (n > this.cos.numel) throw new Error(`rope: ${n / (this.HS / 2)} per-token rows exceed the table's ${this.P}`);
+    this.k.upload(n === this.cos.numel ? this.cos : this.k.view(this.cos, 0, [n]), cos);
+    this.k.upload(n === this.sin.numel ? this.sin : this.k.view(this.sin, 0, [n]), sin);
+  }
+
   // out (T,NH,HS) <- inp (T,NH,HS) rotated by positions (T); out may alias inp
   forward(out: F32, inp: F32, positions: I32, T: number, NH: number): void {
     this.k.ropeForward(out, inp, this.cos, this.sin, positions, T, NH, this.HS);

@@ -31,8 +31,39 @@ function copyFixture(dir: string, name: string, cfg?: (c: Record<string, unknown
 test("unknown model_type lists the supported ones", () => {
   withTemp((dir) => {
     copyFixture(dir, "qwen2-tiny", (c) => (c.model_type = "gpt_neox"));
-    expect(() => loadPretrained(k, dir, opts)).toThrow(/config\.json: model_type "gpt_neox" is not supported \(supported: llama, qwen2, qwen2_moe, qwen3, qwen3_moe\)/);
+    expect(() => loadPretrained(k, dir, opts)).toThrow(/config\.json: model_type "gpt_neox" is not supported \(supported: llama, qwen2, qwen2_5_vl, qwen2_moe, qwen2_vl, qwen3, qwen3_moe\)/);
   });
+});
+
+test("VL configs: a missing vision_config, bad mrope_section, a merger width unlike the text's, each named", () => {
+  const cases: [(c: Record<string, any>) => void, RegExp][] = [
+    [(c) => delete c.vision_config, /config\.json: "vision_config" is required for model_type qwen2_vl/],
+    [(c) => (c.rope_scaling.mrope_section = [2, 3, 4]), /rope_scaling\.mrope_section \[2,3,4\] must sum to head_dim \/ 2 = 8/],
+    [(c) => delete c.rope_scaling, /rope_scaling\.mrope_section must be 3 non-negative integers/],
+    [(c) => (c.vision_config.hidden_size = 48), /vision_config: merger output 48 must equal the text hidden_size 32/],
+    [(c) => (c.vision_config.hidden_act = "gelu"), /vision_config: hidden_act "gelu" is not supported for qwen2_vl \(expected quick_gelu\)/],
+    [(c) => delete c.image_token_id, /config\.json: "image_token_id" must be a non-negative integer/],
+  ];
+  for (const [edit, want] of cases) {
+    withTemp((dir) => {
+      copyFixture(dir, "qwen2-vl-tiny", edit);
+      expect(() => loadPretrained(k, dir, opts)).toThrow(want);
+    });
+  }
+});
+
+test("VL rows: image tokens without pixel_values, and features that do not match the tokens, are named", async () => {
+  const model = loadPretrained(k, `${FIXTURES}qwen2-vl-tiny`, opts);
+  const ids = Int32Array.from([5, 120, 122, 122, 121, 7]);
+  const row = { inputIds: ids, labels: ids, positionIds: Int32Array.from([0, 1, 2, 3, 4, 5]), cuSeqlens: Int32Array.from([0, 6]), validTokens: 5 };
+  await expect(model.logits(row)).rejects.toThrow(/micro-batch: image_grid_thw has 0 rows; the input ids hold more images/);
+  await expect(model.logits({ ...row, imageGridThw: Int32Array.from([1, 2, 4]) }))
+    .rejects.toThrow(/micro-batch has 2 image tokens \(image_token_id 122\) but no pixel_values/);
+  const grid = Int32Array.from([1, 2, 4]); // 8 patches -> 2 features: matches; [1, 2, 2] -> 1 feature: does not
+  await expect(model.logits({ ...row, pixelValues: new Float32Array(4 * 1176), imageGridThw: Int32Array.from([1, 2, 2]) }))
+    .rejects.toThrow(/image features and image tokens do not match: tokens 2, features 1/);
+  await expect(model.logits({ ...row, pixelValues: new Float32Array(7 * 1176), imageGridThw: grid }))
+    .rejects.toThrow(/vision: pixel_values hold 7 rows of 1176; image_grid_thw needs 8 patches/);
 });
 
 test("shape mismatch lists every differing tensor before reading data", () => {
