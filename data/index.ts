@@ -13,5 +13,5 @@ export {
   resizeForModel, smartResize, stackImages, type PreprocessedImages, type PreprocessorConfig, type ResizedImage,
 } from "./images/index.ts";
 export {
-  countPlaceholders, expandImageTokens, IMAGE_PLACEHOLDER, loadVisionOptions, tokenizeWithImages, type VisionOptions,
+  countPlaceholders, expandImageTokens, IMAGE_PLACEHOLDER, loadVisionOptions, qwen2vlChatPrompt, tokenizeWithImages, type VisionOptions,
 } from "./multimodal.ts";

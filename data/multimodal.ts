@@ -139,6 +139,18 @@ export function expandImageTokens(ids: Int32Array, labels: Int32Array, tokensPer
   return { ids: Int32Array.from(outIds), labels: Int32Array.from(outLabels) };
 }
 
+/** For the inference CLI: what Qwen2-VL's chat template (tokenizer_config.json) renders for one
+ *  user turn of `nImages` images then the text, with add_generation_prompt: the default system
+ *  message, the images first, the prompt as is, then "<|im_start|>assistant\n". Each image is
+ *  left as an "<image>" placeholder for tokenizeWithImages; a prompt that already holds
+ *  `nImages` placeholders keeps them where they are. */
+export function qwen2vlChatPrompt(prompt: string, nImages: number): string {
+  const have = countPlaceholders(prompt);
+  if (have !== 0 && have !== nImages) throw new Error(`${have} ${IMAGE_PLACEHOLDER} placeholder(s) in the prompt but ${nImages} image(s)`);
+  const user = have ? prompt : IMAGE_PLACEHOLDER.repeat(nImages) + prompt;
+  return `<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n${user}<|im_end|>\n<|im_start|>assistant\n`;
+}
+
 /** For the inference CLI: chat text with "<image>" placeholders -> ids, with each image's
  *  tokens in place (labels dropped). */
 export function tokenizeWithImages(text: string, encode: (s: string) => number[], grids: ArrayLike<number>, pp: PreprocessorConfig, v: VisionOptions): number[] {

@@ -7,8 +7,8 @@ import { copyFileSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parquetWriteBuffer } from "hyparquet-writer";
 import {
-  createDataLoader, DataLoaderWorker, IGNORE_INDEX, initImageDecoders, loadTokenizer, loadVisionOptions, makeTemplate, preprocessImages,
-  resolveTokenizer, tokenizeWithImages, type MicroBatch,
+  createDataLoader, DataLoaderWorker, expandImageTokens, IGNORE_INDEX, initImageDecoders, loadTokenizer, loadVisionOptions, makeTemplate,
+  preprocessImages, qwen2vlChatPrompt, resolveTokenizer, tokenizeWithImages, type MicroBatch,
 } from "../../data/index.ts";
 import { cfg, tempDir } from "./helpers.ts";
 
@@ -254,6 +254,23 @@ test("data-sim: images counted per step; a run resumed from saved states repeats
   expect(full.every((l) => / images [1-9]\d* /.test(l))).toBe(true);
   expect(sim(["--load-state", st])).toEqual(full.slice(4));
 }, 60_000);
+
+test("inference prompt: Qwen2-VL's chat template with its generation prompt, images first; token expansion; mismatches named", async () => {
+  const pp = vision().preprocessor!;
+  const ref = await preprocessImages([join(FIX, "fit56x84.png"), join(FIX, "grey.png")], pp);
+  const text = qwen2vlChatPrompt("Compare them.", 2);
+  const img = (n: number) => "<|vision_start|>" + "<|image_pad|>".repeat(n) + "<|vision_end|>";
+  // the Jinja template of Qwen2-VL-Instruct renders {"type": "image"} items as the vision block, text as is
+  const hf = `<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n${img(6)}${img(4)}Compare them.<|im_end|>\n<|im_start|>assistant\n`;
+  expect(tokenizeWithImages(text, (s) => tk.encode(s), ref.imageGridThw, pp, vision())).toEqual(tk.encode(hf));
+  expect(qwen2vlChatPrompt("a <image> b <image>", 2)).toContain("user\na <image> b <image><|im_end|>");
+  expect(() => qwen2vlChatPrompt("a <image>", 2)).toThrow(/1 <image> placeholder\(s\) in the prompt but 2 image\(s\)/);
+  expect(() => tokenizeWithImages("<image>", (s) => tk.encode(s), ref.imageGridThw, pp, vision())).toThrow(/1 <image> placeholder\(s\) in the prompt but 2 image\(s\)/);
+  // --infer.input_ids with one placeholder token per image
+  const x = expandImageTokens(Int32Array.from([5, VS, PAD, VE, VS, PAD, VE, 6]), Int32Array.from([5, VS, PAD, VE, VS, PAD, VE, 6]), ref.tokensPerImage, vision());
+  if (typeof x === "string") throw new Error(x);
+  expect(Array.from(x.ids)).toEqual([5, VS, ...Array(6).fill(PAD), VE, VS, ...Array(4).fill(PAD), VE, 6]);
+});
 
 test("qwen2_vl template keeps a given system message", () => {
   const t = makeTemplate("qwen2_vl", { bosToken: null, eosToken: "<|im_end|>", tokenizerTemplate: null });

@@ -3,7 +3,7 @@
 # Qwen2VLImageProcessor does per image (open().convert("RGB"), smart_resize, PIL bicubic,
 # rescale, normalize, repeat, reshape/permute), one thread. Prints one JSON object.
 # usage: /usr/bin/python3 tools/bench/images_ref.py DIR REPS make|time
-import io, json, math, os, sys, time
+import hashlib, io, json, math, os, sys, time
 import numpy as np
 from PIL import Image
 
@@ -55,5 +55,6 @@ for name, (w, h), fmt in [("640x480.jpg", (640, 480), "JPEG"), ("1280x960.jpg", 
     for _ in range(reps):
         r = process(f)
     dt = (time.perf_counter() - t) / reps
-    cases.append({"file": name, "ms": dt * 1000, "patches": r.shape[0], "sum": float(r.astype(np.float64).sum())})
+    cases.append({"file": name, "ms": dt * 1000, "patches": r.shape[0], "sum": float(r.astype(np.float64).sum()),
+                  "sha256": hashlib.sha256(r.astype("<f4").tobytes()).hexdigest()})
 print(json.dumps({"pil": Image.__version__, "numpy": np.__version__, "cases": cases}))
