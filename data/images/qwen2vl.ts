@@ -54,6 +54,9 @@ export function parsePreprocessorConfig(j: Record<string, any>, where = "preproc
     rescaleFactor: num("rescale_factor", 1 / 255),
     doResize: j.do_resize ?? true, doRescale: j.do_rescale ?? true, doNormalize: j.do_normalize ?? true,
   };
+  // PILImageResampling: 3 = BICUBIC, the processor's default and the only filter implemented here
+  if (j.resample != null && j.resample !== 3) throw new Error(`${where}: 'resample' ${JSON.stringify(j.resample)} is not implemented; only 3 (PIL bicubic, Qwen2-VL's) is`);
+  if (j.do_convert_rgb === false) throw new Error(`${where}: 'do_convert_rgb' false is not implemented (images are always read as RGB)`);
   if (cfg.minPixels > cfg.maxPixels) throw new Error(`${where}: min_pixels ${cfg.minPixels} > max_pixels ${cfg.maxPixels}`);
   return cfg;
 }

@@ -58,6 +58,8 @@ describe("smart_resize (transformers)", () => {
     expect(parsePreprocessorConfig({})).toMatchObject({ minPixels: 3136, maxPixels: 1003520, patchSize: 14, mergeSize: 2, temporalPatchSize: 2 });
     expect(() => parsePreprocessorConfig({ image_mean: [1, 2] }, "m/preprocessor_config.json")).toThrow(/m\/preprocessor_config.json: 'image_mean' must be 3 numbers/);
     expect(() => parsePreprocessorConfig({ patch_size: 0 })).toThrow(/'patch_size' must be a positive number/);
+    expect(() => parsePreprocessorConfig({ resample: 2 })).toThrow(/'resample' 2 is not implemented; only 3 \(PIL bicubic/);
+    expect(parsePreprocessorConfig({ resample: 3, rescale_factor: 0.00392156862745098 }).rescaleFactor).toBe(1 / 255);
   });
 });
 
