@@ -32,6 +32,7 @@ export function buildModel(k: Kernels, config: Config): DecoderLM {
   const opts = {
     maxTokens: config.train.micro_batch_size * config.data.max_seq_len,
     gradientCheckpointing: config.train.enable_gradient_checkpointing,
+    freezeVision: config.train.freeze_vit,
   };
   if (config.model.model_path) return loadPretrained(k, config.model.model_path, opts);
   if (config.model.config_path) return initModelFromConfig(k, config.model.config_path, config.train.seed, opts);
@@ -84,6 +85,7 @@ export async function buildTraining(config: Config, o: BuildOptions): Promise<Tr
   const trainer = new Trainer(model, {
     schedule: { lr: t.lr, lr_min: t.lr_min, lr_start: t.lr_start, train_steps: totalSteps, lr_warmup_ratio: t.lr_warmup_ratio, lr_decay_style: t.lr_decay_style, lr_decay_ratio: t.lr_decay_ratio },
     weightDecay: t.weight_decay, maxGradNorm: t.max_grad_norm, collectives: plan.collectives, shards: plan.shards,
+    vitLr: t.vit_lr,
   });
   return { k, threads, model, plan, loader, trainer, totalSteps, peakFlops: k.backend === "cpu" ? cpuPeakFlops(threads) : 0 };
 }

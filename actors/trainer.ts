@@ -7,6 +7,9 @@
 // the whole global step, all ranks), so the accumulated gradient is the exact token mean.
 // AdamW as torch.optim.AdamW: betas (0.9, 0.95), eps 1e-8, decoupled weight decay on matrices
 // (linears, embeddings) only; clip_grad_norm_(max_grad_norm) on the global norm first.
+// Vision-language models: a frozen vision tower (train.freeze_vit) is outside the optimizer and the
+// grad norm (torch: requires_grad False); train.vit_lr gives the vision units their own peak lr,
+// following the same schedule shape (lr_t * vit_lr / lr, as a per-group base lr under LambdaLR).
 import { clipCoefficient, lrAt, type Kernels, type LrScheduleOptions, type Tensor } from "../kernels/index.ts";
 import type { MicroBatch } from "../data/batch.ts";
 import type { DecoderLM } from "../models/index.ts";
@@ -23,6 +26,8 @@ export interface TrainerOptions {
   eps?: number;
   collectives?: StepCollectives;
   shards?: OptimizerShards;
+  /** train.vit_lr: peak lr of the vision units (null/absent: schedule.lr). */
+  vitLr?: number | null;
 }
 
 export interface TrainerMetrics {
@@ -48,7 +53,7 @@ export interface TrainerMetrics {
 }
 
 /** A contiguous run of one unit's owned slice with one weight-decay setting (offset in the slice). */
-interface Segment { unit: number; offset: number; numel: number; decay: boolean }
+interface Segment { unit: number; offset: number; numel: number; decay: boolean; vision: boolean }
 
 export class Trainer {
   readonly k: Kernels;
@@ -62,6 +67,8 @@ export class Trainer {
   private sqBuf: F32;
   private comm: StepCollectives;
   private shards: OptimizerShards;
+  /** Units the optimizer updates (all but a frozen vision tower's). */
+  private trainable: number[];
 
   constructor(readonly model: DecoderLM, readonly opts: TrainerOptions) {
     const k = (this.k = model.k);
@@ -73,14 +80,17 @@ export class Trainer {
     this.lossBuf = k.alloc([1], "f32", { shared: false, name: "loss" });
     this.sqBuf = k.alloc([1], "f32", { shared: false, name: "grad_sumsq" });
     this.comm = opts.collectives ?? SINGLE_PROCESS;
-    for (const u of model.layout.units) {
+    this.trainable = model.trainableUnits;
+    const vision = new Set(model.layout.visionUnits);
+    for (const ui of this.trainable) {
+      const u = model.layout.units[ui];
       const lo = slices[u.index].start, hi = lo + slices[u.index].param.numel;
       for (const p of u.params) {
         const a = Math.max(lo, p.offset), b = Math.min(hi, p.offset + p.numel); // parameter ∩ owned slice
         if (a >= b) continue;
         const last = this.segments[this.segments.length - 1];
         if (last && last.unit === u.index && last.decay === p.decay) last.numel += b - a;
-        else this.segments.push({ unit: u.index, offset: a - lo, numel: b - a, decay: p.decay });
+        else this.segments.push({ unit: u.index, offset: a - lo, numel: b - a, decay: p.decay, vision: vision.has(u.index) });
       }
     }
   }
@@ -100,7 +110,7 @@ export class Trainer {
     }
     await comm.syncGrads(model); // collective: DDP all-reduce / FSDP reduce-scatter
     const slices = model.layout.units.map((u) => this.shards.slice(u.index));
-    k.sumSquares(this.sqBuf, slices.map((s) => s.grad));
+    k.sumSquares(this.sqBuf, this.trainable.map((u) => slices[u].grad));
     const gradNorm = Math.sqrt(await comm.allReduceSum((await k.read(this.sqBuf))[0])); // sync + collective
     const lr = lrAt(step, this.opts.schedule);
     this.adamw(slices, lr, clipCoefficient(gradNorm, this.opts.maxGradNorm));
@@ -122,10 +132,11 @@ export class Trainer {
   private adamw(slices: { param: F32; grad: F32 }[], lr: number, gradScale: number): void {
     const { k, opts } = this;
     const t = ++this.optimizerSteps;
+    const vitLr = opts.vitLr == null ? lr : (lr * opts.vitLr) / opts.schedule.lr;
     for (const s of this.segments) {
       const at = (f: F32) => (s.numel === f.numel ? f : k.view(f, s.offset, [s.numel]));
       k.adamw(at(slices[s.unit].param), at(slices[s.unit].grad), at(this.m[s.unit]), at(this.v[s.unit]), {
-        lr, beta1: opts.beta1 ?? 0.9, beta2: opts.beta2 ?? 0.95, eps: opts.eps ?? 1e-8,
+        lr: s.vision ? vitLr : lr, beta1: opts.beta1 ?? 0.9, beta2: opts.beta2 ?? 0.95, eps: opts.eps ?? 1e-8,
         weightDecay: s.decay ? opts.weightDecay : 0, step: t, gradScale,
       });
     }

@@ -100,6 +100,10 @@ export const TrainSchema = z.strictObject({
   profile_profile_memory: z.boolean().default(true),
   profile_with_stack: z.boolean().default(true),
   max_steps: posInt().nullable().default(null),
+  /** ours (VeOmni's VL recipes): vision-language models keep the vision tower fixed (forward only, no optimizer state). */
+  freeze_vit: z.boolean().default(false),
+  /** ours: peak learning rate of the vision tower (same schedule shape as train.lr); null: train.lr. */
+  vit_lr: z.number().positive().nullable().default(null),
 });
 
 export const InferSchema = z.strictObject({

@@ -134,6 +134,21 @@ export class DecoderLM {
     return this.layout.headUnit;
   }
 
+  /** Units whose gradients backward computes, in backward order: head, layers L..1, embeddings,
+   *  then (VL, unless train.freeze_vit) merger, vision blocks, patch_embed. */
+  get backwardUnits(): number[] {
+    const c = this.config;
+    const order = [this.headUnit, ...Array.from({ length: c.L }, (_, l) => c.L - l), 0];
+    if (this.vision && !this.opts.freezeVision) order.push(...[...this.layout.visionUnits].reverse());
+    return order;
+  }
+
+  /** Units the optimizer updates: all but a frozen vision tower's. */
+  get trainableUnits(): number[] {
+    const frozen = new Set(this.opts.freezeVision ? this.layout.visionUnits : []);
+    return this.layout.units.map((u) => u.index).filter((u) => !frozen.has(u));
+  }
+
   /** Add one plan's hooks beside those already there (FSDP, a scheduler yield, ...); never replaces. */
   addHooks(h: UnitHooks): void {
     this.hookSets.push(h);

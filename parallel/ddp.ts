@@ -15,12 +15,13 @@ export class Ddp implements StepCollectives {
 
   constructor(private model: DecoderLM, private world: CommGroup) {
     const grads = model.allocGrads();
+    const last = model.backwardUnits.at(-1); // a micro-batch's backward ends with this unit
     for (const g of grads) if (!(g.host?.buffer instanceof SharedArrayBuffer)) throw new Error(`ddp: grads of ${g.shape} are not SharedArrayBuffer-backed (cpu backend needed)`);
     model.addHooks({
       afterUnitBackward: (u) => {
-        // unit 0's backward is the last of a micro-batch (order: head, L..1, 0)
+        // order: head, L..1, 0 (then the vision units of VL models; see model.backwardUnits)
         if (this.micro === this.nMicro - 1) this.pending.push(this.world.allReduce(model.grads![u].host as Float32Array));
-        if (u === 0) this.micro++;
+        if (u === last) this.micro++;
       },
     });
   }

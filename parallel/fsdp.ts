@@ -47,6 +47,10 @@ export class Fsdp implements StepCollectives, OptimizerShards {
   private afterSync = false;
   private readonly H: number;
   private readonly tied: boolean;
+  /** The unit computed after u in forward / backward order (prefetch targets; VL vision units
+   *  run before unit 0 in forward and after it in backward, see model.backwardUnits). */
+  private readonly fwdNext = new Map<number, number>();
+  private readonly bwdNext = new Map<number, number>();
 
   constructor(
     private k: Kernels,
@@ -60,6 +64,10 @@ export class Fsdp implements StepCollectives, OptimizerShards {
     const i = shard.rank;
     this.H = model.headUnit;
     this.tied = model.layout.units[this.H].reads.includes(0);
+    const fwd = [...model.layout.visionUnits, ...Array.from({ length: this.H + 1 }, (_, u) => u)];
+    const bwd = model.backwardUnits;
+    fwd.forEach((u, i) => i + 1 < fwd.length && this.fwdNext.set(u, fwd[i + 1]));
+    bwd.forEach((u, i) => i + 1 < bwd.length && this.bwdNext.set(u, bwd[i + 1]));
     this.units = model.layout.units.map((lu) => {
       const n = Math.ceil(lu.numel / S);
       const u: Unit = {
@@ -139,7 +147,8 @@ export class Fsdp implements StepCollectives, OptimizerShards {
       this.acquireGrad(u); // the head writes lm_head / norm grads from its forward on
       if (this.tied) this.acquireGrad(0);
     }
-    if (this.o.prefetch && u < this.H) this.gatherParams(u + 1);
+    const next = this.fwdNext.get(u);
+    if (this.o.prefetch && next !== undefined) this.gatherParams(next);
     await this.units[u].gather; // wait on peers: this unit's all-gather
     if (u === this.H && this.tied) await this.units[0].gather;
   }
@@ -156,7 +165,8 @@ export class Fsdp implements StepCollectives, OptimizerShards {
     // unit 0's backward (embedding) reads no params; the head and layers do
     if (u !== 0) this.gatherParams(u);
     if (u !== this.H) this.acquireGrad(u);
-    if (this.o.prefetch && u > 1) this.gatherParams(u - 1);
+    const next = this.bwdNext.get(u);
+    if (this.o.prefetch && next !== undefined && next !== 0) this.gatherParams(next); // unit 0's backward reads no params
     if (u !== 0) await this.units[u].gather; // wait on peers
   }
 

@@ -118,3 +118,28 @@ for (const name of ["qwen2-vl-tiny", "qwen2_5-vl-tiny"]) {
     });
   });
 }
+
+test("train.vit_lr: the vision units step with their own lr (AdamW's first step moves each entry by ~lr)", async () => {
+  const dir = `${FIXTURES}qwen2-vl-tiny`;
+  const ref = new SafetensorsFile(`${dir}/expected.safetensors`);
+  const mbs = rows("qwen2-vl-tiny", ref);
+  const model = loadPretrained(k, dir, OPTS);
+  const before = new Map<string, Float32Array>();
+  for (const p of model.layout.byName.keys()) before.set(p, await k.read(model.param(p)));
+  const lr = 1e-2;
+  const trainer = new Trainer(model, {
+    schedule: { lr, lr_min: 0, lr_start: 0, train_steps: 1, lr_warmup_ratio: 0, lr_decay_style: "constant", lr_decay_ratio: 1 },
+    weightDecay: 0, maxGradNorm: 1, vitLr: lr / 10,
+  });
+  await trainer.step(0, mbs);
+  let vis = 0, text = 0;
+  for (const [p, b] of before) {
+    const d = maxAbsDiff(await k.read(model.param(p)), b);
+    if (p.startsWith("visual.")) vis = Math.max(vis, d);
+    else text = Math.max(text, d);
+  }
+  expect(vis).toBeGreaterThan(0.9e-3);
+  expect(vis).toBeLessThan(1.01e-3);
+  expect(text).toBeGreaterThan(0.9e-2);
+  expect(text).toBeLessThan(1.01e-2);
+});
