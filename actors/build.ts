@@ -8,6 +8,7 @@ import type { Comm } from "../mesh/index.ts";
 import { initModelFromConfig, loadPretrained, type DecoderLM } from "../models/index.ts";
 import { parallelize, type Parallelism } from "../parallel/index.ts";
 import { Trainer } from "./trainer.ts";
+import { tokenizerSource } from "./preflight.ts";
 
 /** Peak f32 FLOP/s of the CPU backend: ~100 GFLOP/s per thread (FMA peak measured on this machine kind). */
 export function cpuPeakFlops(threads: number): number {
@@ -78,7 +79,7 @@ export async function buildTraining(config: Config, o: BuildOptions): Promise<Tr
   const dataCfg = t.max_steps != null ? { ...config, train: { ...t, num_train_epochs: Number.MAX_SAFE_INTEGER } } : config;
   const loader = await DataLoaderWorker.start(dataCfg, {
     dpRank: plan.dataRank, dpSize: plan.dataSize, vocabSize: c.V,
-    tokenizerPath: config.model.tokenizer_path ?? config.model.model_path ?? null, log: o.logger,
+    tokenizerPath: tokenizerSource(config), log: o.logger,
     vision: loadVisionOptions(config.model.config_path, config.model.model_path), // null for a text model
   }, { prefetch: Math.max(1, config.data.prefetch_factor) });
   const totalSteps = t.max_steps ?? loader.info.trainSteps;

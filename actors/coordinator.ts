@@ -17,12 +17,14 @@ import { PROTOCOL_VERSION, decodeToCoordinator, encode, subjects, type PeerInfo,
 import { Rendezvous } from "./rendezvous.ts";
 import { LocalWorkers } from "./spawn.ts";
 import { MetricsSink, mergeStep, type MetricsLine } from "./metrics.ts";
+import { RunView } from "./run_view.ts";
 import { decide, describe, precedence, type Failure } from "./supervision.ts";
 
 /** How long the first failure of an attempt waits for a better headline (see precedence). */
 const SETTLE_MS = 500;
 import { Commits } from "./commits.ts";
 import { markOrphanedJobs } from "./orphans.ts";
+import { writeJobCopy } from "./job_copy.ts";
 import { resolveLoadPath } from "../checkpoint/index.ts";
 
 export interface RunJobOptions {
@@ -30,8 +32,9 @@ export interface RunJobOptions {
   runner?: string;
   /** abort = Ctrl-C (the coordinator also handles SIGINT/SIGTERM itself while the job runs). */
   signal?: AbortSignal;
-  /** progress line on stderr; default: stderr is a TTY. */
-  progress?: boolean;
+  /** what a person at the command line sees (run_view.ts); default: none of it (tests, embedding).
+   *  TensorBoard event files are written whatever this says. */
+  view?: { progress?: boolean; plots?: boolean; summary?: boolean };
   /** called once the job exists in KV (tests read the KV record while the job runs). */
   onStarted?: (info: JobInfo) => void | Promise<void>;
   /** awaited after each step's metrics line and KV update, before the next step (checkpoint commits, tests). */
@@ -93,9 +96,12 @@ export async function runJob(config: Config, logger: Logger, opts: RunJobOptions
   let state!: JobState;
   let stateRec!: CasRecord<JobState>;
   // All writes of <job>.state go through one mailbox: CAS writes must not race each other.
-  const stateWriter = new Actor<JobState, void>("job-state", (st) =>
-    retrying(`write ${keys.state(job)}`, () => stateRec.writeOwned({ ...st, updated_at: new Date().toISOString() }, (cur) => cur.coordinator.pid === process.pid && cur.coordinator.host === hostname()), 60_000),
-  );
+  // Each write is mirrored to OUTPUT_DIR/job.json (`bun run jobs --dir` reads it once the server is gone).
+  const stateWriter = new Actor<JobState, void>("job-state", async (st) => {
+    const rec = { ...st, updated_at: new Date().toISOString() };
+    await retrying(`write ${keys.state(job)}`, () => stateRec.writeOwned(rec, (cur) => cur.coordinator.pid === process.pid && cur.coordinator.host === hostname()), 60_000);
+    if (config.train.output_dir) writeJobCopy(config.train.output_dir, rec);
+  });
   let exitCode = 0;
   let run: JobRun | null = null;
   try {
@@ -217,6 +223,10 @@ class JobRun {
   private currentCmd: Uint8Array | null = null;
   private timers: ReturnType<typeof setInterval>[] = [];
   private watches: Array<{ stop(): void }> = [];
+  /** checkpoints committed by this run, and what to do after each (redraw the plots). */
+  private committed = 0;
+  private onCommitted: () => void = () => {};
+  private view: RunView | null = null;
 
   constructor(
     private nc: NatsConnection,
@@ -244,7 +254,9 @@ class JobRun {
       this.commits = new Commits(this.config, out, l.world_size, this.state.epoch, this.log,
         async (relDir) => {
           this.state.last_checkpoint = relDir;
+          this.committed++;
           await this.writeState();
+          this.onCommitted();
         },
         // rank -1: the commit itself failed here (metadata.json could not be written)
         (rank, step, error) => this.raise(rank < 0 ? { kind: "refused", error } : { kind: "reported", rank, step, error: `checkpoint save failed: ${error}` }),
@@ -278,7 +290,10 @@ class JobRun {
       this.state.phase = "running";
       await this.writeState();
       this.log.info({ peers: peers.map((p) => p.addr), steps: total, start, resumeFrom }, "rendezvous done; running");
-      const sink = new MetricsSink(this.config.train.output_dir, this.opts.progress ?? process.stderr.isTTY === true, () => total);
+      const sink = new MetricsSink(this.config.train.output_dir);
+      const v = this.opts.view ?? {};
+      const view = (this.view = new RunView(this.config, total, start, this.log, { progress: v.progress ? (process.stderr.isTTY ? "tty" : "lines") : "off" }));
+      this.onCommitted = () => void (v.plots && view.plot());
       for (let s = start; s < total; s++) {
         const t0 = performance.now();
         const save = saving && this.commits!.due(s + 1, total);
@@ -286,17 +301,19 @@ class JobRun {
         const reports = await this.runStep(s, save);
         const m = mergeStep(s, reports, (performance.now() - t0) / 1000);
         sink.write(m);
+        view.step(m);
         this.state.step = m.step;
         this.state.loss = m.loss;
         this.state.tokens_per_s = m.tokens_per_s;
         await this.writeState();
         await this.opts.onStep?.(m, this.info);
       }
-      sink.end();
+      let hfDir: string | null = null;
       if (saving) {
         await this.commits!.drain(); // wait on ranks: saves still being written
-        this.commits!.exportHf(total);
+        hfDir = this.commits!.exportHf(total);
       }
+      await view.end({ plots: v.plots === true, summary: v.summary === true, lastCheckpoint: this.state.last_checkpoint, checkpoints: this.committed, hfDir });
     } finally {
       this.close();
     }
@@ -304,6 +321,7 @@ class JobRun {
 
   /** Stop timers, watches and subscriptions (also when a failure abandons execute()). */
   close(): void {
+    this.view?.close();
     for (const t of this.timers) clearInterval(t);
     for (const w of this.watches) w.stop();
     for (const s of this.subs) s.unsubscribe();

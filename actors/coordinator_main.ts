@@ -1,33 +1,83 @@
 // `bun run coordinator --config x.yaml [--group.field value ...]`: validates the whole
-// configuration before anything starts, writes output_dir/veomni_cli.yaml, then runs the job.
-import { ConfigError, loadConfig, makeLogger, writeResolvedConfig, type Logger } from "../configs/index.ts";
+// configuration and checks the model, data and tokenizer it names (actors/preflight.ts) before
+// anything starts, writes output_dir/veomni_cli.yaml, then runs the job. Errors a user can fix
+// are one line naming the field; a stack trace is only for our own bugs.
+import { ConfigError, GROUPS, loadConfig, makeLogger, writeResolvedConfig, type Config, type Logger } from "../configs/index.ts";
+import { configYaml, fieldsHelp } from "../configs/help.ts";
 import { runJob } from "./coordinator.ts";
+import { preflightTrain } from "./preflight.ts";
+import { connectNats } from "./nats.ts";
+import { UserError, natsConnectError } from "./cli_errors.ts";
+
+const HELP = `usage: bun run coordinator --config FILE [--group.field VALUE ...] [--print-config]
+
+Trains the model the configuration names: starts an embedded nats-server (unless launch.nats is
+set), launch.world_size local workers (launch.local_workers of them when NATS is external), and
+runs train.max_steps (or the data's) optimizer steps. Everything is checked before anything starts.
+
+  --config FILE        VeOmni-style YAML with the groups ${GROUPS.join(", ")}
+  --group.field VALUE  override one field (also --group.field=VALUE), parsed to the field's type
+  --print-config       print the resolved configuration (defaults filled in) and exit
+  --help               this text
+
+Writes OUTPUT_DIR/metrics.jsonl, logs/, plots/, tensorboard/, veomni_cli.yaml and checkpoints/.
+The NATS token of an external server: --launch.nats_token T or VEOMNI_NATS_TOKEN.
+What each field does: docs/config.md. Fields:
+`;
+
+const say = (m: string) => console.error(`veomni-ts coordinator: ${m}`);
 
 async function main(argv: string[]): Promise<number> {
+  if (argv.includes("--help") || argv.includes("-h")) {
+    console.log(HELP + fieldsHelp());
+    return 0;
+  }
+  const printConfig = argv.includes("--print-config");
   let loaded;
   try {
-    loaded = loadConfig(argv, "train");
+    loaded = loadConfig(argv.filter((a) => a !== "--print-config"), "train");
   } catch (e) {
     if (e instanceof ConfigError) {
-      console.error(`veomni-ts coordinator: ${e.message}`);
+      say(e.message);
       return 2;
     }
     throw e;
   }
   const { config, rest } = loaded;
   if (rest.length > 0) {
-    console.error(`veomni-ts coordinator: unexpected argument(s) ${rest.join(" ")} (expected --config FILE and --group.field VALUE)`);
+    say(`unexpected argument(s) ${rest.join(" ")} (expected --config FILE and --group.field VALUE; see --help)`);
     return 2;
   }
+  if (printConfig) {
+    process.stdout.write(configYaml(config));
+    return 0;
+  }
+  if (config.launch.nats !== null && config.launch.nats_token === null && Bun.env.VEOMNI_NATS_TOKEN) config.launch.nats_token = Bun.env.VEOMNI_NATS_TOKEN;
+
+  const pre = await preflightTrain(config);
+  for (const w of pre.warnings) say(`warning: ${w}`);
+  if (pre.problems.length > 0) {
+    say(pre.problems.length === 1 ? pre.problems[0] : `${pre.problems.length} problems, nothing was started:\n  ${pre.problems.join("\n  ")}`);
+    return 2;
+  }
+  try {
+    await checkNats(config);
+  } catch (e) {
+    if (!(e instanceof UserError)) throw e;
+    say(e.message);
+    return 2;
+  }
+
   const outputDir = config.train.output_dir!;
   let log: Logger | null = null;
   try {
     const resolved = writeResolvedConfig(config, outputDir);
     log = makeLogger("coordinator", outputDir);
     log.info({ resolved }, "configuration resolved");
+    for (const w of pre.warnings) log.warn(w);
     // Every job, world size 1 included, runs as coordinator + worker processes: the same path
     // (NATS job record, checkpoints, supervision) whatever the size.
-    return await runJob(config, log);
+    return await runJob(config, log, { view: { progress: true, plots: true, summary: true } });
   } catch (e) {
     // one line for the user (a full disk, an unreachable server); the stack only at debug level
     const err = e instanceof Error ? e : new Error(String(e));
@@ -36,9 +86,19 @@ async function main(argv: string[]): Promise<number> {
     } catch {
       // the log file may be what failed (a full disk): the line below still says why
     }
-    console.error(`veomni-ts coordinator: ${err.message}`);
+    say(err.message);
     return 1;
   }
+}
+
+/** An external NATS server: reachable and accepting our token, before the job is created. */
+async function checkNats(c: Config): Promise<void> {
+  const url = c.launch.nats;
+  if (url === null) return;
+  const nc = await connectNats({ url, token: c.launch.nats_token ?? undefined, name: "veomni-coordinator-check" }).catch((e) => {
+    throw new UserError(natsConnectError(url, e, "--launch.nats_token", "--launch.nats"));
+  });
+  await nc.close();
 }
 
 process.exitCode = await main(process.argv.slice(2));

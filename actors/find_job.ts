@@ -8,21 +8,26 @@ import type { JobState } from "./nats.ts";
 
 const FRESH_MS = 60_000;
 
-function fits(st: JobState, rank: number): boolean {
-  return st.phase === "rendezvous" && rank < st.world_size && Date.now() - Date.parse(st.updated_at) < FRESH_MS;
-}
+const waiting = (st: JobState) => st.phase === "rendezvous" && Date.now() - Date.parse(st.updated_at) < FRESH_MS;
+const fits = (st: JobState, rank: number) => waiting(st) && rank < st.world_size;
 
 export async function findJob(kv: KV, rank: number, log: Logger): Promise<string> {
   const w = await kv.watch({ key: "*.state" });
   let best: JobState | null = null;
+  let tooSmall: JobState | null = null; // a job waiting for workers whose world has no such rank
   let announced = false;
   for await (const e of w) {
     if (e.operation === "PUT") {
       const st = e.json<JobState>();
       if (fits(st, rank) && (!best || st.updated_at > best.updated_at)) best = st;
+      else if (waiting(st) && (!tooSmall || st.updated_at > tooSmall.updated_at)) tooSmall = st;
     }
     const caughtUp = e.isUpdate || e.delta === 0;
     if (caughtUp && best) break;
+    if (caughtUp && tooSmall) {
+      w.stop();
+      throw new Error(`--rank ${rank}: job ${tooSmall.job} is waiting for workers but has launch.world_size ${tooSmall.world_size} (ranks 0..${tooSmall.world_size - 1})`);
+    }
     if (caughtUp && !announced) {
       log.info({ rank }, "no job in rendezvous yet; waiting for a coordinator");
       announced = true;

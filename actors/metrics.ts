@@ -1,5 +1,5 @@
 // Per-step metrics: the coordinator merges the ranks' reports into one line of
-// output_dir/metrics.jsonl and, on a terminal, a progress line (never into log files).
+// output_dir/metrics.jsonl (what a person sees of them: run_view.ts).
 import { appendFileSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import type { StepMetrics } from "./protocol.ts";
@@ -99,22 +99,12 @@ function mergeMoe(line: MetricsLine, moe: NonNullable<StepMetrics["moe"]>[]): vo
 
 export class MetricsSink {
   private readonly file: string | null;
-  constructor(outputDir: string | null, private readonly tty: boolean, private readonly totalSteps: () => number) {
+  constructor(outputDir: string | null) {
     this.file = outputDir ? join(outputDir, "metrics.jsonl") : null;
     if (outputDir) mkdirSync(outputDir, { recursive: true });
   }
 
   write(m: MetricsLine): void {
     if (this.file) appendFileSync(this.file, JSON.stringify(m) + "\n");
-    if (this.tty) {
-      const mfu = m.mfu === null ? "" : ` mfu ${(m.mfu * 100).toFixed(1)}%`;
-      process.stderr.write(
-        `\rstep ${m.step}/${this.totalSteps()} loss ${m.loss.toFixed(4)} gnorm ${m.grad_norm.toFixed(3)} lr ${m.lr.toExponential(2)} ${m.tokens_per_s.toFixed(0)} tok/s${mfu} rss ${m.peak_rss_mb.toFixed(0)} MB   `,
-      );
-    }
-  }
-
-  end(): void {
-    if (this.tty) process.stderr.write("\n");
   }
 }

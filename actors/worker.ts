@@ -72,6 +72,7 @@ class WorkerShell {
     // in the welcome, so the address comes from the "train" factory unless the job says otherwise.
     const state = await readJson<JobState>(this.kv, keys.state(this.job));
     if (!state) throw new Error(`worker rank ${o.rank}: job ${this.job} has no ${keys.state(this.job)} in KV`);
+    if (o.rank >= state.world_size) throw new Error(`--rank ${o.rank}: job ${this.job} has launch.world_size ${state.world_size} (ranks 0..${state.world_size - 1})`);
     const factory = o.runners[state.runner];
     if (!factory) throw new Error(`worker rank ${o.rank}: unknown runner "${state.runner}" in ${keys.state(this.job)}, expected one of ${Object.keys(o.runners).join(", ")}`);
     const launch = (await readJson<Config>(this.kv, keys.config(this.job)))?.launch;

@@ -6,13 +6,31 @@
 import { makeLogger } from "../configs/index.ts";
 import { runWorker } from "./worker.ts";
 import { RUNNERS } from "./runners.ts";
+import { connectNats } from "./nats.ts";
+import { natsConnectError } from "./cli_errors.ts";
+
+const USAGE = "usage: bun run worker --rank N [--nats nats://host:4222] [--job JOB] [--epoch E] [--host ADDR] [--token T]";
+const HELP = `${USAGE}
+
+Joins a job as rank N (0 <= N < the job's launch.world_size) and runs its steps until the job ends.
+  --rank N      this worker's rank (required)
+  --nats URL    the job's NATS server (or VEOMNI_NATS_URL); token from VEOMNI_NATS_TOKEN
+  --token T     the NATS token on the command line (visible to ps; prefer VEOMNI_NATS_TOKEN)
+  --job JOB     the job id (default: the newest job waiting for workers that has rank N)
+  --epoch E     the epoch this worker believes current (a re-joining worker; default 0)
+  --host ADDR   this host's address for the data plane (default: the job's launch.host)
+Exit codes: 0 done, 1 failed, 2 usage, 3 refused, 4 fenced, 5 orphaned, 6 the job failed elsewhere.`;
 
 function usage(msg: string): never {
-  console.error(`worker: ${msg}\nusage: bun run worker --rank N [--nats nats://host:4222] [--job JOB] [--epoch E] [--host ADDR] [--token T]`);
+  console.error(`worker: ${msg}\n${USAGE}`);
   process.exit(2);
 }
 
 const argv = process.argv.slice(2);
+if (argv.includes("--help") || argv.includes("-h")) {
+  console.log(HELP);
+  process.exit(0);
+}
 const opt: Record<string, string> = {};
 const flags = new Set<string>();
 for (let i = 0; i < argv.length; i++) {
@@ -32,6 +50,16 @@ const natsUrl = opt.nats ?? Bun.env.VEOMNI_NATS_URL;
 if (!natsUrl) usage("--nats URL (or VEOMNI_NATS_URL) is required");
 if (opt.epoch !== undefined && !/^\d+$/.test(opt.epoch)) usage(`--epoch ${opt.epoch}: expected a non-negative integer`);
 
+// NATS unreachable or refusing the token: one line naming the flag, before anything else
+const token = opt.token ?? Bun.env.VEOMNI_NATS_TOKEN;
+await connectNats({ url: natsUrl, token, name: `veomni-worker-${rank}-check` }).then(
+  (nc) => nc.close(),
+  (e) => {
+    console.error(`worker rank ${rank}: ${natsConnectError(natsUrl, e, "--token", "--nats")}`);
+    process.exit(2);
+  },
+);
+
 const logger = makeLogger(`worker-${rank}`, Bun.env.VEOMNI_LOG_DIR ?? null);
 
 if (flags.has("exit-with-parent")) {
@@ -47,7 +75,7 @@ let code: number;
 try {
   code = await runWorker({
     natsUrl,
-    token: opt.token ?? Bun.env.VEOMNI_NATS_TOKEN,
+    token,
     rank,
     job: opt.job,
     epoch: opt.epoch === undefined ? 0 : Number(opt.epoch),

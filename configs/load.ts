@@ -131,16 +131,21 @@ function readYaml(path: string): { data: Record<string, unknown>; text: string }
   return { data: data as Record<string, unknown>, text };
 }
 
+/** What the field must be, as a person would write it: "must be > 0", "must be one of ...". */
 function describe(issue: z.core.$ZodIssue): string {
   switch (issue.code) {
     case "invalid_type":
-      return `expected ${issue.expected}`;
+      return issue.expected === "int" ? "must be an integer" : `expected ${issue.expected}`;
     case "invalid_value":
       return `expected one of ${issue.values.map((v) => JSON.stringify(v)).join(", ")}`;
     case "too_small":
-      return `expected ${issue.origin === "array" ? "at least" : "a value >="} ${issue.minimum}${issue.inclusive === false ? " (exclusive)" : ""}`;
+      if (issue.origin === "array" || issue.origin === "string") return `must have at least ${issue.minimum} ${issue.origin === "array" ? "items" : "characters"}`;
+      return `must be ${issue.inclusive === false ? ">" : ">="} ${issue.minimum}`;
     case "too_big":
-      return `expected ${issue.origin === "array" ? "at most" : "a value <="} ${issue.maximum}`;
+      if (issue.origin === "array" || issue.origin === "string") return `must have at most ${issue.maximum} ${issue.origin === "array" ? "items" : "characters"}`;
+      return `must be ${issue.inclusive === false ? "<" : "<="} ${issue.maximum}`;
+    case "invalid_format":
+      return `must match ${issue.format === "regex" ? issue.message : issue.format}`;
     default:
       return issue.message;
   }
@@ -207,7 +212,8 @@ export function loadConfig(argv: string[], command: Command = "train"): { config
       } else {
         const dotted = issue.path.map(String).join(".");
         const got = valueAt(data, issue.path);
-        problems.push(`${where(issue.path)}: ${dotted}: ${describe(issue)}, got ${JSON.stringify(got)}`);
+        const d = describe(issue);
+        problems.push(`${where(issue.path)}: ${dotted}${d.startsWith("must") ? " " : ": "}${d}, got ${JSON.stringify(got)}`);
       }
     }
     throw new ConfigError(problems);

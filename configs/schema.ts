@@ -113,7 +113,10 @@ export const InferSchema = z.strictObject({
   do_sample: z.boolean().default(true),
   temperature: z.number().nonnegative().default(1.0),
   top_p: z.number().gt(0).max(1).default(1.0),
-  max_tokens: posInt().default(1024),
+  /** VeOmni: 1024; ours 128, which answers in seconds on a CPU (raise it for long answers). */
+  max_tokens: posInt().default(128),
+  /** ours: wrap the prompt as a user message in the tokenizer's chat template (SFT models). */
+  chat: z.boolean().default(false),
   /** ours: the prompt as text (needs a tokenizer) ... */
   prompt: z.string().nullable().default(null),
   /** ours: ... or as token ids. */

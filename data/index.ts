@@ -7,6 +7,7 @@ export { loadTokenizer, resolveTokenizer, type TextTokenizer } from "./tokenizer
 export { makeTemplate, type Message, type Segment } from "./templates.ts";
 export { packMicroBatch, firstFit, budgetAt } from "./packing.ts";
 export { expandTrainPath, splitParagraphs } from "./sources.ts";
+export { peekData, type DataPeek } from "./peek.ts";
 export { DataLoaderWorker } from "./worker.ts";
 export {
   decodeImage, initImageDecoders, imageTokens, loadPreprocessorConfig, parsePreprocessorConfig, patchDim, preprocessImages,

@@ -11,6 +11,8 @@ export interface GenerateOptions {
   seed: number;
   /** Stop after emitting one of these ids (config eos_token_id); the id is kept in the output. */
   eosTokenIds: number[];
+  /** Called with each generated id as soon as it is chosen (streaming output). */
+  onToken?: (id: number) => void;
 }
 
 export interface GenerateResult {
@@ -72,6 +74,7 @@ export async function generate(model: DecoderLM, prompt: Int32Array, o: Generate
   for (let i = 0; i < o.maxTokens; i++) {
     const next = o.doSample ? sample(row, o.temperature, o.topP, rand) : argmax(row);
     generated.push(next);
+    o.onToken?.(next);
     if (o.eosTokenIds.includes(next) || i + 1 === o.maxTokens) break;
     row = await model.forwardCached(Int32Array.of(next), cache);
   }

@@ -8,6 +8,7 @@
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { dataParallelSize, loadConfig } from "../configs/index.ts";
+import { tokenizerSource } from "../actors/preflight.ts";
 import { createDataLoader, loadVisionOptions, type DataLoader, type LoaderState, type MicroBatch } from "../data/index.ts";
 
 function hashBatches(mbs: MicroBatch[], seed: bigint): bigint {
@@ -24,7 +25,21 @@ function modelVocab(cfgPath: string | null, modelPath: string | null): number | 
   return j.vocab_size ?? j.text_config?.vocab_size ?? null;
 }
 
+const HELP = `usage: bun run data-sim --config FILE [--launch.world_size N] [--group.field VALUE ...]
+                    [--save-at K --save-state FILE] [--load-state FILE]
+
+Runs the data pipeline alone (no model) for every data-parallel rank the configuration implies
+(launch.world_size over the parallel sizes) and prints, per step and rank, tokens, samples,
+valid tokens, micro-batch sizes and a hash of the rank's micro-batches; the last line is one
+JSON object {steps, samples, tokens, hash}. Compare two runs, or a resumed one, line by line.
+  --save-at K --save-state FILE   write every rank's loader state before step K
+  --load-state FILE               restore saved states (onto any number of ranks) first`;
+
 export async function main(argv: string[]): Promise<void> {
+  if (argv.includes("--help") || argv.includes("-h")) {
+    console.log(HELP);
+    return;
+  }
   const { config, rest } = loadConfig(argv, "data");
   const flags = new Map<string, string>();
   for (let i = 0; i < rest.length; i += 2) {
@@ -34,7 +49,7 @@ export async function main(argv: string[]): Promise<void> {
     flags.set(k, rest[i + 1]);
   }
   const dp = dataParallelSize(config);
-  const tokenizerPath = config.model.tokenizer_path ?? config.model.model_path ?? null;
+  const tokenizerPath = tokenizerSource(config);
   const vision = loadVisionOptions(config.model.config_path, config.model.model_path);
   const loaders: DataLoader[] = [];
   for (let r = 0; r < dp; r++) {

@@ -1,19 +1,36 @@
-// `bun run infer --infer.model_path DIR [--infer.prompt TEXT | --infer.input_ids 1,42,99]
+// `bun run infer --infer.model_path DIR [--infer.prompt TEXT [--infer.chat true] | --infer.input_ids 1,42,99]
 //   [--infer.do_sample false] [--infer.temperature T --infer.top_p P --infer.seed S]
 //   [--infer.max_tokens N] [--infer.dump_logits FILE] [--kernels.threads N]`
 // Loads a Hugging Face folder (or a merged checkpoint), prefills the prompt once, then decodes
-// with a KV cache. --infer.dump_logits writes {"input_ids", "logits" (last prompt position, V
-// floats), "prompt_loss" (mean next-token CE over the prompt), "generated"}.
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
+// with a KV cache, printing the text as each token arrives (with a tokenizer.json). The last
+// stdout line is {"input_ids", "generated"}. --infer.dump_logits writes {"input_ids", "logits"
+// (last prompt position, V floats), "prompt_loss" (mean next-token CE over the prompt), "generated"}.
+import { readFileSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
 import { join } from "node:path";
-import { Tokenizer as HfTokenizer } from "@huggingface/tokenizers";
+import { Template } from "@huggingface/jinja";
 import { ConfigError, loadConfig } from "../configs/index.ts";
+import { fieldsHelp } from "../configs/help.ts";
 import { createKernels } from "../kernels/index.ts";
-import { loadTokenizer, resolveTokenizer } from "../data/index.ts";
+import { loadTokenizer, type TextTokenizer } from "../data/index.ts";
 import { generate, loadPretrained, promptLoss } from "../models/index.ts";
 
+const HELP = `usage: bun run infer --infer.model_path DIR (--infer.prompt TEXT | --infer.input_ids 1,42,99) [--infer.field VALUE ...]
+
+Generates a continuation of the prompt with the model in DIR (a Hugging Face folder, e.g. a
+checkpoint merged by bun run merge), streaming the text as it is generated.
+  --infer.chat true       apply the tokenizer's chat template to the prompt (a user turn; SFT models)
+  --infer.max_tokens N    tokens to generate at most (default 128: seconds on a CPU)
+  --infer.do_sample false greedy decoding (default: sampling with temperature and top_p, seeded)
+  --kernels.threads N     compute threads (default: all cores)
+Fields:
+`;
+
 async function main(argv: string[]): Promise<number> {
+  if (argv.includes("--help") || argv.includes("-h")) {
+    console.log(HELP + fieldsHelp(["infer", "kernels"]));
+    return 0;
+  }
   let loaded;
   try {
     loaded = loadConfig(argv, "infer");
@@ -24,18 +41,37 @@ async function main(argv: string[]): Promise<number> {
     }
     throw e;
   }
-  const { config } = loaded;
+  const { config, rest } = loaded;
+  if (rest.length > 0) {
+    console.error(`veomni-ts infer: unexpected argument(s) ${rest.join(" ")} (see --help)`);
+    return 2;
+  }
   const inf = config.infer;
   const modelPath = inf.model_path!;
   const tokPath = inf.tokenizer_path ?? config.model.tokenizer_path ?? modelPath;
+  let tk: TextTokenizer | null = null;
+  const tokenizer = (): TextTokenizer => (tk ??= loadTokenizer(tokPath));
   let ids: number[];
-  if (inf.input_ids && inf.input_ids.length > 0) {
-    ids = inf.input_ids;
-  } else if (inf.prompt !== null) {
-    const tk = loadTokenizer(tokPath);
-    ids = [...(tk.addBos && tk.bosId !== null ? [tk.bosId] : []), ...tk.encode(inf.prompt)];
-  } else {
-    console.error("veomni-ts infer: give --infer.prompt TEXT (with a tokenizer.json) or --infer.input_ids 1,42,99");
+  let chatEos: number[] = [];
+  try {
+    if (inf.input_ids && inf.input_ids.length > 0) {
+      ids = inf.input_ids;
+    } else if (inf.prompt !== null) {
+      const t = tokenizer();
+      if (inf.chat) {
+        if (!t.chatTemplate) throw new Error(`--infer.chat: ${t.dir} has no chat_template in tokenizer_config.json`);
+        const text = new Template(t.chatTemplate).render({
+          messages: [{ role: "user", content: inf.prompt }], add_generation_prompt: true, bos_token: t.bosToken ?? "", eos_token: t.eosToken ?? "",
+        });
+        ids = t.encode(text);
+        if (t.eosId !== null) chatEos = [t.eosId]; // the end of the assistant's turn
+      } else ids = [...(t.addBos && t.bosId !== null ? [t.bosId] : []), ...t.encode(inf.prompt)];
+    } else {
+      console.error("veomni-ts infer: give --infer.prompt TEXT (with a tokenizer.json) or --infer.input_ids 1,42,99 (see --help)");
+      return 2;
+    }
+  } catch (e) {
+    console.error(`veomni-ts infer: ${(e as Error).message.split("\n")[0]}`);
     return 2;
   }
   if (ids.length === 0) {
@@ -43,9 +79,15 @@ async function main(argv: string[]): Promise<number> {
     return 2;
   }
   const k = await createKernels({ backend: config.kernels.backend, threads: config.kernels.threads || cpus().length });
-  const model = loadPretrained(k, modelPath, {
-    maxTokens: ids.length, gradientCheckpointing: true, maxPositions: Math.max(ids.length + inf.max_tokens, model_max(modelPath)),
-  });
+  let model;
+  try {
+    model = loadPretrained(k, modelPath, {
+      maxTokens: ids.length, gradientCheckpointing: true, maxPositions: Math.max(ids.length + inf.max_tokens, model_max(modelPath)),
+    });
+  } catch (e) {
+    console.error(`veomni-ts infer: --infer.model_path: ${(e as Error).message.split("\n")[0]}`);
+    return 2;
+  }
   const V = model.config.V;
   const bad = ids.find((t) => !(t >= 0 && t < V));
   if (bad !== undefined) {
@@ -53,20 +95,41 @@ async function main(argv: string[]): Promise<number> {
     return 2;
   }
   const prompt = Int32Array.from(ids);
+  // Streaming: decode everything so far and print what is new, holding back a trailing U+FFFD
+  // (a character whose bytes are split over tokens).
+  let streamTk: TextTokenizer | null = null;
+  try {
+    streamTk = tokenizer();
+  } catch {
+    streamTk = null; // no tokenizer.json: ids only
+  }
+  const soFar: number[] = [];
+  let shown = "";
+  const onToken = streamTk
+    ? (id: number) => {
+        soFar.push(id);
+        const text = streamTk!.decode(soFar);
+        if (text.endsWith("\uFFFD") || !text.startsWith(shown)) return;
+        process.stdout.write(text.slice(shown.length));
+        shown = text;
+      }
+    : undefined;
   const t0 = performance.now();
   const res = await generate(model, prompt, {
     maxTokens: inf.max_tokens, doSample: inf.do_sample, temperature: inf.temperature, topP: inf.top_p, seed: inf.seed,
-    eosTokenIds: model.config.eosTokenIds,
+    eosTokenIds: [...model.config.eosTokenIds, ...chatEos], onToken,
   });
   const dt = (performance.now() - t0) / 1000;
+  if (streamTk) {
+    const text = streamTk.decode(res.generated);
+    process.stdout.write((text.startsWith(shown) ? text.slice(shown.length) : "") + "\n");
+  }
   const loss = promptLoss(res.promptLogits, prompt, V);
   if (inf.dump_logits) {
     const last = Array.from(res.promptLogits.subarray((ids.length - 1) * V));
     writeFileSync(inf.dump_logits, JSON.stringify({ input_ids: ids, logits: last, prompt_loss: Number.isNaN(loss) ? null : loss, generated: res.generated }) + "\n");
   }
   console.log(JSON.stringify({ input_ids: ids, generated: res.generated }));
-  const text = decode(tokPath, res.generated);
-  if (text !== null) console.log(text);
   console.error(`veomni-ts infer: ${res.generated.length} tokens in ${dt.toFixed(2)} s (${(res.generated.length / dt).toFixed(1)} tok/s), prompt_loss ${loss.toFixed(4)}, ${k.description}`);
   return 0;
 }
@@ -74,20 +137,6 @@ async function main(argv: string[]): Promise<number> {
 function model_max(dir: string): number {
   const c = JSON.parse(readFileSync(join(dir, "config.json"), "utf8")) as { max_position_embeddings?: number };
   return c.max_position_embeddings ?? 0;
-}
-
-/** Text of the generated ids when a tokenizer.json is available, else null. */
-function decode(tokPath: string, ids: number[]): string | null {
-  let dir: string;
-  try {
-    dir = resolveTokenizer(tokPath);
-  } catch {
-    return null;
-  }
-  const cfgPath = join(dir, "tokenizer_config.json");
-  const cfg = existsSync(cfgPath) ? JSON.parse(readFileSync(cfgPath, "utf8")) : {};
-  const tk = new HfTokenizer(JSON.parse(readFileSync(join(dir, "tokenizer.json"), "utf8")), cfg);
-  return tk.decode(ids, { skip_special_tokens: false });
 }
 
 process.exitCode = await main(process.argv.slice(2));

@@ -6,6 +6,20 @@
 import { mergeToHf, parseDType, parseSize } from "../checkpoint/index.ts";
 
 const USAGE = "usage: bun run merge --load-dir DIR [--model_assets_dir DIR] --save-dir DIR [--shard-size 5GB] [--dtype bf16|f16|f32] [--no-verify]";
+const HELP = `${USAGE}
+
+Turns a sharded checkpoint (OUTPUT_DIR/checkpoints/global_step_N) into a Hugging Face folder:
+model*.safetensors (+ index when sharded), config.json and the tokenizer files.
+  --load-dir DIR          the checkpoint folder (must hold metadata.json: a committed save)
+  --model_assets_dir DIR  config.json and tokenizer files to copy beside the weights (OUTPUT_DIR/model_assets;
+                          without it only the weights are written)
+  --save-dir DIR          where the Hugging Face folder goes (written to a temporary name, then renamed)
+  --shard-size SIZE       largest safetensors file, e.g. 5GB, 500MB (default 5GB)
+  --dtype bf16|f16|f32    the weights' dtype in the files (default bf16, as Hugging Face checkpoints;
+                          f32 keeps the float32 master weights exactly)
+  --no-verify             skip the whole-file CRC check of each shard against metadata.json (faster;
+                          the CRC of every piece read is still checked)
+Flags take dashes or underscores, --flag value or --flag=value.`;
 
 export function parseMergeArgs(argv: string[]) {
   const flags = new Map<string, string>();
@@ -37,6 +51,10 @@ export function parseMergeArgs(argv: string[]) {
 }
 
 if (import.meta.main) {
+  if (process.argv.includes("--help") || process.argv.includes("-h")) {
+    console.log(HELP);
+    process.exit(0);
+  }
   try {
     const o = parseMergeArgs(process.argv.slice(2));
     const t0 = performance.now();

@@ -19,6 +19,7 @@ const bench = process.argv.includes("--bench");
 const APT = {
   "nats-server": "control plane and job state (JetStream KV)",
   "libopenblas0": "CPU GEMM through bun:ffi",
+  "fonts-dejavu-core": "text in the loss-curve PNGs (output_dir/plots, bun run plot)",
 };
 const APT_BENCH = {
   "python3-torch": "PyTorch reference workloads in ../shared/bench",

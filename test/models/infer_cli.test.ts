@@ -59,7 +59,10 @@ test("text prompt through the Qwen tokenizer on an exported BF16 model; seeded s
     const da = JSON.parse(readFileSync(`${dir}/a.json`, "utf8"));
     expect(da.input_ids).toEqual([7220, 752, 56604, 1728, 301, 13]); // "Call me Ishmael." (Rust tokenizers agree)
     expect(da.generated.length).toBe(5);
-    expect(a.out.split("\n")[1].length).toBeGreaterThan(0); // decoded text line
+    // the text streamed first, then the ids as the last line
+    const lines = a.out.trimEnd().split("\n");
+    expect(JSON.parse(lines[lines.length - 1])).toEqual({ input_ids: da.input_ids, generated: da.generated });
+    expect(a.out.slice(0, a.out.lastIndexOf("\n{")).length).toBeGreaterThan(0);
     // the BF16 export, reloaded in-process, gives the dumped last-position logits
     const re = loadPretrained(k, dir, { maxTokens: 16, gradientCheckpointing: false });
     const logits = await re.logits(singleRow(da.input_ids));

@@ -1,0 +1,72 @@
+// The edges of the commands as a user meets them, with real processes and a real nats-server:
+// a worker whose rank is outside the job's world is refused at once (never "waiting for ever"),
+// a worker given a wrong token or an unreachable URL says so in one line, and a finished job's
+// record stays readable from its output folder (`bun run jobs --dir`).
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { startNatsServer, type NatsServer } from "../../actors/embedded.ts";
+import { keys } from "../../actors/nats.ts";
+import { COORD_ENTRY, JOBS, WORKER_MAIN, childPids, kvClient, readMetrics, tempDir, textOf } from "./actors_harness.ts";
+
+let server: NatsServer;
+beforeAll(async () => {
+  server = await startNatsServer();
+});
+afterAll(async () => {
+  await server.stop();
+  expect(childPids()).toEqual([]);
+});
+
+function worker(args: string[], token = server.token) {
+  return Bun.spawn([process.execPath, WORKER_MAIN, "--nats", server.url, ...args], {
+    env: { ...process.env, VEOMNI_NATS_TOKEN: token }, stdin: "ignore", stdout: "ignore", stderr: "pipe",
+  });
+}
+
+test("a worker whose rank is outside the world is refused naming the world size; the job goes on", async () => {
+  const out = tempDir("cli-rank");
+  const job = "ux-rank";
+  const config = {
+    train: { output_dir: out, lr: 0.5, max_steps: 3, micro_batch_size: 2 },
+    launch: { nats: server.url, nats_token: server.token, local_workers: 0, world_size: 2, job_id: job, heartbeat_s: 0.2, dead_after_s: 10 },
+  };
+  const coord = Bun.spawn([process.execPath, COORD_ENTRY, JSON.stringify(config), "toy"], { stdin: "ignore", stdout: "ignore", stderr: "pipe" });
+  // wait for the job to be in rendezvous (event: its state key appears)
+  const { nc, kv } = await kvClient(server.url, server.token);
+  const w = await kv.watch({ key: keys.state(job) });
+  for await (const e of w) if (e.operation === "PUT") break;
+  w.stop();
+  await nc.close();
+
+  for (const args of [["--rank", "5"], ["--rank", "2", "--job", job]]) {
+    const p = worker(args);
+    const [code, err] = await Promise.all([p.exited, textOf(p.stderr)]);
+    expect(code).toBe(1);
+    expect(err).toContain(`--rank ${args[1]}: job ${job}`);
+    expect(err).toContain("launch.world_size 2 (ranks 0..1)");
+  }
+  const ws = [worker(["--rank", "0"]), worker(["--rank", "1"])];
+  const [cc, ...wc] = await Promise.all([coord.exited, ...ws.map((p) => p.exited)]);
+  expect({ cc, wc }).toEqual({ cc: 0, wc: [0, 0] });
+  expect(readMetrics(out).map((m) => m.step)).toEqual([1, 2, 3]);
+
+  // the record kept in the output folder says how the job ended
+  const jobs = Bun.spawn([process.execPath, JOBS, "--dir", out], { stdout: "pipe", stderr: "pipe" });
+  const [jc, text] = await Promise.all([jobs.exited, textOf(jobs.stdout)]);
+  expect(jc).toBe(0);
+  expect(text).toContain(`${job}  done  step 3/3`);
+  expect(text).toContain(`kept copy ${out}/job.json`);
+}, 60_000);
+
+test("a worker with a wrong token, or no server at the URL, says so in one line", async () => {
+  const bad = worker(["--rank", "0"], "not-the-token");
+  const [code, err] = await Promise.all([bad.exited, textOf(bad.stderr)]);
+  expect(code).toBe(2);
+  expect(err.trim()).toBe(`worker rank 0: --token: the NATS server at ${server.url} refused the connection (authorization violation): give its token with --token or VEOMNI_NATS_TOKEN`);
+  const free = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+  const url = `nats://127.0.0.1:${free.port}`;
+  free.stop(true);
+  const p = Bun.spawn([process.execPath, WORKER_MAIN, "--rank", "0", "--nats", url], { stdin: "ignore", stdout: "ignore", stderr: "pipe" });
+  const [c2, e2] = await Promise.all([p.exited, textOf(p.stderr)]);
+  expect(c2).toBe(2);
+  expect(e2.trim()).toBe(`worker rank 0: --nats: cannot reach NATS at ${url} (connection refused): is nats-server running there and listening on that port?`);
+}, 30_000);
