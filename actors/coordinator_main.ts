@@ -2,8 +2,7 @@
 // configuration and checks the model, data and tokenizer it names (actors/preflight.ts) before
 // anything starts, writes output_dir/veomni_cli.yaml, then runs the job. Errors a user can fix
 // are one line naming the field; a stack trace is only for our own bugs.
-import { ConfigError, GROUPS, loadConfig, makeLogger, writeResolvedConfig, type Config, type Logger } from "../configs/index.ts";
-import { configYaml, fieldsHelp } from "../configs/help.ts";
+import { ConfigError, GROUPS, configYaml, fieldsHelp, loadConfig, makeLogger, writeResolvedConfig, type Config, type Logger } from "../configs/index.ts";
 import { runJob } from "./coordinator.ts";
 import { preflightTrain } from "./preflight.ts";
 import { connectNats } from "./nats.ts";

@@ -4,8 +4,7 @@
 // "rank N failed" after every worker has started and loaded.
 import { existsSync, readdirSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
-import type { Config } from "../configs/index.ts";
-import { supportProblems } from "../configs/support.ts";
+import { supportProblems, type Config } from "../configs/index.ts";
 import { peekData, resolveTokenizer } from "../data/index.ts";
 import { readConfigJson, resolveConfig } from "../models/index.ts";
 
