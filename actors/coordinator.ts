@@ -18,6 +18,7 @@ import { Rendezvous } from "./rendezvous.ts";
 import { LocalWorkers } from "./spawn.ts";
 import { MetricsSink, mergeStep, type MetricsLine } from "./metrics.ts";
 import { RunView } from "./run_view.ts";
+import { mergeTraces } from "./trace.ts";
 import { decide, describe, precedence, type Failure } from "./supervision.ts";
 
 /** How long the first failure of an attempt waits for a better headline (see precedence). */
@@ -312,6 +313,11 @@ class JobRun {
       if (saving) {
         await this.commits!.drain(); // wait on ranks: saves still being written
         hfDir = this.commits!.exportHf(total);
+      }
+      if (this.config.train.enable_profiling) {
+        // every rank wrote its file before reporting its last profiled step
+        const merged = mergeTraces(this.config.train.profile_trace_dir);
+        if (merged) this.log.info({ file: merged.path, ranks: merged.ranks }, "profile traces merged (open in ui.perfetto.dev)");
       }
       await view.end({ plots: v.plots === true, summary: v.summary === true, lastCheckpoint: this.state.last_checkpoint, checkpoints: this.committed, hfDir });
     } finally {

@@ -10,6 +10,7 @@ import { Comm } from "../mesh/index.ts";
 import type { DecoderLM } from "../models/index.ts";
 import { hostViews, type Parallelism } from "../parallel/index.ts";
 import { buildTraining, microBatchFlops } from "./build.ts";
+import { Tracer } from "./trace.ts";
 import { peakRssMb, type RunnerFactory, type StepRunner, type WorkerContext } from "./runner.ts";
 
 export function makeTrainRunner(): RunnerFactory {
@@ -30,6 +31,7 @@ export function makeTrainRunner(): RunnerFactory {
       });
       yieldBetweenUnits(model);
       const t = config.train;
+      const tracer = t.enable_profiling ? traceRank(rank, t, model, world > 1 ? comm : null) : null;
       // checkpoint actor over this rank's buffers (whole units, or FSDP shards), AdamW step and data position
       // (webgpu: host mirrors, read at the save's sync point in extraState, uploaded in restore)
       const hp = hostViews(k, model.params), hm = hostViews(k, trainer.m), hv = hostViews(k, trainer.v);
@@ -62,18 +64,28 @@ export function makeTrainRunner(): RunnerFactory {
       return {
         totalSteps,
         startStep,
-        checkpoint: ckpt ? (done: number) => ckpt.save(done) : undefined,
+        checkpoint: ckpt ? (done: number) => {
+          const end = tracer?.begin("checkpoint", `stage checkpoint ${done}`);
+          return ckpt.save(done).finally(end);
+        } : undefined,
         model,
         trainer,
         plan,
         async runStep(step) {
+          if (tracer) tracer.on = tracer.covers(step);
+          const endData = tracer?.begin("data", "wait for the next batch");
           const batch = await loader.nextStep(); // from the dataloader thread's prefetch queue
+          endData?.();
           if (!batch) throw new Error(`rank ${rank}: data exhausted at step ${step} of ${totalSteps}`);
           const t0 = performance.now();
           const mbs = plan.prepare(batch.microBatches);
           plan.beginStep(mbs.length);
           const m = await trainer.step(step, mbs);
           const stepTimeS = (performance.now() - t0) / 1000;
+          if (tracer?.on) {
+            tracer.span("compute", `step ${step + 1}`, t0, performance.now(), { micro_batches: mbs.length, tokens: m.local.tokens, loss: m.loss, ...(t.profile_profile_memory ? { rss_mb: Math.round(process.memoryUsage().rss / 2 ** 20) } : {}) });
+            if (step + 2 === tracer.endStep || step + 1 === totalSteps) logger.info({ file: tracer.write(), spans: tracer.spans }, "profile trace written");
+          }
           return {
             ...(step === totalSteps - 1 ? { paramStats: (await plan.stageOwned(), paramStats(plan, model.layout.units.length)) } : {}),
             lossSum: m.local.lossSum, validTokens: m.local.validTokens, tokens: m.local.tokens, gradNorm: m.grad_norm, lr: m.lr, stepTimeS,
@@ -95,6 +107,24 @@ export function makeTrainRunner(): RunnerFactory {
 function moeAuxCoef(model: DecoderLM): number {
   const m = model.config.moe;
   return m && m.outputRouterLogits ? m.routerAuxLossCoef : 0;
+}
+
+/**
+ * train.enable_profiling: a Tracer fed by the model's unit hooks (each unit's forward and backward)
+ * and the comm actor's collectives. Spans are kept only while `tracer.on` (the profiled steps).
+ */
+function traceRank(rank: number, t: { profile_trace_dir: string; profile_start_step: number; profile_end_step: number }, model: DecoderLM, comm: Comm | null): Tracer {
+  const tracer = new Tracer(rank, t.profile_trace_dir, t.profile_start_step, t.profile_end_step);
+  const fwd = new Map<number, number>();
+  const bwd = new Map<number, number>();
+  model.addHooks({
+    beforeUnitForward: (u) => void fwd.set(u, performance.now()),
+    afterUnitForward: (u) => tracer.span("compute", `unit ${u} forward`, fwd.get(u)!, performance.now()),
+    beforeUnitBackward: (u) => void bwd.set(u, performance.now()),
+    afterUnitBackward: (u) => tracer.span("compute", `unit ${u} backward`, bwd.get(u)!, performance.now()),
+  });
+  if (comm) comm.onOp = (e) => tracer.span("comm", e.kind, e.t0, e.t1, { group: e.group, bytes: e.bytes });
+  return tracer;
 }
 
 /** Per unit [sum, sum of squares, index-weighted sum] over the params this rank owns uniquely. */

@@ -151,12 +151,18 @@ export class Comm {
     return { buf: id, off: a.byteOffset, len: a.byteLength };
   }
 
+  /** Profiling: told of each collective once it is done (start and end in performance.now() ms). */
+  onOp: ((e: { group: string; kind: OpArgs["kind"]; bytes: number; t0: number; t1: number }) => void) | null = null;
+
   /** @internal One collective: its buffers' Refs are in `args` (see ref). */
   op(group: string, args: OpArgs): Promise<void> {
     const m: Request = { t: "op", id: 0, group, args, adopt: this.adopt, forget: this.forget };
     this.adopt = [];
     this.forget = [];
-    return this.call(m).then(() => {});
+    const seen = this.onOp;
+    if (!seen) return this.call(m).then(() => {});
+    const t0 = performance.now();
+    return this.call(m).then(() => seen({ group, kind: args.kind, bytes: opBytes(args), t0, t1: performance.now() }));
   }
 
   /** @internal */
@@ -278,4 +284,20 @@ export class CommGroup {
 
 function range(lo: number, hi: number): number[] {
   return Array.from({ length: hi - lo + 1 }, (_, i) => lo + i);
+}
+
+/** The payload of one collective on this rank: its largest buffer (bytes). */
+function opBytes(a: OpArgs): number {
+  switch (a.kind) {
+    case "all_reduce":
+    case "broadcast":
+      return a.buf.len;
+    case "reduce_scatter":
+      return a.inp.len;
+    case "all_gather":
+    case "all_to_all":
+      return Math.max(a.out.len, a.inp?.len ?? 0);
+    case "barrier":
+      return 0;
+  }
 }

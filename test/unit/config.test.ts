@@ -184,4 +184,4 @@ test("coordinator refuses an unknown override before starting anything", async (
   const [code, err] = await Promise.all([proc.exited, new Response(proc.stderr).text()]);
   expect(code).not.toBe(0);
   expect(err).toContain("train.bogus");
-});
+}, 30_000);

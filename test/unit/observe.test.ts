@@ -40,7 +40,7 @@ test("TensorBoard event file: the logged scalars read back, CRCs valid", () => {
     expect(e.scalars["train/loss"]).toBe(Math.fround(logged[i].loss));
     expect(e.scalars["train/lr"]).toBe(Math.fround(logged[i].lr));
   });
-});
+}, 30_000);
 
 test("a flipped byte fails the reader's CRC check (the check is real)", () => {
   const dir = mkdtempSync(join(tmpdir(), "veomni-tb-"));
@@ -48,7 +48,7 @@ test("a flipped byte fails the reader's CRC check (the check is real)", () => {
   rec[13] ^= 1;
   writeFileSync(join(dir, "bad"), rec);
   expect(() => readEvents(join(dir, "bad"))).toThrow(/bad data crc/);
-});
+}, 30_000);
 
 const line = (over: Partial<MetricsLine> = {}): MetricsLine => ({
   step: 10, loss: 2.5, grad_norm: 0.75, lr: 1e-3, tokens: 1000, valid_tokens: 990, tokens_per_s: 1234.4, mfu: 0.031, peak_rss_mb: 700, rss_mb: 512, step_time_s: 1, ...over,
