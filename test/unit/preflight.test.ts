@@ -2,7 +2,7 @@
 // the real `bun run coordinator` entry point, and nothing (no output folder, no nats-server) is
 // started. Also: human bounds, the table of fields we do not act on, --help and --print-config.
 import { describe, expect, test } from "bun:test";
-import { existsSync, mkdirSync, mkdtempSync, writeFileSync, copyFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ConfigSchema, loadConfig } from "../../configs/index.ts";
@@ -111,6 +111,13 @@ describe("fields the schema accepts but we do not act on", () => {
     expect(r).toEqual([]);
     expect(warned.map((w) => w.split(" =")[0])).toEqual(["train.use_wandb"]);
   }, 60_000);
+
+  test("docs/config.md gives every field's effect", () => {
+    const doc = readFileSync(join(ROOT, "docs/config.md"), "utf8");
+    const missing = Object.entries(ConfigSchema.shape).flatMap(([g, s]) => Object.keys((s as any).unwrap().shape).map((f) => `${g}.${f}`)).filter((k) => !doc.includes(`| \`${k}\` |`));
+    expect(missing).toEqual([]);
+    for (const r of SUPPORT) expect(doc).toMatch(new RegExp(`\\| \`${r.key.replace(".", "\\.")}\` \\|[^\\n]*(Refused|refused|Warned|warned|said once)`));
+  });
 
   test("a non-default value is warned once, naming the field and why; the run goes on", () => {
     const c = ConfigSchema.parse({ model: { attn_implementation: "eager" }, train: { use_wandb: false } });
