@@ -163,7 +163,7 @@ class WorkerShell {
         return;
       case "stop":
         if (m.epoch !== this.epoch) return;
-        this.o.logger.info({ reason: m.reason }, "stop from the coordinator");
+        this.o.logger.info({ reason: m.reason }, "stop from the coordinator; exiting");
         this.finish(m.reason === "done" ? EXIT.ok : EXIT.jobFailed);
         return;
       case "welcome":
@@ -240,8 +240,13 @@ class WorkerShell {
         lastSeen = Date.now();
         if (e.operation !== "PUT") continue;
         const st = e.json<JobState>();
-        if (st.phase === "done" || st.phase === "failed" || st.phase === "stopped") this.finish(st.phase === "done" ? EXIT.ok : EXIT.jobFailed);
-        else if (st.epoch > this.epoch) this.finish(EXIT.fenced);
+        if (st.phase === "done" || st.phase === "failed" || st.phase === "stopped") {
+          this.o.logger.info({ phase: st.phase, error: st.error }, `the job is ${st.phase}; exiting`);
+          this.finish(st.phase === "done" ? EXIT.ok : EXIT.jobFailed);
+        } else if (st.epoch > this.epoch) {
+          this.o.logger.error({ epoch: st.epoch, mine: this.epoch }, `epoch ${st.epoch} took over the job; exiting`);
+          this.finish(EXIT.fenced);
+        }
       }
     })().catch(() => {});
     void (async () => {

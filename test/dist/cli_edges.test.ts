@@ -6,6 +6,7 @@ import { afterAll, beforeAll, expect, test } from "bun:test";
 import { startNatsServer, type NatsServer } from "../../actors/embedded.ts";
 import { keys } from "../../actors/nats.ts";
 import { COORD_ENTRY, JOBS, WORKER_MAIN, childPids, kvClient, readMetrics, tempDir, textOf } from "./actors_harness.ts";
+import { tinyTrainConfig } from "./actors_parity_setup.ts";
 
 let server: NatsServer;
 beforeAll(async () => {
@@ -70,3 +71,33 @@ test("a worker with a wrong token, or no server at the URL, says so in one line"
   expect(c2).toBe(2);
   expect(e2.trim()).toBe(`worker rank 0: --nats: cannot reach NATS at ${url} (connection refused): is nats-server running there and listening on that port?`);
 }, 30_000);
+
+test("a worker that says it is exiting exits then, even with a step blocked on a dead peer", async () => {
+  const dir = tempDir("cli-exit");
+  const out = tempDir("cli-exit-out");
+  const cfg = tinyTrainConfig(dir, out, {}, { max_steps: 100000, save_hf_weights: false });
+  const job = "ux-exit";
+  // collective_timeout_s 300: longer than this test may run, so only a prompt exit passes
+  const config = { ...cfg, launch: { ...cfg.launch, nats: server.url, nats_token: server.token, local_workers: 0, world_size: 2, job_id: job, heartbeat_s: 0.2, dead_after_s: 3, collective_timeout_s: 300 } };
+  const coord = Bun.spawn([process.execPath, COORD_ENTRY, JSON.stringify(config), "train"], { stdin: "ignore", stdout: "ignore", stderr: "ignore" });
+  const ws = [worker(["--rank", "0"]), worker(["--rank", "1"])];
+  const err0 = textOf(ws[0].stderr);
+  // wait (KV events) until both ranks have run a step, then freeze rank 1 (SIGSTOP: its sockets
+  // stay open): rank 0 waits on it in the next step's collectives until the coordinator, seeing
+  // rank 1 silent, stops the job
+  const { nc, kv } = await kvClient(server.url, server.token);
+  const w = await kv.watch({ key: `${job}.ranks.>` });
+  const stepped = new Set<number>();
+  for await (const e of w) {
+    if (e.operation === "PUT" && e.json<{ step: number }>().step >= 1) stepped.add(e.json<{ rank: number }>().rank);
+    if (stepped.size === 2) break;
+  }
+  w.stop();
+  await nc.close();
+  ws[1].kill("SIGSTOP");
+  expect(await coord.exited).toBe(1);
+  expect(await ws[0].exited).toBe(6); // the job failed elsewhere
+  expect(await err0).toContain("exiting");
+  ws[1].kill("SIGKILL");
+  await ws[1].exited;
+}, 90_000);
