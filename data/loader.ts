@@ -181,7 +181,11 @@ export class DataLoader {
     let rows = this.unitCache.get(unit);
     if (!rows) {
       rows = await readUnit(this.idx, this.idx.units[unit]);
-      if (this.unitCache.size >= 4) this.unitCache.delete(this.unitCache.keys().next().value!);
+      // a unit of parquet rows holding image bytes can be hundreds of MB: keep only the one being
+      // read (positions of an epoch walk a unit's rows together, so this costs no rereads)
+      const u = this.idx.units[unit];
+      const keep = u.kind === "parquet" && this.idx.parquetImages.get(u.file) ? 0 : 3;
+      while (this.unitCache.size > keep) this.unitCache.delete(this.unitCache.keys().next().value!);
       this.unitCache.set(unit, rows);
     }
     if (this.spec.vision) await initImageDecoders();
