@@ -5,7 +5,10 @@
 //         fancy upsampling as PIL's libjpeg-turbo, so its pixels equal PIL's bit for bit
 //         (docs/bench/images.md has the measurement; jpeg-js was off by up to 17 levels).
 //   PNG:  pngjs (pure JS, every bit depth, palette and interlace). 16-bit samples keep their
-//         high byte, as PIL's "RGB;16B" raw mode does.
+//         high byte, as PIL's "RGB;16B" raw mode does, except 16-bit grey, clipped at 255 as
+//         PIL's mode "I" -> "RGB" conversion does.
+// Not handled (an error naming the file): CMYK JPEG (PIL converts it; libjpeg's RGBA output
+// cannot), formats other than PNG and JPEG.
 // Both libraries are loaded, and the wasm compiled, once per thread by `initImageDecoders()`
 // (async; text-only runs never load them); decoding itself is synchronous.
 import { readFileSync } from "node:fs";
@@ -67,7 +70,9 @@ function decodeJpeg(bytes: Uint8Array): RgbImage {
   jpegWarnings = [];
   try { r = jpeg.decode(bytes, false); } catch (e) {
     // a fatal libjpeg error ends in exit(1) inside wasm; the module stays usable (tested)
-    throw new Error(`undecodable JPEG (${jpegWarnings.join("; ") || (e as Error).message})`);
+    const why = jpegWarnings.join("; ") || (e as Error).message;
+    if (/color conversion/i.test(why)) throw new Error(`CMYK/YCCK JPEG is not supported (${why}); convert it to RGB`);
+    throw new Error(`undecodable JPEG (${why})`);
   }
   const why = jpegWarnings.join("; ");
   if (!r || r.width === 0 || r.height === 0) throw new Error(`undecodable JPEG${why ? ` (${why})` : ""}`);
@@ -88,8 +93,11 @@ function decodePng(bytes: Uint8Array): RgbImage {
   const n = p.width * p.height;
   if (n === 0) throw new Error("undecodable PNG (0 pixels)");
   if (!deep) return { width: p.width, height: p.height, rgb: dropAlpha(p.data, n) };
+  // PIL: 16-bit colour (and grey+alpha) keeps the high byte; 16-bit grey opens as mode "I" and
+  // convert("RGB") clips it at 255
+  const greyClip = bytes[25] === 0;
   const rgb = new Uint8Array(n * 3);
-  for (let i = 0; i < n; i++) for (let c = 0; c < 3; c++) rgb[3 * i + c] = p.data[4 * i + c] >> 8;
+  for (let i = 0; i < n; i++) for (let c = 0; c < 3; c++) { const v = p.data[4 * i + c]; rgb[3 * i + c] = greyClip ? Math.min(v, 255) : v >> 8; }
   return { width: p.width, height: p.height, rgb };
 }
 

@@ -36,6 +36,7 @@ describe("decode (PNG, JPEG) equals PIL's open().convert('RGB')", () => {
     const jpg = bytes("photo420.jpg");
     expect(() => decodeImage(jpg.subarray(0, jpg.length - 300))).toThrow(/undecodable JPEG \(truncated: Premature end of JPEG file/);
     expect(decodeImage(jpg).width).toBe(60); // the decoder still works after a fatal error
+    expect(() => decodeImage(bytes("cmyk.jpg"))).toThrow(/CMYK\/YCCK JPEG is not supported \(Unsupported color conversion request\); convert it to RGB/);
     const png = bytes("rgb.png");
     expect(() => decodeImage(png.subarray(0, 60))).toThrow(/undecodable PNG/);
   });
