@@ -74,7 +74,7 @@ async function trainLoop(outputDir: string, logger: Logger, o: LocalRunOptions, 
     };
     if (m.moe && m.local.expertLoad) {
       const load = m.local.expertLoad;
-      Object.assign(rec, { lm_loss: m.moe.lm_loss, aux_loss: m.moe.aux_loss, expert_load: load,
+      Object.assign(rec, { lm_loss: m.moe.lm_loss, ...(m.moe.aux_loss !== null ? { aux_loss: m.moe.aux_loss } : {}), expert_load: load,
         expert_load_min_max: load.map((l) => (Math.max(...l) > 0 ? Math.min(...l) / Math.max(...l) : 1)) });
     }
     appendFileSync(metricsPath, JSON.stringify(rec) + "\n");

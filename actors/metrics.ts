@@ -88,11 +88,13 @@ export function mergeStep(step: number, reports: StepMetrics[], wallS: number): 
 
 /** MoE figures: aux loss summed over ranks, loss = lm_loss + coef * aux, expert load summed. */
 function mergeMoe(line: MetricsLine, moe: NonNullable<StepMetrics["moe"]>[]): void {
-  const aux = moe.reduce((a, m) => a + m.auxSum, 0);
   const load = moe[0].expertLoad.map((l, i) => l.map((_, e) => moe.reduce((a, m) => a + m.expertLoad[i][e], 0)));
   line.lm_loss = line.loss;
-  line.aux_loss = aux;
-  line.loss = line.loss + moe[0].auxCoef * aux;
+  if (moe.every((m) => m.auxSum !== null)) {
+    const aux = moe.reduce((a, m) => a + m.auxSum!, 0);
+    line.aux_loss = aux;
+    line.loss = line.loss + moe[0].auxCoef * aux;
+  }
   line.expert_load = load;
   line.expert_load_min_max = load.map((l) => (Math.max(...l) > 0 ? Math.min(...l) / Math.max(...l) : 1));
 }

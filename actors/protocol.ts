@@ -37,10 +37,11 @@ export interface StepMetrics {
   flops: number;
   /** the backend's peak FLOP/s for this rank (MFU denominator), 0 if unknown. */
   peakFlops: number;
-  /** MoE models: this rank's sum over its micro-batches of (valid_mb / global valid) * aux_mb, the
+  /** MoE models: this rank's sum over its micro-batches of (valid_mb / global valid) * aux_mb (null
+   *  for a family without the aux loss), the
    *  objective's coefficient of it (router_aux_loss_coef, or 0 without output_router_logits), and
    *  tokens routed to each expert per sparse layer ([layer][expert]). */
-  moe?: { auxSum: number; auxCoef: number; expertLoad: number[][] };
+  moe?: { auxSum: number | null; auxCoef: number; expertLoad: number[][] };
   /** last step only: per unit [sum, sum of squares, index-weighted sum] of the parameters this
    *  rank owns uniquely (zeros on replicas), so the coordinator's sum over ranks describes the
    *  whole model whatever the sharding (parity checks across world sizes). */

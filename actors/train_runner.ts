@@ -89,7 +89,7 @@ export function makeTrainRunner(): RunnerFactory {
           return {
             ...(step === totalSteps - 1 ? { paramStats: (await plan.stageOwned(), paramStats(plan, model.layout.units.length)) } : {}),
             lossSum: m.local.lossSum, validTokens: m.local.validTokens, tokens: m.local.tokens, gradNorm: m.grad_norm, lr: m.lr, stepTimeS,
-            ...(m.local.expertLoad ? { moe: { auxSum: m.local.auxSum!, auxCoef: moeAuxCoef(model), expertLoad: m.local.expertLoad } } : {}),
+            ...(m.local.expertLoad ? { moe: { auxSum: m.local.auxSum ?? null, auxCoef: moeAuxCoef(model), expertLoad: m.local.expertLoad } } : {}),
             peakRssMb: peakRssMb(), rssMb: process.memoryUsage().rss / 2 ** 20, stateMb: plan.stateBytes() / 2 ** 20, flops: mbs.reduce((a, mb) => a + microBatchFlops(model, mb), 0), peakFlops: peak,
           };
         },

@@ -37,8 +37,8 @@ export interface TrainerMetrics {
    *  output_router_logits. */
   loss: number;
   /** MoE models: the two terms of `loss` (aux_loss unscaled by the coefficient, also when it is
-   *  not in the objective). */
-  moe?: { lm_loss: number; aux_loss: number };
+   *  not in the objective; null for a family without HF's aux loss, DeepSeek-V3). */
+  moe?: { lm_loss: number; aux_loss: number | null };
   /** Global L2 norm of the gradient before clipping. */
   grad_norm: number;
   lr: number;
@@ -120,11 +120,11 @@ export class Trainer {
     const local = { lossSum, validTokens: localValid, tokens: localTokens };
     const rs = model.routerStats, moe = model.config.moe;
     if (!rs || !moe) return { step, loss: lmLoss, grad_norm: gradNorm, lr, tokens, valid_tokens: validTokens, local };
-    const aux = await comm.allReduceSum(rs.auxSum); // collective: aux terms of every rank's micro-batches
+    const aux = moe.auxLoss ? await comm.allReduceSum(rs.auxSum) : null; // collective: aux terms of every rank's micro-batches
     return {
-      step, loss: lmLoss + (moe.outputRouterLogits ? moe.routerAuxLossCoef * aux : 0), moe: { lm_loss: lmLoss, aux_loss: aux },
+      step, loss: lmLoss + (aux !== null && moe.outputRouterLogits ? moe.routerAuxLossCoef * aux : 0), moe: { lm_loss: lmLoss, aux_loss: aux },
       grad_norm: gradNorm, lr, tokens, valid_tokens: validTokens,
-      local: { ...local, auxSum: rs.auxSum, expertLoad: rs.load.map((l) => Array.from(l)) },
+      local: { ...local, auxSum: moe.auxLoss ? rs.auxSum : undefined, expertLoad: rs.load.map((l) => Array.from(l)) },
     };
   }
 

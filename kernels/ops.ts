@@ -77,6 +77,12 @@ export interface Kernels {
   copy(dst: Tensor, src: Tensor): void;
   /** out <- a + b (f32; out may alias a or b) */
   add(out: Tensor<"f32">, a: Tensor<"f32">, b: Tensor<"f32">): void;
+  /** Strided column copy between row-major matrices: for n < N, j < width:
+   *  dst[n*dstW + dstOff + j*dstStride] <- (or += when accumulate) src[n*srcW + srcOff + j*srcStride].
+   *  Splits and joins along the last dim (MLA's [nope | rope] heads, (de)interleaving RoPE pairs);
+   *  the written elements must be distinct (dstStride >= 1, width * dstStride within a row). */
+  copyCols(dst: Tensor<"f32">, src: Tensor<"f32">, N: number, width: number, dstW: number, dstOff: number, dstStride: number,
+    srcW: number, srcOff: number, srcStride: number, accumulate: boolean): void;
   /** t <- t * s */
   scale(t: Tensor<"f32">, s: number): void;
   /** y <- y + alpha * x */

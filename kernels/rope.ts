@@ -4,12 +4,20 @@
 // does in float32). The tables are uploaded once; `ropeForward` indexes them by position id.
 
 export interface RopeScaling {
-  /** HF `rope_scaling.rope_type` (older configs: `type`). Only "default" and "llama3" here. */
-  rope_type: "default" | "llama3";
+  /** HF `rope_scaling.rope_type` (older configs: `type`): "default", "llama3" or "yarn". */
+  rope_type: "default" | "llama3" | "yarn";
+  /** yarn: the effective factor (max_position_embeddings / original_max_position_embeddings when
+   *  the config names the original, as HF's _compute_yarn_parameters). */
   factor?: number;
   low_freq_factor?: number;
   high_freq_factor?: number;
   original_max_position_embeddings?: number;
+  /** yarn: correction-range rotations (HF defaults 32 / 1) and whether the range is truncated. */
+  beta_fast?: number;
+  beta_slow?: number;
+  truncate?: boolean;
+  /** yarn: cos/sin scale, resolved from attention_factor or mscale / mscale_all_dim. */
+  attention_factor?: number;
 }
 
 export interface RopeOptions {
@@ -22,7 +30,7 @@ export interface RopeOptions {
 
 const f = Math.fround;
 
-/** inv_freq (dim/2): 1 / theta^(2i/dim), then llama3 frequency-dependent scaling if asked. */
+/** inv_freq (dim/2): 1 / theta^(2i/dim), then llama3 or yarn frequency-dependent scaling if asked. */
 export function ropeInvFreq(opts: RopeOptions): Float32Array {
   const { dim, theta } = opts;
   if (dim <= 0 || dim % 2 !== 0) throw new Error(`ropeInvFreq: rotary dim must be even and > 0, got ${dim}`);
@@ -35,8 +43,9 @@ export function ropeInvFreq(opts: RopeOptions): Float32Array {
   }
   const sc = opts.scaling;
   if (!sc || sc.rope_type === "default") return inv;
+  if (sc.rope_type === "yarn") return yarnInvFreq(inv, dim, theta, sc);
   if (sc.rope_type !== "llama3") {
-    throw new Error(`ropeInvFreq: rope_scaling.rope_type "${String(sc.rope_type)}" not supported (expected default or llama3)`);
+    throw new Error(`ropeInvFreq: rope_scaling.rope_type "${String(sc.rope_type)}" not supported (expected default, llama3 or yarn)`);
   }
   const factor = need(sc.factor, "factor");
   const low = need(sc.low_freq_factor, "low_freq_factor");
@@ -58,8 +67,31 @@ export function ropeInvFreq(opts: RopeOptions): Float32Array {
 }
 
 function need(v: number | undefined, key: string): number {
-  if (v === undefined || !Number.isFinite(v)) throw new Error(`ropeInvFreq: rope_scaling.${key} is required for llama3 scaling`);
+  if (v === undefined || !Number.isFinite(v)) throw new Error(`ropeInvFreq: rope_scaling.${key} is required for this scaling`);
   return v;
+}
+
+/** HF _compute_yarn_parameters: blend of interpolated (1 / (factor * theta^(2i/dim))) and
+ *  extrapolated (1 / theta^(2i/dim)) frequencies by a linear ramp over the correction range. */
+function yarnInvFreq(extrapolated: Float32Array, dim: number, theta: number, sc: RopeScaling): Float32Array {
+  const factor = need(sc.factor, "factor");
+  const orig = need(sc.original_max_position_embeddings, "original_max_position_embeddings");
+  const betaFast = sc.beta_fast ?? 32, betaSlow = sc.beta_slow ?? 1;
+  const corrDim = (rot: number) => (dim * Math.log(orig / (rot * 2 * Math.PI))) / (2 * Math.log(theta));
+  let low = corrDim(betaFast), high = corrDim(betaSlow);
+  if (sc.truncate ?? true) [low, high] = [Math.floor(low), Math.ceil(high)];
+  low = Math.max(low, 0);
+  high = Math.min(high, dim - 1);
+  if (low === high) high += 0.001; // HF: prevent singularity
+  const out = new Float32Array(dim / 2);
+  for (let i = 0; i < dim / 2; i++) {
+    const pos = f(Math.pow(theta, f(f(2 * i) / dim))); // base ** (arange(0, dim, 2).float() / dim), f32
+    const interp = f(1 / f(factor * pos));
+    const ramp = Math.min(1, Math.max(0, f(f(i - low) / f(high - low))));
+    const extraFactor = f(1 - ramp);
+    out[i] = f(f(interp * f(1 - extraFactor)) + f(extrapolated[i] * extraFactor));
+  }
+  return out;
 }
 
 /** cos, sin (P, dim/2): angle p * inv_freq[i] rounded to f32 (HF's f32 matmul), then cos/sin * attentionScaling. */

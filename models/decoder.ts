@@ -1,4 +1,4 @@
-// The causal LM shared by llama / qwen2 / qwen3 / qwen2_moe / qwen3_moe: embeddings -> L decoder
+// The causal LM shared by llama / qwen2 / qwen3 / qwen2_moe / qwen3_moe / deepseek_v3: embeddings -> L decoder
 // layers (dense MLP or sparse MoE per layer) -> final norm -> lm_head + cross-entropy.
 // MoE models add HF's load-balancing loss (router_aux_loss_coef * aux, when output_router_logits)
 // to the objective: its gradient enters each router's backward (blocks/router.ts), its value is
@@ -110,7 +110,7 @@ export class DecoderLM {
     const vu = new Set(this.layout.visionUnits);
     this.vision = c.vision ? new VisionTower(k, c.vision, this.layout.units.filter((u) => vu.has(u.index))) : null;
     this.emb = new Embedding(k, c);
-    this.routerStats = c.moe ? new RouterStats(c.moe.E, c.moe.sparse.filter(Boolean).length) : null;
+    this.routerStats = c.moe ? new RouterStats(c.moe.E, c.moe.sparse.filter(Boolean).length, c.moe.auxLoss) : null;
     this.layer = new DecoderLayer(k, c, this.rope, this.routerStats);
     const a = new Arena(k, Tmax);
     this.head = new LmHead(k, c, a);
@@ -191,7 +191,7 @@ export class DecoderLM {
       const prefix = u >= 1 && u <= this.config.L ? `model.layers.${u - 1}.` : "";
       for (const p of this.layout.units[u].params) v.set(p.name.slice(prefix.length), this.k.view(flat, p.offset, p.shape));
       // gate_proj and up_proj are adjacent (layout.ts): one (2I,C) view for the fused MLP GEMMs
-      for (const mlp of ["mlp.", "mlp.shared_expert."]) {
+      for (const mlp of ["mlp.", "mlp.shared_expert.", "mlp.shared_experts."]) {
         const gate = this.layout.byName.get(`${prefix}${mlp}gate_proj.weight`);
         const up = this.layout.byName.get(`${prefix}${mlp}up_proj.weight`);
         if (gate && up && up.offset === gate.offset + gate.numel) v.set(`${mlp}gate_up_proj.weight`, this.k.view(flat, gate.offset, [2 * gate.numel]));
@@ -342,7 +342,7 @@ export class DecoderLM {
   /** A KV cache for up to `capacity` tokens (prompt + generated). */
   newKvCache(capacity: number): LayerKv[] {
     const c = this.config;
-    return Array.from({ length: c.L }, () => new LayerKv(capacity, c.NKV * c.HS));
+    return Array.from({ length: c.L }, () => new LayerKv(capacity, this.layer.kvWidth));
   }
 
   /** Inference step with a KV cache: feeds `ids` at positions cache.length.. and returns their

@@ -3,7 +3,7 @@
 // when untied); vision-language models append the vision tower's units after the head
 // (L+2 = patch_embed, then one per vision block, then the merger; see vl/layout.ts). Gradients and optimizer state mirror the same layout, so FSDP shards, gathers and
 // reduce-scatters whole units, and the optimizer runs over flat ranges.
-import type { DecoderConfig, MoeConfig } from "./config.ts";
+import type { DecoderConfig, MlaConfig, MoeConfig } from "./config.ts";
 import { visionUnits } from "./vl/layout.ts";
 
 export type InitKind = "normal" | "zeros" | "ones";
@@ -55,6 +55,39 @@ export class UnitBuilder {
   }
 }
 
+/** GQA attention (llama / qwen2 / qwen3): q/k/v (+bias), o (+bias), qk-norm. */
+function addAttention(b: UnitBuilder, p: string, c: DecoderConfig): void {
+  for (const [proj, rows] of [["q_proj", c.NH * c.HS], ["k_proj", c.NKV * c.HS], ["v_proj", c.NKV * c.HS]] as const) {
+    b.add(`${p}${proj}.weight`, [rows, c.C], "normal");
+    if (c.qkvBias) b.add(`${p}${proj}.bias`, [rows], "zeros");
+  }
+  b.add(p + "o_proj.weight", [c.C, c.NH * c.HS], "normal");
+  if (c.oBias) b.add(p + "o_proj.bias", [c.C], "zeros");
+  if (c.qkNorm) {
+    b.add(p + "q_norm.weight", [c.HS], "ones");
+    b.add(p + "k_norm.weight", [c.HS], "ones");
+  }
+}
+
+/** DeepSeek-V3 MLA (HF DeepseekV3Attention names); attention_bias puts biases on q_a, kv_a and o. */
+function addMla(b: UnitBuilder, p: string, C: number, NH: number, bias: boolean, m: MlaConfig): void {
+  const DQK = m.DN + m.DR;
+  if (m.QR > 0) {
+    b.add(p + "q_a_proj.weight", [m.QR, C], "normal");
+    if (bias) b.add(p + "q_a_proj.bias", [m.QR], "zeros");
+    b.add(p + "q_a_layernorm.weight", [m.QR], "ones");
+    b.add(p + "q_b_proj.weight", [NH * DQK, m.QR], "normal");
+  } else {
+    b.add(p + "q_proj.weight", [NH * DQK, C], "normal");
+  }
+  b.add(p + "kv_a_proj_with_mqa.weight", [m.KR + m.DR, C], "normal");
+  if (bias) b.add(p + "kv_a_proj_with_mqa.bias", [m.KR + m.DR], "zeros");
+  b.add(p + "kv_a_layernorm.weight", [m.KR], "ones");
+  b.add(p + "kv_b_proj.weight", [NH * (m.DN + m.DV), m.KR], "normal");
+  b.add(p + "o_proj.weight", [C, NH * m.DV], "normal");
+  if (bias) b.add(p + "o_proj.bias", [C], "zeros");
+}
+
 /** SwiGLU MLP of width I: gate_proj and up_proj adjacent, so they form one (2I,C) matrix. */
 function addSwiglu(b: UnitBuilder, p: string, C: number, I: number): void {
   b.add(p + "gate_proj.weight", [I, C], "normal");
@@ -67,18 +100,18 @@ function addSwiglu(b: UnitBuilder, p: string, C: number, I: number): void {
  *  down_proj as one (E,C,IM) block; a contiguous expert range is a contiguous slice of each. */
 function addMoe(b: UnitBuilder, p: string, C: number, m: MoeConfig): void {
   b.add(p + "gate.weight", [m.E, C], "normal");
+  // DeepSeek-V3: a buffer HF saves with the weights; steers the choice only (never gets a gradient)
+  if (m.router === "sigmoid_group") b.add(p + "gate.e_score_correction_bias", [m.E], "zeros");
   for (let e = 0; e < m.E; e++) {
     b.add(`${p}experts.${e}.gate_proj.weight`, [m.IM, C], "normal");
     b.add(`${p}experts.${e}.up_proj.weight`, [m.IM, C], "normal");
   }
   for (let e = 0; e < m.E; e++) b.add(`${p}experts.${e}.down_proj.weight`, [C, m.IM], "normal");
-  if (m.ISH > 0) {
-    addSwiglu(b, p + "shared_expert.", C, m.ISH);
-    b.add(p + "shared_expert_gate.weight", [1, C], "normal");
-  }
+  if (m.ISH > 0) addSwiglu(b, m.sharedPrefix.replace("mlp.", p), C, m.ISH);
+  if (m.ISH > 0 && m.sharedGate) b.add(p + "shared_expert_gate.weight", [1, C], "normal");
 }
 
-/** HF parameter names and shapes of a decoder (llama / qwen2 / qwen3), grouped in units. */
+/** HF parameter names and shapes of a decoder (every family of registry.ts), grouped in units. */
 export function decoderLayout(c: DecoderConfig): ParamLayout {
   const units: UnitLayout[] = [];
   const finish = (b: UnitBuilder, name: string, reads: number[] = []) =>
@@ -91,16 +124,8 @@ export function decoderLayout(c: DecoderConfig): ParamLayout {
     const b = new UnitBuilder(l + 1);
     const p = `model.layers.${l}.`;
     b.add(p + "input_layernorm.weight", [c.C], "ones");
-    for (const [proj, rows] of [["q_proj", c.NH * c.HS], ["k_proj", c.NKV * c.HS], ["v_proj", c.NKV * c.HS]] as const) {
-      b.add(`${p}self_attn.${proj}.weight`, [rows, c.C], "normal");
-      if (c.qkvBias) b.add(`${p}self_attn.${proj}.bias`, [rows], "zeros");
-    }
-    b.add(p + "self_attn.o_proj.weight", [c.C, c.NH * c.HS], "normal");
-    if (c.oBias) b.add(p + "self_attn.o_proj.bias", [c.C], "zeros");
-    if (c.qkNorm) {
-      b.add(p + "self_attn.q_norm.weight", [c.HS], "ones");
-      b.add(p + "self_attn.k_norm.weight", [c.HS], "ones");
-    }
+    if (c.mla) addMla(b, p + "self_attn.", c.C, c.NH, c.oBias, c.mla);
+    else addAttention(b, p + "self_attn.", c);
     b.add(p + "post_attention_layernorm.weight", [c.C], "ones");
     if (c.moe?.sparse[l]) addMoe(b, p + "mlp.", c.C, c.moe);
     else addSwiglu(b, p + "mlp.", c.C, c.I);

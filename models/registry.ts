@@ -8,6 +8,7 @@ import { qwen3 } from "./qwen3/index.ts";
 import { qwen2Moe } from "./qwen2_moe/index.ts";
 import { qwen3Moe } from "./qwen3_moe/index.ts";
 import { qwen25Vl, qwen2Vl } from "./vl/index.ts";
+import { deepseekV3 } from "./deepseek_v3/index.ts";
 
 export interface ModelFamily {
   modelType: string;
@@ -15,7 +16,7 @@ export interface ModelFamily {
   plan: ParallelPlan;
 }
 
-const FAMILIES = new Map<string, ModelFamily>([llama, qwen2, qwen3, qwen2Moe, qwen3Moe, qwen2Vl, qwen25Vl].map((f) => [f.modelType, f]));
+const FAMILIES = new Map<string, ModelFamily>([llama, qwen2, qwen3, qwen2Moe, qwen3Moe, deepseekV3, qwen2Vl, qwen25Vl].map((f) => [f.modelType, f]));
 
 export function supportedModelTypes(): string[] {
   return [...FAMILIES.keys()].sort();

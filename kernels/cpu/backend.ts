@@ -127,6 +127,19 @@ export class CpuKernels extends CpuMemory implements Kernels {
       F(gate, "swigluBackward.gate (N)", N), F(up, "swigluBackward.up (N)", N), N);
   }
 
+  copyCols(dst: T32, src: T32, N: number, width: number, dstW: number, dstOff: number, dstStride: number,
+    srcW: number, srcOff: number, srcStride: number, accumulate: boolean): void {
+    const span = (w: number, off: number, stride: number, what: string) => {
+      if (!(stride >= 1) || off < 0 || (width > 0 && off + (width - 1) * stride >= w)) {
+        throw new Error(`copyCols.${what}: columns ${off} + (width ${width} - 1) * stride ${stride} do not fit a row of ${w}`);
+      }
+    };
+    span(dstW, dstOff, dstStride, "dst");
+    span(srcW, srcOff, srcStride, "src");
+    this.ops.copyCols(F(dst, "copyCols.dst (N,dstW)", N * dstW), F(src, "copyCols.src (N,srcW)", N * srcW), N, width,
+      dstW, dstOff, dstStride, srcW, srcOff, srcStride, accumulate);
+  }
+
   moeCombine(out: T32, rows: T32, idx: Tensor<"i32">, weights: T32, T: number, K: number, C: number, R: number): void {
     const ix = checkRoutes("moeCombine", idx, T, K, R);
     this.ops.moeCombine(F(out, "moeCombine.out (T,C)", T * C), F(rows, "moeCombine.rows (R,C)", R * C), ix,

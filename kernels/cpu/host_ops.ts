@@ -33,6 +33,9 @@ export interface HostOps {
   geluBackward(dinp: F32, dout: F32, inp: F32, N: number, kind: GeluKind): void;
   swigluForward(out: F32, gate: F32, up: F32, N: number): void;
   swigluBackward(dgate: F32, dup: F32, dout: F32, gate: F32, up: F32, N: number): void;
+  /** ranges already checked. */
+  copyCols(dst: F32, src: F32, N: number, width: number, dstW: number, dstOff: number, dstStride: number,
+    srcW: number, srcOff: number, srcStride: number, accumulate: boolean): void;
   /** idx already checked: entries distinct and in [0,R). */
   moeCombine(out: F32, rows: F32, idx: I32, weights: F32, T: number, K: number, C: number): void;
   moeCombineBackward(drows: F32 | null, dweights: F32 | null, dout: F32, rows: F32, idx: I32, weights: F32, T: number, K: number, C: number): void;

@@ -1,4 +1,5 @@
-// Elementwise ops on any shape (same numel): zero, fill, copy, add, scale, axpy.
+// Elementwise ops on any shape (same numel): zero, fill, copy, add, scale, axpy; and the strided
+// column copy (copyCols).
 // One thread per element, 256 per workgroup (grid() folds >65535 workgroups into y).
 import type { GpuTensor, Runtime } from "./runtime.ts";
 import { grid } from "./runtime.ts";
@@ -52,4 +53,17 @@ export function add(rt: Runtime, out: GpuTensor, a: GpuTensor, b: GpuTensor): vo
   if (sameView(out, a)) return axpy(rt, out, 1, b);
   if (sameView(out, b)) return axpy(rt, out, 1, a);
   rt.dispatch({ file: "add.wgsl", entry: "add" }, [out, a, b], "u", [out.numel], grid(out.numel, 256));
+}
+
+/** dst[n, dstOff + j*dstStride] (+)= src[n, srcOff + j*srcStride], n < N, j < width */
+export function copyCols(rt: Runtime, dst: GpuTensor, src: GpuTensor, N: number, width: number, dstW: number, dstOff: number,
+  dstStride: number, srcW: number, srcOff: number, srcStride: number, accumulate: boolean): void {
+  for (const [t, w, off, st, what] of [[dst, dstW, dstOff, dstStride, "dst"], [src, srcW, srcOff, srcStride, "src"]] as const) {
+    if (t.numel !== N * w) throw new Error(`webgpu copyCols.${what}: expected ${N * w} elements (N,${what}W), got ${t.numel}`);
+    if (!(st >= 1) || off < 0 || (width > 0 && off + (width - 1) * st >= w)) {
+      throw new Error(`webgpu copyCols.${what}: columns ${off} + (width ${width} - 1) * stride ${st} do not fit a row of ${w}`);
+    }
+  }
+  rt.dispatch({ file: "copy_cols.wgsl", entry: "main" }, [dst, src], "uuuuuuuuu",
+    [N, width, dstW, dstOff, dstStride, srcW, srcOff, srcStride, accumulate ? 1 : 0], grid(N * width, 256));
 }

@@ -7,7 +7,7 @@ import type { AdamWParams, AllocOptions, GeluKind, Kernels } from "../ops.ts";
 import type { DType, HostArray, Tensor } from "../tensor.ts";
 import { attentionBackward, attentionForward } from "./attention.ts";
 import { adapterLine, openGpu } from "./device.ts";
-import { add, axpy, copy, fill, scale } from "./elementwise.ts";
+import { add, axpy, copy, copyCols, fill, scale } from "./elementwise.ts";
 import * as L from "./layers.ts";
 import { crossEntropyFused } from "./loss.ts";
 import { gemm, linearBackward, linearForward } from "./matmul.ts";
@@ -56,6 +56,10 @@ export class WebgpuKernels implements Kernels {
   copy(dst: Tensor, src: Tensor): void { copy(this.rt, g(dst), g(src)); }
   add(out: Tensor<"f32">, a: Tensor<"f32">, b: Tensor<"f32">): void { add(this.rt, g(out), g(a), g(b)); }
   scale(t: Tensor<"f32">, s: number): void { scale(this.rt, g(t), s); }
+  copyCols(dst: Tensor<"f32">, src: Tensor<"f32">, N: number, width: number, dstW: number, dstOff: number, dstStride: number,
+    srcW: number, srcOff: number, srcStride: number, accumulate: boolean): void {
+    copyCols(this.rt, g(dst), g(src), N, width, dstW, dstOff, dstStride, srcW, srcOff, srcStride, accumulate);
+  }
   axpy(y: Tensor<"f32">, alpha: number, x: Tensor<"f32">): void { axpy(this.rt, g(y), alpha, g(x)); }
 
   gemm(out: Tensor<"f32">, a: Tensor<"f32">, b: Tensor<"f32">, M: number, N: number, K: number,

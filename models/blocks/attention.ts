@@ -29,6 +29,38 @@ export class LayerKv {
   }
 }
 
+/** Host decode attention: q (T,NH,HS) of the tokens at positions past..past+T-1 against the
+ *  cached keys/values (already holding them), causal; returns out (T,NH,HS). */
+export function decodeAttention(qh: Float32Array, cache: LayerKv, past: number, T: number, NH: number, NKV: number, HS: number,
+  scale: number): Float32Array {
+  const o = new Float32Array(T * NH * HS);
+  const scores = new Float64Array(past + T);
+  const rep = NH / NKV;
+  for (let t = 0; t < T; t++) {
+    const n = past + t + 1; // keys 0..past+t
+    for (let h = 0; h < NH; h++) {
+      const kvh = Math.floor(h / rep);
+      const qo = (t * NH + h) * HS;
+      let mx = -Infinity;
+      for (let j = 0; j < n; j++) {
+        const ko = (j * NKV + kvh) * HS;
+        let dot = 0;
+        for (let d = 0; d < HS; d++) dot += qh[qo + d] * cache.k[ko + d];
+        scores[j] = dot * scale;
+        if (scores[j] > mx) mx = scores[j];
+      }
+      let sum = 0;
+      for (let j = 0; j < n; j++) sum += scores[j] = Math.exp(scores[j] - mx);
+      for (let j = 0; j < n; j++) {
+        const p = scores[j] / sum;
+        const vo = (j * NKV + kvh) * HS;
+        for (let d = 0; d < HS; d++) o[qo + d] += p * cache.v[vo + d];
+      }
+    }
+  }
+  return o;
+}
+
 /** The layer's parameter (or gradient) views by short name, e.g. "self_attn.q_proj.weight". */
 export type Views = Map<string, F32>;
 
@@ -100,32 +132,7 @@ export class Attention {
     k.linearForward(v, xn, w.get("self_attn.v_proj.weight")!, w.get("self_attn.v_proj.bias") ?? null, T, c.C, DKV);
     const qh = await k.read(q);
     const past = cache.append(await k.read(kk), await k.read(v), T);
-    const o = new Float32Array(T * D);
-    const scores = new Float64Array(past + T);
-    const rep = NH / NKV;
-    for (let t = 0; t < T; t++) {
-      const n = past + t + 1; // keys 0..past+t
-      for (let h = 0; h < NH; h++) {
-        const kvh = Math.floor(h / rep);
-        const qo = (t * NH + h) * HS;
-        let mx = -Infinity;
-        for (let j = 0; j < n; j++) {
-          const ko = (j * NKV + kvh) * HS;
-          let dot = 0;
-          for (let d = 0; d < HS; d++) dot += qh[qo + d] * cache.k[ko + d];
-          scores[j] = dot * this.scale;
-          if (scores[j] > mx) mx = scores[j];
-        }
-        let sum = 0;
-        for (let j = 0; j < n; j++) sum += scores[j] = Math.exp(scores[j] - mx);
-        for (let j = 0; j < n; j++) {
-          const p = scores[j] / sum;
-          const vo = (j * NKV + kvh) * HS;
-          for (let d = 0; d < HS; d++) o[qo + d] += p * cache.v[vo + d];
-        }
-      }
-    }
-    k.upload(att, o);
+    k.upload(att, decodeAttention(qh, cache, past, T, NH, NKV, HS, this.scale));
     k.linearForward(out, att, w.get("self_attn.o_proj.weight")!, w.get("self_attn.o_proj.bias") ?? null, T, D, c.C);
   }
 

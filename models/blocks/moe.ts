@@ -1,10 +1,11 @@
-// Sparse mixture-of-experts block (HF Qwen3MoeSparseMoeBlock / Qwen2MoeSparseMoeBlock), explicit
-// autograd. Forward, for xn (T,C):
+// Sparse mixture-of-experts block (HF Qwen3MoeSparseMoeBlock / Qwen2MoeSparseMoeBlock /
+// DeepseekV3MoE), explicit autograd. Forward, for xn (T,C):
 //   logits (T,E) = xn Wg^T                      router (mlp.gate), read to the host: SYNC POINT
 //   routing on the host (router.ts): probs, top-k ids/weights, rows sorted by expert
 //   xs (R,C) = xn[rowToken]                     gather (embeddingForward over xn as the table)
 //   ys (R,C) = grouped SwiGLU experts over xs   one GEMM group per expert (grouped_gemm.ts)
 //   qwen2_moe: ysh (T,C) = shared_expert(xn), gate s (T) = sigmoid(xn Wsg^T), riding as route K
+//   deepseek_v3: ysh (T,C) = shared_experts(xn) with weight 1 as route K
 //   out (T,C) = sum_k w[t,k] ys[rowOf[t,k]] (+ s[t] ysh[t])      moeCombine, k order fixed
 // Backward mirrors it; the routing weights' gradient (and the shared gate's) comes back to the
 // host (SYNC POINT), through the top-k softmax (plus the load-balancing loss term) into dlogits.
@@ -42,8 +43,8 @@ export class MoeBlock {
 
   constructor(private k: Kernels, private c: DecoderConfig, private stats: RouterStats) {
     this.m = c.moe!;
-    this.router = new Router(this.m.E, this.m.K, this.m.normTopkProb);
-    this.shared = this.m.ISH > 0 ? new Mlp(k, c.C, this.m.ISH, "mlp.shared_expert.") : null;
+    this.router = new Router(this.m);
+    this.shared = this.m.ISH > 0 ? new Mlp(k, c.C, this.m.ISH, this.m.sharedPrefix) : null;
     this.K1 = this.m.K + (this.shared ? 1 : 0);
   }
 
@@ -55,7 +56,7 @@ export class MoeBlock {
       rowToken: a.ibuf(K, `${name}.row_token`), routing: this.router.alloc(a.Tmax),
       hostIdx: new Int32Array(a.Tmax * K1), hostWeights: new Float32Array(a.Tmax * K1),
       shared: this.shared ? this.shared.allocSaved(a, `${name}.shared_expert`) : null,
-      sgLogit: this.shared ? a.buf(1, `${name}.shared_gate`) : null,
+      sgLogit: this.m.sharedGate && this.shared ? a.buf(1, `${name}.shared_gate`) : null,
     };
   }
 
@@ -65,7 +66,7 @@ export class MoeBlock {
       h: a.buf(K * IM, "moe.h_t"), dh: a.buf(K * IM, "moe.dh_t"), dgu: a.buf(K * 2 * IM, "moe.dgu_t"),
       drows: a.buf(K1 * C, "moe.drows"), dxs: a.buf(K * C, "moe.dxs"), dweights: a.buf(K1, "moe.dweights"),
       dlogits: a.buf(E, "moe.dlogits"), shared: this.shared ? this.shared.allocScratch(a, "moe.shared_expert") : null,
-      dsg: this.shared ? a.buf(1, "moe.dshared_gate") : null,
+      dsg: this.m.sharedGate && this.shared ? a.buf(1, "moe.dshared_gate") : null,
       hostDw: new Float32Array(a.Tmax * K), hostDlogits: new Float32Array(a.Tmax * E), hostDsg: new Float32Array(a.Tmax),
     };
   }
@@ -85,7 +86,8 @@ export class MoeBlock {
     const logits = s.logits.at(T);
     k.linearForward(logits, xn, w.get("mlp.gate.weight")!, null, T, C, m.E);
     const r = s.routing;
-    this.router.route(r, await k.read(logits), T); // SYNC POINT: routing on the host
+    const bias = m.router === "sigmoid_group" ? await k.read(w.get("mlp.gate.e_score_correction_bias")!) : null;
+    this.router.route(r, await k.read(logits), T, bias); // SYNC POINT: routing on the host
     this.stats.add(sparseIndex, r, m.K);
     const idx = s.hostIdx.subarray(0, T * K1), wts = s.hostWeights.subarray(0, T * K1);
     for (let t = 0; t < T; t++) {
@@ -96,12 +98,15 @@ export class MoeBlock {
     }
     const rows = s.rows.at(T);
     if (this.shared) {
-      const sg = s.sgLogit!.at(T);
-      k.linearForward(sg, xn, w.get("mlp.shared_expert_gate.weight")!, null, T, C, 1);
-      const sgHost = await k.read(sg); // SYNC POINT (same as the router's): the gate becomes route K's weight
+      let sgHost: Float32Array | null = null;
+      if (m.sharedGate) {
+        const sg = s.sgLogit!.at(T);
+        k.linearForward(sg, xn, w.get("mlp.shared_expert_gate.weight")!, null, T, C, 1);
+        sgHost = await k.read(sg); // SYNC POINT (same as the router's): the gate becomes route K's weight
+      }
       for (let t = 0; t < T; t++) {
         idx[t * K1 + m.K] = R + t;
-        wts[t * K1 + m.K] = 1 / (1 + Math.exp(-sgHost[t]));
+        wts[t * K1 + m.K] = sgHost ? 1 / (1 + Math.exp(-sgHost[t])) : 1;
       }
       this.shared.forward(k.view(rows, R * C, [T * C]), xn, w, s.shared!, b);
     }
@@ -140,7 +145,7 @@ export class MoeBlock {
     const dlogits = sc.dlogits.at(T);
     k.upload(dlogits, dl);
     k.linearBackward(dxn, g.get("mlp.gate.weight")!, null, dlogits, xn, w.get("mlp.gate.weight")!, T, C, m.E);
-    if (this.shared) {
+    if (this.shared && m.sharedGate) {
       // d(gate logit) = d(sigmoid) * sig (1 - sig); the sigmoid is route K's weight (host copy)
       const wts = s.hostWeights;
       const dsg = sc.hostDsg.subarray(0, T);

@@ -1,4 +1,5 @@
-// Rotary embedding tables (HF default or llama3 inv_freq), uploaded once: cos/sin (P, HS/2) indexed
+// Rotary embedding tables (HF default, llama3 or yarn inv_freq; yarn also scales cos/sin by its
+// attention factor), uploaded once: cos/sin (P, HS/2) indexed
 // by each token's position id (positions restart per packed sample, so P bounds positions).
 import { ropeCosSin, ropeInvFreq, type Kernels, type RopeScaling } from "../../kernels/index.ts";
 import type { F32, I32 } from "./arena.ts";
@@ -9,7 +10,7 @@ export class Rope {
 
   constructor(private k: Kernels, readonly HS: number, theta: number, scaling: RopeScaling | null, readonly P: number) {
     const inv = ropeInvFreq({ dim: HS, theta, scaling });
-    const t = ropeCosSin(inv, P);
+    const t = ropeCosSin(inv, P, scaling?.rope_type === "yarn" ? (scaling.attention_factor ?? 1) : 1);
     this.cos = k.alloc([P, HS / 2], "f32", { shared: false, name: "rope.cos" });
     this.sin = k.alloc([P, HS / 2], "f32", { shared: false, name: "rope.sin" });
     k.upload(this.cos, t.cos);

@@ -1,12 +1,18 @@
-// MoE routing on the host (HF Qwen2Moe/Qwen3MoeSparseMoeBlock semantics) and its backward.
+// MoE routing on the host (HF Qwen2Moe/Qwen3MoeSparseMoeBlock and DeepseekV3TopkRouter) and its
+// backward.
 // The router logits (T,E) are read to the host once per MoE layer (a SYNC POINT the expert
 // exchange needs anyway: group sizes drive one GEMM per expert, and expert parallelism sends
 // per-expert token counts). Routing is O(T*E*K), small beside the experts' GEMMs.
-//   p = softmax(logits) in f32; (w, ids) = top-k of p (descending, ties to the lower expert);
-//   w /= sum(w) when norm_topk_prob.
+//   softmax (Qwen): p = softmax(logits) in f32; (w, ids) = top-k of p (descending, ties to the
+//     lower expert); w /= sum(w) when norm_topk_prob.
+//   sigmoid_group (DeepSeek-V3): p = sigmoid(logits); choice c = p + e_score_correction_bias; each
+//     of n_group groups scores the sum of its top-2 c; outside the topk_group best groups c = 0;
+//     ids = top-k of c; w = p[ids] (/ (sum + 1e-20) when norm_topk_prob) * routed_scaling_factor.
 // Rows: the T*K (token, route) pairs sorted by (expert, token) (a stable counting sort), so
 // expert e's inputs are rows [off[e], off[e+1]) and the order is the same on every run.
 // Shape letters: T tokens, E experts, K routes per token, R = T*K rows.
+
+import type { MoeConfig } from "../config.ts";
 
 export interface Routing {
   T: number;
@@ -24,8 +30,28 @@ export interface Routing {
   rowOf: Int32Array;
 }
 
+/** k largest of v[0..n) (descending, ties to the lower index), skipping `skip` marks; into out. */
+function topk(v: ArrayLike<number>, n: number, k: number, out: Int32Array | number[]): void {
+  for (let j = 0; j < k; j++) {
+    let best = -1;
+    for (let e = 0; e < n; e++) {
+      let taken = false;
+      for (let i = 0; i < j; i++) if (out[i] === e) taken = true;
+      if (!taken && (best < 0 || v[e] > v[best])) best = e;
+    }
+    out[j] = best;
+  }
+}
+
 export class Router {
-  constructor(readonly E: number, readonly K: number, readonly normTopkProb: boolean) {}
+  readonly E: number;
+  readonly K: number;
+  private choice: Float32Array;
+  constructor(private m: MoeConfig) {
+    this.E = m.E;
+    this.K = m.K;
+    this.choice = new Float32Array(m.E);
+  }
 
   /** Host arrays for up to Tmax tokens (viewed at T by route()). */
   alloc(Tmax: number): Routing {
@@ -36,32 +62,48 @@ export class Router {
     };
   }
 
-  /** Fill `r` from router logits (T,E). */
-  route(r: Routing, logits: Float32Array, T: number): void {
-    const { E, K } = this;
+  /** Fill `r` from router logits (T,E); `bias` (E): DeepSeek's e_score_correction_bias. */
+  route(r: Routing, logits: Float32Array, T: number, bias: Float32Array | null): void {
+    const { E, K, m } = this;
     r.T = T;
     const count = new Int32Array(E);
+    const f = Math.fround;
     for (let t = 0; t < T; t++) {
       const lg = logits.subarray(t * E, (t + 1) * E), p = r.probs.subarray(t * E, (t + 1) * E);
-      let mx = -Infinity;
-      for (let e = 0; e < E; e++) mx = Math.max(mx, lg[e]);
-      let sum = 0;
-      for (let e = 0; e < E; e++) sum += Math.exp(lg[e] - mx);
-      for (let e = 0; e < E; e++) p[e] = Math.exp(lg[e] - mx) / sum;
-      // top-k by repeated selection (K is small): largest first, ties to the lower index
+      const ids = r.ids.subarray(t * K, (t + 1) * K), w = r.weights.subarray(t * K, (t + 1) * K);
+      if (m.router === "softmax") {
+        let mx = -Infinity;
+        for (let e = 0; e < E; e++) mx = Math.max(mx, lg[e]);
+        let sum = 0;
+        for (let e = 0; e < E; e++) sum += Math.exp(lg[e] - mx);
+        for (let e = 0; e < E; e++) p[e] = Math.exp(lg[e] - mx) / sum;
+        topk(p, E, K, ids);
+      } else {
+        const c = this.choice, G = m.nGroup, per = E / G;
+        for (let e = 0; e < E; e++) {
+          p[e] = 1 / (1 + Math.exp(-lg[e]));
+          c[e] = f(p[e] + (bias ? bias[e] : 0));
+        }
+        const gs = new Float32Array(G), top2 = [0, 0], keep: number[] = new Array(m.topkGroup);
+        for (let g = 0; g < G; g++) {
+          topk(c.subarray(g * per, (g + 1) * per), per, Math.min(2, per), top2);
+          gs[g] = per >= 2 ? f(c[g * per + top2[0]] + c[g * per + top2[1]]) : c[g * per];
+        }
+        topk(gs, G, m.topkGroup, keep);
+        for (let g = 0; g < G; g++) if (!keep.includes(g)) c.fill(0, g * per, (g + 1) * per); // HF masked_fill(.., 0.0)
+        topk(c, E, K, ids);
+      }
       let chosen = 0;
       for (let k = 0; k < K; k++) {
-        let best = -1;
-        for (let e = 0; e < E; e++) {
-          if (r.ids.subarray(t * K, t * K + k).includes(e)) continue;
-          if (best < 0 || p[e] > p[best]) best = e;
-        }
-        r.ids[t * K + k] = best;
-        r.weights[t * K + k] = p[best];
-        chosen += p[best];
-        count[best]++;
+        w[k] = p[ids[k]];
+        chosen = f(chosen + w[k]);
+        count[ids[k]]++;
       }
-      if (this.normTopkProb) for (let k = 0; k < K; k++) r.weights[t * K + k] = r.weights[t * K + k] / chosen;
+      if (m.normTopkProb) {
+        const d = m.router === "softmax" ? chosen : f(chosen + 1e-20);
+        for (let k = 0; k < K; k++) w[k] = w[k] / d;
+      }
+      if (m.routedScalingFactor !== 1) for (let k = 0; k < K; k++) w[k] = w[k] * m.routedScalingFactor;
     }
     // stable counting sort of (t,k) by expert: rows of expert e in token order
     r.off[0] = 0;
@@ -80,26 +122,33 @@ export class Router {
    *  (renormalised) softmax, plus `auxGrad` (E) = dLoss/dp[t,e] of the load-balancing loss
    *  (the same for every token), or null. */
   backward(dlogits: Float32Array, dweights: Float32Array, r: Routing, auxGrad: Float64Array | null): void {
-    const { E, K } = this;
+    const { E, K, m } = this;
     const dp = new Float64Array(E);
+    const eps = m.router === "softmax" ? 0 : 1e-20;
     for (let t = 0; t < r.T; t++) {
       const p = r.probs.subarray(t * E, (t + 1) * E);
       if (auxGrad) dp.set(auxGrad);
       else dp.fill(0);
       const ids = r.ids.subarray(t * K, (t + 1) * K), dw = dweights.subarray(t * K, (t + 1) * K);
-      if (this.normTopkProb) {
-        // w_k = p_k / S, S = sum_j p_j: dp_k = (dw_k - sum_j dw_j w_j) / S
-        let S = 0, dot = 0;
-        for (let k = 0; k < K; k++) S += p[ids[k]];
-        for (let k = 0; k < K; k++) dot += dw[k] * (p[ids[k]] / S);
-        for (let k = 0; k < K; k++) dp[ids[k]] += (dw[k] - dot) / S;
+      const rsf = m.routedScalingFactor;
+      if (m.normTopkProb) {
+        // w_k = rsf p_k / D, D = sum_j p_j (+ eps): dp_k = rsf (dw_k - sum_j dw_j p_j / D) / D
+        let D = eps, dot = 0;
+        for (let k = 0; k < K; k++) D += p[ids[k]];
+        for (let k = 0; k < K; k++) dot += dw[k] * (p[ids[k]] / D);
+        for (let k = 0; k < K; k++) dp[ids[k]] += (rsf * (dw[k] - dot)) / D;
       } else {
-        for (let k = 0; k < K; k++) dp[ids[k]] += dw[k];
+        for (let k = 0; k < K; k++) dp[ids[k]] += rsf * dw[k];
       }
-      // softmax backward: dlogit_e = p_e (dp_e - sum_j dp_j p_j)
-      let s = 0;
-      for (let e = 0; e < E; e++) s += dp[e] * p[e];
-      for (let e = 0; e < E; e++) dlogits[t * E + e] = p[e] * (dp[e] - s);
+      if (m.router === "softmax") {
+        // softmax backward: dlogit_e = p_e (dp_e - sum_j dp_j p_j)
+        let s = 0;
+        for (let e = 0; e < E; e++) s += dp[e] * p[e];
+        for (let e = 0; e < E; e++) dlogits[t * E + e] = p[e] * (dp[e] - s);
+      } else {
+        // sigmoid backward (the bias only steers the choice: no gradient reaches it)
+        for (let e = 0; e < E; e++) dlogits[t * E + e] = dp[e] * p[e] * (1 - p[e]);
+      }
     }
   }
 }
@@ -123,7 +172,8 @@ export class RouterStats {
   private probSum: Float64Array;
   private rows = 0;
 
-  constructor(readonly E: number, nSparse: number) {
+  /** `aux`: the family has HF's load-balancing loss (Qwen MoE); without it auxSum stays 0. */
+  constructor(readonly E: number, nSparse: number, readonly aux: boolean) {
     this.load = Array.from({ length: nSparse }, () => new Float64Array(E));
     this.auxGrad = new Float64Array(E);
     this.count = new Float64Array(E);
@@ -159,7 +209,7 @@ export class RouterStats {
     this.recording = false;
     const { E } = this;
     const N = this.rows;
-    if (N === 0) return 0;
+    if (N === 0 || !this.aux) return 0;
     let aux = 0;
     for (let e = 0; e < E; e++) aux += (this.count[e] / N) * (this.probSum[e] / N);
     aux *= E;

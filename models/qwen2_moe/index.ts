@@ -6,6 +6,6 @@ import { MOE_DECODER_PLAN } from "../plan.ts";
 
 export const qwen2Moe: ModelFamily = {
   modelType: "qwen2_moe",
-  flags: { qkvBias: true, oBias: false, qkNorm: false, tiedDefault: false, moe: { sharedExpert: true, normTopkProbDefault: false, auxCoefDefault: 0.001 } },
+  flags: { qkvBias: true, oBias: false, qkNorm: false, tiedDefault: false, moe: { kind: "qwen2_moe", normTopkProbDefault: false, auxCoefDefault: 0.001 } },
   plan: MOE_DECODER_PLAN,
 };

@@ -6,6 +6,6 @@ import { MOE_DECODER_PLAN } from "../plan.ts";
 
 export const qwen3Moe: ModelFamily = {
   modelType: "qwen3_moe",
-  flags: { qkvBias: false, oBias: true, qkNorm: true, tiedDefault: false, moe: { sharedExpert: false, normTopkProbDefault: false, auxCoefDefault: 0.001 } },
+  flags: { qkvBias: false, oBias: true, qkNorm: true, tiedDefault: false, moe: { kind: "qwen3_moe", normTopkProbDefault: false, auxCoefDefault: 0.001 } },
   plan: MOE_DECODER_PLAN,
 };

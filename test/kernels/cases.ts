@@ -115,6 +115,18 @@ export const moeCombineCase = (T: number, K: number, C: number): Case => async (
   return { out, drows, dw };
 };
 
+/** copyCols: MLA-style head split (nope | rope) with de-interleave (stride 2), a broadcast-like
+ *  accumulate, and a plain overwrite, over views with offsets. */
+export const copyColsCase = (N: number): Case => async (k) => {
+  const r = rng(17);
+  const src = tensorF(k, [N, 12], randn(r, N * 12)), dst = tensorF(k, [N, 10], randn(r, N * 10));
+  k.copyCols(dst, src, N, 3, 10, 0, 2, 12, 5, 2, false); // dst[:,0,2,4] = src[:,5,7,9]
+  k.copyCols(dst, src, N, 3, 10, 1, 3, 12, 6, 2, true); // dst[:,1,4,7] += src[:,6,8,10]
+  const part = tensorF(k, [N * 4], randn(r, N * 4));
+  k.copyCols(k.view(dst, 0, [N * 10]), part, N, 4, 10, 6, 1, 4, 0, 1, true);
+  return { dst };
+};
+
 /** Fused LM head + cross-entropy (ignore_index -100 on every fifth token), then the eval form. */
 export const crossEntropyCase: Case = async (k) => {
   const r = rng(8), T = 40, C = 12, V = 37;

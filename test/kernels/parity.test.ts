@@ -4,7 +4,7 @@
 // start non-zero, so accumulation (+=) is checked too.
 import { describe, expect, test } from "bun:test";
 import { createCpuKernels, createReferenceKernels, type Kernels } from "../../kernels/index.ts";
-import { adamwCase, attnCase, crossEntropyCase, embeddingCase, gemmCase, geluCase, layernormCase, LLAMA3_ROPE, moeCombineCase, ropeCase, swigluCase, type Case } from "./cases.ts";
+import { adamwCase, attnCase, copyColsCase, crossEntropyCase, embeddingCase, gemmCase, geluCase, layernormCase, LLAMA3_ROPE, moeCombineCase, ropeCase, swigluCase, type Case } from "./cases.ts";
 import { expectClose, randn, rng, tensorF, tensorI } from "./helpers.ts";
 
 const ref = createReferenceKernels();
@@ -84,6 +84,10 @@ describe("fast CPU path matches the reference", () => {
 
   test("swiglu forward/backward", async () => {
     await parity("swiglu", swigluCase(33));
+  });
+
+  test("copyCols: strided split/join, accumulate and overwrite", async () => {
+    await parity("copyCols", copyColsCase(9));
   });
 
   test("moe combine forward/backward (routes summed in k order)", async () => {

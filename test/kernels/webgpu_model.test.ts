@@ -1,5 +1,5 @@
 // Whole models on the WebGPU backend: Hugging Face's tiny-random-llama-2 logits, the torch-made
-// qwen2/qwen3 fixtures (three AdamW steps with clipping), and ten training steps of a tiny random
+// qwen2/qwen3 and MoE (qwen3_moe, qwen2_moe, deepseek_v3) fixtures (three AdamW steps with clipping), and ten training steps of a tiny random
 // Llama whose losses must follow the CPU backend's. Same model code, only the backend differs.
 //
 // Tolerance: HF logits as the fixture states (1e-5 abs + rel); losses 1e-4 absolute and grad norms
@@ -45,7 +45,7 @@ if (!probe.ok) {
     }
   });
 
-  for (const name of ["qwen2-tiny", "qwen3-tiny"]) {
+  for (const name of ["qwen2-tiny", "qwen3-tiny", "qwen3_moe-tiny", "qwen2_moe-tiny", "deepseek_v3-tiny"]) {
     test(`${name}: three AdamW steps with clipping match torch on WebGPU (loss, grad norm)`, async () => {
       const exp = readExpected(name);
       const model = loadPretrained(gpu, `${FIXTURES}${name}`, { maxTokens: 16, gradientCheckpointing: false });

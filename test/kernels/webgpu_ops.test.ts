@@ -10,7 +10,7 @@ import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import { createReferenceKernels } from "../../kernels/index.ts";
 import { createWebGpuKernels, probeAdapter, type WebgpuKernels } from "../../kernels/webgpu/index.ts";
 import { MATMUL_VARIANTS, type MatmulVariant } from "../../kernels/webgpu/matmul.ts";
-import { adamwCase, attnCase, crossEntropyCase, embeddingCase, gemmCase, geluCase, layernormCase, LLAMA3_ROPE, moeCombineCase, ropeCase, swigluCase, type Case } from "./cases.ts";
+import { adamwCase, attnCase, copyColsCase, crossEntropyCase, embeddingCase, gemmCase, geluCase, layernormCase, LLAMA3_ROPE, moeCombineCase, ropeCase, swigluCase, type Case } from "./cases.ts";
 import { expectClose, randn, rng, tensorF, tensorI } from "./helpers.ts";
 
 setDefaultTimeout(60_000); // lavapipe on 2 shared cores: pipelines compile on first use
@@ -159,6 +159,10 @@ if (!probe.ok) {
 
     test("swiglu forward/backward", async () => {
       await parity("swiglu", swigluCase(333));
+    });
+
+    test("copyCols: strided split/join, accumulate and overwrite", async () => {
+      await parity("copyCols", copyColsCase(300));
     });
 
     test("moe combine forward/backward (more than one workgroup of rows and of routes)", async () => {

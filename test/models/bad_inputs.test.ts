@@ -31,7 +31,7 @@ function copyFixture(dir: string, name: string, cfg?: (c: Record<string, unknown
 test("unknown model_type lists the supported ones", () => {
   withTemp((dir) => {
     copyFixture(dir, "qwen2-tiny", (c) => (c.model_type = "gpt_neox"));
-    expect(() => loadPretrained(k, dir, opts)).toThrow(/config\.json: model_type "gpt_neox" is not supported \(supported: llama, qwen2, qwen2_5_vl, qwen2_moe, qwen2_vl, qwen3, qwen3_moe\)/);
+    expect(() => loadPretrained(k, dir, opts)).toThrow(/config\.json: model_type "gpt_neox" is not supported \(supported: deepseek_v3, llama, qwen2, qwen2_5_vl, qwen2_moe, qwen2_vl, qwen3, qwen3_moe\)/);
   });
 });
 
@@ -157,4 +157,20 @@ test("moeCombine refuses a route index out of range or used twice", () => {
   expect(() => k.moeCombine(t(T * C), t(R * C), idx([0, 1, 2, 5]), t(T * K), T, K, C, R)).toThrow("moeCombine.idx[3] = 5 is outside [0, 5)");
   expect(() => k.moeCombineBackward(t(R * C), t(T * K), t(T * C), t(R * C), idx([0, 1, 1, 4]), t(T * K), T, K, C, R))
     .toThrow("moeCombineBackward.idx[2] = 1 repeats an earlier route");
+});
+
+test("DeepSeek-V3 config.json: router groups, head dims and routing method are checked", () => {
+  withTemp((dir) => {
+    const bad: [(c: Record<string, unknown>) => void, RegExp][] = [
+      [(c) => (c.n_group = 3), /config\.json: n_routed_experts \(8\) must be a multiple of n_group \(3\)/],
+      [(c) => (c.topk_group = 5), /config\.json: topk_group \(5\) groups of 2 experts must hold num_experts_per_tok \(2\) and topk_group <= n_group \(4\)/],
+      [(c) => (c.v_head_dim = 17), /config\.json: v_head_dim \(17\) must be <= qk_nope_head_dim \+ qk_rope_head_dim \(16\)/],
+      [(c) => (c.scoring_func = "softmax"), /config\.json: scoring_func "softmax" is not supported \(expected sigmoid\)/],
+      [(c) => (c.rope_scaling = { type: "dynamic", factor: 2 }), /rope_scaling type "dynamic" is not supported \(supported: default, llama3, yarn\)/],
+    ];
+    for (const [edit, msg] of bad) {
+      copyFixture(dir, "deepseek_v3-tiny", edit);
+      expect(() => loadPretrained(k, dir, opts)).toThrow(msg);
+    }
+  });
 });

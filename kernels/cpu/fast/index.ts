@@ -4,6 +4,7 @@ import type { HostOps } from "../host_ops.ts";
 import { ATTN_BC, ATTN_BR, attentionOps } from "./attention.ts";
 import { denseOps } from "./dense.ts";
 import { CE_CHUNK_FLOATS, lossOptimOps } from "./loss_optim.ts";
+import { copyCols } from "../reference/moe.ts";
 import { moeCombine, moeCombineBackward } from "./moe.ts";
 import { normActOps } from "./norm_act.ts";
 import type { Blas } from "./openblas.ts";
@@ -26,5 +27,6 @@ export function makeFastOps(blas: Blas, tuning: FastTuning = DEFAULT_TUNING): Ho
     moeCombine,
     moeCombineBackward,
     ...normActOps(),
+    copyCols, // a plain copy loop: the reference's is already the fast one
   };
 }

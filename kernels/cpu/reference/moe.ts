@@ -1,4 +1,5 @@
-// Reference MoE combine: the obvious loops, accumulating in f64, routes summed in k order.
+// Reference MoE combine (the obvious loops, accumulating in f64, routes summed in k order) and the
+// strided column copy MLA attention splits and joins heads with.
 
 type F32 = Float32Array;
 type I32 = Int32Array;
@@ -26,6 +27,17 @@ export function moeCombineBackward(drows: F32 | null, dweights: F32 | null, dout
         if (drows) drows[r * C + c] += w * dout[t * C + c];
       }
       if (dweights) dweights[t * K + k] += dot;
+    }
+  }
+}
+
+// dst[n, dstOff + j*dstStride] (+)= src[n, srcOff + j*srcStride]
+export function copyCols(dst: F32, src: F32, N: number, width: number, dstW: number, dstOff: number, dstStride: number,
+  srcW: number, srcOff: number, srcStride: number, accumulate: boolean): void {
+  for (let n = 0; n < N; n++) {
+    for (let j = 0; j < width; j++) {
+      const d = n * dstW + dstOff + j * dstStride, v = src[n * srcW + srcOff + j * srcStride];
+      dst[d] = accumulate ? dst[d] + v : v;
     }
   }
 }
