@@ -121,6 +121,11 @@ export const InferSchema = z.strictObject({
   prompt: z.string().nullable().default(null),
   /** ours: ... or as token ids. */
   input_ids: z.array(int().nonnegative()).nullable().default(null),
+  /** ours: image files for a vision-language model (comma-separated on the CLI): with `prompt`
+   *  the Qwen2-VL chat template is applied (images first unless the prompt holds "<image>"
+   *  placeholders); with `input_ids` each run of image_token_id (one token, or already n long)
+   *  takes the next image. */
+  images: z.array(z.string()).nullable().default(null),
   /** ours: write {input_ids, logits, prompt_loss, generated} JSON to this file. */
   dump_logits: z.string().nullable().default(null),
 });

@@ -91,6 +91,8 @@ export class DecoderLM {
   readonly vision: VisionTower | null;
   private runs: [number, number][] = [];
   private mropeInv: Float32Array | null;
+  /** M-RoPE at inference: max prompt position + 1 - prompt length (HF rope_deltas). */
+  private ropeDelta = 0;
   /** Every plan's hooks as one set, for the vision tower's units. */
   private readonly allHooks: UnitHooks = {
     beforeUnitForward: (u) => this.hook("beforeUnitForward", u),
@@ -347,15 +349,38 @@ export class DecoderLM {
 
   /** Inference step with a KV cache: feeds `ids` at positions cache.length.. and returns their
    *  logits (T,V) (SYNC POINT). T is the prompt at prefill, then 1 per generated token. */
-  async forwardCached(ids: Int32Array, cache: LayerKv[]): Promise<Float32Array> {
+  async forwardCached(ids: Int32Array, cache: LayerKv[], images?: { pixelValues: Float32Array; imageGridThw: Int32Array }): Promise<Float32Array> {
     const { k, config: c } = this;
     const T = ids.length;
     const past = cache[0].length;
-    const b = this.setBatch({
+    const mb: MicroBatch = {
       inputIds: ids, labels: new Int32Array(T).fill(-100), positionIds: Int32Array.from({ length: T }, (_, i) => past + i),
-      cuSeqlens: Int32Array.from([0, T]), validTokens: 0,
-    });
+      cuSeqlens: Int32Array.from([0, T]), validTokens: 0, pixelValues: images?.pixelValues ?? null, imageGridThw: images?.imageGridThw ?? null,
+    };
+    if (this.vision && !images && imageRuns(ids, c.mm!.imageTokenId).length) {
+      throw new Error(`model ${c.modelType}: the prompt holds image tokens (image_token_id ${c.mm!.imageTokenId}) but no images were given`);
+    }
+    let pos3: Pos3 | undefined;
+    if (this.mropeInv && past > 0) {
+      // decode: text positions continue after the prompt's largest M-RoPE position (HF rope_deltas)
+      const p = Int32Array.from({ length: T }, (_, i) => past + i + this.ropeDelta);
+      pos3 = { t: p, h: p, w: p };
+    } else if (this.mropeInv) {
+      pos3 = packedRopeIndex(ids, mb.cuSeqlens, mb.imageGridThw ?? null, c.vision!, c.mm!);
+      let mx = -1;
+      for (const a of [pos3.t, pos3.h, pos3.w]) for (const x of a) mx = Math.max(mx, x);
+      this.ropeDelta = mx + 1 - T;
+    }
+    const b = this.setBatch(mb, pos3);
     this.emb.forward(this.resid[0].at(T), this.views(this.params[0], 0).get("model.embed_tokens.weight")!, b);
+    if (this.vision && images) {
+      const img = await this.visionForward(mb);
+      let f = 0;
+      for (const [t0, n] of this.runs) {
+        k.copy(k.view(this.resid[0].full, t0 * c.C, [n * c.C]), k.view(img!, f * c.C, [n * c.C]));
+        f += n;
+      }
+    }
     for (let l = 0; l < c.L; l++) {
       const s = this.saved[this.opts.gradientCheckpointing ? 0 : l];
       await this.layer.forward(l, this.resid[l + 1].at(T), this.resid[l].at(T), this.views(this.params[l + 1], l + 1), s, this.scratch, b, cache[l]);

@@ -13,6 +13,9 @@ export interface GenerateOptions {
   eosTokenIds: number[];
   /** Called with each generated id as soon as it is chosen (streaming output). */
   onToken?: (id: number) => void;
+  /** Vision-language models: the prompt's images (pixel_values, image_grid_thw), fed at prefill;
+   *  decoding continues the M-RoPE positions after them. */
+  images?: { pixelValues: Float32Array; imageGridThw: Int32Array };
 }
 
 export interface GenerateResult {
@@ -48,12 +51,14 @@ export function sample(row: Float32Array, temperature: number, topP: number, ran
   return order[kept - 1];
 }
 
-/** Mean next-token cross-entropy over the prompt (rows 0..T-2 scored against prompt[1..]). */
-export function promptLoss(logits: Float32Array, prompt: Int32Array, V: number): number {
+/** Mean next-token cross-entropy over the prompt (rows 0..T-2 scored against prompt[1..]);
+ *  targets in `ignore` carry no loss (VL models: the vision tokens, as training labels -100). */
+export function promptLoss(logits: Float32Array, prompt: Int32Array, V: number, ignore: ReadonlySet<number> = new Set()): number {
   const T = prompt.length;
-  if (T < 2) return NaN;
-  let total = 0;
+  let total = 0, n = 0;
   for (let t = 0; t + 1 < T; t++) {
+    if (ignore.has(prompt[t + 1])) continue;
+    n++;
     const row = logits.subarray(t * V, (t + 1) * V);
     let mx = -Infinity;
     for (let i = 0; i < V; i++) mx = Math.max(mx, row[i]);
@@ -61,14 +66,14 @@ export function promptLoss(logits: Float32Array, prompt: Int32Array, V: number):
     for (let i = 0; i < V; i++) s += Math.exp(row[i] - mx);
     total += mx + Math.log(s) - row[prompt[t + 1]];
   }
-  return total / (T - 1);
+  return n ? total / n : NaN;
 }
 
 export async function generate(model: DecoderLM, prompt: Int32Array, o: GenerateOptions): Promise<GenerateResult> {
   const V = model.config.V;
   const cache = model.newKvCache(prompt.length + o.maxTokens);
   const rand = mulberry32(o.seed);
-  const promptLogits = await model.forwardCached(prompt, cache);
+  const promptLogits = await model.forwardCached(prompt, cache, o.images);
   let row = promptLogits.subarray((prompt.length - 1) * V);
   const generated: number[] = [];
   for (let i = 0; i < o.maxTokens; i++) {

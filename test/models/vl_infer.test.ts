@@ -1,0 +1,78 @@
+// Inference with images (qwen2-vl-tiny): prefill with the vision tower and M-RoPE, then KV-cached
+// decoding that continues the positions after the prompt's largest (HF rope_deltas) = recomputing
+// the whole row each step; tools/infer.ts with --infer.images and --infer.input_ids placeholders
+// (one image_token_id expanded to the image's count), prompt_loss without the vision tokens.
+import { expect, test } from "bun:test";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createKernels } from "../../kernels/index.ts";
+import { argmax, generate, loadPretrained, promptLoss } from "../../models/index.ts";
+import { loadVisionOptions, preprocessImages } from "../../data/index.ts";
+import { FIXTURES, maxAbsDiff } from "./fixtures.ts";
+
+const ROOT = new URL("../../", import.meta.url).pathname;
+const DIR = `${FIXTURES}qwen2-vl-tiny`;
+const IMG = `${FIXTURES}images/grey.png`;
+const k = await createKernels({ backend: "cpu", threads: 1 });
+const VS = 120, VE = 121, PAD = 122;
+
+async function image() {
+  const pp = loadVisionOptions(null, DIR)!.preprocessor!;
+  const pre = await preprocessImages([IMG], { ...pp, maxPixels: 56 * 84 }); // grid [1,4,4]: 4 image tokens
+  return { pixelValues: pre.pixelValues, imageGridThw: pre.imageGridThw };
+}
+
+const row = (ids: number[], img: Awaited<ReturnType<typeof image>>) => ({
+  inputIds: Int32Array.from(ids), labels: Int32Array.from(ids), positionIds: Int32Array.from(ids, (_, i) => i),
+  cuSeqlens: Int32Array.from([0, ids.length]), validTokens: ids.length - 1, ...img,
+});
+
+test("KV-cached greedy decoding with an image = recomputing the whole row (M-RoPE positions continue after the image)", async () => {
+  const img = await image();
+  expect(Array.from(img.imageGridThw)).toEqual([1, 4, 4]);
+  const prompt = [5, 9, VS, PAD, PAD, PAD, PAD, VE, 17, 33, 41];
+  const model = loadPretrained(k, DIR, { maxTokens: prompt.length + 6, gradientCheckpointing: false });
+  const V = model.config.V;
+  const res = await generate(model, Int32Array.from(prompt), { maxTokens: 5, doSample: false, temperature: 1, topP: 1, seed: 1, eosTokenIds: [], images: img });
+  expect(res.generated.length).toBe(5);
+  expect(maxAbsDiff(res.promptLogits, await model.logits(row(prompt, img)))).toBeLessThan(1e-5);
+  const seq = [...prompt];
+  for (const g of res.generated) {
+    const logits = await model.logits(row(seq, img));
+    expect(argmax(logits.subarray((seq.length - 1) * V))).toBe(g);
+    seq.push(g);
+  }
+  // without the image the prompt's image tokens are refused by name
+  await expect(generate(model, Int32Array.from(prompt), { maxTokens: 1, doSample: false, temperature: 1, topP: 1, seed: 1, eosTokenIds: [] }))
+    .rejects.toThrow(/the prompt holds image tokens \(image_token_id 122\) but no images were given/);
+});
+
+test("bun run infer --infer.images with --infer.input_ids placeholders: generated ids and a prompt_loss without vision tokens", async () => {
+  const dir = mkdtempSync(`${tmpdir()}/veomni-vl-infer-`);
+  try {
+    // the fixture's preprocessor (max_pixels 12845056) makes grey.png a grid of [1, 4, 4] too (56 x 56 px stays)
+    const p = Bun.spawnSync([process.execPath, join(ROOT, "tools/infer.ts"), "--kernels.threads", "1", "--infer.model_path", DIR,
+      "--infer.images", IMG, "--infer.input_ids", `5,9,${VS},${PAD},${VE},17,33,41`, "--infer.do_sample", "false",
+      "--infer.max_tokens", "3", "--infer.dump_logits", `${dir}/d.json`], { cwd: ROOT });
+    expect(p.stderr.toString()).toContain("prompt_loss");
+    expect(p.exitCode).toBe(0);
+    const d = JSON.parse(readFileSync(`${dir}/d.json`, "utf8"));
+    const ids = [5, 9, VS, PAD, PAD, PAD, PAD, VE, 17, 33, 41];
+    expect(d.input_ids).toEqual(ids);
+    const img = await image();
+    const model = loadPretrained(k, DIR, { maxTokens: ids.length + 4, gradientCheckpointing: false });
+    const res = await generate(model, Int32Array.from(ids), { maxTokens: 3, doSample: false, temperature: 1, topP: 1, seed: 1, eosTokenIds: [], images: img });
+    expect(d.generated).toEqual(res.generated);
+    const want = promptLoss(res.promptLogits, Int32Array.from(ids), model.config.V, new Set([VS, PAD, VE]));
+    expect(Math.abs(d.prompt_loss - want)).toBeLessThan(1e-5);
+    expect(Math.abs(want - promptLoss(res.promptLogits, Int32Array.from(ids), model.config.V))).toBeGreaterThan(1e-3); // the vision targets are left out
+    // a wrong image count is named
+    const bad = Bun.spawnSync([process.execPath, join(ROOT, "tools/infer.ts"), "--kernels.threads", "1", "--infer.model_path", DIR,
+      "--infer.images", `${IMG},${IMG}`, "--infer.input_ids", `5,${VS},${PAD},${VE}`, "--infer.max_tokens", "1"], { cwd: ROOT });
+    expect(bad.exitCode).toBe(2);
+    expect(bad.stderr.toString()).toMatch(/--infer\.input_ids: .*image/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}, 120_000);
