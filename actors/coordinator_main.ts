@@ -7,6 +7,8 @@ import { runJob } from "./coordinator.ts";
 import { preflightTrain } from "./preflight.ts";
 import { connectNats } from "./nats.ts";
 import { UserError, natsConnectError } from "./cli_errors.ts";
+import { readJobCopy } from "./job_copy.ts";
+import { join } from "node:path";
 
 const HELP = `usage: bun run coordinator --config FILE [--group.field VALUE ...] [--print-config]
 
@@ -76,7 +78,10 @@ async function main(argv: string[]): Promise<number> {
     for (const w of pre.warnings) log.warn(w);
     // Every job, world size 1 included, runs as coordinator + worker processes: the same path
     // (NATS job record, checkpoints, supervision) whatever the size.
-    return await runJob(config, log, { view: { progress: true, plots: true, summary: true } });
+    const code = await runJob(config, log, { view: { progress: true, plots: true, summary: true } });
+    const st = code === 0 ? null : readJobCopy(outputDir);
+    if (st?.last_checkpoint) say(`${st.last_checkpoint} is committed; resume from it: bun run coordinator --config ${join(outputDir, "veomni_cli.yaml")} --train.load_checkpoint_path auto`);
+    return code;
   } catch (e) {
     // one line for the user (a full disk, an unreachable server); the stack only at debug level
     const err = e instanceof Error ? e : new Error(String(e));

