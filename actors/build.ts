@@ -2,7 +2,7 @@
 // (actors/train_runner.ts): kernels -> model -> parallel plans (parallel/, from the mesh) ->
 // dataloader actor (its own thread, prefetching this rank's data-parallel share) -> Trainer.
 import type { Config, Logger } from "../configs/index.ts";
-import { createKernels, type Kernels } from "../kernels/index.ts";
+import { createKernels, peakFlops, type Kernels } from "../kernels/index.ts";
 import { DataLoaderWorker, loadVisionOptions, type MicroBatch } from "../data/index.ts";
 import type { Comm } from "../mesh/index.ts";
 import { initModelFromConfig, loadPretrained, type DecoderLM } from "../models/index.ts";
@@ -10,9 +10,9 @@ import { parallelize, type Parallelism } from "../parallel/index.ts";
 import { Trainer } from "./trainer.ts";
 import { tokenizerSource } from "./preflight.ts";
 
-/** Peak f32 FLOP/s of the CPU backend: ~100 GFLOP/s per thread (FMA peak measured on this machine kind). */
-export function cpuPeakFlops(threads: number): number {
-  return threads <= 1 ? 100e9 : threads === 2 ? 198e9 : 99e9 * threads;
+/** Peak FLOP/s of the CPU backend for the matmul dtype in use (measured once: kernels/cpu/fast/peak.ts). */
+export function cpuPeakFlops(threads: number, dtype: "f32" | "bf16" = "f32"): number {
+  return peakFlops(threads, dtype);
 }
 
 /** Training FLOPs of one packed micro-batch: 6 x matmul params x tokens + attention
@@ -68,7 +68,7 @@ export interface BuildOptions {
 export async function buildTraining(config: Config, o: BuildOptions): Promise<TrainingSetup> {
   const t = config.train;
   const threads = config.kernels.threads || o.threads;
-  const k = o.kernels ?? (await createKernels({ backend: config.kernels.backend, threads }));
+  const k = o.kernels ?? (await createKernels({ backend: config.kernels.backend, threads, mixedPrecision: config.train.enable_mixed_precision }));
   o.logger.info({ backend: k.description }, "kernels");
   const model = buildModel(k, config);
   const c = model.config;
@@ -88,5 +88,5 @@ export async function buildTraining(config: Config, o: BuildOptions): Promise<Tr
     weightDecay: t.weight_decay, maxGradNorm: t.max_grad_norm, collectives: plan.collectives, shards: plan.shards,
     vitLr: t.vit_lr,
   });
-  return { k, threads, model, plan, loader, trainer, totalSteps, peakFlops: k.backend === "cpu" ? cpuPeakFlops(threads) : 0 };
+  return { k, threads, model, plan, loader, trainer, totalSteps, peakFlops: k.backend === "cpu" ? cpuPeakFlops(threads, config.train.enable_mixed_precision ? "bf16" : "f32") : 0 };
 }

@@ -16,7 +16,8 @@ export { ropeCosSin, ropeInvFreq, sectionedCosSin, type RopeOptions, type RopeSc
 export { lrAt, type LrDecayStyle, type LrScheduleOptions } from "./lr_schedule.ts";
 export { clipCoefficient, shiftLabels } from "./optim.ts";
 export { groupedSwigluBackward, groupedSwigluForward, type GroupedSwigluScratch } from "./grouped_gemm.ts";
-export { createCpuKernels, createReferenceKernels, cpuWrap, DEFAULT_TUNING, OPENBLAS_DEFAULT_PATH, type FastTuning } from "./cpu/index.ts";
+export { peakFlops } from "./cpu/fast/peak.ts";
+export { bf16Bits, cpuInfo, cpuSummary, createCpuKernels, createReferenceKernels, cpuWrap, DEFAULT_TUNING, hasBf16Units, OPENBLAS_DEFAULT_PATH, roundBf16, type FastTuning } from "./cpu/index.ts";
 
 export interface KernelsOptions {
   /** "auto": webgpu when the adapter is a hardware GPU, cpu otherwise (no adapter, Null backend,
@@ -26,6 +27,9 @@ export interface KernelsOptions {
   threads: number;
   /** CPU: OpenBLAS library path override. */
   blasPath?: string;
+  /** train.enable_mixed_precision: matmuls on bf16 operands with f32 accumulation (cpu). WebGPU
+   *  runs f32 and says so in its description. Default false. */
+  mixedPrecision?: boolean;
 }
 
 /** Create the backend chosen once at start; log `k.description`. No per-op fallback exists. */
@@ -40,13 +44,15 @@ export async function createKernels(opts: KernelsOptions): Promise<Kernels> {
       return k;
     }
     case "cpu":
-      return createCpuKernels({ threads: opts.threads, blasPath: opts.blasPath });
+      return createCpuKernels({ threads: opts.threads, blasPath: opts.blasPath, mixedPrecision: opts.mixedPrecision });
     case "webgpu": {
       // kernels/webgpu/ exports createWebGpuKernels(opts): Promise<Kernels>.
       const spec = "./webgpu/index.ts";
       const mod = (await import(spec)) as { createWebGpuKernels?: (o: KernelsOptions) => Promise<Kernels> };
       if (!mod.createWebGpuKernels) throw new Error("kernels: kernels/webgpu/index.ts does not export createWebGpuKernels");
-      return mod.createWebGpuKernels(opts);
+      const k = await mod.createWebGpuKernels(opts);
+      if (opts.mixedPrecision) (k as { description: string }).description += " [mixed precision not implemented on webgpu: matmuls in f32]";
+      return k;
     }
     default: {
       const never: never = opts.backend;

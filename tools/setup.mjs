@@ -20,6 +20,9 @@ const APT = {
   "nats-server": "control plane and job state (JetStream KV)",
   "libopenblas0": "CPU GEMM through bun:ffi",
   "fonts-dejavu-core": "text in the loss-curve PNGs (output_dir/plots, bun run plot)",
+  "libdnnl2": "oneDNN: bf16 GEMMs (mixed precision) and the f32 GEMM through bun:ffi",
+  "gcc": "native element-wise loops (kernels/cpu/native/vec.c, built at first use)",
+  "libgomp1": "OpenMP threads of oneDNN and the native loops",
 };
 const APT_BENCH = {
   "python3-torch": "PyTorch reference workloads in ../shared/bench",

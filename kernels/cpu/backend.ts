@@ -14,6 +14,8 @@ export class CpuKernels extends CpuMemory implements Kernels {
   constructor(
     readonly ops: HostOps,
     readonly description: string,
+    /** What matmul operands are rounded to: "bf16" under mixed precision (accumulation stays f32). */
+    readonly matmulDtype: "f32" | "bf16" = "f32",
   ) {
     super();
   }

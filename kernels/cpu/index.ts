@@ -1,29 +1,68 @@
 // CPU backend constructors: the fast one (default) and the reference one (plain loops, tests).
+// The fast backend's pieces are chosen once here, from the CPU's features (/proc/cpuinfo) and
+// what is installed, and named in `description` (the startup log):
+// - f32 GEMM: oneDNN's dnnl_sgemm when libdnnl.so.2 is present (measured faster than OpenBLAS
+//   0.3.21 on every shape class of the models here, docs/bench/kernels.md), else OpenBLAS;
+// - mixed precision (`mixedPrecision`, train.enable_mixed_precision): matmuls take bf16 operands
+//   with f32 accumulation, on oneDNN's bf16 GEMM where the CPU has bf16 units (AMX or
+//   AVX512-BF16), else emulated by rounding the operands and running the f32 GEMM;
+// - element-wise loops: native (gcc -O3 -march=native, native/vec.c) or TypeScript.
 import { CpuKernels } from "./backend.ts";
+import { cpuSummary, hasBf16Units } from "./fast/cpu_features.ts";
+import { bf16OperandGemm, type Gemm } from "./fast/gemm.ts";
 import { makeFastOps, type FastTuning } from "./fast/index.ts";
+import { loadOneDnn, ONEDNN_DEFAULT_PATH } from "./fast/onednn.ts";
 import { loadOpenBlas, OPENBLAS_DEFAULT_PATH } from "./fast/openblas.ts";
+import { loadNative } from "./native/index.ts";
 import { referenceOps } from "./reference/index.ts";
 
 export interface CpuKernelsOptions {
-  /** OpenBLAS threads (openblas_set_num_threads); process-global. */
+  /** Compute threads (OpenBLAS, OpenMP for oneDNN and the native loops); process-global. */
   threads: number;
   /** Library path; default /usr/lib/x86_64-linux-gnu/libopenblas.so.0 (Debian libopenblas0). */
   blasPath?: string;
+  /** oneDNN path; default /usr/lib/x86_64-linux-gnu/libdnnl.so.2 (Debian libdnnl2). */
+  dnnlPath?: string;
   /** Block sizes of the fast path (tests and benchmarks only). */
   tuning?: FastTuning;
+  /** bf16 GEMM operands, f32 accumulation (train.enable_mixed_precision). Default false (f32). */
+  mixedPrecision?: boolean;
+  /** The f32 GEMM library: "auto" (oneDNN when present, else OpenBLAS), or one of them. */
+  f32Gemm?: "auto" | "openblas" | "onednn";
+  /** How mixed-precision GEMMs run: "auto" (oneDNN bf16 where the CPU has bf16 units), or forced. */
+  bf16Gemm?: "auto" | "onednn" | "emulated";
+  /** false: TypeScript element-wise loops even when the native library builds (tests, benchmarks). */
+  native?: boolean;
 }
 
 export function createCpuKernels(opts: CpuKernelsOptions): CpuKernels {
   if (!Number.isInteger(opts.threads) || opts.threads < 1) throw new Error(`kernels.threads must be an integer >= 1, got ${opts.threads}`);
   const blas = loadOpenBlas(opts.blasPath ?? OPENBLAS_DEFAULT_PATH);
   blas.setThreads(opts.threads);
-  const desc = `cpu: ${blas.config} (${blas.path}), ${blas.threads()} BLAS threads`;
-  return new CpuKernels(makeFastOps(blas, opts.tuning), desc);
+  const want = opts.f32Gemm ?? "auto";
+  const wantBf16 = opts.bf16Gemm ?? "auto";
+  const needDnn = want !== "openblas" || (opts.mixedPrecision && wantBf16 !== "emulated");
+  const { dnn, reason: dnnWhy } = needDnn ? loadOneDnn(opts.dnnlPath ?? ONEDNN_DEFAULT_PATH) : { dnn: null, reason: "" };
+  if (!dnn && (want === "onednn" || (opts.mixedPrecision && wantBf16 === "onednn"))) {
+    throw new Error(`kernels/cpu: oneDNN was asked for but ${dnnWhy}`);
+  }
+  dnn?.setThreads(opts.threads);
+  const f32: Gemm = want === "openblas" || !dnn ? blas : dnn;
+  const nat = opts.native === false ? { native: null, reason: "native loops off (TypeScript)" } : loadNative();
+  nat.native?.sym.vt_set_threads(opts.threads);
+  let mm = f32;
+  if (opts.mixedPrecision) {
+    const useDnn = dnn !== null && (wantBf16 === "onednn" || (wantBf16 === "auto" && hasBf16Units()));
+    mm = bf16OperandGemm(f32, useDnn ? dnn : null, nat.native);
+  }
+  const desc = `cpu: ${cpuSummary()}; ${opts.threads} threads; f32 GEMM ${f32.name}${f32 === blas ? ` (${blas.config})` : ""}` +
+    `${dnnWhy && !dnn ? ` [${dnnWhy}]` : ""}; matmuls ${opts.mixedPrecision ? mm.name : "f32"}; element-wise: ${nat.reason}`;
+  return new CpuKernels(makeFastOps(f32, mm, nat.native, opts.tuning), desc, opts.mixedPrecision ? "bf16" : "f32");
 }
 
 /** Plain-loop reference backend (no BLAS): the ground truth in parity tests. */
 export function createReferenceKernels(): CpuKernels {
-  return new CpuKernels(referenceOps, "cpu-reference: plain TypeScript loops");
+  return new CpuKernels(referenceOps, "cpu-reference: plain TypeScript loops", "f32");
 }
 
 export { CpuKernels } from "./backend.ts";
@@ -31,3 +70,5 @@ export { DEFAULT_TUNING, type FastTuning } from "./fast/index.ts";
 export { cpuWrap } from "./memory.ts";
 export { referenceOps } from "./reference/index.ts";
 export { loadOpenBlas, OPENBLAS_DEFAULT_PATH } from "./fast/openblas.ts";
+export { cpuInfo, cpuSummary, hasBf16Units } from "./fast/cpu_features.ts";
+export { bf16Bits, roundBf16 } from "./fast/gemm.ts";

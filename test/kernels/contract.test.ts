@@ -58,7 +58,16 @@ describe("cpu Kernels memory contract", () => {
     expect(() => createCpuKernels({ threads: 1, blasPath: "/nonexistent/libopenblas.so.0" })).toThrow(
       /OpenBLAS not found at \/nonexistent\/libopenblas.so.0; install the Debian package libopenblas0/);
     expect(() => createCpuKernels({ threads: 0 })).toThrow(/kernels.threads must be an integer >= 1, got 0/);
-    expect(k.description).toMatch(/^cpu: OpenBLAS .* 1 BLAS threads$/);
+    expect(k.description).toMatch(/^cpu: .*; 1 threads; f32 GEMM (onednn|openblas).*; matmuls f32; element-wise: /);
+  });
+
+  test("oneDNN: forced but missing fails naming the Debian package; auto falls back to OpenBLAS and says why", () => {
+    expect(() => createCpuKernels({ threads: 1, f32Gemm: "onednn", dnnlPath: "/nonexistent/libdnnl.so.2" })).toThrow(
+      /oneDNN was asked for but oneDNN not found at \/nonexistent\/libdnnl.so.2 \(Debian package libdnnl2\)/);
+    const k2 = createCpuKernels({ threads: 1, dnnlPath: "/nonexistent/libdnnl.so.2", mixedPrecision: true });
+    expect(k2.description).toContain("f32 GEMM openblas");
+    expect(k2.description).toContain("[oneDNN not found at /nonexistent/libdnnl.so.2 (Debian package libdnnl2)]");
+    expect(k2.description).toContain("bf16 operands rounded, f32 accumulation on openblas");
   });
 
   test("lr schedule edge: warmup starts at lr_start, cosine ends at lr_min", () => {

@@ -8,8 +8,17 @@ import { adamwCase, attnCase, copyColsCase, crossEntropyCase, embeddingCase, gem
 import { expectClose, randn, rng, tensorF, tensorI } from "./helpers.ts";
 
 const ref = createReferenceKernels();
-const fast = createCpuKernels({ threads: 1, tuning: { attnBR: 16, attnBC: 24, ceChunkFloats: 37 * 7 } });
-const fastDefault = createCpuKernels({ threads: 1 });
+
+// Each variant of the fast path: native loops (gcc) on oneDNN's sgemm where present, and the
+// TypeScript loops on OpenBLAS (the fallback on machines without gcc or libdnnl).
+const VARIANTS = [
+  { name: "native loops, f32 GEMM auto", opts: {} },
+  { name: "TypeScript loops, OpenBLAS", opts: { native: false, f32Gemm: "openblas" as const } },
+];
+
+for (const variant of VARIANTS) {
+const fast = createCpuKernels({ threads: 1, tuning: { attnBR: 16, attnBC: 24, ceChunkFloats: 37 * 7 }, ...variant.opts });
+const fastDefault = createCpuKernels({ threads: 1, ...variant.opts });
 
 async function parity(name: string, run: Case, rtol = 2e-5, atol = 2e-6, k2: Kernels = fast): Promise<void> {
   const a = await run(ref), b = await run(k2);
@@ -17,7 +26,7 @@ async function parity(name: string, run: Case, rtol = 2e-5, atol = 2e-6, k2: Ker
   for (const key of Object.keys(a)) expectClose(`${name}.${key}`, await k2.read(b[key]), await ref.read(a[key]), rtol, atol);
 }
 
-describe("fast CPU path matches the reference", () => {
+describe(`fast CPU path matches the reference (${variant.name})`, () => {
   test("gemm, all transposes, alpha/beta; beta=0 ignores NaN", async () => {
     for (const [ta, tb] of [[false, false], [true, false], [false, true], [true, true]] as const) {
       await parity(`gemm(${ta},${tb})`, gemmCase(7, 5, 9, ta, tb));
@@ -129,3 +138,4 @@ describe("fast CPU path matches the reference", () => {
     }, 1e-6, 1e-7);
   });
 });
+}

@@ -112,6 +112,7 @@ if (!probe.ok) {
           "--data.data_type", "plaintext", "--data.max_seq_len", "32", "--train.output_dir", `${dir}/${backend}`,
           "--train.micro_batch_size", "2", "--train.global_batch_size", "4", "--train.max_steps", "4", "--train.lr", "0.01",
           "--train.enable_gradient_checkpointing", "true", "--train.use_wandb", "false", "--kernels.backend", backend, "--kernels.threads", "1",
+          "--train.enable_mixed_precision", "false", // webgpu computes in f32: compare the f32 runs
         ]);
         const res = await runLocalTraining(config, pino({ level: "silent" }));
         losses[backend] = readFileSync(res.metricsPath, "utf8").trim().split("\n").map((l) => JSON.parse(l).loss as number);

@@ -1,9 +1,14 @@
 // `bun run bench train --size tiny|small|100m --batch B --threads N --steps S [--warmup W]
-//   [--ckpt] [--profile] [--no-ref]`: forward + backward + AdamW of the decoder shapes of
-// /work/shared/bench/llama_model.py (tied, GQA, SwiGLU) on random tokens, one packed row of B
-// samples x seq tokens per step, then the PyTorch reference (train_bench.py) in the same run.
+//   [--train.enable_mixed_precision true|false] [--ref tuned|stock] [--ckpt] [--profile] [--no-ref]`:
+// forward + backward + AdamW of the decoder shapes of /work/shared/bench/llama_model.py (tied,
+// GQA, SwiGLU) on random tokens, one packed row of B samples x seq tokens per step, then the
+// PyTorch reference (train_bench.py) in the same run: with mixed precision (the default, as
+// VeOmni) against its bf16 autocast (--amp bf16), else f32; "tuned" (default) runs it with
+// tcmalloc and OMP_WAIT_POLICY=PASSIVE. MFU is against the measured peak of the matmul dtype.
 // Last line: one JSON object with tokens_per_s, mfu, peak_rss_mb and the ratios vs PyTorch.
-import { createKernels, type Kernels } from "../../kernels/index.ts";
+import { existsSync } from "node:fs";
+import { cpuInfo, createKernels, type Kernels } from "../../kernels/index.ts";
+import { cpuPeakFlops } from "../../actors/build.ts";
 import { createModel, initWeights } from "../../models/index.ts";
 import { Trainer } from "../../actors/trainer.ts";
 import type { MicroBatch } from "../../data/batch.ts";
@@ -13,7 +18,7 @@ const SIZES: Record<string, { V: number; C: number; L: number; NH: number; NKV: 
   small: { V: 32000, C: 512, L: 8, NH: 8, NKV: 2, I: 1376, seq: 512 },
   "100m": { V: 32000, C: 768, L: 12, NH: 12, NKV: 4, I: 2048, seq: 1024 },
 };
-const PEAK_GFLOPS: Record<number, number> = { 1: 100, 2: 198 }; // train_bench.py's measured FMA peaks
+const TCMALLOC = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4";
 
 function arg(args: string[], name: string, dflt: string): string {
   const i = args.indexOf(`--${name}`);
@@ -49,8 +54,11 @@ export async function main(args: string[]): Promise<void> {
   const steps = Number(arg(args, "steps", "5"));
   const warmup = Number(arg(args, "warmup", "2"));
   const ckpt = args.includes("--ckpt");
+  const mixed = arg(args, "train.enable_mixed_precision", "true") !== "false";
+  const refKind = arg(args, "ref", "tuned");
   const prof = new Map<string, number>();
-  const base = await createKernels({ backend: "cpu", threads });
+  const base = await createKernels({ backend: "cpu", threads, mixedPrecision: mixed });
+  console.log(base.description);
   const k = args.includes("--profile") ? profiled(base, prof) : base;
   const T = B * s.seq;
   const raw = {
@@ -98,7 +106,8 @@ export async function main(args: string[]): Promise<void> {
   const dAttn = s.NH * (s.C / s.NH);
   const nonEmb = model.layout.totalNumel - s.V * s.C;
   const flopsPerToken = 6 * (nonEmb + s.V * s.C) + 12 * s.L * s.seq * dAttn;
-  const mfu = (tps * flopsPerToken) / 1e9 / (PEAK_GFLOPS[threads] ?? 100 * threads);
+  const peak = cpuPeakFlops(threads, mixed ? "bf16" : "f32");
+  const mfu = (tps * flopsPerToken) / peak;
   const peakRssMb = process.resourceUsage().maxRSS / 1024;
   if (prof.size) {
     const total = [...prof.values()].reduce((a, b) => a + b, 0);
@@ -111,17 +120,23 @@ export async function main(args: string[]): Promise<void> {
     tokens_per_s: Math.round(tps * 10) / 10, step_s: Number(stepS.toFixed(4)), step_s_min: Number(times[0].toFixed(4)), cpu_s_per_step: Number(cpuS.toFixed(4)), own_cores: Number((cpuS / stepS).toFixed(2)), mfu: Number(mfu.toFixed(3)),
     peak_rss_mb: Math.round(peakRssMb), activation_mb: Math.round(model.activationBytes / 2 ** 20), loss_first: loss0, loss_last: lossN,
   };
-  console.log(`veomni-ts ${size} B=${B} threads=${threads}${ckpt ? " ckpt" : ""}: ${JSON.stringify(ours)}`);
+  console.log(`veomni-ts ${size} B=${B} threads=${threads} ${mixed ? "mixed" : "f32"}${ckpt ? " ckpt" : ""}: ${JSON.stringify(ours)}`);
   let ref: Record<string, number> | null = null;
   if (!args.includes("--no-ref")) {
+    const env: Record<string, string | undefined> = { ...process.env };
+    if (refKind === "tuned") {
+      if (!existsSync(TCMALLOC)) throw new Error(`--ref tuned needs ${TCMALLOC} (Debian libtcmalloc-minimal4: node tools/setup.mjs --bench)`);
+      Object.assign(env, { LD_PRELOAD: TCMALLOC, OMP_WAIT_POLICY: "PASSIVE" });
+    }
     const py = Bun.spawnSync(["/usr/bin/python3", "/work/shared/bench/train_bench.py", "--size", size, "--batch", String(B),
-      "--threads", String(threads), "--steps", String(steps), "--warmup", String(warmup)], { stderr: "inherit" });
+      "--threads", String(threads), "--steps", String(steps), "--warmup", String(warmup), "--amp", mixed ? "bf16" : "none"], { stderr: "inherit", env });
     const line = py.stdout.toString().trim().split("\n").pop() ?? "";
     console.log(`pytorch: ${line}`);
     ref = JSON.parse(line);
   }
   console.log(JSON.stringify({
-    bench: "train", size, batch: B, seq: s.seq, threads, steps, gradient_checkpointing: ckpt, flops_per_token: flopsPerToken, ...ours,
+    bench: "train", cpu: cpuInfo().model, size, batch: B, seq: s.seq, threads, steps, enable_mixed_precision: mixed, gradient_checkpointing: ckpt,
+    flops_per_token: flopsPerToken, peak_gflops: Math.round(peak / 1e9), ...ours, torch_ref: `${refKind}${mixed ? " bf16 autocast" : " f32"}`,
     torch_tokens_per_s: ref?.tokens_per_s ?? null, torch_peak_rss_mb: ref ? Math.round(ref.peak_rss_gib * 1024) : null,
     speedup_vs_torch: ref ? Number((tps / ref.tokens_per_s).toFixed(3)) : null,
     // best step vs best step: less sensitive to other engineers' load spikes on the shared machine

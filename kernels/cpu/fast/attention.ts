@@ -7,8 +7,9 @@
 // dS = P (dP - D) with D = rowsum(dO * O), dQ += scale dS K, dK += scale dS^T Q.
 // All loops run in a fixed order, so results are bit-reproducible.
 
+import { at, type Native } from "../native/index.ts";
 import { fexp } from "./fexp.ts";
-import type { Blas } from "./openblas.ts";
+import type { Gemm } from "./gemm.ts";
 
 type F32 = Float32Array;
 type I32 = Int32Array;
@@ -17,7 +18,8 @@ type I32 = Int32Array;
 export const ATTN_BR = 64; // query rows per block
 export const ATTN_BC = 512; // key columns per block
 
-export function attentionOps(blas: Blas, BR = ATTN_BR, BC = ATTN_BC) {
+export function attentionOps(blas: Gemm, native: Native | null, BR = ATTN_BR, BC = ATTN_BC) {
+  const nv = native?.sym;
   // Scratch, grown on demand and reused: S/P and dP (BR,BC), O accumulator (BR,HS), row stats, D.
   let S = new Float32Array(BR * BC);
   let dP = new Float32Array(BR * BC);
@@ -58,6 +60,11 @@ export function attentionOps(blas: Blas, BR = ATTN_BR, BC = ATTN_BC) {
           for (let j0 = s0; j0 < jEnd; j0 += BC) {
             const bc = Math.min(BC, jEnd - j0);
             blas.sgemm(false, true, br, bc, HS, scale, q, i0 * ldq + h * HS, ldq, k, j0 * ldk + g * HS, ldk, 0, S, 0, bc);
+            if (nv) {
+              nv.vt_attn_fwd_block(at(S), at(m), at(l), at(O), br, bc, HS, i0, j0, causal ? 1 : 0);
+              blas.sgemm(false, false, br, HS, bc, 1, S, 0, bc, v, j0 * ldk + g * HS, ldk, 1, O, 0, HS);
+              continue;
+            }
             // online softmax: new row max, rescale running O and l by exp(m_old - m_new)
             for (let r = 0; r < br; r++) {
               const lim = visible(r, bc, i0, j0, causal);
@@ -110,12 +117,16 @@ export function attentionOps(blas: Blas, BR = ATTN_BR, BC = ATTN_BC) {
             const bc = Math.min(BC, jEnd - j0);
             const ko = j0 * ldk + g * HS;
             blas.sgemm(false, true, br, bc, HS, scale, q, qo, ldq, k, ko, ldk, 0, S, 0, bc);
-            expMasked(br, bc, i0, j0, causal); // S is now P
+            if (nv) nv.vt_attn_bwd_block(at(S), at(dP), at(m), at(D), 0, br, bc, i0, j0, causal ? 1 : 0, 0);
+            else expMasked(br, bc, i0, j0, causal); // S is now P
             blas.sgemm(true, false, bc, HS, br, 1, S, 0, bc, dout, qo, ldq, 1, dv, ko, ldk); // dV += P^T dO
             blas.sgemm(false, true, br, bc, HS, 1, dout, qo, ldq, v, ko, ldk, 0, dP, 0, bc); // dP = dO V^T
-            for (let r = 0; r < br; r++) {
-              const Dr = D[(i0 + r) * NH + h], row = r * bc;
-              for (let c = 0; c < bc; c++) dP[row + c] = S[row + c] * (dP[row + c] - Dr); // dS
+            if (nv) nv.vt_attn_bwd_block(at(S), at(dP), at(m), at(D, i0 * NH + h), NH, br, bc, i0, j0, 0, 1);
+            else {
+              for (let r = 0; r < br; r++) {
+                const Dr = D[(i0 + r) * NH + h], row = r * bc;
+                for (let c = 0; c < bc; c++) dP[row + c] = S[row + c] * (dP[row + c] - Dr); // dS
+              }
             }
             blas.sgemm(false, false, br, HS, bc, scale, dP, 0, bc, k, ko, ldk, 1, dq, qo, ldq); // dQ += scale dS K
             blas.sgemm(true, false, bc, HS, br, scale, dP, 0, bc, q, qo, ldq, 1, dk, ko, ldk); // dK += scale dS^T Q

@@ -1,14 +1,17 @@
-// Fast CPU ops, part 1: matmuls through OpenBLAS sgemm, and the elementwise/row ops as single-pass
-// loops over typed arrays (no allocation; row invariants hoisted; f32 storage, f64 only where a
-// reduction needs it).
+// Fast CPU ops, part 1: matmuls through the chosen GEMM (`mm`: f32, or bf16 operands with f32
+// accumulation under mixed precision), and the elementwise/row ops: native loops (native/vec.c)
+// when the library built, else single-pass TypeScript loops over typed arrays (no allocation; row
+// invariants hoisted; f32 storage, f64 only where a reduction needs it).
 
+import { at, type Native } from "../native/index.ts";
 import { fexp } from "./fexp.ts";
-import type { Blas } from "./openblas.ts";
+import type { Gemm } from "./gemm.ts";
 
 type F32 = Float32Array;
 type I32 = Int32Array;
 
-export function denseOps(blas: Blas) {
+export function denseOps(blas: Gemm, native: Native | null) {
+  const nv = native?.sym;
   return {
     // out (M,N) <- alpha op(a) @ op(b) + beta out
     gemm(out: F32, a: F32, b: F32, M: number, N: number, K: number, transA: boolean, transB: boolean, alpha: number, beta: number): void {
@@ -48,6 +51,7 @@ export function denseOps(blas: Blas) {
     },
 
     rmsnormForward(out: F32, rstd: F32, inp: F32, weight: F32, N: number, C: number, eps: number): void {
+      if (nv) return nv.vt_rmsnorm_fwd(at(out), at(rstd), at(inp), at(weight), N, C, eps);
       for (let n = 0; n < N; n++) {
         const r0 = n * C;
         let ss = 0;
@@ -62,6 +66,7 @@ export function denseOps(blas: Blas) {
     },
 
     rmsnormBackward(dinp: F32, dweight: F32 | null, dout: F32, inp: F32, weight: F32, rstd: F32, N: number, C: number): void {
+      if (nv) return nv.vt_rmsnorm_bwd(at(dinp), dweight ? at(dweight) : null, at(dout), at(inp), at(weight), at(rstd), N, C);
       for (let n = 0; n < N; n++) {
         const r0 = n * C, r = rstd[n];
         let dot = 0;
@@ -105,6 +110,7 @@ export function denseOps(blas: Blas) {
     },
 
     swigluForward(out: F32, gate: F32, up: F32, N: number): void {
+      if (nv) return nv.vt_swiglu_fwd(at(out), at(gate), at(up), N);
       for (let i = 0; i < N; i++) {
         const x = gate[i];
         out[i] = (x / (1 + fexp(-x))) * up[i];
@@ -112,6 +118,7 @@ export function denseOps(blas: Blas) {
     },
 
     swigluBackward(dgate: F32, dup: F32, dout: F32, gate: F32, up: F32, N: number): void {
+      if (nv) return nv.vt_swiglu_bwd(at(dgate), at(dup), at(dout), at(gate), at(up), N);
       for (let i = 0; i < N; i++) {
         const x = gate[i], g = dout[i];
         const sig = 1 / (1 + fexp(-x));

@@ -1,13 +1,15 @@
-// The fast CPU op set: OpenBLAS sgemm for every matmul (attention and the LM head included),
-// tight typed-array loops for the rest.
+// The fast CPU op set: every matmul through a GEMM (`mm`: the f32 GEMM, or bf16 operands with f32
+// accumulation under mixed precision; attention's flash blocks always on the f32 GEMM), native
+// element-wise loops when the library built (native/vec.c), else tight TypeScript loops.
 import type { HostOps } from "../host_ops.ts";
+import type { Native } from "../native/index.ts";
 import { ATTN_BC, ATTN_BR, attentionOps } from "./attention.ts";
 import { denseOps } from "./dense.ts";
+import type { Gemm } from "./gemm.ts";
 import { CE_CHUNK_FLOATS, lossOptimOps } from "./loss_optim.ts";
 import { copyCols } from "../reference/moe.ts";
 import { moeCombine, moeCombineBackward } from "./moe.ts";
 import { normActOps } from "./norm_act.ts";
-import type { Blas } from "./openblas.ts";
 
 /** Block sizes; tests shrink them to exercise multi-block paths on small shapes. */
 export interface FastTuning {
@@ -18,12 +20,13 @@ export interface FastTuning {
 
 export const DEFAULT_TUNING: FastTuning = { attnBR: ATTN_BR, attnBC: ATTN_BC, ceChunkFloats: CE_CHUNK_FLOATS };
 
-export function makeFastOps(blas: Blas, tuning: FastTuning = DEFAULT_TUNING): HostOps {
+/** f32: the f32 GEMM; mm: the GEMM of linear layers, the MLP and the LM head (f32 or bf16 operands). */
+export function makeFastOps(f32: Gemm, mm: Gemm, native: Native | null, tuning: FastTuning = DEFAULT_TUNING): HostOps {
   return {
     name: "fast",
-    ...denseOps(blas),
-    ...attentionOps(blas, tuning.attnBR, tuning.attnBC),
-    ...lossOptimOps(blas, tuning.ceChunkFloats),
+    ...denseOps(mm, native),
+    ...attentionOps(f32, native, tuning.attnBR, tuning.attnBC),
+    ...lossOptimOps(mm, native, tuning.ceChunkFloats),
     moeCombine,
     moeCombineBackward,
     ...normActOps(),

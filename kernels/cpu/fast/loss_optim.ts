@@ -5,8 +5,9 @@
 // Ignored rows cost nothing. Chunk R keeps Z near 64 MiB (R*V floats), so memory is O(R*V), not O(T*V).
 
 import type { AdamWParams } from "../../ops.ts";
+import { at, type Native } from "../native/index.ts";
 import { fexp } from "./fexp.ts";
-import type { Blas } from "./openblas.ts";
+import type { Gemm } from "./gemm.ts";
 
 type F32 = Float32Array;
 type I32 = Int32Array;
@@ -16,7 +17,10 @@ type I32 = Int32Array;
  *  sgemm (OpenBLAS re-packs W per call and dW's inner dimension is the chunk's row count). */
 export const CE_CHUNK_FLOATS = 1 << 24;
 
-export function lossOptimOps(blas: Blas, Z_FLOATS = CE_CHUNK_FLOATS) {
+export function lossOptimOps(blas: Gemm, native: Native | null, Z_FLOATS = CE_CHUNK_FLOATS) {
+  const nv = native?.sym;
+  let ys = new Int32Array(0);
+  let rowLoss = new Float64Array(0);
   let Z = new Float32Array(0);
   let H = new Float32Array(0);
   let dH = new Float32Array(0);
@@ -40,7 +44,13 @@ export function lossOptimOps(blas: Blas, Z_FLOATS = CE_CHUNK_FLOATS) {
         for (let c = 0; c < C; c++) H[dst + c] = hidden[src + c];
       }
       blas.sgemm(false, true, r, V, C, 1, H, 0, C, weight, 0, C, 0, Z, 0, V); // Z (r,V) = H W^T
-      for (let i = 0; i < r; i++) {
+      if (nv) {
+        if (ys.length < r) ys = new Int32Array(R), rowLoss = new Float64Array(R);
+        for (let i = 0; i < r; i++) ys[i] = targets[rows[c0 + i]];
+        nv.vt_ce_rows(at(Z), at(ys), r, V, gradScale, grads ? 1 : 0, at(rowLoss));
+        for (let i = 0; i < r; i++) total += rowLoss[i];
+      }
+      for (let i = 0; !nv && i < r; i++) {
         const o = i * V, y = targets[rows[c0 + i]], zy = Z[o + y];
         let mx = -Infinity;
         for (let v = 0; v < V; v++) if (Z[o + v] > mx) mx = Z[o + v];
@@ -72,6 +82,10 @@ export function lossOptimOps(blas: Blas, Z_FLOATS = CE_CHUNK_FLOATS) {
   function sumSquares(bufs: readonly F32[]): number {
     let total = 0;
     for (const b of bufs) {
+      if (nv) {
+        total += nv.vt_sumsq(at(b), b.length);
+        continue;
+      }
       // four independent f64 accumulators, combined in a fixed order
       let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
       const n = b.length, n4 = n & ~3;
@@ -89,6 +103,7 @@ export function lossOptimOps(blas: Blas, Z_FLOATS = CE_CHUNK_FLOATS) {
 
   // torch.optim.AdamW step; same algebra as the reference, f64 temporaries, f32 stores.
   function adamw(param: F32, grad: F32, m: F32, v: F32, p: AdamWParams): void {
+    if (nv) return nv.vt_adamw(at(param), at(grad), at(m), at(v), param.length, p.lr, p.beta1, p.beta2, p.eps, p.weightDecay, p.step, p.gradScale);
     const b1 = p.beta1, b2 = p.beta2, gs = p.gradScale, eps = p.eps;
     const stepSize = p.lr / (1 - Math.pow(b1, p.step));
     const invBc2Sqrt = 1 / Math.sqrt(1 - Math.pow(b2, p.step));

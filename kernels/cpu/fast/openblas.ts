@@ -6,6 +6,7 @@
 
 import { dlopen, ptr } from "bun:ffi";
 import { existsSync } from "node:fs";
+import { scaleOnly, type Gemm } from "./gemm.ts";
 
 export const OPENBLAS_DEFAULT_PATH = "/usr/lib/x86_64-linux-gnu/libopenblas.so.0";
 
@@ -23,18 +24,11 @@ const SYMBOLS = {
   openblas_get_config: { args: [], returns: "cstring" },
 } as const;
 
-export interface Blas {
+export interface Blas extends Gemm {
   readonly path: string;
   readonly config: string;
   threads(): number;
   setThreads(n: number): void;
-  /**
-   * C (M,N) <- alpha * op(A) @ op(B) + beta * C, row-major, each matrix at an element offset into
-   * its array with a leading dimension (row stride in elements), as cblas_sgemm.
-   */
-  sgemm(transA: boolean, transB: boolean, M: number, N: number, K: number, alpha: number,
-    A: Float32Array, aOff: number, lda: number, B: Float32Array, bOff: number, ldb: number,
-    beta: number, C: Float32Array, cOff: number, ldc: number): void;
 }
 
 let loaded: Blas | null = null;
@@ -54,17 +48,14 @@ export function loadOpenBlas(path = OPENBLAS_DEFAULT_PATH): Blas {
   const s = lib.symbols;
   const cfg = String(s.openblas_get_config());
   loaded = {
+    name: "openblas",
     path,
     config: cfg,
     threads: () => s.openblas_get_num_threads(),
     setThreads: (n) => s.openblas_set_num_threads(n),
     sgemm(transA, transB, M, N, K, alpha, A, aOff, lda, B, bOff, ldb, beta, C, cOff, ldc) {
       if (M === 0 || N === 0) return;
-      if (K === 0) {
-        // OpenBLAS skips nothing here reliably; do C <- beta C by hand.
-        for (let i = 0; i < M; i++) for (let j = 0; j < N; j++) C[cOff + i * ldc + j] = beta === 0 ? 0 : beta * C[cOff + i * ldc + j];
-        return;
-      }
+      if (K === 0) return scaleOnly(M, N, beta, C, cOff, ldc); // OpenBLAS skips nothing here reliably
       s.cblas_sgemm(ROW_MAJOR, transA ? TRANS : NO_TRANS, transB ? TRANS : NO_TRANS, M, N, K, alpha,
         ptr(A, aOff * 4), lda, ptr(B, bOff * 4), ldb, beta, ptr(C, cOff * 4), ldc);
     },

@@ -1,0 +1,83 @@
+// The GEMM seam of the fast CPU path. `Gemm` is cblas_sgemm's shape (row-major, element offsets
+// and leading dimensions); OpenBLAS (openblas.ts) and oneDNN (onednn.ts) implement it for f32.
+// `bf16OperandGemm` is the mixed-precision matmul (PyTorch bf16 autocast / FSDP2
+// MixedPrecisionPolicy(param_dtype=bf16) semantics for the GEMM itself): A and B are rounded to
+// bf16 (round to nearest even), products accumulate in f32 and C is f32. Where the CPU has bf16
+// units and oneDNN is present the operands are cast to bf16 and dnnl_gemm_bf16bf16f32 runs;
+// elsewhere they are rounded to bf16 values held in f32 and the f32 GEMM runs. Both give the exact
+// products of the same bf16 numbers summed in f32: a run means the same on every machine, up to
+// accumulation order.
+
+import type { Native } from "../native/index.ts";
+import { at } from "../native/index.ts";
+import type { OneDnn } from "./onednn.ts";
+
+export interface Gemm {
+  /** "openblas", "onednn", "bf16(onednn)", "bf16(emulated on openblas)"... for logs. */
+  readonly name: string;
+  /** C (M,N) <- alpha op(A) @ op(B) + beta C; beta = 0 ignores what C held. */
+  sgemm(transA: boolean, transB: boolean, M: number, N: number, K: number, alpha: number,
+    A: Float32Array, aOff: number, lda: number, B: Float32Array, bOff: number, ldb: number,
+    beta: number, C: Float32Array, cOff: number, ldc: number): void;
+}
+
+/** C <- beta C (K = 0: the product is empty), without reading C when beta = 0. */
+export function scaleOnly(M: number, N: number, beta: number, C: Float32Array, cOff: number, ldc: number): void {
+  for (let i = 0; i < M; i++) for (let j = 0; j < N; j++) C[cOff + i * ldc + j] = beta === 0 ? 0 : beta * C[cOff + i * ldc + j];
+}
+
+const u32 = new Uint32Array(1);
+const f32 = new Float32Array(u32.buffer);
+
+/** bf16 bits of x, round to nearest even; NaN stays a quiet NaN (vec.c vt_bf16_bits). */
+export function bf16Bits(x: number): number {
+  f32[0] = x;
+  const u = u32[0];
+  if ((u & 0x7fffffff) > 0x7f800000) return (u >>> 16) | 0x40;
+  return ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff;
+}
+
+/** x rounded to the nearest bf16 value, as an f32 number. */
+export function roundBf16(x: number): number {
+  u32[0] = bf16Bits(x) << 16;
+  return f32[0];
+}
+
+/** The mixed-precision GEMM over an f32 GEMM (emulated) or oneDNN's bf16 GEMM. */
+export function bf16OperandGemm(f32Gemm: Gemm, dnn: OneDnn | null, native: Native | null): Gemm {
+  // Contiguous copies of op(A)'s and op(B)'s stored matrices, grown on demand and reused.
+  let a16 = new Uint16Array(0), b16 = new Uint16Array(0);
+  let a32 = new Float32Array(0), b32 = new Float32Array(0);
+
+  function cast16(src: Float32Array, off: number, rows: number, cols: number, ld: number, dst: Uint16Array): void {
+    if (native) return native.sym.vt_cast_bf16(at(src, off), rows, cols, ld, at(dst));
+    for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) dst[r * cols + c] = bf16Bits(src[off + r * ld + c]);
+  }
+  function round32(src: Float32Array, off: number, rows: number, cols: number, ld: number, dst: Float32Array): void {
+    if (native) return native.sym.vt_round_bf16(at(src, off), rows, cols, ld, at(dst));
+    for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) dst[r * cols + c] = roundBf16(src[off + r * ld + c]);
+  }
+
+  return {
+    name: dnn ? "bf16 operands on oneDNN dnnl_gemm_bf16bf16f32" : `bf16 operands rounded, f32 accumulation on ${f32Gemm.name}`,
+    sgemm(transA, transB, M, N, K, alpha, A, aOff, lda, B, bOff, ldb, beta, C, cOff, ldc) {
+      if (M === 0 || N === 0) return;
+      if (K === 0) return scaleOnly(M, N, beta, C, cOff, ldc);
+      // stored shapes: A is (M,K) or (K,M) when transposed; B is (K,N) or (N,K)
+      const ar = transA ? K : M, ac = transA ? M : K, br = transB ? N : K, bc = transB ? K : N;
+      if (dnn) {
+        if (a16.length < ar * ac) a16 = new Uint16Array(ar * ac);
+        if (b16.length < br * bc) b16 = new Uint16Array(br * bc);
+        cast16(A, aOff, ar, ac, lda, a16);
+        cast16(B, bOff, br, bc, ldb, b16);
+        dnn.gemmBf16(transA, transB, M, N, K, alpha, a16, 0, ac, b16, 0, bc, beta, C, cOff, ldc);
+      } else {
+        if (a32.length < ar * ac) a32 = new Float32Array(ar * ac);
+        if (b32.length < br * bc) b32 = new Float32Array(br * bc);
+        round32(A, aOff, ar, ac, lda, a32);
+        round32(B, bOff, br, bc, ldb, b32);
+        f32Gemm.sgemm(transA, transB, M, N, K, alpha, a32, 0, ac, b32, 0, bc, beta, C, cOff, ldc);
+      }
+    },
+  };
+}

@@ -1,0 +1,327 @@
+// Native element-wise loops of the fast CPU path, built at first use with gcc -O3 -march=native
+// -fopenmp (native/index.ts) and called through bun:ffi. Each function mirrors a TypeScript loop
+// of kernels/cpu/fast/ (kept as the fallback when gcc is missing) and is parity-tested against
+// kernels/cpu/reference/. Written as plain loops that gcc vectorises to AVX-512/AVX2 for the CPU
+// it is built on; no intrinsics, so the same source builds on any x86-64 or arm64 gcc.
+//
+// Threads: OpenMP over rows or fixed blocks (schedule(static)), the count set once by
+// vt_set_threads (kernels.threads). Every reduction runs in a fixed order inside one row or one
+// fixed block and blocks are combined in order, so results do not depend on the thread count.
+// exp: vt_exp below (Cody-Waite range reduction + degree-6 polynomial, |rel err| < 2 ulp in f32),
+// written so gcc vectorises it (no table, no libm call).
+
+#include <math.h>
+#include <omp.h>
+#include <stdint.h>
+#include <string.h>
+
+typedef int64_t i64;
+
+// Parallelise a loop only when it has at least this much work (elements): below it the fork/join
+// costs more than it saves.
+#define PAR_MIN 32768
+
+void vt_set_threads(int n) { omp_set_num_threads(n > 0 ? n : 1); }
+int vt_get_threads(void) { return omp_get_max_threads(); }
+
+static inline float vt_exp(float x) {
+  // exp(x) = 2^n * exp(r), n = round(x / ln2), r = x - n ln2 (ln2 split in hi + lo: exact product)
+  x = x < -87.33f ? -87.33f : (x > 88.3f ? 88.3f : x);
+  float n = __builtin_roundevenf(x * 1.44269504088896341f);
+  float r = x - n * 0.693145751953125f;
+  r = r - n * 1.42860682030941723212e-6f;
+  float p = 1.3981999507E-3f;
+  p = p * r + 8.3334519073E-3f;
+  p = p * r + 4.1665795894E-2f;
+  p = p * r + 1.6666665459E-1f;
+  p = p * r + 5.0000001201E-1f;
+  p = p * r * r + r + 1.0f;
+  union { float f; int32_t i; } s;
+  s.i = ((int32_t)n + 127) << 23;
+  return p * s.f;
+}
+
+// Exp for callers that need exact 0 below f32's range (softmax of masked or very negative logits).
+static inline float vt_exp0(float x) { return x < -87.33f ? 0.0f : vt_exp(x); }
+
+// ---------------------------------------------------------------- bf16 casts (round to nearest even)
+// bf16 = the top 16 bits of an f32. Round to nearest, ties to even, in integer arithmetic (the same
+// bits as AVX512-BF16's vcvtneps2bf16 for normal numbers, on every CPU); NaN stays a quiet NaN.
+static inline uint32_t vt_bf16_bits(float x) {
+  union { float f; uint32_t u; } v = {x};
+  uint32_t u = v.u;
+  uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+  uint32_t nan = (u >> 16) | 0x40u;
+  return ((u & 0x7fffffffu) > 0x7f800000u) ? nan : rounded;
+}
+
+// dst (rows, cols) contiguous bf16 <- src rows of `cols` floats, `lds` floats apart.
+void vt_cast_bf16(const float* src, i64 rows, i64 cols, i64 lds, uint16_t* dst) {
+#pragma omp parallel for schedule(static) if (rows * cols >= 4 * PAR_MIN)
+  for (i64 r = 0; r < rows; r++) {
+    const float* s = src + r * lds;
+    uint16_t* d = dst + r * cols;
+    for (i64 c = 0; c < cols; c++) d[c] = (uint16_t)vt_bf16_bits(s[c]);
+  }
+}
+
+// The emulated path: dst (rows, cols) contiguous f32 <- src rounded to bf16 and widened back.
+void vt_round_bf16(const float* src, i64 rows, i64 cols, i64 lds, float* dst) {
+#pragma omp parallel for schedule(static) if (rows * cols >= 4 * PAR_MIN)
+  for (i64 r = 0; r < rows; r++) {
+    const float* s = src + r * lds;
+    float* d = dst + r * cols;
+    for (i64 c = 0; c < cols; c++) {
+      union { float f; uint32_t u; } o;
+      o.u = vt_bf16_bits(s[c]) << 16;
+      d[c] = o.f;
+    }
+  }
+}
+
+// ---------------------------------------------------------------- SwiGLU
+void vt_swiglu_fwd(float* out, const float* gate, const float* up, i64 n) {
+#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
+  for (i64 i = 0; i < n; i++) {
+    float x = gate[i];
+    out[i] = x / (1.0f + vt_exp(-x)) * up[i];
+  }
+}
+
+void vt_swiglu_bwd(float* dgate, float* dup, const float* dout, const float* gate, const float* up, i64 n) {
+#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
+  for (i64 i = 0; i < n; i++) {
+    float x = gate[i], g = dout[i];
+    float sig = 1.0f / (1.0f + vt_exp(-x));
+    float silu = x * sig;
+    dgate[i] += g * up[i] * (sig + silu * (1.0f - sig));
+    dup[i] += g * silu;
+  }
+}
+
+// ---------------------------------------------------------------- RMSNorm (HF LlamaRMSNorm, f32 statistics)
+void vt_rmsnorm_fwd(float* out, float* rstd, const float* inp, const float* w, i64 N, i64 C, float eps) {
+#pragma omp parallel for schedule(static) if (N * C >= PAR_MIN)
+  for (i64 n = 0; n < N; n++) {
+    const float* x = inp + n * C;
+    float* o = out + n * C;
+    double ss = 0;
+    for (i64 c = 0; c < C; c++) ss += (double)x[c] * x[c];
+    float r = (float)(1.0 / sqrt(ss / C + eps));
+    rstd[n] = r;
+    for (i64 c = 0; c < C; c++) o[c] = x[c] * r * w[c];
+  }
+}
+
+// dinp += r w dout - (r^3 / C) (sum_c dout w x) x per row; dweight += sum_n dout x r, by column
+// blocks (each column summed over rows in row order: deterministic at any thread count).
+void vt_rmsnorm_bwd(float* dinp, float* dweight, const float* dout, const float* inp, const float* w, const float* rstd, i64 N, i64 C) {
+#pragma omp parallel for schedule(static) if (N * C >= PAR_MIN)
+  for (i64 n = 0; n < N; n++) {
+    const float* x = inp + n * C;
+    const float* g = dout + n * C;
+    float* d = dinp + n * C;
+    float r = rstd[n];
+    double dot = 0;
+    for (i64 c = 0; c < C; c++) dot += (double)g[c] * w[c] * x[c];
+    float k = (float)((double)r * r * r / C * dot);
+    for (i64 c = 0; c < C; c++) d[c] += r * w[c] * g[c] - k * x[c];
+  }
+  if (!dweight) return;
+  const i64 CB = 64;
+#pragma omp parallel for schedule(static) if (N * C >= PAR_MIN)
+  for (i64 c0 = 0; c0 < C; c0 += CB) {
+    i64 c1 = c0 + CB < C ? c0 + CB : C;
+    for (i64 n = 0; n < N; n++) {
+      const float* x = inp + n * C;
+      const float* g = dout + n * C;
+      float r = rstd[n];
+      for (i64 c = c0; c < c1; c++) dweight[c] += g[c] * x[c] * r;
+    }
+  }
+}
+
+// ---------------------------------------------------------------- cross-entropy rows
+// Z (R,V) logits of R valid rows, y (R) their targets. Per row: loss[i] = logsumexp - z_y (f64);
+// with grads, Z becomes dZ = (softmax - onehot) * gradScale in place, else exp(z - max).
+void vt_ce_rows(float* Z, const int32_t* y, i64 R, i64 V, float gradScale, int grads, double* loss) {
+#pragma omp parallel for schedule(static) if (R * V >= PAR_MIN)
+  for (i64 i = 0; i < R; i++) {
+    float* z = Z + i * V;
+    float zy = z[y[i]];
+    float mx = -INFINITY;
+    for (i64 v = 0; v < V; v++) mx = z[v] > mx ? z[v] : mx;
+    // 16 partial sums in f32 over the row, combined in f64: vectorised and in a fixed order
+    float part[16] = {0};
+    i64 v = 0;
+    for (; v + 16 <= V; v += 16)
+      for (int j = 0; j < 16; j++) {
+        float e = vt_exp0(z[v + j] - mx);
+        z[v + j] = e;
+        part[j] += e;
+      }
+    double sum = 0;
+    for (; v < V; v++) {
+      float e = vt_exp0(z[v] - mx);
+      z[v] = e;
+      sum += e;
+    }
+    for (int j = 0; j < 16; j++) sum += part[j];
+    loss[i] = (double)mx + log(sum) - (double)zy;
+    if (grads) {
+      float sc = (float)(gradScale / sum);
+      for (i64 u = 0; u < V; u++) z[u] *= sc;
+      z[y[i]] -= gradScale;
+    }
+  }
+}
+
+// ---------------------------------------------------------------- attention softmax pieces
+// Keys of block row r (query i0 + r) among the block's bc from j0 that it sees: j <= i when causal.
+static inline i64 vt_visible(i64 r, i64 bc, i64 i0, i64 j0, int causal) {
+  if (!causal) return bc;
+  i64 lim = i0 + r - j0 + 1;
+  return lim < 0 ? 0 : (lim > bc ? bc : lim);
+}
+
+// Forward, one (br, bc) score block S of query rows [i0, i0+br) against keys [j0, j0+bc):
+// online softmax update of the running max m, sum l (f64) and output accumulator O (br, HS);
+// S becomes P = exp(S - m_new), masked keys (j > i when causal) 0.
+void vt_attn_fwd_block(float* S, double* m, double* l, float* O, i64 br, i64 bc, i64 HS, i64 i0, i64 j0, int causal) {
+  for (i64 r = 0; r < br; r++) {
+    float* s = S + r * bc;
+    i64 lim = vt_visible(r, bc, i0, j0, causal);
+    float mx = (float)m[r];
+    for (i64 c = 0; c < lim; c++) mx = s[c] > mx ? s[c] : mx;
+    double corr = m[r] == -INFINITY ? 0.0 : (double)vt_exp0((float)(m[r] - mx));
+    if (corr != 1.0) {
+      l[r] *= corr;
+      float cf = (float)corr;
+      for (i64 d = 0; d < HS; d++) O[r * HS + d] *= cf;
+    }
+    m[r] = mx;
+    float part[16] = {0};
+    i64 c = 0;
+    for (; c + 16 <= lim; c += 16)
+      for (int j = 0; j < 16; j++) {
+        float e = vt_exp0(s[c + j] - mx);
+        s[c + j] = e;
+        part[j] += e;
+      }
+    double sum = 0;
+    for (; c < lim; c++) {
+      float e = vt_exp0(s[c] - mx);
+      s[c] = e;
+      sum += e;
+    }
+    for (int j = 0; j < 16; j++) sum += part[j];
+    for (i64 u = lim; u < bc; u++) s[u] = 0;
+    l[r] += sum;
+  }
+}
+
+// Backward, one block. stage 0: S <- P = exp(S - lse) (m (br) holds the rows' lse), masked keys
+// (j > i when causal) 0; stage 1: dP <- P (dP - D) (dS), D[r * dstride] the row's rowsum(dO * O).
+void vt_attn_bwd_block(float* S, float* dP, const double* m, const float* D, i64 dstride, i64 br, i64 bc, i64 i0, i64 j0, int causal,
+                       int stage) {
+  for (i64 r = 0; r < br; r++) {
+    float* s = S + r * bc;
+    if (stage == 0) {
+      i64 lim = vt_visible(r, bc, i0, j0, causal);
+      float mo = (float)m[r];
+      for (i64 c = 0; c < lim; c++) s[c] = vt_exp0(s[c] - mo);
+      for (i64 c = lim; c < bc; c++) s[c] = 0;
+    } else {
+      float* p = dP + r * bc;
+      float Dr = D[r * dstride];
+      for (i64 c = 0; c < bc; c++) p[c] = s[c] * (p[c] - Dr);
+    }
+  }
+}
+
+// ---------------------------------------------------------------- optimizer
+// Sum of squares in f64 over fixed blocks of 65536 elements, combined in order.
+double vt_sumsq(const float* b, i64 n) {
+  const i64 BLK = 65536;
+  i64 nb = (n + BLK - 1) / BLK;
+  double total = 0;
+  // partials on the stack for small n, else in a static-size chunk loop of 4096 blocks
+  for (i64 b0 = 0; b0 < nb; b0 += 4096) {
+    i64 b1 = b0 + 4096 < nb ? b0 + 4096 : nb;
+    double part[4096];
+#pragma omp parallel for schedule(static) if (n >= 4 * PAR_MIN)
+    for (i64 k = b0; k < b1; k++) {
+      i64 s = k * BLK, e = s + BLK < n ? s + BLK : n;
+      double acc[8] = {0};
+      i64 i = s;
+      for (; i + 8 <= e; i += 8)
+        for (int j = 0; j < 8; j++) acc[j] += (double)b[i + j] * b[i + j];
+      for (; i < e; i++) acc[0] += (double)b[i] * b[i];
+      part[k - b0] = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    }
+    for (i64 k = b0; k < b1; k++) total += part[k - b0];
+  }
+  return total;
+}
+
+// torch.optim.AdamW step (decoupled weight decay), f64 temporaries, f32 stores: the same algebra
+// as fast/loss_optim.ts.
+void vt_adamw(float* param, const float* grad, float* m, float* v, i64 n, double lr, double b1, double b2, double eps,
+              double wd, double step, double gs) {
+  double stepSize = lr / (1 - pow(b1, step));
+  double invBc2Sqrt = 1 / sqrt(1 - pow(b2, step));
+  double decay = 1 - lr * wd;
+#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
+  for (i64 i = 0; i < n; i++) {
+    double g = (double)grad[i] * gs;
+    double mi = b1 * m[i] + (1 - b1) * g;
+    double vi = b2 * v[i] + (1 - b2) * g * g;
+    m[i] = (float)mi;
+    v[i] = (float)vi;
+    param[i] = (float)((double)param[i] * decay - (stepSize * mi) / (sqrt(vi) * invBc2Sqrt + eps));
+  }
+}
+
+// ---------------------------------------------------------------- peak FLOP/s probes (MFU denominators)
+// Independent multiply-add chains on full-width vectors, `iters` rounds on each of the OpenMP
+// threads; returns the FLOPs done (the caller times the call). 12 accumulators cover the FMA
+// latency x throughput of current cores.
+typedef float vt_v16 __attribute__((vector_size(64)));
+double vt_peak_f32(i64 iters) {
+  double total = 0;
+#pragma omp parallel reduction(+ : total)
+  {
+    vt_v16 acc[12], x, y;
+    for (int j = 0; j < 16; j++) x[j] = 1.0f + j * 1e-7f, y[j] = 0.999999f;
+    for (int a = 0; a < 12; a++) acc[a] = x * (float)a;
+    for (i64 i = 0; i < iters; i++)
+      for (int a = 0; a < 12; a++) acc[a] = acc[a] * y + x;
+    float s = 0;
+    for (int a = 0; a < 12; a++)
+      for (int j = 0; j < 16; j++) s += acc[a][j];
+    total += (double)iters * 12 * 16 * 2 + (s == 12345.f ? 1 : 0); // s keeps the loop live
+  }
+  return total;
+}
+
+#ifdef __AVX512BF16__
+#include <immintrin.h>
+// vdpbf16ps: 32 bf16 products summed pairwise into 16 f32 lanes = 64 FLOPs per instruction.
+double vt_peak_bf16(i64 iters) {
+  double total = 0;
+#pragma omp parallel reduction(+ : total)
+  {
+    __m512 acc[12];
+    __m512bh a = (__m512bh)_mm512_set1_epi16(0x3f80), b = (__m512bh)_mm512_set1_epi16(0x3f7f);
+    for (int k = 0; k < 12; k++) acc[k] = _mm512_set1_ps((float)k);
+    for (i64 i = 0; i < iters; i++)
+      for (int k = 0; k < 12; k++) acc[k] = _mm512_dpbf16_ps(acc[k], a, b);
+    float s = 0;
+    for (int k = 0; k < 12; k++) s += _mm512_reduce_add_ps(acc[k]);
+    total += (double)iters * 12 * 64 + (s == 12345.f ? 1 : 0);
+  }
+  return total;
+}
+#else
+double vt_peak_bf16(i64 iters) { (void)iters; return 0; } // no AVX512-BF16: the caller measures otherwise
+#endif
