@@ -19,9 +19,11 @@ async function run(world: number, train: object): Promise<MetricsLine[]> {
 }
 
 let ref: MetricsLine[];
+let refMixed: MetricsLine[];
 beforeAll(async () => {
   ref = await run(1, {});
-}, 60_000);
+  refMixed = await run(1, { enable_mixed_precision: true });
+}, 90_000);
 
 describe("data-parallel parity with world size 1", () => {
   const cases: Array<[string, number, object]> = [
@@ -52,3 +54,26 @@ test("world size 1 through the coordinator and one worker = in-process runLocalT
   close(local.records.map((r) => r.grad_norm), ref.map((m) => m.grad_norm), 1e-5, "grad norms");
   expect(local.records.map((r) => r.tokens)).toEqual(ref.map((m) => m.tokens));
 }, 60_000);
+
+// Mixed precision (bf16 matmul operands, f32 master weights, grads reduced in f32): each plan vs
+// one process, both mixed. The same tolerance holds: ranks round the same f32 weights to the same
+// bf16 values, so only the f32 reduction order differs.
+describe("data-parallel parity with world size 1, mixed precision on", () => {
+  const cases: Array<[string, number, object]> = [
+    ["ddp, 2 ranks", 2, { data_parallel_mode: "ddp" }],
+    ["fsdp2 (ZeRO-3), 2 ranks", 2, { data_parallel_mode: "fsdp2" }],
+    ["hsdp 2x2 (dp_replicate 2, dp_shard 2), 4 ranks", 4, { data_parallel_mode: "fsdp2", data_parallel_replicate_size: 2 }],
+  ];
+  for (const [name, world, train] of cases) {
+    test(`${name}, mixed`, async () => {
+      const got = await run(world, { ...train, enable_mixed_precision: true });
+      expect(got.map((m) => m.step)).toEqual([1, 2, 3, 4, 5]);
+      close(refMixed.map((m) => m.loss), got.map((m) => m.loss), 1e-5, `${name} mixed: losses`);
+      close(refMixed.map((m) => m.grad_norm), got.map((m) => m.grad_norm), 1e-4, `${name} mixed: grad norms`);
+      close(refMixed.at(-1)!.param_stats!, got.at(-1)!.param_stats!, 1e-4, `${name} mixed: parameter stats after 5 steps`);
+      // and mixed is not f32: bf16 operands move the losses visibly
+      expect(Math.abs(refMixed.at(-1)!.loss - ref.at(-1)!.loss)).toBeGreaterThan(1e-6);
+      expect(childPids()).toEqual([]);
+    }, 60_000);
+  }
+});

@@ -21,7 +21,8 @@ export function writeTinyModelAndData(dir: string, samples = 96): { configPath: 
   return { configPath, dataPath };
 }
 
-/** A training config over the tiny model: global batch 4 samples, static micro-batches of 1. */
+/** A training config over the tiny model: global batch 4 samples, static micro-batches of 1; f32
+ *  (enable_mixed_precision false) unless `train` turns mixed precision on. */
 export function tinyTrainConfig(dir: string, out: string, launch: object, train: object = {}): Config {
   const { configPath, dataPath } = writeTinyModelAndData(dir);
   return ConfigSchema.parse({
@@ -29,7 +30,7 @@ export function tinyTrainConfig(dir: string, out: string, launch: object, train:
     data: { train_path: dataPath, data_type: "plaintext", max_seq_len: 16 },
     train: {
       output_dir: out, lr: 1e-2, max_steps: 5, micro_batch_size: 1, global_batch_size: 4, dyn_bsz: false, seed: 7,
-      weight_decay: 0.1, max_grad_norm: 1.0, enable_gradient_checkpointing: false, ...train,
+      weight_decay: 0.1, max_grad_norm: 1.0, enable_gradient_checkpointing: false, enable_mixed_precision: false, ...train,
     },
     launch: { heartbeat_s: 0.5, dead_after_s: 20, ...launch },
     kernels: { backend: "cpu", threads: 1 },
