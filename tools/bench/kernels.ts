@@ -1,11 +1,13 @@
-// Kernel benchmark: OpenBLAS sgemm through bun:ffi vs numpy and PyTorch (same OpenBLAS, same
-// thread count, same run), then per-op timings at the "small" Llama shape of shared/bench
+// Kernel benchmark: the measured f32 and bf16 peaks of this CPU (the MFU denominators); the GEMM
+// libraries per shape class of the models (OpenBLAS sgemm, oneDNN sgemm, the mixed-precision bf16
+// GEMM with its operand casts), the evidence for the f32 GEMM choice in kernels/cpu/index.ts; our
+// sgemm vs numpy and PyTorch (same thread count, same run), then per-op timings at the "small" Llama shape of shared/bench
 // (V 32000, C 512, 8/2 heads, HS 64, I 1376) on a packed row of T = 4 x 512 tokens (cross-entropy:
 // 512 rows), beside the same ops in PyTorch 1.13 eager. Usage:
 //   npx bun tools/bench/kernels.ts --backend cpu [--threads 1,2] [--quick]   (or: bun run bench kernels ...)
 // Prints human lines; the LAST line is one JSON object with all figures and ratios.
 import { spawnSync } from "node:child_process";
-import { createCpuKernels, ropeCosSin, ropeInvFreq, type Kernels, type Tensor } from "../../kernels/index.ts";
+import { cpuSummary, createCpuKernels, peakFlops, ropeCosSin, ropeInvFreq, type Kernels, type Tensor } from "../../kernels/index.ts";
 
 type T32 = Tensor<"f32">;
 
@@ -20,7 +22,7 @@ function arg(args: string[], name: string, dflt: string): string {
 const cpuTimes: Record<string, number> = {};
 
 /** Median wall time in ms of fn over reps runs (after one warm-up); the median CPU ms goes to cpuTimes[name]. */
-function time(fn: () => void, reps: number, name = ""): number {
+function timeOp(fn: () => void, reps: number, name = ""): number {
   fn();
   const ts: number[] = [], cs: number[] = [];
   for (let i = 0; i < reps; i++) {
@@ -117,9 +119,10 @@ function pythonRef(threads: number, quick: boolean): Record<string, number> | nu
 }
 
 /** Our ops at the same shapes as the Python block above. */
-function opTimes(k: Kernels, reps: number): Record<string, number> {
+function opTimes(k: Kernels, reps: number, only?: string[]): Record<string, number> {
   const T = 2048, C = 512, NH = 8, NKV = 2, HS = 64, I = 1376, V = 32000, L = 512;
   const o: Record<string, number> = {};
+  const time = (fn: () => void, n: number, name: string) => (only && !only.includes(name) ? NaN : timeOp(fn, n, name));
   const x = rand(k, [T, C]), W = rand(k, [I, C], 0.02), y = k.alloc([T, I]), dy = rand(k, [T, I]);
   const dx = k.alloc([T, C]), dW = k.alloc([I, C]);
   o.linear_fwd = time(() => k.linearForward(y, x, W, null, T, C, I), reps, "linear_fwd");
@@ -155,9 +158,41 @@ function opTimes(k: Kernels, reps: number): Record<string, number> {
   return o;
 }
 
+/** GFLOP/s per CPU second of one GEMM shape (op(A) (M,K), B^T (N,K) as in linear layers). */
+function shapeGflops(k: Kernels, M: number, N: number, K: number, reps: number, name: string): number {
+  const a = rand(k, [M, K]), b = rand(k, [N, K]), c = k.alloc([M, N]);
+  timeOp(() => k.gemm(c, a, b, M, N, K, false, true, 1, 0), reps, name);
+  const r = (2 * M * N * K) / (cpuTimes[name] * 1e6);
+  for (const t of [a, b, c]) k.free(t);
+  return r;
+}
+
+// GEMM shape classes of the small/100m models at T = 2048: QKV/O and MLP projections, the LM head
+// chunk (512 rows x V), an attention score block (BR 64 x BC 512 x HS 64).
+const SHAPES: [string, number, number, number][] = [
+  ["proj 2048x512x512", 2048, 512, 512], ["mlp_up 2048x2752x512", 2048, 2752, 512], ["mlp_down 2048x512x1376", 2048, 512, 1376],
+  ["lm_head 512x32000x512", 512, 32000, 512], ["attn_block 64x512x64", 64, 512, 64], ["square 2048^3", 2048, 2048, 2048],
+];
+
+function gemmLibraries(th: number, reps: number): Record<string, Record<string, number>> {
+  const libs: [string, Kernels][] = [
+    ["openblas", createCpuKernels({ threads: th, f32Gemm: "openblas" })],
+    ["onednn", createCpuKernels({ threads: th, f32Gemm: "onednn" })],
+    ["bf16 (mixed, casts included)", createCpuKernels({ threads: th, mixedPrecision: true })],
+  ];
+  const res: Record<string, Record<string, number>> = {};
+  console.log(`GEMM GFLOP/s per CPU second / threads (${th} threads): ${libs.map(([n]) => n).join(" | ")}`);
+  for (const [shape, M, N, K] of SHAPES) {
+    res[shape] = {};
+    for (const [lib, k] of libs) res[shape][lib] = shapeGflops(k, M, N, K, reps, `${lib}:${shape}`) * th;
+    console.log(`  ${shape.padEnd(24)} ${libs.map(([n]) => res[shape][n].toFixed(0).padStart(6)).join(" | ")}`);
+  }
+  return res;
+}
+
 function sgemmGflopsCpu(k: Kernels, n: number, reps: number): { wall: number; cpu: number } {
   const a = rand(k, [n, n]), b = rand(k, [n, n]), c = k.alloc([n, n]);
-  const ms = time(() => k.gemm(c, a, b, n, n, n, false, false, 1, 0), reps, `sgemm_${n}`);
+  const ms = timeOp(() => k.gemm(c, a, b, n, n, n, false, false, 1, 0), reps, `sgemm_${n}`);
   const fl = 2 * n * n * n;
   return { wall: fl / (ms * 1e6), cpu: fl / (cpuTimes[`sgemm_${n}`] * 1e6) };
 }
@@ -169,12 +204,21 @@ export async function main(args: string[]): Promise<void> {
   const quick = args.includes("--quick");
   const reps = quick ? 2 : 3;
   const out: Record<string, unknown> = {
-    bench: "kernels", backend, machine: "2-core AMD EPYC Zen 3 (shared)",
+    bench: "kernels", backend, machine: `${cpuSummary()} (shared)`,
+    // one-thread peaks in CPU time (kernels/cpu/fast/peak.ts): f32 FMA chains; bf16 vdpbf16ps, AMX GEMM, or f32 when emulated
+    peak_gflops_per_thread: { f32: Math.round(peakFlops(1, "f32") / 1e9), bf16: Math.round(peakFlops(1, "bf16") / 1e9) },
     shape: "small: T 2048 (4x512), C 512, NH 8, NKV 2, HS 64, I 1376, V 32000 (cross-entropy: 512 rows)",
   };
+  console.log(`peak GFLOP/s per thread: ${JSON.stringify(out.peak_gflops_per_thread)}`);
   for (const th of threadList) {
+    for (const key of Object.keys(cpuTimes)) delete cpuTimes[key];
+    const libs = gemmLibraries(th, reps);
     const k = createCpuKernels({ threads: th });
+    const km = createCpuKernels({ threads: th, mixedPrecision: true });
     console.log(`== ${k.description}`);
+    for (const key of Object.keys(cpuTimes)) delete cpuTimes[key];
+    const mixedOps = opTimes(km, reps, ["linear_fwd", "linear_bwd", "ce_fwd", "ce_fwdbwd"]);
+    const mixedCpu = { ...cpuTimes };
     for (const key of Object.keys(cpuTimes)) delete cpuTimes[key];
     const g1 = sgemmGflopsCpu(k, 1024, 3), g2 = sgemmGflopsCpu(k, 2048, 3);
     const ops = opTimes(k, reps);
@@ -212,7 +256,10 @@ export async function main(args: string[]): Promise<void> {
       sgemm_vs_numpy_2048: py ? g2.wall / py.numpy_sgemm_2048 : null,
       ops_ms: ops, ops_cpu_ms: opsCpu, torch_ops_ms: torchWall, torch_ops_cpu_ms: torchCpu,
       torch_over_ours: ratios, ratio_basis: basis,
+      gemm_gflops_per_cpu_s_by_library: libs,
+      mixed_ops_ms: Object.fromEntries(Object.entries(mixedOps).filter(([, v]) => Number.isFinite(v))), mixed_ops_cpu_ms: mixedCpu,
     };
+    console.log(`mixed precision (bf16 GEMM operands), cpu ms: ${Object.entries(mixedCpu).map(([n, v]) => `${n} ${v.toFixed(1)}`).join("  ")}`);
   }
   console.log(JSON.stringify(out));
 }
