@@ -17,23 +17,31 @@ export function cpuPeakFlops(threads: number, dtype: "f32" | "bf16" = "f32"): nu
 
 /** Training FLOPs of one packed micro-batch: 6 x matmul params x tokens + attention
  *  (PaLM convention, no causal discount): 12 x L x (NH*HS) x n^2 summed over its samples.
- *  Matmul params as /work/shared/bench/llama_model.py: all but an untied input embedding. */
+ *  Matmul params as /work/shared/bench/llama_model.py: all but an untied input embedding.
+ *  A sequence-parallel slice (1/P of the row) computes 1/P of the whole row's attention. */
 export function microBatchFlops(model: DecoderLM, mb: MicroBatch): number {
   const c = model.config;
   const matmul = model.layout.totalNumel - (c.tied ? 0 : c.V * c.C);
+  const T = mb.inputIds.length;
   let attn = 0;
   for (let s = 0; s + 1 < mb.cuSeqlens.length; s++) {
     const n = mb.cuSeqlens[s + 1] - mb.cuSeqlens[s];
     attn += 12 * c.L * c.NH * c.HS * n * n;
   }
-  return 6 * matmul * mb.inputIds.length + attn;
+  return 6 * matmul * T + attn * (T / (mb.seqParallel?.fullLength ?? T));
 }
 
+/** The model of one rank. Under Ulysses a rank holds ceil(row / P) tokens of a packed row, so its
+ *  activation buffers are sized for that slice (the point of sequence parallelism); RoPE still
+ *  covers the whole row's positions. */
 export function buildModel(k: Kernels, config: Config): DecoderLM {
+  const row = config.train.micro_batch_size * config.data.max_seq_len;
+  const P = config.train.ulysses_parallel_size;
   const opts = {
-    maxTokens: config.train.micro_batch_size * config.data.max_seq_len,
+    maxTokens: Math.ceil(row / P),
     gradientCheckpointing: config.train.enable_gradient_checkpointing,
     freezeVision: config.train.freeze_vit,
+    ...(P > 1 ? { maxPositions: Math.max(row, config.data.max_seq_len) } : {}),
   };
   if (config.model.model_path) return loadPretrained(k, config.model.model_path, opts);
   if (config.model.config_path) return initModelFromConfig(k, config.model.config_path, config.train.seed, opts);

@@ -99,7 +99,7 @@ export class Trainer {
   async step(step: number, microBatches: MicroBatch[]): Promise<TrainerMetrics> {
     const { k, model, comm } = this;
     const localValid = microBatches.reduce((a, mb) => a + mb.validTokens, 0);
-    const localTokens = microBatches.reduce((a, mb) => a + mb.inputIds.length, 0);
+    const localTokens = microBatches.reduce((a, mb) => a + (mb.seqParallel?.realTokens ?? mb.inputIds.length), 0); // padding excluded
     const validTokens = await comm.allReduceSum(localValid); // collective: global normaliser
     model.zeroGrads();
     model.routerStats?.resetStep();

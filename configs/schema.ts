@@ -82,6 +82,8 @@ export const TrainSchema = z.strictObject({
   expert_parallel_size: posInt().default(1),
   pipeline_parallel_size: posInt().default(1),
   ulysses_parallel_size: posInt().default(1),
+  /** ours: async Ulysses, overlapping the q/k/v projections (and their dgrads) with the all-to-alls. */
+  ulysses_async: z.boolean().default(false),
   context_parallel_size: posInt().default(1),
   ckpt_manager: z.enum(["bytecheckpoint", "dcp"]).default("bytecheckpoint"),
   load_checkpoint_path: z.string().nullable().default(null),

@@ -24,6 +24,13 @@ export interface MicroBatch {
   /** (n_images, 3) t, h, w of each image in patches, in order; inputIds hold t*h*w/merge^2
    *  image_token_id tokens for each (labels -100 there). null when the row has no image. */
   imageGridThw?: Int32Array | null;
+  /** Set only by a sequence-parallel plan (Ulysses, never by the loader): this row is one rank's
+   *  contiguous slice [offset, offset + T) of a packed row padded to fullLength (a multiple of the
+   *  group size). Then, as VeOmni's SequenceParallelCollator: `labels` are ALREADY SHIFTED over
+   *  the whole row (labels[t] scores logits[t]; the model does not shift again; validTokens counts
+   *  labels[0..T-1] != -100), `cuSeqlens` are the boundaries of the whole padded row (from its
+   *  position ids: every 0 starts a sequence), and realTokens counts the slice's unpadded tokens. */
+  seqParallel?: { offset: number; fullLength: number; realTokens: number };
 }
 
 /** One optimizer step's share of one data-parallel rank: its micro-batches in order. */

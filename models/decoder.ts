@@ -22,7 +22,7 @@ import type { DecoderConfig } from "./config.ts";
 import type { ModelFamily } from "./registry.ts";
 import { decoderLayout, type ParamLayout } from "./layout.ts";
 import { Arena, type BatchInputs, type Buf, type F32, type I32 } from "./blocks/arena.ts";
-import { LayerKv, type Views } from "./blocks/attention.ts";
+import { LayerKv, type AttentionCore, type Views } from "./blocks/attention.ts";
 import { Embedding, LmHead } from "./blocks/embedding.ts";
 import { Rope } from "./blocks/rope.ts";
 import { DecoderLayer, type LayerSaved, type LayerScratch } from "./decoder_layer.ts";
@@ -221,20 +221,28 @@ export class DecoderLM {
   }
 
   /** Upload one packed row; checks the contract of data/batch.ts at this edge. M-RoPE models take
-   *  3-D positions (`pos3`, else get_rope_index per sample of the row) and use positions 0..T-1. */
+   *  3-D positions (`pos3`, else get_rope_index per sample of the row) and use positions 0..T-1.
+   *  A sequence-parallel slice (mb.seqParallel) brings its labels already shifted and the whole
+   *  row's cu_seqlens. */
   setBatch(mb: MicroBatch, pos3?: Pos3): BatchInputs {
     const T = mb.inputIds.length;
     const S = mb.cuSeqlens.length - 1;
+    const rowT = mb.seqParallel?.fullLength ?? T; // the row attention runs over
     const where = `model ${this.config.modelType}: micro-batch`;
-    if (T < 1 || T > this.opts.maxTokens) throw new Error(`${where} has ${T} tokens; capacity is 1..${this.opts.maxTokens} (micro_batch_size * max_seq_len)`);
+    if (T < 1 || T > this.opts.maxTokens) throw new Error(`${where} has ${T} tokens; capacity is 1..${this.opts.maxTokens} (micro_batch_size * max_seq_len${mb.seqParallel ? " / ulysses_parallel_size" : ""})`);
     if (mb.labels.length !== T || mb.positionIds.length !== T) throw new Error(`${where}: input_ids (${T}), labels (${mb.labels.length}), position_ids (${mb.positionIds.length}) differ in length`);
-    if (S < 1 || mb.cuSeqlens[0] !== 0 || mb.cuSeqlens[S] !== T) throw new Error(`${where}: cu_seqlens must run from 0 to ${T}, got [${mb.cuSeqlens.join(",")}]`);
+    if (S < 1 || mb.cuSeqlens[0] !== 0 || mb.cuSeqlens[S] !== rowT) throw new Error(`${where}: cu_seqlens must run from 0 to ${rowT}, got [${mb.cuSeqlens.join(",")}]`);
     const { k } = this;
     const inp = this.inputs;
+    if (S + 1 > inp.cuSeqlens.numel) { // a sequence-parallel row: boundaries of the whole (longer) row
+      k.free(inp.cuSeqlens);
+      inp.cuSeqlens = k.alloc([S + 1], "i32", { shared: false, name: "cu_seqlens" });
+    }
     const v = <D extends "i32">(t: I32, n: number) => (n === t.numel ? t : k.view(t, 0, [n])) as I32;
     const b: BatchInputs = { T, S, ids: v(inp.ids, T), positions: v(inp.positions, T), cuSeqlens: v(inp.cuSeqlens, S + 1), targets: v(inp.targets, T) };
     const tg = this.hostTargets.subarray(0, T);
-    shiftLabels(tg, mb.labels);
+    if (mb.seqParallel) tg.set(mb.labels); // shifted by the collator (parallel/ulysses_data.ts): never again here
+    else shiftLabels(tg, mb.labels);
     k.upload(b.ids, mb.inputIds);
     if (this.mropeInv) {
       const c = this.config;
@@ -253,6 +261,12 @@ export class DecoderLM {
     k.upload(b.cuSeqlens, mb.cuSeqlens);
     k.upload(b.targets, tg);
     return b;
+  }
+
+  /** Install a plan's core attention at the site the model's plan declares (family.plan.ulyssesAround). */
+  setAttentionCore(core: AttentionCore): void {
+    if (!this.layer.attn) throw new Error(`model ${this.config.modelType}: its attention (MLA) has no core attention site for a sequence-parallel plan yet`);
+    this.layer.attn.core = core;
   }
 
   /** Vision units on the row's images (or a dummy image when it has none, see the header), with

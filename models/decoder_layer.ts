@@ -27,7 +27,7 @@ export interface LayerScratch {
 }
 
 export class DecoderLayer {
-  private attn: Attention | null;
+  readonly attn: Attention | null;
   private mla: Mla | null;
   private mlp: Mlp;
   private moe: MoeBlock | null;
@@ -86,7 +86,7 @@ export class DecoderLayer {
       if (kv) await this.mla.forwardCached(branch, xn1, w, s.mla!, sc.mla!, b, kv);
       else this.mla.forward(branch, xn1, w, s.mla!, sc.mla!, b);
     } else if (kv) await this.attn!.forwardCached(branch, xn1, w, s.attn!, b, kv);
-    else this.attn!.forward(branch, xn1, w, s.attn!, b);
+    else await this.attn!.forward(branch, xn1, w, s.attn!, b); // awaits only a sequence-parallel core's all-to-alls
     k.add(xmid, xin, branch);
     this.norm.forward(xn2, s.rstd2.at(T), xmid, w.get("post_attention_layernorm.weight")!, T);
     if (this.isSparse(l)) await this.moe!.forward(branch, xn2, w, s.moe!, sc.moe!, b, this.sparseIndex[l]);
@@ -105,7 +105,7 @@ export class DecoderLayer {
     this.norm.backward(dres, g.get("post_attention_layernorm.weight")!, dxn, s.xmid.at(T), w.get("post_attention_layernorm.weight")!, s.rstd2.at(T), T);
     k.zero(dxn);
     if (this.mla) this.mla.backward(dxn, g, dres, s.xn1.at(T), w, s.mla!, sc.mla!, b);
-    else this.attn!.backward(dxn, g, dres, s.xn1.at(T), w, s.attn!, sc.attn!, b);
+    else await this.attn!.backward(dxn, g, dres, s.xn1.at(T), w, s.attn!, sc.attn!, b);
     this.norm.backward(dres, g.get("input_layernorm.weight")!, dxn, xin, w.get("input_layernorm.weight")!, s.rstd1.at(T), T);
   }
 }

@@ -2,6 +2,8 @@
 // qwen3 / qwen2_moe / qwen3_moe built from blocks/ (dense MLP or MoE block per layer); flat
 // per-unit parameter layout; FSDP-style unit hooks.
 export { DecoderLM, type DecoderOptions, type UnitHooks } from "./decoder.ts";
+export { LocalAttention, type AttentionCore, type AttnSaved } from "./blocks/attention.ts";
+export type { BatchInputs } from "./blocks/arena.ts";
 export { ConfigError, readConfigJson, type DecoderConfig } from "./config.ts";
 export { resolveConfig, familyOf, supportedModelTypes, type ModelFamily } from "./registry.ts";
 export { decoderLayout, checkpointMismatches, type ParamLayout, type ParamEntry, type UnitLayout } from "./layout.ts";

@@ -1,6 +1,8 @@
-// parallel/: the parallel plans (DDP, FSDP/ZeRO/HSDP; Ulysses next) and the one builder that
+// parallel/: the parallel plans (DDP, FSDP/ZeRO/HSDP, Ulysses) and the one builder that
 // applies them to a model from outside. See docs/plans.md.
 export { SINGLE_PROCESS, type OptimizerShards, type StepCollectives } from "./collectives.ts";
 export { Ddp } from "./ddp.ts";
 export { Fsdp, type FsdpOptions } from "./fsdp.ts";
 export { hostViews, MeshGroups, parallelize, parallelSizes, type Parallelism, type ParallelizeOptions, type ParallelSizes } from "./plan.ts";
+export { UlyssesAttention, ulyssesHeads, type UlyssesOptions } from "./ulysses.ts";
+export { ulyssesSlice } from "./ulysses_data.ts";

@@ -19,6 +19,8 @@ import type { DecoderLM } from "../models/index.ts";
 import { SINGLE_PROCESS, type OptimizerShards, type StepCollectives } from "./collectives.ts";
 import { Ddp } from "./ddp.ts";
 import { Fsdp } from "./fsdp.ts";
+import { UlyssesAttention, ulyssesHeads } from "./ulysses.ts";
+import { ulyssesSlice } from "./ulysses_data.ts";
 
 /** Sizes of the training mesh's axes (all of them; 1 = not split). */
 export type ParallelSizes = Record<TrainAxis, number>;
@@ -36,6 +38,8 @@ export interface Parallelism {
   shards?: OptimizerShards;
   /** The loader's micro-batches -> what this rank's model computes (Ulysses: its padded slice). */
   prepare(mbs: MicroBatch[]): MicroBatch[];
+  /** Ulysses' core attention when ulysses > 1 (benchmarks read its all-to-all wait), else null. */
+  ulysses: UlyssesAttention | null;
   beginStep(nMicro: number): void;
   /** FSDP: per unit, this rank's shard start and param shard; null for whole units (single, DDP). */
   shardOf(u: number): { start: number; param: Float32Array } | null;
@@ -56,9 +60,8 @@ export function parallelSizes(t: Config["train"], world: number): ParallelSizes 
     ["train.pipeline_parallel_size", t.pipeline_parallel_size],
     ["train.context_parallel_size", t.context_parallel_size],
     ["train.expert_parallel_size", t.expert_parallel_size],
-    ["train.ulysses_parallel_size", t.ulysses_parallel_size],
   ];
-  for (const [k, v] of notYet) if (v !== 1) throw new Error(`${k} = ${v}: not implemented yet (plans: ddp, fsdp1/fsdp2, hsdp); expected 1`);
+  for (const [k, v] of notYet) if (v !== 1) throw new Error(`${k} = ${v}: not implemented yet (plans: ddp, fsdp1/fsdp2, hsdp, ulysses); expected 1`);
   if (t.data_parallel_mode === "fsdp2-vescale") throw new Error("train.data_parallel_mode fsdp2-vescale is not supported; use ddp, fsdp1 or fsdp2");
   const inner = t.ulysses_parallel_size * t.tensor_parallel_size * t.pipeline_parallel_size;
   const rep = t.data_parallel_replicate_size;
@@ -122,8 +125,13 @@ export async function parallelize(o: ParallelizeOptions): Promise<Parallelism> {
   const at = mesh.coordsOf(rank);
   const base = {
     mesh, rank, dataRank: at.dp_replicate * sizes.dp_shard + at.dp_shard, dataSize: sizes.dp_replicate * sizes.dp_shard,
-    prepare: (mbs: MicroBatch[]) => mbs,
+    prepare: (mbs: MicroBatch[]) => mbs, ulysses: null as UlyssesAttention | null,
   };
+  if (sizes.ulysses > 1) {
+    // refuse what Ulysses cannot split before any group is made
+    if (model.config.mla) throw new Error(`train.ulysses_parallel_size(${sizes.ulysses}) with model ${model.config.modelType}: Ulysses over MLA attention is not implemented yet; expected 1`);
+    ulyssesHeads(sizes.ulysses, model.config.NH, model.config.NKV);
+  }
   const full = () => 4 * model.layout.totalNumel * 4; // params + grads + AdamW m, v
   const params = hostViews(k, model.params);
   const whole = (u: number) => ({ start: 0, values: params.host[u] });
@@ -132,6 +140,16 @@ export async function parallelize(o: ParallelizeOptions): Promise<Parallelism> {
   if (k.backend !== "cpu") throw new Error(`kernels.backend = ${k.backend} with launch.world_size = ${world}: multi-rank training moves host buffers through the mesh; expected kernels.backend cpu (or world_size 1)`);
   const groups = new MeshGroups(mesh, rank, comm);
   const worldGroup = await groups.over(["dp_replicate", "dp_shard", "ulysses"]);
+
+  // 2. Ulysses: the model's declared site gets the sequence-parallel core; each rank keeps its
+  //    slice of the rows its group reads (same data coordinate, so the same rows)
+  if (sizes.ulysses > 1) {
+    if (model.family.plan.ulyssesAround !== "attention") throw new Error(`model ${model.config.modelType}: its plan declares no Ulysses site (models/plan.ts ulyssesAround)`);
+    const group = await groups.over(["ulysses"]);
+    base.ulysses = new UlyssesAttention(k, model.config, group, { async: t.ulysses_async, maxTokens: model.opts.maxTokens });
+    model.setAttentionCore(base.ulysses);
+    base.prepare = (mbs) => mbs.map((mb) => ulyssesSlice(mb, group.size, group.rank));
+  }
 
   // 4. data parallel (last: it wraps the units the plans above left)
   if (t.data_parallel_mode === "ddp") {

@@ -3,6 +3,9 @@
 //   att = varlen causal softmax(q k^T / sqrt(HS)) v   (GQA: query head h reads kv head h / (NH/NKV))
 //   out = att Wo^T (+bo)
 // Shapes: xn (T,C), q/att (T,NH,HS) = (T,D), k/v (T,NKV,HS) = (T,DKV), lse (T,NH).
+// The core (softmax(q k^T) v over the packed row) is an AttentionCore: by default the kernel on
+// this rank's rows; the model's plan declares it the Ulysses site (models/plan.ts), where a
+// sequence-parallel plan installs its own core (all-to-all seq <-> heads around the kernel).
 import type { Kernels } from "../../kernels/index.ts";
 import type { DecoderConfig } from "../config.ts";
 import type { Arena, BatchInputs, Buf, F32 } from "./arena.ts";
@@ -76,7 +79,39 @@ export interface AttnScratch {
   datt: Buf; dq: Buf; dk: Buf; dv: Buf; dqPre: Buf; dkPre: Buf;
 }
 
+/** The core attention of a packed row, as the block calls it. q, k, v are this rank's rows
+ *  (T,NH*HS), (T,NKV*HS) after RoPE; `s` identifies the saved-activation set (one per layer, or
+ *  one shared under activation checkpointing), so a core can keep its own per-set state. */
+export interface AttentionCore {
+  /** q, k or v is final (called in the order q, k, v): a core may start moving it at once. */
+  ready(which: "q" | "k" | "v", x: F32, s: AttnSaved, b: BatchInputs): void;
+  /** att (T,D) (and whatever backward needs) <- the q, k, v handed over by ready(). */
+  forward(att: F32, s: AttnSaved, b: BatchInputs): Promise<void>;
+  /** dq, dk, dv (T,·) (zeroed by the caller) += gradients from datt (T,D). Each inner promise
+   *  resolves when that gradient is in place; they are consumed in the order v, q, k. */
+  backward(dq: F32, dk: F32, dv: F32, datt: F32, s: AttnSaved, b: BatchInputs): Promise<{ v: Promise<void>; q: Promise<void>; k: Promise<void> }>;
+}
+
+/** The kernel on this rank's rows: the core of a single process (and of data parallelism). */
+export class LocalAttention implements AttentionCore {
+  private done = Promise.resolve();
+  constructor(private k: Kernels, private c: DecoderConfig) {}
+  ready(): void {}
+  async forward(att: F32, s: AttnSaved, b: BatchInputs): Promise<void> {
+    const { c } = this, T = b.T;
+    this.k.attentionForward(att, s.lse.at(T), s.q.at(T), s.k.at(T), s.v.at(T), b.cuSeqlens, T, c.NH, c.NKV, c.HS, 1 / Math.sqrt(c.HS), true);
+  }
+  async backward(dq: F32, dk: F32, dv: F32, datt: F32, s: AttnSaved, b: BatchInputs): Promise<{ v: Promise<void>; q: Promise<void>; k: Promise<void> }> {
+    const { c } = this, T = b.T;
+    this.k.attentionBackward(dq, dk, dv, datt, s.q.at(T), s.k.at(T), s.v.at(T), s.att.at(T), s.lse.at(T), b.cuSeqlens,
+      T, c.NH, c.NKV, c.HS, 1 / Math.sqrt(c.HS), true);
+    return { v: this.done, q: this.done, k: this.done };
+  }
+}
+
 export class Attention {
+  /** Replaced by a sequence-parallel plan (DecoderLM.setAttentionCore). */
+  core: AttentionCore;
   readonly D: number;
   readonly DKV: number;
   private scale: number;
@@ -87,6 +122,7 @@ export class Attention {
     this.DKV = c.NKV * c.HS;
     this.scale = 1 / Math.sqrt(c.HS);
     this.headNorm = c.qkNorm ? new RMSNorm(k, c.HS, c.eps) : null;
+    this.core = new LocalAttention(k, c);
   }
 
   allocSaved(a: Arena, name: string): AttnSaved {
@@ -107,15 +143,18 @@ export class Attention {
     };
   }
 
-  // out (T,C) <- xn (T,C); fills s
-  forward(out: F32, xn: F32, w: Views, s: AttnSaved, b: BatchInputs): void {
-    const { k, c, D, DKV } = this;
+  // out (T,C) <- xn (T,C); fills s. Awaits only inside the core (a sequence-parallel all-to-all).
+  async forward(out: F32, xn: F32, w: Views, s: AttnSaved, b: BatchInputs): Promise<void> {
+    const { k, c, D, DKV, core } = this;
     const T = b.T;
     const q = s.q.at(T), kk = s.k.at(T), v = s.v.at(T), att = s.att.at(T);
     this.project(q, s.qRaw, s.rstdQ, xn, w, "q", c.NH, D, b);
+    core.ready("q", q, s, b);
     this.project(kk, s.kRaw, s.rstdK, xn, w, "k", c.NKV, DKV, b);
+    core.ready("k", kk, s, b);
     k.linearForward(v, xn, w.get("self_attn.v_proj.weight")!, w.get("self_attn.v_proj.bias") ?? null, T, c.C, DKV);
-    k.attentionForward(att, s.lse.at(T), q, kk, v, b.cuSeqlens, T, c.NH, c.NKV, c.HS, this.scale, true);
+    core.ready("v", v, s, b);
+    await core.forward(att, s, b);
     k.linearForward(out, att, w.get("self_attn.o_proj.weight")!, w.get("self_attn.o_proj.bias") ?? null, T, D, c.C);
   }
 
@@ -151,8 +190,9 @@ export class Attention {
     this.rope.forward(dst, dst, b.positions, T, H);
   }
 
-  // dxn (T,C) += ; g (weight grads) += ; from dout (T,C)
-  backward(dxn: F32, g: Views, dout: F32, xn: F32, w: Views, s: AttnSaved, sc: AttnScratch, b: BatchInputs): void {
+  // dxn (T,C) += ; g (weight grads) += ; from dout (T,C). Each projection's backward starts as
+  // soon as the core hands its gradient back (async Ulysses: while the others are in flight).
+  async backward(dxn: F32, g: Views, dout: F32, xn: F32, w: Views, s: AttnSaved, sc: AttnScratch, b: BatchInputs): Promise<void> {
     const { k, c, D, DKV } = this;
     const T = b.T;
     const datt = sc.datt.at(T), dq = sc.dq.at(T), dk = sc.dk.at(T), dv = sc.dv.at(T);
@@ -160,11 +200,13 @@ export class Attention {
     k.linearBackward(datt, g.get("self_attn.o_proj.weight")!, g.get("self_attn.o_proj.bias") ?? null, dout, s.att.at(T),
       w.get("self_attn.o_proj.weight")!, T, D, c.C);
     k.zero(dq); k.zero(dk); k.zero(dv);
-    k.attentionBackward(dq, dk, dv, datt, s.q.at(T), s.k.at(T), s.v.at(T), s.att.at(T), s.lse.at(T), b.cuSeqlens,
-      T, c.NH, c.NKV, c.HS, this.scale, true);
+    const arrived = await this.core.backward(dq, dk, dv, datt, s, b);
+    await arrived.v;
     k.linearBackward(dxn, g.get("self_attn.v_proj.weight")!, g.get("self_attn.v_proj.bias") ?? null, dv, xn,
       w.get("self_attn.v_proj.weight")!, T, c.C, DKV);
+    await arrived.q;
     this.unproject(dxn, g, dq, sc.dqPre.at(T), s.qRaw, s.rstdQ, xn, w, "q", c.NH, D, b);
+    await arrived.k;
     this.unproject(dxn, g, dk, sc.dkPre.at(T), s.kRaw, s.rstdK, xn, w, "k", c.NKV, DKV, b);
   }
 

@@ -1,0 +1,202 @@
+// Ulysses sequence parallelism (DeepSpeed-Ulysses, as VeOmni): the core attention of a P-rank
+// group. Each rank holds Tl = Tp/P rows of a padded row of Tp tokens (parallel/ulysses_data.ts)
+// and all heads; around the kernel, all-to-alls swap that for all Tp rows and NH/P heads:
+//   q (Tl, NH, HS) --a2a--> (Tp, NH/P, HS)     k, v (Tl, NKV, HS) --a2a--> (Tp, hkv, HS)
+//   varlen causal attention over the whole row (cu_seqlens of the padded row), local heads
+//   att (Tp, NH/P, HS) --a2a--> (Tl, NH, HS), then o_proj on this rank's rows.
+// Rank j of the group gets query heads [j*NH/P, (j+1)*NH/P). GQA: with P <= NKV it gets KV heads
+// [j*NKV/P, ...) (NKV % P == 0); with P > NKV every KV head is repeated P/NKV times first (VeOmni's
+// expandKV, P % NKV == 0), so rank j gets the one KV head j*NKV/P its query heads read. Backward
+// runs the same exchanges in reverse; repeated KV heads' gradients are summed.
+// Layouts on the wire: the send buffer of an exchange to heads is (P, Tl, h*HS), chunk j for rank
+// j; what arrives is (P, Tl, h*HS) = (Tp, h*HS) in row order, the head layout itself.
+// Sync (VeOmni's default) moves q, k, v one after another once all three are projected; async
+// (train.ulysses_async) starts each one's all-to-all as soon as it is projected, so k's and v's
+// projection GEMMs run while q (then k) is on the wire, and in backward hands each gradient back
+// as it arrives, so v's dgrad GEMMs run while q's and k's gradients travel. Same arithmetic, same
+// order of every sum: the two give bitwise-equal results.
+import type { Kernels, Tensor } from "../kernels/index.ts";
+import type { CommGroup } from "../mesh/index.ts";
+import type { AttentionCore, AttnSaved, BatchInputs, DecoderConfig } from "../models/index.ts";
+
+type F32 = Tensor<"f32">;
+type Which = "q" | "k" | "v";
+
+/** Per saved-activation set: the head-layout tensors backward needs, capacity Tp_max rows. */
+interface HeadSaved { q: F32; k: F32; v: F32; att: F32; lse: F32 }
+
+/** Local head counts of a P-rank group, or a one-line refusal naming the fields and counts. */
+export function ulyssesHeads(P: number, NH: number, NKV: number): { hq: number; hkv: number; rep: number } {
+  if (NH % P !== 0) throw new Error(`train.ulysses_parallel_size(${P}) must divide num_attention_heads(${NH})`);
+  if (P <= NKV) {
+    if (NKV % P !== 0) throw new Error(`train.ulysses_parallel_size(${P}) must divide num_key_value_heads(${NKV}) (or be a multiple of it)`);
+    return { hq: NH / P, hkv: NKV / P, rep: 1 };
+  }
+  if (P % NKV !== 0) throw new Error(`train.ulysses_parallel_size(${P}) above num_key_value_heads(${NKV}) must be a multiple of it (KV heads are repeated)`);
+  return { hq: NH / P, hkv: 1, rep: P / NKV };
+}
+
+export interface UlyssesOptions {
+  /** train.ulysses_async: overlap the q/k/v projections (and their dgrads) with the all-to-alls. */
+  async: boolean;
+  /** Rows per rank at most (the model's capacity, ceil(micro_batch_size * max_seq_len / P)). */
+  maxTokens: number;
+}
+
+export class UlyssesAttention implements AttentionCore {
+  readonly P: number;
+  private readonly hq: number;
+  private readonly hkv: number;
+  private readonly rep: number;
+  private readonly HS: number;
+  private readonly scale: number;
+  private saved = new WeakMap<AttnSaved, HeadSaved>();
+  // (P, Tl_max, h*HS) staging buffers, shared memory (the transport reads/writes them)
+  private send: Record<Which, Float32Array>;
+  private recvGrad: Record<Which, Float32Array>;
+  private recvAtt: Float32Array;
+  // head-layout gradients (Tp_max, h*HS)
+  private dh: Record<Which | "att", F32>;
+  private inflight: Partial<Record<Which, Promise<void>>> = {};
+  private waitMs = 0;
+
+  constructor(private k: Kernels, private c: DecoderConfig, private group: CommGroup, private o: UlyssesOptions) {
+    this.P = group.size;
+    ({ hq: this.hq, hkv: this.hkv, rep: this.rep } = ulyssesHeads(this.P, c.NH, c.NKV));
+    this.HS = c.HS;
+    this.scale = 1 / Math.sqrt(c.HS);
+    const rows = this.P * o.maxTokens;
+    const wq = this.hq * c.HS, wkv = this.hkv * c.HS;
+    const shared = (n: number, name: string) => k.alloc([n], "f32", { name }).host!;
+    this.send = { q: shared(rows * wq, "ulysses.send_q"), k: shared(rows * wkv, "ulysses.send_k"), v: shared(rows * wkv, "ulysses.send_v") };
+    this.recvGrad = { q: shared(rows * wq, "ulysses.recv_dq"), k: shared(rows * wkv, "ulysses.recv_dk"), v: shared(rows * wkv, "ulysses.recv_dv") };
+    this.recvAtt = shared(rows * wq, "ulysses.recv_att");
+    this.dh = {
+      q: k.alloc([rows * wq], "f32", { name: "ulysses.dq_heads" }), k: k.alloc([rows * wkv], "f32", { name: "ulysses.dk_heads" }),
+      v: k.alloc([rows * wkv], "f32", { name: "ulysses.dv_heads" }), att: k.alloc([rows * wq], "f32", { name: "ulysses.datt_heads" }),
+    };
+  }
+
+  /** Seconds this thread was blocked on Ulysses all-to-alls since the last call (benchmark). In
+   *  async backward the gradients' wait is the model's, not counted here. */
+  takeWaitSeconds(): number {
+    const s = this.waitMs;
+    this.waitMs = 0;
+    return s / 1000;
+  }
+
+  // ---------------------------------------------------------------- forward
+  ready(which: Which, x: F32, s: AttnSaved, b: BatchInputs): void {
+    const T = b.T;
+    const h = which === "q" ? this.hq : this.hkv;
+    const H = which === "q" ? this.c.NH : this.c.NKV;
+    this.pack(this.send[which], x.host!, T, H, h, which);
+    if (this.o.async) this.inflight[which] = this.toHeads(which, s, T); // collective: on the wire while the next projection computes
+  }
+
+  async forward(att: F32, s: AttnSaved, b: BatchInputs): Promise<void> {
+    const T = b.T, Tp = this.P * T;
+    const hs = this.headSaved(s);
+    for (const w of ["q", "k", "v"] as const) {
+      await this.wait(this.o.async ? this.inflight[w]! : this.toHeads(w, s, T)); // collective: seq -> heads
+      this.inflight[w] = undefined;
+    }
+    const at = (t: F32, n: number) => this.k.view(t, 0, [n]);
+    const wq = this.hq * this.HS, wkv = this.hkv * this.HS;
+    this.k.attentionForward(at(hs.att, Tp * wq), at(hs.lse, Tp * this.hq), at(hs.q, Tp * wq), at(hs.k, Tp * wkv), at(hs.v, Tp * wkv),
+      b.cuSeqlens, Tp, this.hq, this.hkv, this.HS, this.scale, true);
+    const n = Tp * wq;
+    await this.wait(this.group.allToAll(this.recvAtt.subarray(0, n), hs.att.host!.subarray(0, n), this.counts(T, this.hq), this.counts(T, this.hq))); // collective: heads -> seq
+    this.unpack(att.host!, this.recvAtt, T, this.c.NH, this.hq, "q");
+  }
+
+  // ---------------------------------------------------------------- backward
+  async backward(dq: F32, dk: F32, dv: F32, datt: F32, s: AttnSaved, b: BatchInputs): Promise<{ v: Promise<void>; q: Promise<void>; k: Promise<void> }> {
+    const T = b.T, Tp = this.P * T;
+    const hs = this.headSaved(s);
+    const wq = this.hq * this.HS, wkv = this.hkv * this.HS;
+    const at = (t: F32, n: number) => this.k.view(t, 0, [n]);
+    this.pack(this.send.q, datt.host!, T, this.c.NH, this.hq, "q");
+    const datth = this.dh.att.host!.subarray(0, Tp * wq);
+    await this.wait(this.group.allToAll(datth, this.send.q.subarray(0, Tp * wq), this.counts(T, this.hq), this.counts(T, this.hq))); // collective: datt seq -> heads
+    const dqh = at(this.dh.q, Tp * wq), dkh = at(this.dh.k, Tp * wkv), dvh = at(this.dh.v, Tp * wkv);
+    this.k.zero(dqh); this.k.zero(dkh); this.k.zero(dvh);
+    this.k.attentionBackward(dqh, dkh, dvh, at(this.dh.att, Tp * wq), at(hs.q, Tp * wq), at(hs.k, Tp * wkv), at(hs.v, Tp * wkv),
+      at(hs.att, Tp * wq), at(hs.lse, Tp * this.hq), b.cuSeqlens, Tp, this.hq, this.hkv, this.HS, this.scale, true);
+    // dq, dk, dv were zeroed by the caller
+    const back = (w: Which, dst: F32) => this.toRows(w, T).then(() => this.unpack(dst.host!, this.recvGrad[w], T, w === "q" ? this.c.NH : this.c.NKV, w === "q" ? this.hq : this.hkv, w));
+    if (this.o.async) return { v: back("v", dv), q: back("q", dq), k: back("k", dk) }; // all posted now, in the order consumed
+    await this.wait(back("v", dv)); // collective: gradients heads -> seq, one after another
+    await this.wait(back("q", dq));
+    await this.wait(back("k", dk));
+    const done = Promise.resolve();
+    return { v: done, q: done, k: done };
+  }
+
+  // ---------------------------------------------------------------- exchanges and layouts
+  /** Elements per member of one exchange: Tl rows of h heads. */
+  private counts(T: number, h: number): number[] {
+    return new Array(this.P).fill(T * h * this.HS);
+  }
+
+  /** q/k/v: send (P, T, h*HS) -> this set's head-layout tensor (Tp, h*HS). */
+  private toHeads(w: Which, s: AttnSaved, T: number): Promise<void> {
+    const h = w === "q" ? this.hq : this.hkv;
+    const n = this.P * T * h * this.HS;
+    return this.group.allToAll(this.headSaved(s)[w].host!.subarray(0, n), this.send[w].subarray(0, n), this.counts(T, h), this.counts(T, h));
+  }
+
+  /** A gradient's head layout (Tp, h*HS) -> recvGrad (P, T, h*HS): chunk j holds rank j's heads for our rows. */
+  private toRows(w: Which, T: number): Promise<void> {
+    const h = w === "q" ? this.hq : this.hkv;
+    const n = this.P * T * h * this.HS;
+    return this.group.allToAll(this.recvGrad[w].subarray(0, n), this.dh[w].host!.subarray(0, n), this.counts(T, h), this.counts(T, h));
+  }
+
+  /** First head (in the rank's (T, H, HS) rows) of the h heads chunk j carries. */
+  private headOf(j: number, h: number, w: Which): number {
+    return w !== "q" && this.rep > 1 ? Math.floor(j / this.rep) : j * h;
+  }
+
+  /** dst (P, T, h*HS) <- src (T, H, HS): chunk j = heads headOf(j).. of every row. */
+  private pack(dst: Float32Array, src: Float32Array, T: number, H: number, h: number, w: Which): void {
+    const HS = this.HS, wd = h * HS;
+    for (let j = 0; j < this.P; j++) {
+      const h0 = this.headOf(j, h, w);
+      for (let t = 0; t < T; t++) dst.set(src.subarray((t * H + h0) * HS, (t * H + h0) * HS + wd), (j * T + t) * wd);
+    }
+  }
+
+  /** dst (T, H, HS) <- src (P, T, h*HS), chunk j into heads headOf(j)... Repeated KV heads (their
+   *  gradients) are summed into dst, zeroed by the caller, over j in order: a fixed order. */
+  private unpack(dst: Float32Array, src: Float32Array, T: number, H: number, h: number, w: Which): void {
+    const HS = this.HS, wd = h * HS;
+    const sum = w !== "q" && this.rep > 1;
+    for (let j = 0; j < this.P; j++) {
+      const h0 = this.headOf(j, h, w);
+      for (let t = 0; t < T; t++) {
+        const d = (t * H + h0) * HS, o = (j * T + t) * wd;
+        if (!sum) dst.set(src.subarray(o, o + wd), d);
+        else for (let i = 0; i < wd; i++) dst[d + i] += src[o + i];
+      }
+    }
+  }
+
+  private headSaved(s: AttnSaved): HeadSaved {
+    let hs = this.saved.get(s);
+    if (!hs) {
+      const rows = this.P * this.o.maxTokens, wq = this.hq * this.HS, wkv = this.hkv * this.HS;
+      const a = (n: number, name: string) => this.k.alloc([n], "f32", { name: `ulysses.${name}` });
+      hs = { q: a(rows * wq, "q"), k: a(rows * wkv, "k"), v: a(rows * wkv, "v"), att: a(rows * wq, "att"), lse: a(rows * this.hq, "lse") };
+      this.saved.set(s, hs);
+    }
+    return hs;
+  }
+
+  /** Await a collective, adding the time this thread waited on it to the wait counter. */
+  private async wait(p: Promise<void>): Promise<void> {
+    const t0 = performance.now();
+    await p;
+    this.waitMs += performance.now() - t0;
+  }
+}
