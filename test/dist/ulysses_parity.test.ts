@@ -73,3 +73,16 @@ test("async Ulysses gives bitwise the losses and grad norms of sync Ulysses", as
   expect(sb.at(-1)!.param_stats).toEqual(sa.at(-1)!.param_stats);
   expect(childPids()).toEqual([]);
 }, 60_000);
+
+test("a checkpoint saved at ulysses 2 (fsdp2, 2 ranks) resumes at ulysses 1 (one rank) with the same losses", async () => {
+  const a = tempDir("ulysses-save"), b = tempDir("ulysses-resume");
+  const saved = tinyTrainConfig(dir, a, { world_size: 2 }, { ...PACKED, save_steps: 3, data_parallel_mode: "fsdp2", ulysses_parallel_size: 2 });
+  expect(await runJob(saved, fileLogger(a).logger)).toBe(0);
+  const resumed = tinyTrainConfig(dir, b, { world_size: 1 }, { ...PACKED, save_steps: 0, data_parallel_mode: "fsdp2", load_checkpoint_path: join(a, "checkpoints/global_step_3") });
+  expect(await runJob(resumed, fileLogger(b).logger)).toBe(0);
+  const [sa, sb] = [readMetrics(a), readMetrics(b)];
+  expect(sb.map((m) => m.step)).toEqual([4, 5]);
+  expect(sb.map((m) => m.tokens)).toEqual(sa.slice(3).map((m) => m.tokens)); // the same rows: the loader's position resumed
+  close(sa.slice(3).map((m) => m.loss!), sb.map((m) => m.loss!), 1e-5, "losses after resume");
+  expect(childPids()).toEqual([]);
+}, 60_000);
