@@ -47,8 +47,8 @@ beforeAll(async () => {
 }, 60_000);
 
 describe("ulysses vs one process", () => {
-  test("ulysses 2 on 2 ranks, fsdp2 (sharded over dp_shard x ulysses)", async () => {
-    expectSame(one, await run(2, { data_parallel_mode: "fsdp2", ulysses_parallel_size: 2 }), "ulysses 2");
+  test("ulysses 2 on 2 ranks, fsdp1 ZeRO-2 (sharded over dp_shard x ulysses)", async () => {
+    expectSame(one, await run(2, { data_parallel_mode: "fsdp1", enable_full_shard: false, ulysses_parallel_size: 2 }), "ulysses 2");
   }, 60_000);
 
   test("ulysses 4 on 4 ranks (> 2 KV heads: repeated), ddp, activation checkpointing", async () => {
@@ -56,9 +56,9 @@ describe("ulysses vs one process", () => {
   }, 60_000);
 });
 
-test("ulysses 2 x dp_shard 2 on 4 ranks (fsdp2, async) = dp 2 on 2 ranks", async () => {
+test("ulysses 2 x dp 2 on 4 ranks (HSDP: replicas x [dp_shard 1 x ulysses 2] shards, async) = dp 2 on 2 ranks (fsdp2)", async () => {
   const dp2 = await run(2, { data_parallel_mode: "fsdp2" });
-  expectSame(dp2, await run(4, { data_parallel_mode: "fsdp2", ulysses_parallel_size: 2, ulysses_async: true }), "ulysses 2 x dp 2");
+  expectSame(dp2, await run(4, { data_parallel_mode: "fsdp2", data_parallel_replicate_size: 2, ulysses_parallel_size: 2, ulysses_async: true }), "ulysses 2 x dp 2");
 }, 90_000);
 
 test("async Ulysses gives bitwise the losses and grad norms of sync Ulysses", async () => {
