@@ -59,6 +59,7 @@ export class UlyssesAttention implements AttentionCore {
   private dh: Record<Which | "att", F32>;
   private inflight: Partial<Record<Which, Promise<void>>> = {};
   private waitMs = 0;
+  private sets = 0; // saved sets allocated (layers, or 1 under activation checkpointing)
 
   constructor(private k: Kernels, private c: DecoderConfig, private group: CommGroup, private o: UlyssesOptions) {
     this.P = group.size;
@@ -75,6 +76,13 @@ export class UlyssesAttention implements AttentionCore {
       q: k.alloc([rows * wq], "f32", { name: "ulysses.dq_heads" }), k: k.alloc([rows * wkv], "f32", { name: "ulysses.dk_heads" }),
       v: k.alloc([rows * wkv], "f32", { name: "ulysses.dv_heads" }), att: k.alloc([rows * wq], "f32", { name: "ulysses.datt_heads" }),
     };
+  }
+
+  /** Bytes of this core's buffers: staging + head-layout gradients + each saved set made so far. */
+  activationBytes(): number {
+    const rows = this.P * this.o.maxTokens, wq = this.hq * this.HS, wkv = this.hkv * this.HS;
+    const staging = 2 * (wq + 2 * wkv) + wq + 2 * wq + 2 * wkv; // send + recvGrad, recvAtt, dh
+    return 4 * rows * (staging + this.sets * (2 * wq + 2 * wkv + this.hq));
   }
 
   /** Seconds this thread was blocked on Ulysses all-to-alls since the last call (benchmark). In
@@ -189,6 +197,7 @@ export class UlyssesAttention implements AttentionCore {
       const a = (n: number, name: string) => this.k.alloc([n], "f32", { name: `ulysses.${name}` });
       hs = { q: a(rows * wq, "q"), k: a(rows * wkv, "k"), v: a(rows * wkv, "v"), att: a(rows * wq, "att"), lse: a(rows * this.hq, "lse") };
       this.saved.set(s, hs);
+      this.sets++;
     }
     return hs;
   }
