@@ -11,6 +11,7 @@ import { IGNORE_INDEX, type MicroBatch } from "../data/index.ts";
 /** Rank r's slice of `mb` for a Ulysses group of P ranks (see the header). */
 export function ulyssesSlice(mb: MicroBatch, P: number, r: number): MicroBatch {
   if (mb.seqParallel) throw new Error("ulyssesSlice: micro-batch is already a sequence-parallel slice");
+  if (mb.pixelValues) throw new Error("train.ulysses_parallel_size > 1 with image samples: sequence parallelism of vision-language rows is not implemented yet (expected text-only data)");
   const T = mb.inputIds.length;
   const Tl = Math.ceil(T / P);
   const Tp = Tl * P;
