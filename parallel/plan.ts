@@ -145,6 +145,7 @@ export async function parallelize(o: ParallelizeOptions): Promise<Parallelism> {
   //    slice of the rows its group reads (same data coordinate, so the same rows)
   if (sizes.ulysses > 1) {
     if (model.family.plan.ulyssesAround !== "attention") throw new Error(`model ${model.config.modelType}: its plan declares no Ulysses site (models/plan.ts ulyssesAround)`);
+    if (model.config.vision) throw new Error(`train.ulysses_parallel_size(${sizes.ulysses}) with model ${model.config.modelType}: sequence parallelism of vision-language models (M-RoPE, vision tower) is not implemented yet; expected 1`);
     const group = await groups.over(["ulysses"]);
     base.ulysses = new UlyssesAttention(k, model.config, group, { async: t.ulysses_async, maxTokens: model.opts.maxTokens });
     model.setAttentionCore(base.ulysses);
