@@ -129,6 +129,7 @@ export async function parallelize(o: ParallelizeOptions): Promise<Parallelism> {
   };
   if (sizes.ulysses > 1) {
     // refuse what Ulysses cannot split before any group is made
+    if (model.config.vision) throw new Error(`train.ulysses_parallel_size(${sizes.ulysses}) with model ${model.config.modelType}: sequence parallelism of vision-language models (M-RoPE, vision tower) is not implemented yet; expected 1`);
     if (model.config.mla) throw new Error(`train.ulysses_parallel_size(${sizes.ulysses}) with model ${model.config.modelType}: Ulysses over MLA attention is not implemented yet; expected 1`);
     ulyssesHeads(sizes.ulysses, model.config.NH, model.config.NKV);
   }
@@ -145,7 +146,6 @@ export async function parallelize(o: ParallelizeOptions): Promise<Parallelism> {
   //    slice of the rows its group reads (same data coordinate, so the same rows)
   if (sizes.ulysses > 1) {
     if (model.family.plan.ulyssesAround !== "attention") throw new Error(`model ${model.config.modelType}: its plan declares no Ulysses site (models/plan.ts ulyssesAround)`);
-    if (model.config.vision) throw new Error(`train.ulysses_parallel_size(${sizes.ulysses}) with model ${model.config.modelType}: sequence parallelism of vision-language models (M-RoPE, vision tower) is not implemented yet; expected 1`);
     const group = await groups.over(["ulysses"]);
     base.ulysses = new UlyssesAttention(k, model.config, group, { async: t.ulysses_async, maxTokens: model.opts.maxTokens });
     model.setAttentionCore(base.ulysses);
