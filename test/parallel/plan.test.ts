@@ -32,3 +32,11 @@ test("one process: the whole mesh is rank 0, data rank 0 of 1, whole units, hook
   await model.forward(mb, k.alloc([1]), 1 / 3, false);
   expect(seen).toEqual(["a0", "b0", "a1", "b1", "a2", "b2"]);
 });
+
+test("ulysses: impossible head counts are refused by the builder before any group, naming the field and the counts", async () => {
+  const k = createCpuKernels({ threads: 1 });
+  const model = createModel(k, { model_type: "qwen2", vocab_size: 32, hidden_size: 16, intermediate_size: 24, num_hidden_layers: 1,
+    num_attention_heads: 2, num_key_value_heads: 1, max_position_embeddings: 16, tie_word_embeddings: false }, "plan.test", { maxTokens: 8, gradientCheckpointing: false });
+  const config = ConfigSchema.parse({ train: { data_parallel_mode: "fsdp2", ulysses_parallel_size: 4 }, launch: { world_size: 4 } });
+  await expect(parallelize({ k, model, config, rank: 0, world: 4, comm: null })).rejects.toThrow("train.ulysses_parallel_size(4) must divide num_attention_heads(2)");
+});
