@@ -1,7 +1,7 @@
 // The data loader of one data-parallel rank: ordered positions -> raw rows -> samples -> buffer ->
 // packed micro-batches, `gradAccum` of them per optimizer step. Its whole position is a small
 // LoaderState (state.ts); restoring it continues bit-identically.
-import type { MicroBatch, StepBatch } from "./batch.ts";
+import { IGNORE_INDEX, type MicroBatch, type StepBatch } from "./batch.ts";
 import { EpochOrder } from "./order.ts";
 import { budgetAt, firstFit, packMicroBatch } from "./packing.ts";
 import { defaultKeys, makeSample, type Sample, type SampleSpec } from "./samples.ts";
@@ -23,6 +23,8 @@ export interface DataLoaderConfig {
     max_seq_len: number;
     train_size?: number;
     on_bad_sample?: "error" | "skip";
+    /** false: the last, partial step of the data is trained too (static batching only). */
+    drop_last?: boolean;
   };
   train: {
     micro_batch_size: number;
@@ -80,6 +82,9 @@ export class DataLoader {
   private buf: Buffered[] = [];
   private unitCache = new Map<number, RawRow[]>();
   private done = false;
+  /** data.drop_last false: run every rank to `lastStep` (rank 0's step count), padding with
+   *  partial and then no-loss micro-batches once this rank's share is used up. */
+  private keepLast: boolean;
 
   constructor(private cfg: DataLoaderConfig, private opts: LoaderOptions) {
     const { data, train } = cfg;
@@ -103,14 +108,19 @@ export class DataLoader {
     for (const f of this.idx.emptyFiles) opts.log?.warn({ file: f }, "skipping empty data file");
     const N = this.idx.total;
     if (N === 0) throw new Error(`empty dataset: 0 samples in ${files.length} file(s) of data.train_path '${data.train_path}'`);
+    this.keepLast = data.drop_last === false;
+    if (this.keepLast && train.dyn_bsz) throw new Error("data.drop_last false needs train.dyn_bsz false (with dynamic batching the ranks' step counts are not known in advance)");
     // one step needs gradAccum micro-batches of >= 1 sample (dyn_bsz) or exactly mbs samples, on every rank
-    const need = train.dyn_bsz ? gradAccum * dpSize : gbs;
+    const need = this.keepLast ? 1 : train.dyn_bsz ? gradAccum * dpSize : gbs;
     if (N < need) throw new Error(`too few samples for one step: ${N} samples in data.train_path, one step needs ${need} (global_batch_size ${gbs} = micro_batch_size ${mbs} x dp ${dpSize} x grad accum ${gradAccum}${train.dyn_bsz ? ", dyn_bsz: >= 1 sample per micro-batch" : ""})`);
     this.order = new EpochOrder(this.idx.units.map((u) => u.count), train.seed);
     const budget = mbs * data.max_seq_len - (train.dyn_bsz_margin ?? 0);
     const trainSteps = train.max_steps ?? Math.max(1, train.dyn_bsz
       ? Math.floor(((data.train_size ?? 10_000_000) * train.num_train_epochs) / (gbs * data.max_seq_len))
-      : Math.floor((N * train.num_train_epochs) / gbs));
+      : this.keepLast
+        // rank 0 holds the most samples, ceil(N / dp) per epoch, gbs / dp of them per step
+        ? Math.ceil((Math.ceil(N / dpSize) * train.num_train_epochs) / (gbs / dpSize))
+        : Math.floor((N * train.num_train_epochs) / gbs));
     this.info = { files: files.length, units: this.idx.units.length, totalSamples: N, gradAccum, budget, trainSteps, tokenizerEngine: tokenizer?.engine ?? null };
     this.st = {
       version: 1, dpRank, dpSize, seed: train.seed, total: N, units: this.idx.units.length,
@@ -124,6 +134,7 @@ export class DataLoader {
   async nextStep(): Promise<StepBatch | null> {
     const { train } = this.cfg;
     if (this.done || (train.max_steps != null && this.st.step >= train.max_steps)) return null;
+    if (this.keepLast && train.max_steps == null && this.st.step >= this.info.trainSteps) return null;
     const microBatches: MicroBatch[] = [];
     for (let m = 0; m < this.info.gradAccum; m++) {
       const mb = train.dyn_bsz ? await this.dynamicMicroBatch() : await this.staticMicroBatch();
@@ -211,7 +222,14 @@ export class DataLoader {
 
   private async staticMicroBatch(): Promise<MicroBatch | null> {
     const mbs = this.cfg.train.micro_batch_size;
-    while (this.buf.length < mbs) if (!(await this.fill())) return null;
+    while (this.buf.length < mbs) {
+      if (await this.fill()) continue;
+      if (!this.keepLast) return null;
+      // drop_last false: what is left (fewer samples), or one token that carries no loss; the
+      // global token normalisation counts only valid tokens, so the loss is that of the real samples
+      if (this.buf.length === 0) return packMicroBatch([{ ids: Int32Array.of(0), labels: Int32Array.of(IGNORE_INDEX) }]);
+      break;
+    }
     return packMicroBatch(this.buf.splice(0, mbs).map((b) => b.sample), this.spec.vision?.preprocessor);
   }
 

@@ -95,6 +95,43 @@ describe("loader", () => {
     }, 30_000);
   }
 
+  test("drop_last false: every sample exactly once per epoch on 1, 2, 3 ranks; the last step pads with no-loss tokens", async () => {
+    const { dir, done } = tempDir("keep");
+    try {
+      const N = 101;
+      writeIdJsonl(join(dir, "a.jsonl"), N, 16);
+      for (const D of [1, 2, 3]) {
+        for (const epochs of [1, 2]) {
+          const base = cfg(`${dir}/a.jsonl`, { dyn: false, epochs, mbs: 2, gbs: 2 * D * 2 });
+          const c = { ...base, data: { ...base.data, drop_last: false } };
+          const steps = await runAll(Array.from({ length: D }, (_, r) => createDataLoader(c, opts(r, D))));
+          // every rank runs the same steps, each with grad-accum micro-batches (SPMD collectives line up)
+          const S = steps[0].length;
+          expect(S).toBe(Math.ceil((Math.ceil(N / D) * epochs) / 4));
+          for (const rk of steps) {
+            expect(rk.length).toBe(S);
+            for (const st of rk) expect(st.microBatches.length).toBe(2);
+          }
+          const count = new Map<number, number>();
+          let pads = 0;
+          for (const rk of steps) for (const st of rk) for (const mb of st.microBatches) {
+            if (mb.validTokens === 0 && mb.inputIds.length === 1 && mb.labels[0] === IGNORE_INDEX) { pads++; continue; }
+            for (const id of sampleIds(mb)) count.set(id, (count.get(id) ?? 0) + 1);
+          }
+          expect(count.size).toBe(N);
+          for (const v of count.values()) expect(v).toBe(epochs);
+          // without it the remainder is dropped
+          const dropped = await runAll(Array.from({ length: D }, (_, r) => createDataLoader(base, opts(r, D))));
+          const seen = dropped.flatMap((rk) => rk.flatMap((st) => st.microBatches.flatMap(sampleIds)));
+          if ((N * epochs) % (4 * D) !== 0) expect(seen.length).toBeLessThan(N * epochs);
+          expect(pads).toBeLessThan(2 * D);
+        }
+      }
+      const base = cfg(`${dir}/a.jsonl`, { dyn: true });
+      expect(() => createDataLoader({ ...base, data: { ...base.data, drop_last: false } }, opts(0, 1))).toThrow("data.drop_last false needs train.dyn_bsz false");
+    } finally { done(); }
+  }, 30_000);
+
   test("same seed -> same order, other seed -> other order; max_steps stops", async () => {
     const { dir, done } = tempDir("seed");
     try {
