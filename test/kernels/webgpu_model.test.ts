@@ -1,5 +1,5 @@
 // Whole models on the WebGPU backend: Hugging Face's tiny-random-llama-2 logits, the torch-made
-// qwen2/qwen3 and MoE (qwen3_moe, qwen2_moe, deepseek_v3) fixtures (three AdamW steps with clipping), and ten training steps of a tiny random
+// qwen2/qwen3, MoE (qwen3_moe, qwen2_moe, deepseek_v3) and VL (qwen2_vl, qwen2_5_vl) fixtures (three AdamW steps with clipping), and ten training steps of a tiny random
 // Llama whose losses must follow the CPU backend's. Same model code, only the backend differs.
 //
 // Tolerance: HF logits as the fixture states (1e-5 abs + rel); losses 1e-4 absolute and grad norms
@@ -13,6 +13,7 @@ import { loadConfig } from "../../configs/index.ts";
 import { Trainer } from "../../actors/trainer.ts";
 import type { MicroBatch } from "../../data/batch.ts";
 import { createKernels, type Kernels } from "../../kernels/index.ts";
+import { SafetensorsFile } from "../../checkpoint/safetensors.ts";
 import { probeAdapter } from "../../kernels/webgpu/index.ts";
 import { argmax, createModel, initWeights, loadPretrained } from "../../models/index.ts";
 import { FIXTURES, readExpected, singleRow, toMicroBatch } from "../models/fixtures.ts";
@@ -58,6 +59,37 @@ if (!probe.ok) {
         expect(Math.abs(m.loss - exp.steps[s]!.loss)).toBeLessThan(1e-4);
         expect(Math.abs(m.grad_norm - exp.steps[s]!.grad_norm) / exp.steps[s]!.grad_norm).toBeLessThan(1e-4);
       }
+    });
+  }
+
+  for (const name of ["qwen2-vl-tiny", "qwen2_5-vl-tiny"]) {
+    test(`${name}: vision tower (LayerNorm/QuickGELU or RMSNorm/SwiGLU, full and window attention) and three AdamW steps match torch on WebGPU`, async () => {
+      const dir = `${FIXTURES}${name}`;
+      const exp = readExpected(name);
+      const grids = (exp as unknown as { micro_batches: { image_grid_thw: number[][] }[] }).micro_batches.map((m) => m.image_grid_thw);
+      const ref = new SafetensorsFile(`${dir}/expected.safetensors`);
+      const mbs: MicroBatch[] = exp.micro_batches.map((m, i) => ({
+        ...toMicroBatch(m),
+        pixelValues: ref.tensors.has(`pixel_values.${i}`) ? ref.readF32(`pixel_values.${i}`) : null,
+        imageGridThw: grids[i].length ? Int32Array.from(grids[i].flat()) : null,
+      }));
+      const model = loadPretrained(gpu, dir, { maxTokens: 32, gradientCheckpointing: false });
+      const out = await model.vision!.forward(model.params, {}, mbs[0].pixelValues!, mbs[0].imageGridThw!);
+      const want = ref.readF32("vision.0");
+      const got = await gpu.read(out);
+      let d = 0, mx = 0;
+      for (let i = 0; i < want.length; i++) [d, mx] = [Math.max(d, Math.abs(got[i]! - want[i]!)), Math.max(mx, Math.abs(want[i]!))];
+      expect(d / mx).toBeLessThan(1e-4);
+      const trainer = new Trainer(model, {
+        schedule: { lr: exp.train.lr, lr_min: 0, lr_start: 0, train_steps: 3, lr_warmup_ratio: 0, lr_decay_style: "constant", lr_decay_ratio: 1 },
+        weightDecay: exp.train.weight_decay, maxGradNorm: exp.train.max_grad_norm,
+      });
+      for (let s = 0; s < 3; s++) {
+        const m = await trainer.step(s, mbs);
+        expect(Math.abs(m.loss - exp.steps[s]!.loss)).toBeLessThan(1e-4);
+        expect(Math.abs(m.grad_norm - exp.steps[s]!.grad_norm) / exp.steps[s]!.grad_norm).toBeLessThan(1e-4);
+      }
+      ref.close();
     });
   }
 
