@@ -26,6 +26,7 @@ const SETTLE_MS = 500;
 import { Commits } from "./commits.ts";
 import { markOrphanedJobs } from "./orphans.ts";
 import { writeJobCopy } from "./job_copy.ts";
+import { prepareOutputDir } from "./output_dir.ts";
 import { resolveLoadPath } from "../checkpoint/index.ts";
 
 export interface RunJobOptions {
@@ -106,6 +107,7 @@ export async function runJob(config: Config, logger: Logger, opts: RunJobOptions
   let exitCode = 0;
   let run: JobRun | null = null;
   try {
+    prepareOutputDir(config, logger); // an earlier run's results: refused, unless resumed or overwritten
     if (embedded) {
       // `bun run jobs --dir OUTPUT_DIR` reads the job record through this (owner-only; removed with
       // the server, also by its watchdog when this process dies without cleaning up)
@@ -291,7 +293,7 @@ class JobRun {
       this.state.phase = "running";
       await this.writeState();
       this.log.info({ peers: peers.map((p) => p.addr), steps: total, start, resumeFrom }, "rendezvous done; running");
-      const sink = new MetricsSink(this.config.train.output_dir);
+      const sink = new MetricsSink(this.config.train.output_dir, { startStep: start, epoch: this.state.epoch });
       const v = this.opts.view ?? {};
       const view = (this.view = new RunView(this.config, total, start, this.log, { progress: v.progress ? (process.stderr.isTTY ? "tty" : "lines") : "off" }));
       this.onCommitted = () => void (v.plots && view.plot());

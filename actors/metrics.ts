@@ -1,12 +1,14 @@
 // Per-step metrics: the coordinator merges the ranks' reports into one line of
 // output_dir/metrics.jsonl (what a person sees of them: run_view.ts).
-import { appendFileSync, mkdirSync } from "node:fs";
+import { appendFileSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { StepMetrics } from "./protocol.ts";
 
 export interface MetricsLine {
   /** 1-based count of finished optimizer steps. */
   step: number;
+  /** the job's generation that ran the step (written by MetricsSink): a step redone after a restart has a higher one. */
+  epoch?: number;
   /** the objective (VeOmni logs HF's outputs.loss): global token-mean next-token CE, plus
    *  router_aux_loss_coef * aux_loss for MoE models with output_router_logits. */
   loss: number;
@@ -99,14 +101,37 @@ function mergeMoe(line: MetricsLine, moe: NonNullable<StepMetrics["moe"]>[]): vo
   line.expert_load_min_max = load.map((l) => (Math.max(...l) > 0 ? Math.min(...l) / Math.max(...l) : 1));
 }
 
+/**
+ * output_dir/metrics.jsonl: one line per step, in step order, whatever restarts happened. A run
+ * (or a restart) that starts after `startStep` steps first drops the file's lines of later steps:
+ * a resume continues the file, and steps redone after a restart replace the abandoned lines (each
+ * line carries the job's `epoch`, so a redone step shows by a higher one). The rewrite is atomic.
+ */
 export class MetricsSink {
   private readonly file: string | null;
-  constructor(outputDir: string | null) {
+  constructor(outputDir: string | null, private readonly at: { startStep: number; epoch: number } = { startStep: 0, epoch: 1 }) {
     this.file = outputDir ? join(outputDir, "metrics.jsonl") : null;
     if (outputDir) mkdirSync(outputDir, { recursive: true });
+    if (this.file && existsSync(this.file)) keepThrough(this.file, at.startStep);
   }
 
   write(m: MetricsLine): void {
-    if (this.file) appendFileSync(this.file, JSON.stringify(m) + "\n");
+    if (this.file) appendFileSync(this.file, JSON.stringify({ ...m, epoch: this.at.epoch }) + "\n");
   }
+}
+
+/** Keep only the lines of steps <= `step` (a torn last line from a crash goes too). */
+function keepThrough(file: string, step: number): void {
+  const lines = readFileSync(file, "utf8").split("\n").filter(Boolean);
+  const kept = lines.filter((l) => {
+    try {
+      return (JSON.parse(l) as { step: number }).step <= step;
+    } catch {
+      return false; // a line cut short by a kill
+    }
+  });
+  if (kept.length === lines.length) return;
+  const tmp = `${file}.tmp-${process.pid}`;
+  writeFileSync(tmp, kept.map((l) => l + "\n").join(""));
+  renameSync(tmp, file);
 }

@@ -87,6 +87,9 @@ export const TrainSchema = z.strictObject({
   context_parallel_size: posInt().default(1),
   ckpt_manager: z.enum(["bytecheckpoint", "dcp"]).default("bytecheckpoint"),
   load_checkpoint_path: z.string().nullable().default(null),
+  /** ours (HF TrainingArguments' name): start over in an output_dir that holds an earlier run
+   *  (its metrics.jsonl and checkpoints/ are removed); without it such a folder is refused unless resumed. */
+  overwrite_output_dir: z.boolean().default(false),
   save_steps: int().nonnegative().default(0),
   save_epochs: int().nonnegative().default(1),
   save_hf_weights: z.boolean().default(true),
