@@ -6,7 +6,7 @@ import { existsSync, readdirSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
 import type { Logger } from "pino";
 import type { Config } from "../configs/index.ts";
-import { parseStepDir } from "../checkpoint/format.ts";
+import { parseStepDir } from "../checkpoint/index.ts";
 
 /** What in `dir` an earlier run left: "metrics.jsonl", "checkpoints/global_step_N", ... */
 export function earlierRun(dir: string): string[] {

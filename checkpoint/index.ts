@@ -17,6 +17,7 @@ export { AsyncSaver, type SaveRequest, type SaveTicket } from "./saver.ts";
 export { type RankReport, layoutRank, stagePieces, writeRank } from "./rank_writer.ts";
 export { buildMetadata, commitCheckpoint, committedClashes, listCommitted, resolveLoadPath, type Skipped } from "./commit.ts";
 export { commitState, type CommitState } from "./committed.ts";
+export { parseStepDir } from "./format.ts";
 export { loadAllExtra, loadExtra, loadShard, openCheckpoint, shapeMismatches, type LoadRequest } from "./load.ts";
 export { mergeToHf, parseDType, parseSize, type ExportDType, type MergeOptions } from "./merge.ts";
 export { ASSET_FILES, writeModelAssets } from "./assets.ts";
