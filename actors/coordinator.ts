@@ -203,10 +203,10 @@ export async function runJob(config: Config, logger: Logger, opts: RunJobOptions
       await stateWriter.ask(state).catch((e) => logger.warn({ err: String(e) }, "could not record the final state"));
       const stop: ToWorker = { v: PROTOCOL_VERSION, kind: "stop", job, epoch: state.epoch, reason: state.error ?? "done" };
       nc.publish(subjects(job).cmd, encode(stop));
-      await nc.flush().catch(() => {});
+      await nc.flush().catch((e) => logger.warn({ err: String(e) }, "could not flush the stop command (NATS unreachable): workers stop at their coordinator deadline"));
     }
     await workers?.reap(exitCode === 0 ? 10_000 : 3000);
-    await nc?.close().catch(() => {});
+    await nc?.close().catch((e) => logger.debug({ err: String(e) }, "NATS close after the connection was lost"));
     await server?.stop();
     if (natsFile) rmSync(natsFile, { force: true });
   }
@@ -384,6 +384,12 @@ class JobRun {
     return this.stateWriter.ask({ ...this.state });
   }
 
+  /** A watch ends when the job closes (expected); otherwise say what stopped it. */
+  private watchEnded(what: string, e: unknown): void {
+    if (this.nc.isClosed() || this.timers.length === 0) this.log.debug({ err: String(e) }, `${what} ended with the job`);
+    else this.log.warn({ err: String(e) }, `${what} failed; heartbeat deadlines go on from the last beat seen`);
+  }
+
   /** Heartbeat deadlines (paused while NATS is unreachable), coordinator liveness touch, reconnect re-sends. */
   private startLiveness(): ReturnType<typeof setInterval>[] {
     const l = this.config.launch;
@@ -395,7 +401,7 @@ class JobRun {
         const r = e.json<RankRecord>();
         if (r.epoch === this.state.epoch && this.lastSeen.has(r.rank)) this.lastSeen.set(r.rank, Date.now());
       }
-    })().catch(() => {});
+    })().catch((e) => this.watchEnded("rank heartbeat watch", e));
     void (async () => {
       for await (const s of this.nc.status()) {
         if (s.type === "disconnect") {
@@ -408,7 +414,7 @@ class JobRun {
           if (this.currentCmd && this.waiter) this.nc.publish(subjects(this.job).cmd, this.currentCmd);
         }
       }
-    })().catch(() => {});
+    })().catch((e) => this.watchEnded("NATS status stream", e));
     const check = setInterval(() => {
       if (!this.connected) return;
       const now = Date.now();
@@ -422,7 +428,7 @@ class JobRun {
     // answer a repeat with their cached report (or ignore it while still running the step).
     const touch = setInterval(() => {
       if (!this.connected) return;
-      if (this.stateWriter.pending === 0) void this.writeState().catch(() => {});
+      if (this.stateWriter.pending === 0) void this.writeState().catch((e) => this.log.warn({ err: String(e) }, "liveness touch of the job record failed; workers may judge this coordinator silent"));
       // (also while saves are in flight: workers answer a repeat with their checkpoint reports too)
       if (this.currentCmd && (this.waiter || (this.commits?.pending ?? 0) > 0)) this.nc.publish(subjects(this.job).cmd, this.currentCmd);
     }, Math.max(l.heartbeat_s, 0.5) * 1000);

@@ -35,7 +35,9 @@ export class Actor<M, R = void> {
 
   /** Fire and forget; a failure still reaches the supervisor. */
   send(msg: M): void {
-    this.ask(msg).catch(() => {});
+    this.ask(msg).catch(() => {
+      // fire and forget: a failing handler already went to the actor's onError (its supervisor)
+    });
   }
 
   get pending(): number {

@@ -41,7 +41,9 @@ export class LocalWorkers {
     void (async () => {
       const dec = new TextDecoder();
       for await (const chunk of proc.stderr) entry.tail = (entry.tail + dec.decode(chunk)).slice(-TAIL);
-    })().catch(() => {});
+    })().catch(() => {
+      // the pipe breaks when the child dies: the tail read so far is what its exit report carries
+    });
     void proc.exited.then(() => {
       if (!this.expectedExit) this.onExit({ rank, pid: proc.pid, code: proc.exitCode, signal: proc.signalCode === null ? null : String(proc.signalCode), stderrTail: entry.tail });
     });

@@ -94,9 +94,12 @@ export function makeTrainRunner(): RunnerFactory {
           };
         },
         async close() {
-          await ckpt?.close().catch(() => {});
-          await loader.close().catch(() => {});
+          // close everything, then report the first failure (a failed final checkpoint write must not vanish)
+          const errors: string[] = [];
+          await ckpt?.close().catch((e) => errors.push(`checkpoint writer: ${e instanceof Error ? e.message : String(e)}`));
+          await loader.close().catch((e) => errors.push(`data loader: ${e instanceof Error ? e.message : String(e)}`));
           await comm?.close();
+          if (errors.length) throw new Error(`rank ${rank}: closing failed: ${errors.join("; ")}`);
         },
       } as StepRunner & { model: unknown; trainer: unknown; plan: Parallelism };
     },

@@ -7,7 +7,8 @@ import { hostname } from "node:os";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { KV } from "@nats-io/kv";
 import type { Logger } from "pino";
-import type { Config } from "../configs/index.ts";
+import { ConfigSchema, type Config } from "../configs/index.ts";
+import pkg from "../package.json" with { type: "json" };
 import { Actor } from "./mailbox.ts";
 import { CasRecord, connectNats, keys, openBucket, readJson, retrying, type JobState, type RankRecord } from "./nats.ts";
 import { PROTOCOL_VERSION, assertNever, decodeToWorker, encode, subjects, type StepMetrics, type ToCoordinator, type ToWorker } from "./protocol.ts";
@@ -31,6 +32,8 @@ export interface WorkerOptions {
   threads?: number;
 }
 
+const VERSION: string = pkg.version;
+
 export const EXIT = { ok: 0, failed: 1, refused: 3, fenced: 4, orphaned: 5, jobFailed: 6 } as const;
 
 export async function runWorker(o: WorkerOptions): Promise<number> {
@@ -39,7 +42,8 @@ export async function runWorker(o: WorkerOptions): Promise<number> {
   try {
     return await new WorkerShell(nc, await openBucket(nc), o).run();
   } finally {
-    await nc.close().catch(() => {});
+    // closing a connection that NATS already dropped: nothing is lost, the process ends anyway
+    await nc.close().catch((e) => log.debug({ err: String(e) }, "NATS close after the connection was lost"));
     log.info({ rank: o.rank }, "worker closed");
   }
 }
@@ -86,7 +90,21 @@ class WorkerShell {
     }
     if (welcome.kind !== "welcome") throw new Error(`worker rank ${o.rank}: expected welcome, got ${welcome.kind}`);
     this.epoch = welcome.epoch;
-    const config = welcome.config as Config;
+    // The configuration crosses a process (and maybe a version) boundary: check it against this
+    // build's schema rather than trust it; a coordinator of another version is refused by name.
+    const parsed = ConfigSchema.safeParse(welcome.config);
+    if (!parsed.success) {
+      const issues = parsed.error.issues.slice(0, 5).map((i) => {
+        const at = i.path.map(String).join(".");
+        return i.code === "unrecognized_keys" ? `unknown key${i.keys.length > 1 ? "s" : ""} ${i.keys.map((k) => (at ? `${at}.${k}` : k)).join(", ")}` : `${at || "(root)"}: ${i.message}`;
+      });
+      const error = `the coordinator's configuration does not fit this worker's schema (veomni-ts ${VERSION}): ${issues.join("; ")}; run the coordinator and the workers from the same version`;
+      log.error({ rank: o.rank, job: this.job }, `refused: ${error}`);
+      this.publish({ v: PROTOCOL_VERSION, kind: "failed", job: this.job, rank: o.rank, epoch: this.epoch, step: -1, error });
+      await this.nc.flush().catch((e) => log.warn({ err: String(e) }, "could not flush the refusal (NATS unreachable)"));
+      return EXIT.refused;
+    }
+    const config: Config = parsed.data;
     log.info({ job: this.job, rank: o.rank, epoch: this.epoch, world: welcome.peers.length }, "joined");
 
     // Rank record + heartbeat (CAS on our own revision: a newer epoch's write fences us out).
@@ -129,8 +147,9 @@ class WorkerShell {
     sub.unsubscribe();
     stepActor.stop("worker exiting");
     this.rec.status = code === EXIT.ok ? "done" : "failed";
-    if (code !== EXIT.fenced) await this.recWriter.ask().catch(() => {});
-    await this.runner?.close().catch(() => {});
+    if (code !== EXIT.fenced) await this.recWriter.ask().catch((e) => log.warn({ err: String(e) }, `could not record the final status ${this.rec.status} in ${this.record.key} (NATS unreachable?)`));
+    // the runner's close waits for the checkpoint writer: a save that failed there must be seen
+    await this.runner?.close().catch((e) => log.error({ err: e instanceof Error ? e.message : String(e) }, "closing the step runner failed"));
     return code;
   }
 
@@ -203,7 +222,10 @@ class WorkerShell {
     this.o.logger.error({ err: err.message }, "rank failed");
     this.publish({ v: PROTOCOL_VERSION, kind: "failed", job: this.job, rank: this.o.rank, epoch: this.epoch, step: this.running, error: err.message });
     // flush so the report leaves before we exit
-    void this.nc.flush().catch(() => {}).finally(() => this.finish(EXIT.failed));
+    void this.nc
+      .flush()
+      .catch((e) => this.o.logger.warn({ err: String(e) }, "could not flush the failure report (NATS unreachable): the coordinator learns of it from this exit"))
+      .finally(() => this.finish(EXIT.failed));
   }
 
   private publish(m: ToCoordinator): void {
@@ -223,8 +245,14 @@ class WorkerShell {
       if (cur && (cur.epoch > this.epoch || cur.pid !== process.pid)) {
         this.o.logger.error({ theirs: cur, epoch: this.epoch }, `fenced: ${this.record.key} now belongs to pid ${cur.pid} epoch ${cur.epoch}`);
         this.finish(EXIT.fenced);
-      } else await this.record.adopt(this.rec).catch(() => {});
+      } else await this.record.adopt(this.rec).catch((e) => this.o.logger.debug({ err: String(e) }, "heartbeat: re-adopting the rank record failed; the next beat retries"));
     }
+  }
+
+  /** A watch ends with the connection (expected at exit); otherwise say what stopped it. */
+  private watchEnded(what: string, e: unknown): void {
+    if (this.nc.isClosed()) this.o.logger.debug({ err: String(e) }, `${what} ended with the connection`);
+    else this.o.logger.warn({ err: String(e) }, `${what} failed; the coordinator's liveness is judged by the heartbeat deadline alone`);
   }
 
   /** Exit if the job ends, or the coordinator stops touching `<job>.state` for dead_after_s. */
@@ -248,7 +276,7 @@ class WorkerShell {
           this.finish(EXIT.fenced);
         }
       }
-    })().catch(() => {});
+    })().catch((e) => this.watchEnded("job state watch", e));
     void (async () => {
       for await (const s of this.nc.status()) {
         if (s.type === "disconnect") connected = false;
@@ -261,7 +289,7 @@ class WorkerShell {
           for (const c of this.ckptMsgs) this.nc.publish(subjects(this.job).report, c);
         }
       }
-    })().catch(() => {});
+    })().catch((e) => this.watchEnded("NATS status stream", e));
     const t = setInterval(() => {
       if (connected && Date.now() - lastSeen > deadMs) {
         this.o.logger.error(`coordinator silent for ${((Date.now() - lastSeen) / 1000).toFixed(1)} s; exiting`);
