@@ -116,6 +116,8 @@ export function makeSample(row: RawRow, spec: SampleSpec): SampleResult {
     if (spec.dataType === "plaintext") {
       if (images) return { bad: `${at}: images need data_type: conversation (or input_ids with image tokens); this row is plaintext` };
       if (typeof value !== "string") return { bad: `${at}: column '${key}': expected a string, got ${value === null ? "null" : typeof value}` };
+      // nothing to learn from (it would train on BOS/EOS alone)
+      if (value.trim() === "") return { bad: `${at}: column '${key}': empty text${value.length ? " (only whitespace)" : ""}` };
       const ids = tk.encode(value);
       if (tk.addBos) ids.unshift(tk.bosId!);
       if (tk.eosId !== null) ids.push(tk.eosId);

@@ -117,14 +117,53 @@ function indexJsonl(file: string): Unit[] {
   return units;
 }
 
+// Text must be valid UTF-8: a lenient decoder would turn bad bytes into U+FFFD and train on them.
+const UTF8 = new TextDecoder("utf-8", { fatal: true });
+
+/** Splits bytes at "\n" and decodes each line strictly: text null (and the bad byte) for a line that is not UTF-8. */
+function utf8Lines(bytes: Uint8Array): { text: string | null; badAt: number }[] {
+  const out: { text: string | null; badAt: number }[] = [];
+  for (let start = 0; start <= bytes.length; ) {
+    let end = bytes.indexOf(10, start);
+    if (end < 0) end = bytes.length;
+    const line = bytes.subarray(start, end);
+    try {
+      out.push({ text: UTF8.decode(line), badAt: -1 });
+    } catch {
+      out.push({ text: null, badAt: firstInvalidUtf8(line) });
+    }
+    start = end + 1;
+  }
+  return out;
+}
+
+/** Byte offset of the first byte that does not start a valid UTF-8 sequence (for the message). */
+function firstInvalidUtf8(b: Uint8Array): number {
+  for (let i = 0; i < b.length; ) {
+    const c = b[i];
+    const n = c < 0x80 ? 1 : c >= 0xc2 && c < 0xe0 ? 2 : c >= 0xe0 && c < 0xf0 ? 3 : c >= 0xf0 && c < 0xf5 ? 4 : 0;
+    if (n === 0 || i + n > b.length) return i;
+    try {
+      UTF8.decode(b.subarray(i, i + n));
+    } catch {
+      return i;
+    }
+    i += n;
+  }
+  return b.length;
+}
+
 function readJsonl(u: Unit): RawRow[] {
-  const text = new TextDecoder().decode(readRange(u.file, u.start, u.end));
   const rows: RawRow[] = [];
-  const lines = text.split("\n");
+  const lines = utf8Lines(readRange(u.file, u.start, u.end));
   for (let i = 0; i < lines.length; i++) {
-    const l = lines[i];
-    if (l.trim() === "") continue;
+    const { text: l, badAt } = lines[i];
     const where = `${u.file} line ${u.firstLine + i}`;
+    if (l === null) {
+      rows.push({ where, value: new BadRow(`${where}: invalid UTF-8 at byte ${badAt} of the line`), file: u.file });
+      continue;
+    }
+    if (l.trim() === "") continue;
     let value: unknown;
     try { value = JSON.parse(l); } catch (e) {
       value = new BadRow(`${where}: invalid JSON (${(e as Error).message})`);
@@ -144,9 +183,30 @@ export function splitParagraphs(text: string): string[] {
   return text.split(/\r?\n[ \t]*\r?\n/).map((p) => p.trim()).filter((p) => p.length > 0);
 }
 
-function readTxtDocs(file: string): string[] {
-  const size = statSync(file).size;
-  return splitParagraphs(new TextDecoder().decode(readRange(file, 0, size)));
+/** txt documents with where they start; a paragraph holding a line that is not UTF-8 is a BadRow. */
+function readTxtDocs(file: string): RawRow[] {
+  const lines = utf8Lines(readRange(file, 0, statSync(file).size));
+  const rows: RawRow[] = [];
+  let para: string[] = [];
+  let first = 0;
+  let bad: { line: number; at: number } | null = null;
+  const end = () => {
+    const text = para.join("\n").trim();
+    const n = rows.length + 1;
+    if (bad) rows.push({ where: `${file} line ${first} (paragraph ${n})`, value: new BadRow(`${file} line ${bad.line}: invalid UTF-8 at byte ${bad.at} of the line (paragraph ${n})`), file });
+    else if (text.length > 0) rows.push({ where: `${file} line ${first} (paragraph ${n})`, value: text, file });
+    para = [];
+    bad = null;
+  };
+  lines.forEach(({ text, badAt }, i) => {
+    // a blank line (only spaces or tabs) ends a paragraph, as splitParagraphs
+    if (text !== null && /^[ \t]*\r?$/.test(text)) return end();
+    if (para.length === 0 && !bad) first = i + 1;
+    if (text === null) bad ??= { line: i + 1, at: badAt };
+    else para.push(text);
+  });
+  end();
+  return rows;
 }
 
 // hyparquet reads a file through this: positioned reads of exactly the bytes it asks for.
@@ -236,7 +296,7 @@ export function indexSources(files: string[], keys: string[], skipEmpty: boolean
       parquetImages.set(file, r.imageColumn);
       us = r.units;
     } else {
-      const n = readTxtDocs(file).length;
+      const n = readTxtDocs(file).length; // documents, the ones that are not UTF-8 included (bad samples)
       us = n ? [{ file, kind: "txt", start: 0, end: 0, firstLine: 0, count: n }] : [];
     }
     if (us.length === 0) {
@@ -253,6 +313,6 @@ export async function readUnit(idx: SourceIndex, u: Unit): Promise<RawRow[]> {
   switch (u.kind) {
     case "jsonl": return readJsonl(u);
     case "parquet": return readParquet(u, idx.parquetColumns.get(u.file)!, idx.parquetImages.get(u.file) ?? null);
-    case "txt": return readTxtDocs(u.file).map((value, i) => ({ where: `${u.file} paragraph ${i + 1}`, value, file: u.file }));
+    case "txt": return readTxtDocs(u.file);
   }
 }

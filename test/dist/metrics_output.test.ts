@@ -22,7 +22,7 @@ test("a fresh run into a folder with an earlier run is refused before anything s
   expect(await runJob(over, fileLogger(out).logger, { runner: "toy" })).toBe(0);
   expect(readMetrics(out).map((m) => m.step)).toEqual([1, 2, 3, 4]);
   expect(childPids()).toEqual([]);
-}, 30_000);
+}, 60_000);
 
 test("a restart redoes steps: their lines replace the abandoned ones, one line per step, marked by epoch", async () => {
   const out = tempDir("redo");
@@ -44,7 +44,7 @@ test("a restart redoes steps: their lines replace the abandoned ones, one line p
   expect(lines.map((m) => m.step)).toEqual([1, 2, 3, 4, 5, 6]);
   expect(lines.map((m) => m.epoch)).toEqual([2, 2, 2, 2, 2, 2]);
   expect(childPids()).toEqual([]);
-}, 30_000);
+}, 60_000);
 
 test("MetricsSink from step 4 keeps steps 1-4 (a torn last line dropped) and continues", () => {
   const out = tempDir("sink");
