@@ -37,8 +37,9 @@ export interface StepRunner {
 }
 
 export interface RunnerFactory {
-  /** Open the data-plane listener of `rank`; returns its advertised "host:port". */
-  listen(rank: number, host: string, portRange: [number, number]): Promise<string>;
+  /** Open the data-plane listener of `rank`; returns its advertised "host:port". `logger` hears its
+   *  refusals (bad secret, wrong job or epoch, garbage), rate limited, with the peer's address. */
+  listen(rank: number, host: string, portRange: [number, number], logger?: Logger): Promise<string>;
   build(ctx: WorkerContext): Promise<StepRunner>;
 }
 

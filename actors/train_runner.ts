@@ -16,8 +16,8 @@ import { peakRssMb, type RunnerFactory, type StepRunner, type WorkerContext } fr
 export function makeTrainRunner(): RunnerFactory {
   let comm: Comm | null = null;
   return {
-    async listen(rank, host, portRange) {
-      comm = await Comm.listen({ rank, host, portRange: portRange[0] || portRange[1] ? portRange : undefined });
+    async listen(rank, host, portRange, logger) {
+      comm = await Comm.listen({ rank, host, portRange: portRange[0] || portRange[1] ? portRange : undefined, logger });
       return comm.address;
     },
     async build(ctx: WorkerContext): Promise<StepRunner> {

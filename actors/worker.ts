@@ -80,7 +80,7 @@ class WorkerShell {
     const factory = o.runners[state.runner];
     if (!factory) throw new Error(`worker rank ${o.rank}: unknown runner "${state.runner}" in ${keys.state(this.job)}, expected one of ${Object.keys(o.runners).join(", ")}`);
     const launch = (await readJson<Config>(this.kv, keys.config(this.job)))?.launch;
-    const addr = await factory.listen(o.rank, o.host ?? launch?.host ?? "127.0.0.1", o.portRange ?? launch?.port_range ?? [0, 0]);
+    const addr = await factory.listen(o.rank, o.host ?? launch?.host ?? "127.0.0.1", o.portRange ?? launch?.port_range ?? [0, 0], log);
 
     const reg: ToCoordinator = { v: PROTOCOL_VERSION, kind: "register", job: this.job, rank: o.rank, epoch: o.epoch ?? 0, host: hostname(), pid: process.pid, addr };
     const welcome = await this.register(subj.register, reg);

@@ -23,6 +23,36 @@ export interface JobConfig {
 
 export type Log = (level: "debug" | "info" | "warn" | "error", msg: string, obj?: object) => void;
 
+/** What a refused peer is told: nothing about the job (its id, epoch or ranks); the reason is in our log. */
+export const REFUSED = "refused (the reason is in the listening rank's log)";
+
+/** Seconds within which repeats of one kind of refusal from one address are counted, not logged. */
+const REFUSAL_WINDOW_MS = 10_000;
+
+/**
+ * Logs each kind of refusal from each address once per window, with the count of repeats since the
+ * last line: a flood of bad peers costs a line per window, and nothing goes unseen.
+ */
+export class RefusalLog {
+  private seen = new Map<string, { at: number; repeats: number }>();
+  constructor(private log: Log, private windowMs = REFUSAL_WINDOW_MS, private now = () => Date.now()) {}
+
+  refused(remote: string, what: string, reason: string): void {
+    const host = remote.replace(/:\d+$/, "");
+    const key = `${host}|${what}|${reason.replace(/\d+/g, "#")}`; // the kind, not each nonce or port
+    const t = this.now();
+    const e = this.seen.get(key);
+    if (e && t - e.at < this.windowMs) {
+      e.repeats++;
+      return;
+    }
+    const more = e && e.repeats > 0 ? ` (and ${e.repeats} more like it from ${host} in the last ${Math.round((t - e.at) / 1000)} s)` : "";
+    this.seen.set(key, { at: t, repeats: 0 });
+    if (this.seen.size > 1024) this.seen.delete(this.seen.keys().next().value!); // bounded under a spray of addresses
+    this.log("warn", `mesh: ${what} from ${remote}: ${reason}${more}`, { remote });
+  }
+}
+
 export class Endpoint {
   cfg: JobConfig | null = null;
   private configured: Promise<void>;
@@ -30,9 +60,11 @@ export class Endpoint {
   private groups = new Map<string, Group>();
   private groupWaiters = new Map<string, (() => void)[]>();
   private all = new Set<Conn>();
+  private refusals: RefusalLog;
 
   private constructor(private reactor: Reactor, readonly port: number, readonly host: string, private log: Log) {
     this.configured = new Promise((r) => (this.setConfigured = r));
+    this.refusals = new RefusalLog(log);
   }
 
   /** The eventfd that wakes this transport's poll loop (written by the compute thread). */
@@ -102,8 +134,8 @@ export class Endpoint {
     let nonce = "";
     let state: "hello" | "wait" | "auth" | "done" = "hello";
     const reject = (reason: string): void => {
-      this.log("warn", `mesh: handshake refused: ${reason}`, { remote: s.remoteAddress });
-      c.send(encodeHs(HsType.Reject, { reason } satisfies Reject));
+      this.refusals.refused(s.remoteAddress, "handshake refused", reason);
+      c.send(encodeHs(HsType.Reject, { reason: REFUSED } satisfies Reject));
       c.close();
       state = "done";
     };
@@ -112,7 +144,7 @@ export class Endpoint {
     }, maxHsMs);
     c.onFail = (e) => {
       clearTimeout(timer);
-      if (state !== "done") this.log("warn", `mesh: handshake dropped: ${e.message}`, { remote: s.remoteAddress });
+      if (state !== "done") this.refusals.refused(s.remoteAddress, "handshake dropped", e.message);
       state = "done";
     };
     c.onClosed = () => {

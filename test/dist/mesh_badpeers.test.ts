@@ -7,6 +7,7 @@ import type { Socket } from "bun";
 import { randomBytes } from "node:crypto";
 import { crc32c } from "../../mesh/crc32c.ts";
 import { Comm } from "../../mesh/index.ts";
+import { REFUSED, RefusalLog } from "../../mesh/endpoint.ts";
 import {
   encodeFrame, encodeHs, FRAME_HEADER, handshakeMac, HS_HEADER, HsType, Op, readHsHeader, writeFrameHeader, type Hello,
 } from "../../mesh/wire.ts";
@@ -103,22 +104,25 @@ describe("mesh bad peers", () => {
       const raw = await Raw.connect(addr);
       raw.write(new Uint8Array(64).fill(0xab));
       await raw.closed;
-      await logs(/handshake dropped: .*bad handshake magic 0xabababab/);
+      await logs(/handshake dropped from 127\.0\.0\.1:\d+: .*bad handshake magic 0xabababab/);
     };
     const wrongSecret = async () => {
       const raw = await handshake(addr, hello(), "not-the-secret");
       const rej = await raw.readHs();
       expect(rej.type).toBe(HsType.Reject);
-      expect(rej.body.reason).toMatch(/rank 0 failed the handshake MAC/);
+      expect(rej.body.reason).toBe(REFUSED); // the peer learns nothing; the listener logs why
       await raw.closed;
+      await logs(/handshake refused from 127\.0\.0\.1:\d+: rank 0 failed the handshake MAC/);
     };
     const refused = async (h: Hello, re: RegExp) => {
       const raw = await Raw.connect(addr);
       raw.write(encodeHs(HsType.Hello, h));
       const rej = await raw.readHs();
       expect(rej.type).toBe(HsType.Reject);
-      expect(rej.body.reason).toMatch(re);
+      expect(rej.body.reason).toBe(REFUSED);
+      expect(JSON.stringify(rej.body)).not.toContain(BASE.jobId);
       await raw.closed;
+      await logs(re);
     };
     const oversized = async () => {
       const raw = await Raw.connect(addr);
@@ -126,14 +130,15 @@ describe("mesh bad peers", () => {
       new DataView(hdr.buffer).setUint32(8, 1 << 30, true); // claims a 1 GiB body
       raw.write(hdr);
       await raw.closed;
-      await logs(/handshake body length 1073741824 B above the limit 1024 B/);
+      await logs(/handshake dropped from 127\.0\.0\.1:\d+: .*handshake body length 1073741824 B above the limit 1024 B/);
     };
     const slow = async () => {
       const raw = await Raw.connect(addr);
       raw.write(encodeHs(HsType.Hello, hello()).subarray(0, 5)); // then nothing
       const t0 = performance.now();
       const rej = await raw.readHs();
-      expect(rej.body.reason).toBe(`handshake not completed within ${handshakeMs} ms`);
+      expect(rej.body.reason).toBe(REFUSED);
+      await logs(new RegExp(`handshake refused from 127\\.0\\.0\\.1:\\d+: handshake not completed within ${handshakeMs} ms`));
       expect(performance.now() - t0).toBeGreaterThan(handshakeMs - 200);
       await raw.closed;
     };
@@ -230,5 +235,24 @@ describe("mesh listener", () => {
       await comm.close();
       busy.stop(true);
     }
+  });
+});
+
+describe("refusal log", () => {
+  test("each kind of refusal from an address is logged once per window, repeats counted in the next line", () => {
+    const lines: string[] = [];
+    let t = 0;
+    const r = new RefusalLog((_l, msg) => lines.push(msg), 10_000, () => t);
+    for (let i = 0; i < 50; i++) r.refused(`10.0.0.9:${40000 + i}`, "handshake refused", `job "x${i}", expected "secret-job"`.replace(/x\d+/, "x"));
+    r.refused("10.0.0.9:1", "handshake dropped", "bad handshake magic 0xabababab");
+    r.refused("10.0.0.7:2", "handshake refused", 'job "x", expected "secret-job"');
+    expect(lines).toEqual([
+      'mesh: handshake refused from 10.0.0.9:40000: job "x", expected "secret-job"',
+      "mesh: handshake dropped from 10.0.0.9:1: bad handshake magic 0xabababab",
+      'mesh: handshake refused from 10.0.0.7:2: job "x", expected "secret-job"',
+    ]);
+    t = 12_000;
+    r.refused("10.0.0.9:3", "handshake refused", 'job "x", expected "secret-job"');
+    expect(lines.at(-1)).toBe('mesh: handshake refused from 10.0.0.9:3: job "x", expected "secret-job" (and 49 more like it from 10.0.0.9 in the last 12 s)');
   });
 });
