@@ -1,6 +1,7 @@
 // The embedded control plane: a private `nats-server -js` on loopback with a random token and a
-// temporary store, owned by the coordinator (or a test) and stopped with it. The token and store
-// go in a 0600 config file, not on the command line (visible to `ps`). Readiness and the port
+// temporary store, owned by the coordinator (or a test) and stopped with it. It can also join a
+// cluster (routes between servers; tests start three to check a job survives losing one).
+// The token and store go in a 0600 config file, not on the command line (visible to `ps`). Readiness and the port
 // come from the server's own log lines on stderr (event-driven, no polling).
 //
 // Nothing outlives its owner, even on kill -9: the server runs under `setpriv --pdeathsig KILL`
@@ -38,6 +39,10 @@ export interface NatsServerOptions {
   readyTimeoutMs?: number;
   /** files removed with the temp dir when the server stops or its owner dies (OUTPUT_DIR/.nats). */
   alsoRemove?: string[];
+  /** server_name (each server of a JetStream cluster needs its own). */
+  name?: string;
+  /** Join a cluster: its name, this server's route port, the other servers' route URLs (nats-route://host:port). */
+  cluster?: { name: string; port: number; routes: string[] };
 }
 
 /** `setpriv --pdeathsig` where util-linux has it (Linux); elsewhere the watchdog alone stops the server. */
@@ -61,7 +66,11 @@ export async function startNatsServer(o: NatsServerOptions = {}): Promise<NatsSe
     conf,
     `listen: ${JSON.stringify(`${host}:${o.port && o.port > 0 ? o.port : -1}`)}\n` +
       `authorization { token: ${JSON.stringify(token)} }\n` +
-      `jetstream { store_dir: ${JSON.stringify(storeDir)} }\n`,
+      `jetstream { store_dir: ${JSON.stringify(storeDir)} }\n` +
+      (o.name ? `server_name: ${JSON.stringify(o.name)}\n` : "") +
+      (o.cluster
+        ? `cluster { name: ${JSON.stringify(o.cluster.name)}, listen: ${JSON.stringify(`${host}:${o.cluster.port}`)}, routes: ${JSON.stringify(o.cluster.routes)} }\n`
+        : ""),
     { mode: 0o600 },
   );
   const cmd = [o.bin ?? "nats-server", "-c", conf];

@@ -1,4 +1,5 @@
-// A worker started without --job joins the newest job waiting in rendezvous that has its rank.
+// A worker started without --job joins the newest job waiting in rendezvous that has its rank
+// (and the launcher's world size, when the launcher gave one).
 // Watches `*.state` in KV: the watch first replays each key's last value, then follows updates
 // (event-driven: no polling). A job whose record went quiet for a minute (a coordinator that
 // died in rendezvous) is not a candidate: a live coordinator touches its state every heartbeat.
@@ -9,9 +10,10 @@ import type { JobState } from "./nats.ts";
 const FRESH_MS = 60_000;
 
 const waiting = (st: JobState) => st.phase === "rendezvous" && Date.now() - Date.parse(st.updated_at) < FRESH_MS;
-const fits = (st: JobState, rank: number) => waiting(st) && rank < st.world_size;
+const fits = (st: JobState, rank: number, world: number | undefined) => waiting(st) && rank < st.world_size && (world === undefined || world === st.world_size);
 
-export async function findJob(kv: KV, rank: number, log: Logger): Promise<string> {
+/** `world`: the launcher's world size, when it gave one: only a job of that size is a candidate. */
+export async function findJob(kv: KV, rank: number, log: Logger, world?: number): Promise<string> {
   const w = await kv.watch({ key: "*.state" });
   let best: JobState | null = null;
   let tooSmall: JobState | null = null; // a job waiting for workers whose world has no such rank
@@ -19,7 +21,7 @@ export async function findJob(kv: KV, rank: number, log: Logger): Promise<string
   for await (const e of w) {
     if (e.operation === "PUT") {
       const st = e.json<JobState>();
-      if (fits(st, rank) && (!best || st.updated_at > best.updated_at)) best = st;
+      if (fits(st, rank, world) && (!best || st.updated_at > best.updated_at)) best = st;
       else if (waiting(st) && (!tooSmall || st.updated_at > tooSmall.updated_at)) tooSmall = st;
     }
     const caughtUp = e.isUpdate || e.delta === 0;

@@ -54,6 +54,7 @@ export const keys = {
 };
 
 export interface NatsOptions {
+  /** one URL, or a comma-separated list of a cluster's servers (the client fails over among them). */
   url: string;
   token?: string;
   name: string;
@@ -62,7 +63,7 @@ export interface NatsOptions {
 /** Connect with retry-forever reconnects (PLATFORM.md: the default gives up after ~10 tries). */
 export async function connectNats(o: NatsOptions): Promise<NatsConnection> {
   return connect({
-    servers: o.url,
+    servers: o.url.split(",").map((u) => u.trim()).filter(Boolean),
     token: o.token,
     name: o.name,
     maxReconnectAttempts: -1,
@@ -73,9 +74,22 @@ export async function connectNats(o: NatsOptions): Promise<NatsConnection> {
   });
 }
 
+/**
+ * Open (or create) the job bucket. On a clustered NATS (the server's INFO names a cluster) the
+ * bucket is created with 3 replicas, so the job records survive the loss of one server; a single
+ * server keeps 1. Whoever creates the bucket first decides; an existing bucket is used as it is.
+ * Retried while a fresh cluster has not elected its JetStream leader yet.
+ */
 export async function openBucket(nc: NatsConnection): Promise<KV> {
+  const replicas = nc.info?.cluster ? 3 : 1;
   // history 16: `nats kv history` shows the recent transitions of a job.
-  return new Kvm(nc).create(BUCKET, { history: 16 });
+  const open = () =>
+    new Kvm(nc).create(BUCKET, { history: 16, replicas }).catch((e: unknown) => {
+      const msg = e instanceof Error ? e.message : String(e);
+      if (/temporarily unavailable|no responders|503|timeout|insufficient resources/i.test(msg)) throw e; // retried
+      throw Object.assign(new Error(`KV bucket ${BUCKET} (${replicas} replica${replicas > 1 ? "s" : ""}): ${msg}`), { permanent: true });
+    });
+  return retrying(`open KV bucket ${BUCKET} with ${replicas} replica(s)`, open, 30_000);
 }
 
 const enc = new TextEncoder();
@@ -144,7 +158,7 @@ export async function retrying<T>(what: string, op: () => Promise<T>, deadlineMs
     } catch (e) {
       const msg = e instanceof Error ? e.message : String(e);
       // A CAS conflict is a real error (another writer), not a transport hiccup.
-      if (/wrong last sequence|key exists/i.test(msg)) throw e;
+      if (/wrong last sequence|key exists/i.test(msg) || (e as { permanent?: boolean }).permanent) throw e;
       if (Date.now() - t0 > deadlineMs) throw new Error(`${what}: still failing after ${deadlineMs} ms: ${msg}`);
       await Bun.sleep(wait); // backoff while the server is unreachable (not a test wait)
       wait = Math.min(wait * 2, 1000);

@@ -19,6 +19,8 @@ export interface WorkerOptions {
   natsUrl: string;
   token?: string;
   rank: number;
+  /** world size the launcher reported (WORLD_SIZE, SLURM_NTASKS, ...): the job must have it. */
+  world?: number;
   /** job id; absent: join the newest job in rendezvous that has this rank. */
   job?: string;
   /** epoch the worker believes current (a re-joining worker); 0 = fresh. */
@@ -70,13 +72,15 @@ class WorkerShell {
   async run(): Promise<number> {
     const { o } = this;
     const log = o.logger;
-    this.job = o.job ?? (await findJob(this.kv, o.rank, log));
+    this.job = o.job ?? (await findJob(this.kv, o.rank, log, o.world));
     const subj = subjects(this.job);
     // The listener is opened before rendezvous: its address goes in the table. The runner kind is
     // in the welcome, so the address comes from the "train" factory unless the job says otherwise.
     const state = await readJson<JobState>(this.kv, keys.state(this.job));
     if (!state) throw new Error(`worker rank ${o.rank}: job ${this.job} has no ${keys.state(this.job)} in KV`);
     if (o.rank >= state.world_size) throw new Error(`--rank ${o.rank}: job ${this.job} has launch.world_size ${state.world_size} (ranks 0..${state.world_size - 1})`);
+    if (o.world !== undefined && o.world !== state.world_size)
+      throw new Error(`worker rank ${o.rank}: the launcher's world size is ${o.world} but job ${this.job} has launch.world_size = ${state.world_size}`);
     const factory = o.runners[state.runner];
     if (!factory) throw new Error(`worker rank ${o.rank}: unknown runner "${state.runner}" in ${keys.state(this.job)}, expected one of ${Object.keys(o.runners).join(", ")}`);
     const launch = (await readJson<Config>(this.kv, keys.config(this.job)))?.launch;

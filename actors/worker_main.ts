@@ -1,4 +1,6 @@
-// Entry point: `bun run worker --rank N [--nats URL] [--job JOB] [--epoch E] [--host ADDR]`.
+// Entry point: `bun run worker [--rank N] [--nats URL] [--job JOB] [--epoch E] [--host ADDR]`.
+// Without --rank the rank comes from the launcher's environment (launcher_env.ts: torchrun RANK,
+// Slurm SLURM_PROCID, Open MPI OMPI_COMM_WORLD_RANK, Kubernetes JOB_COMPLETION_INDEX).
 // The NATS token comes from VEOMNI_NATS_TOKEN (or --token, visible to `ps`); the URL from
 // --nats or VEOMNI_NATS_URL. Without --job the worker joins the newest job in rendezvous.
 // Exit codes: 0 done, 1 failed, 2 usage, 3 refused by the coordinator, 4 fenced (a newer epoch
@@ -6,14 +8,16 @@
 import { makeLogger } from "../configs/index.ts";
 import { runWorker } from "./worker.ts";
 import { RUNNERS } from "./runners.ts";
+import { RANK_VARIABLES, launchRank } from "./launcher_env.ts";
 import { connectNats } from "./nats.ts";
 import { natsConnectError } from "./cli_errors.ts";
 
-const USAGE = "usage: bun run worker --rank N [--nats nats://host:4222] [--job JOB] [--epoch E] [--host ADDR] [--token T]";
+const USAGE = "usage: bun run worker [--rank N] [--nats nats://host:4222] [--job JOB] [--epoch E] [--host ADDR] [--token T]";
 const HELP = `${USAGE}
 
 Joins a job as rank N (0 <= N < the job's launch.world_size) and runs its steps until the job ends.
-  --rank N      this worker's rank (required)
+  --rank N      this worker's rank; default: the launcher's RANK (torchrun), SLURM_PROCID (srun),
+                OMPI_COMM_WORLD_RANK (mpirun) or JOB_COMPLETION_INDEX (Kubernetes indexed Job)
   --nats URL    the job's NATS server (or VEOMNI_NATS_URL); token from VEOMNI_NATS_TOKEN
   --token T     the NATS token on the command line (visible to ps; prefer VEOMNI_NATS_TOKEN)
   --job JOB     the job id (default: the newest job waiting for workers that has rank N)
@@ -44,8 +48,14 @@ for (let i = 0; i < argv.length; i++) {
 }
 const known = new Set(["rank", "nats", "job", "epoch", "host", "token"]);
 for (const k of Object.keys(opt)) if (!known.has(k)) usage(`unknown option --${k} (expected one of ${[...known].map((x) => "--" + x).join(", ")})`);
-if (opt.rank === undefined || !/^\d+$/.test(opt.rank)) usage("--rank N (a non-negative integer) is required");
-const rank = Number(opt.rank);
+let launched;
+try {
+  launched = launchRank(opt.rank, Bun.env);
+} catch (e) {
+  usage((e as Error).message);
+}
+if (launched === null) usage(`--rank N is required (or a launcher's ${RANK_VARIABLES.join(", ")} in the environment)`);
+const rank = launched.rank;
 const natsUrl = opt.nats ?? Bun.env.VEOMNI_NATS_URL;
 if (!natsUrl) usage("--nats URL (or VEOMNI_NATS_URL) is required");
 if (opt.epoch !== undefined && !/^\d+$/.test(opt.epoch)) usage(`--epoch ${opt.epoch}: expected a non-negative integer`);
@@ -61,6 +71,7 @@ await connectNats({ url: natsUrl, token, name: `veomni-worker-${rank}-check` }).
 );
 
 const logger = makeLogger(`worker-${rank}`, Bun.env.VEOMNI_LOG_DIR ?? null);
+if (launched.source !== "--rank") logger.info({ rank, world: launched.world, from: launched.source }, "rank from the launcher's environment");
 
 if (flags.has("exit-with-parent")) {
   // Spawned by a local coordinator: our stdin is its pipe. EOF means it is gone (even kill -9).
@@ -77,6 +88,7 @@ try {
     natsUrl,
     token,
     rank,
+    world: launched.world ?? undefined,
     job: opt.job,
     epoch: opt.epoch === undefined ? 0 : Number(opt.epoch),
     host: opt.host, // default: the job's launch.host (one host) — pass this host's address on others

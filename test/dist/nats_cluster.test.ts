@@ -1,0 +1,62 @@
+// A NATS cluster as the control plane: three clustered nats-servers on loopback, the job bucket
+// replicated (R3). The server leading the bucket's stream is killed with -9 while the job runs;
+// the job finishes every step and its record stays readable through the other two.
+import { afterAll, expect, test } from "bun:test";
+import { jetstreamManager } from "@nats-io/jetstream";
+import { startNatsServer, type NatsServer } from "../../actors/embedded.ts";
+import { BUCKET, keys, type JobState } from "../../actors/nats.ts";
+import { COORD_ENTRY, childPids, kvClient, readMetrics, readState, tempDir, textOf } from "./actors_harness.ts";
+
+const servers: NatsServer[] = [];
+afterAll(async () => {
+  await Promise.all(servers.map((s) => s.stop()));
+  expect(childPids()).toEqual([]);
+});
+
+/** Free loopback TCP ports (bound, read, released) for the cluster routes, which must be known up front. */
+function freePorts(n: number): number[] {
+  const ls = Array.from({ length: n }, () => Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } }));
+  const ports = ls.map((l) => l.port);
+  for (const l of ls) l.stop(true);
+  return ports;
+}
+
+test("three clustered nats-servers, bucket R3: a job keeps running when the bucket's leader server is killed", async () => {
+  const routes = freePorts(3);
+  const token = "cluster-test-token";
+  for (let i = 0; i < 3; i++) {
+    servers.push(
+      await startNatsServer({
+        token,
+        name: `n${i}`,
+        cluster: { name: "veomni", port: routes[i], routes: routes.filter((_, j) => j !== i).map((p) => `nats-route://127.0.0.1:${p}`) },
+      }),
+    );
+  }
+  const urls = servers.map((s) => s.url).join(",");
+  const out = tempDir("cluster");
+  const config = {
+    train: { output_dir: out, lr: 0.5, max_steps: 40, micro_batch_size: 40 },
+    // heartbeat deadlines well above a JetStream leader election (a few seconds)
+    launch: { nats: urls, nats_token: token, local_workers: 2, world_size: 2, job_id: "cl1", heartbeat_s: 0.2, dead_after_s: 20 },
+  };
+  const coord = Bun.spawn([process.execPath, COORD_ENTRY, JSON.stringify(config), "toy"], { stdin: "ignore", stdout: "ignore", stderr: "pipe" });
+  const coordErr = textOf(coord.stderr);
+
+  const { nc, kv } = await kvClient(urls, token);
+  const w = await kv.watch({ key: keys.state("cl1") });
+  for await (const e of w) if (e.operation === "PUT" && e.json<JobState>().step >= 5) break;
+  w.stop();
+  const info = await (await jetstreamManager(nc)).streams.info(`KV_${BUCKET}`);
+  expect(info.config.num_replicas).toBe(3);
+  const leader = info.cluster!.leader!;
+  const victim = servers.find((_, i) => `n${i}` === leader)!;
+  victim.proc.kill("SIGKILL");
+  await victim.proc.exited;
+
+  const cc = await coord.exited;
+  if (cc !== 0) throw new Error(`coordinator exit ${cc}: ${(await coordErr).slice(-2000)}`);
+  expect(readMetrics(out).map((m) => m.step)).toEqual(Array.from({ length: 40 }, (_, i) => i + 1));
+  expect(await readState(kv, "cl1")).toMatchObject({ phase: "done", step: 40, error: null });
+  await nc.close();
+}, 60_000);
