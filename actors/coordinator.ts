@@ -131,7 +131,9 @@ export async function runJob(config: Config, logger: Logger, opts: RunJobOptions
       runner: opts.runner ?? "train", updated_at: new Date().toISOString(),
     };
     await kv.create(keys.config(job), toJson(config)).catch((e) => {
-      throw new Error(`job ${job}: ${keys.config(job)} already exists in KV bucket veomni_jobs (${(e as Error).message}); choose another launch.job_id`);
+      const msg = (e as Error).message;
+      if (!/exists|wrong last sequence/i.test(msg)) throw new Error(`job ${job}: cannot write ${keys.config(job)} in KV bucket veomni_jobs: ${msg}`);
+      throw new Error(`job ${job}: ${keys.config(job)} already exists in KV bucket veomni_jobs (${msg}); choose another launch.job_id`);
     });
     stateRec = new CasRecord<JobState>(kv, keys.state(job));
     await stateRec.create(state);

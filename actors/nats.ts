@@ -86,10 +86,20 @@ export async function openBucket(nc: NatsConnection): Promise<KV> {
   const open = () =>
     new Kvm(nc).create(BUCKET, { history: 16, replicas }).catch((e: unknown) => {
       const msg = e instanceof Error ? e.message : String(e);
-      if (/temporarily unavailable|no responders|503|timeout|insufficient resources/i.test(msg)) throw e; // retried
+      if (/temporarily unavailable|no responders|503|timeout|insufficient resources|no suitable peers/i.test(msg)) throw e; // retried: a cluster still forming
       throw Object.assign(new Error(`KV bucket ${BUCKET} (${replicas} replica${replicas > 1 ? "s" : ""}): ${msg}`), { permanent: true });
     });
-  return retrying(`open KV bucket ${BUCKET} with ${replicas} replica(s)`, open, 30_000);
+  const what = `open KV bucket ${BUCKET} with ${replicas} replica(s)`;
+  const kv = await retrying(what, open, 30_000);
+  if (replicas > 1) {
+    // A replicated stream answers writes only once its replicas elected a leader (a fresh bucket
+    // in a fresh cluster: a few seconds); until then a create times out.
+    await retrying(what, async () => {
+      const st = await withTimeout(kv.status(), OP_MS, `${BUCKET} status`);
+      if (!st.streamInfo.cluster?.leader) throw new Error(`${BUCKET}: no stream leader yet (temporarily unavailable)`);
+    }, 30_000);
+  }
+  return kv;
 }
 
 const enc = new TextEncoder();

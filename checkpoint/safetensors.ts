@@ -149,11 +149,52 @@ export class SafetensorsFile {
     return decodeToF32(raw, t.dtype, out ?? new Float32Array(n), `${this.path}: tensor "${name}"`);
   }
 
+  /**
+   * Elements [from, from + out.length) of the flattened tensor, converted to f32, read with
+   * positional reads of just those bytes (a rank loads its shard, never the whole tensor). F32
+   * lands in `out` directly; other dtypes go through a bounded staging buffer (RANGE_CHUNK).
+   */
+  readF32Range(name: string, from: number, out: Float32Array): Float32Array {
+    const t = this.info(name);
+    const n = numel(t.shape);
+    if (!Number.isSafeInteger(from) || from < 0 || from + out.length > n)
+      this.fail(`tensor "${name}": range [${from}, ${from + out.length}) is outside its ${n} elements`);
+    const eb = DTYPE_BYTES[t.dtype];
+    const base = this.dataStart + t.offsets[0] + from * eb;
+    const what = `${this.path}: tensor "${name}"`;
+    if (t.dtype === "F32") {
+      this.readAt(new Uint8Array(out.buffer, out.byteOffset, out.length * 4), base, name);
+      return out;
+    }
+    const step = Math.max(1, Math.floor(RANGE_CHUNK / eb));
+    const raw = new Uint8Array(Math.min(out.length, step) * eb);
+    for (let i = 0; i < out.length; i += step) {
+      const m = Math.min(step, out.length - i);
+      const bytes = raw.subarray(0, m * eb);
+      this.readAt(bytes, base + i * eb, name);
+      decodeToF32(bytes, t.dtype, out.subarray(i, i + m), what);
+    }
+    return out;
+  }
+
+  /** Fill `buf` from absolute file offset `pos` (pread until full). */
+  private readAt(buf: Uint8Array, pos: number, name: string): void {
+    let got = 0;
+    while (got < buf.length) {
+      const n = readSync(this.fd, buf, got, buf.length - got, pos + got);
+      if (n <= 0) this.fail(`tensor "${name}": short read at file offset ${pos + got}`);
+      got += n;
+    }
+  }
+
   close(): void {
     if (this.fd >= 0) closeSync(this.fd);
     this.fd = -1;
   }
 }
+
+/** Staging bytes per ranged read of a non-F32 tensor (bounded memory while converting). */
+const RANGE_CHUNK = 4 << 20;
 
 /** Decode little-endian bytes of `dtype` into f32. */
 export function decodeToF32(raw: Uint8Array, dtype: StDtype, out: Float32Array, what: string): Float32Array {
@@ -406,6 +447,13 @@ export class SafetensorsFolder {
     const f = this.byName.get(name);
     if (!f) throw new Error(`${this.dir}: no tensor "${name}" in the model weights`);
     return f.readF32(name, out);
+  }
+
+  /** Elements [from, from + out.length) of a tensor as f32 (ranged read, see SafetensorsFile). */
+  readF32Range(name: string, from: number, out: Float32Array): Float32Array {
+    const f = this.byName.get(name);
+    if (!f) throw new Error(`${this.dir}: no tensor "${name}" in the model weights`);
+    return f.readF32Range(name, from, out);
   }
 
   close(): void {

@@ -36,27 +36,37 @@ test("three clustered nats-servers, bucket R3: a job keeps running when the buck
   const urls = servers.map((s) => s.url).join(",");
   const out = tempDir("cluster");
   const config = {
-    train: { output_dir: out, lr: 0.5, max_steps: 40, micro_batch_size: 40 },
+    train: { output_dir: out, lr: 0.5, max_steps: 20, micro_batch_size: 20 },
     // heartbeat deadlines well above a JetStream leader election (a few seconds)
     launch: { nats: urls, nats_token: token, local_workers: 2, world_size: 2, job_id: "cl1", heartbeat_s: 0.2, dead_after_s: 20 },
   };
   const coord = Bun.spawn([process.execPath, COORD_ENTRY, JSON.stringify(config), "toy"], { stdin: "ignore", stdout: "ignore", stderr: "pipe" });
   const coordErr = textOf(coord.stderr);
+  const early = coord.exited.then(async (c) => {
+    throw new Error(`coordinator exited (${c}) before the kill: ${(await coordErr).slice(-2000)}`);
+  });
 
   const { nc, kv } = await kvClient(urls, token);
-  const w = await kv.watch({ key: keys.state("cl1") });
-  for await (const e of w) if (e.operation === "PUT" && e.json<JobState>().step >= 5) break;
-  w.stop();
-  const info = await (await jetstreamManager(nc)).streams.info(`KV_${BUCKET}`);
-  expect(info.config.num_replicas).toBe(3);
-  const leader = info.cluster!.leader!;
-  const victim = servers.find((_, i) => `n${i}` === leader)!;
-  victim.proc.kill("SIGKILL");
-  await victim.proc.exited;
-
-  const cc = await coord.exited;
-  if (cc !== 0) throw new Error(`coordinator exit ${cc}: ${(await coordErr).slice(-2000)}`);
-  expect(readMetrics(out).map((m) => m.step)).toEqual(Array.from({ length: 40 }, (_, i) => i + 1));
-  expect(await readState(kv, "cl1")).toMatchObject({ phase: "done", step: 40, error: null });
-  await nc.close();
+  try {
+    const w = await kv.watch({ key: keys.state("cl1") });
+    const running = (async () => {
+      for await (const e of w) if (e.operation === "PUT" && e.json<JobState>().step >= 3) break;
+    })();
+    await Promise.race([running, early]);
+    early.catch(() => {}); // the coordinator ends later, normally
+    w.stop();
+    const info = await (await jetstreamManager(nc)).streams.info(`KV_${BUCKET}`);
+    expect(info.config.num_replicas).toBe(3);
+    const leader = info.cluster!.leader!;
+    const victim = servers.find((_, i) => `n${i}` === leader)!;
+    victim.proc.kill("SIGKILL");
+    await victim.proc.exited;
+    const cc = await coord.exited;
+    if (cc !== 0) throw new Error(`coordinator exit ${cc}: ${(await coordErr).slice(-2000)}`);
+    expect(readMetrics(out).map((m) => m.step)).toEqual(Array.from({ length: 20 }, (_, i) => i + 1));
+    expect(await readState(kv, "cl1")).toMatchObject({ phase: "done", step: 20, error: null });
+  } finally {
+    coord.kill("SIGKILL"); // (already gone unless the test failed)
+    await nc.close();
+  }
 }, 60_000);
