@@ -65,7 +65,8 @@ export async function startNatsServer(o: NatsServerOptions = {}): Promise<NatsSe
   writeFileSync(
     conf,
     `listen: ${JSON.stringify(`${host}:${o.port && o.port > 0 ? o.port : -1}`)}\n` +
-      `authorization { token: ${JSON.stringify(token)} }\n` +
+      // timeout: seconds a client has to authenticate (default 2): a loaded host must not drop its own workers
+      `authorization { token: ${JSON.stringify(token)}, timeout: 10 }\n` +
       `jetstream { store_dir: ${JSON.stringify(storeDir)} }\n` +
       (o.name ? `server_name: ${JSON.stringify(o.name)}\n` : "") +
       (o.cluster

@@ -49,6 +49,9 @@ export interface DecoderOptions {
   maxPositions?: number;
   /** train.freeze_vit: the vision tower runs forward only (no vision gradients are computed). */
   freezeVision?: boolean;
+  /** VeOmni's init_device "meta": no parameter buffers; a plan (FSDP: its shards, gathered per
+   *  unit) or materialize() (models/load.ts) provides them from a WeightSource. */
+  meta?: boolean;
 }
 
 /** Runs [start, length) of consecutive image tokens in a row (HF masked_scatter fills them in order). */
@@ -64,7 +67,7 @@ export function imageRuns(ids: Int32Array, imageTokenId: number): [number, numbe
 
 export class DecoderLM {
   readonly layout: ParamLayout;
-  /** One flat f32 buffer per unit (layout.units[u].numel). */
+  /** One flat f32 buffer per unit (layout.units[u].numel); empty until provided when meta. */
   readonly params: F32[];
   /** Mirrors params; allocated by allocGrads() (not needed for inference). */
   grads: F32[] | null = null;
@@ -105,7 +108,7 @@ export class DecoderLM {
     const c = config;
     const Tmax = opts.maxTokens;
     this.layout = decoderLayout(c);
-    this.params = this.layout.units.map((u) => k.alloc([u.numel], "f32", { name: `${u.name}.params` }));
+    this.params = opts.meta ? [] : this.layout.units.map((u) => k.alloc([u.numel], "f32", { name: `${u.name}.params` }));
     // M-RoPE tables are per token (rows 0..T-1, rewritten per micro-batch); plain RoPE per position
     this.rope = new Rope(k, c.HS, c.ropeTheta, c.ropeScaling, c.mm ? Tmax : opts.maxPositions ?? Math.max(Tmax, c.maxPositions));
     this.mropeInv = c.mm ? ropeInvFreq({ dim: c.HS, theta: c.ropeTheta }) : null;
@@ -182,11 +185,13 @@ export class DecoderLM {
   private viewOf(flats: F32[], name: string): F32 {
     const p = this.layout.byName.get(name);
     if (!p) throw new Error(`model ${this.config.modelType}: no parameter "${name}"`);
+    if (!flats[p.unit]) throw new Error(`model ${this.config.modelType}: "${name}" has no buffer (a meta model: a plan or materialize() provides it)`);
     return this.k.view(flats[p.unit], p.offset, p.shape);
   }
 
   /** Views of a unit's flat buffer by short name ("self_attn.q_proj.weight"), cached per buffer. */
   private views(flat: F32, u: number): Views {
+    if (!flat) throw new Error(`model ${this.config.modelType}: unit ${this.layout.units[u].name} has no parameters (a meta model: a plan or materialize() provides them)`);
     let v = this.viewCache.get(flat);
     if (!v) {
       v = new Map();

@@ -8,5 +8,6 @@ export { ConfigError, readConfigJson, type DecoderConfig } from "./config.ts";
 export { resolveConfig, familyOf, supportedModelTypes, type ModelFamily } from "./registry.ts";
 export { decoderLayout, checkpointMismatches, type ParamLayout, type ParamEntry, type UnitLayout } from "./layout.ts";
 export { DENSE_DECODER_PLAN, placementOf, type ParallelPlan, type Placement } from "./plan.ts";
-export { createModel, initWeights, initModelFromConfig, loadWeights, loadPretrained, exportTensors } from "./load.ts";
+export { createModel, initWeights, initModelFromConfig, loadWeights, loadPretrained, exportTensors, materialize, modelWithSource } from "./load.ts";
+export { fillUnitRange, initSource, safetensorsSource, type WeightSource } from "./weights.ts";
 export { generate, argmax, sample, promptLoss, type GenerateOptions, type GenerateResult } from "./generate.ts";

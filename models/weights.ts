@@ -1,0 +1,52 @@
+// Where a model's first parameter values come from, read a range at a time: a Hugging Face
+// folder (ranged reads of safetensors, index json followed, dtype converted on the fly) or the
+// seeded random init (per-parameter streams with skip-ahead). A data-parallel shard of a unit's
+// flat buffer is a range that crosses parameters; fillUnitRange fills exactly that range, so a
+// rank builds its shard without the whole model ever existing in its memory (VeOmni's
+// `init_device: meta`), and the values are those of the full load, whatever the world size.
+import { SafetensorsFolder } from "../checkpoint/safetensors.ts";
+import { ConfigError } from "./config.ts";
+import { initParamRange } from "./init.ts";
+import { checkpointMismatches, type ParamEntry, type ParamLayout, type UnitLayout } from "./layout.ts";
+
+export interface WeightSource {
+  /** for logs: "init(seed 42)" or the folder. */
+  readonly what: string;
+  /** Fill `out` with elements [from, from + out.length) of parameter `p` (flattened, row-major). */
+  read(p: ParamEntry, from: number, out: Float32Array): void;
+  close(): void;
+}
+
+/** HF `_init_weights` values (init.ts), any range of any parameter. */
+export function initSource(seed: number, std: number): WeightSource {
+  return { what: `init(seed ${seed}, std ${std})`, read: (p, from, out) => initParamRange(out, p, seed, std, from), close() {} };
+}
+
+/** The weights of a HF folder. Every shape mismatch with the layout is listed before any data is read. */
+export function safetensorsSource(dir: string, layout: ParamLayout, tied: boolean, modelType: string): WeightSource {
+  const st = new SafetensorsFolder(dir);
+  try {
+    const shapes = new Map(st.names().map((n) => [n, st.info(n)!.shape]));
+    const bad = checkpointMismatches(layout, shapes, tied);
+    if (bad.length) throw new ConfigError(`${dir}: checkpoint does not match config.json (model_type ${modelType}), ${bad.length} mismatches:\n  ${bad.join("\n  ")}`);
+  } catch (e) {
+    st.close();
+    throw e;
+  }
+  return { what: dir, read: (p, from, out) => void st.readF32Range(p.name, from, out), close: () => st.close() };
+}
+
+/**
+ * Fill `out` with elements [lo, lo + out.length) of unit `u`'s flat buffer (layout.ts: the
+ * unit's parameters back to back). Elements past the unit's end (FSDP's padding of the last
+ * shard) are zero. Reads only the parameters the range overlaps, and only their overlapping part.
+ */
+export function fillUnitRange(u: UnitLayout, lo: number, out: Float32Array, src: WeightSource): void {
+  const hi = lo + out.length;
+  for (const p of u.params) {
+    const a = Math.max(lo, p.offset);
+    const b = Math.min(hi, p.offset + p.numel);
+    if (a < b) src.read(p, a - p.offset, out.subarray(a - lo, b - lo));
+  }
+  if (hi > u.numel) out.fill(0, Math.max(0, u.numel - lo));
+}
