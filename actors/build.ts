@@ -5,7 +5,7 @@ import type { Config, Logger } from "../configs/index.ts";
 import { createKernels, peakFlops, type Kernels } from "../kernels/index.ts";
 import { DataLoaderWorker, loadVisionOptions, type MicroBatch } from "../data/index.ts";
 import type { Comm } from "../mesh/index.ts";
-import { initModelFromConfig, loadPretrained, type DecoderLM } from "../models/index.ts";
+import { modelWithSource, type DecoderLM, type WeightSource } from "../models/index.ts";
 import { parallelize, type Parallelism } from "../parallel/index.ts";
 import { Trainer } from "./trainer.ts";
 import { tokenizerSource } from "./preflight.ts";
@@ -31,10 +31,15 @@ export function microBatchFlops(model: DecoderLM, mb: MicroBatch): number {
   return 6 * matmul * T + attn * (T / (mb.seqParallel?.fullLength ?? T));
 }
 
-/** The model of one rank. Under Ulysses a rank holds ceil(row / P) tokens of a packed row, so its
- *  activation buffers are sized for that slice (the point of sequence parallelism); RoPE still
- *  covers the whole row's positions. */
-export function buildModel(k: Kernels, config: Config): DecoderLM {
+/**
+ * The model of one rank as a meta model (no parameters yet) and where its values come from:
+ * parallelize() builds each rank's FSDP shards from the source (ranged reads, sharded init), or
+ * materializes whole units for other plans. VeOmni's `train.init_device: meta`, for every
+ * init_device value: the values are the same, only the memory differs. Close the source.
+ * Under Ulysses a rank holds ceil(row / P) tokens of a packed row, so its activation buffers are
+ * sized for that slice (the point of sequence parallelism); RoPE still covers the whole row's positions.
+ */
+export function buildModel(k: Kernels, config: Config): { model: DecoderLM; source: WeightSource } {
   const row = config.train.micro_batch_size * config.data.max_seq_len;
   const P = config.train.ulysses_parallel_size;
   const opts = {
@@ -42,10 +47,9 @@ export function buildModel(k: Kernels, config: Config): DecoderLM {
     gradientCheckpointing: config.train.enable_gradient_checkpointing,
     freezeVision: config.train.freeze_vit,
     ...(P > 1 ? { maxPositions: Math.max(row, config.data.max_seq_len) } : {}),
+    meta: true,
   };
-  if (config.model.model_path) return loadPretrained(k, config.model.model_path, opts);
-  if (config.model.config_path) return initModelFromConfig(k, config.model.config_path, config.train.seed, opts);
-  throw new Error("model.model_path (a Hugging Face folder) or model.config_path (config.json for random init) is required");
+  return modelWithSource(k, config.model, config.train.seed, opts);
 }
 
 export interface TrainingSetup {
@@ -78,11 +82,16 @@ export async function buildTraining(config: Config, o: BuildOptions): Promise<Tr
   const threads = config.kernels.threads || o.threads;
   const k = o.kernels ?? (await createKernels({ backend: config.kernels.backend, threads, mixedPrecision: config.train.enable_mixed_precision }));
   o.logger.info({ backend: k.description }, "kernels");
-  const model = buildModel(k, config);
+  const { model, source } = buildModel(k, config);
   const c = model.config;
-  o.logger.info({ model_type: c.modelType, params: model.layout.totalNumel, layers: c.L, hidden: c.C, vocab: c.V, tied: c.tied,
+  let plan: Parallelism;
+  try {
+    plan = await parallelize({ k, model, config, rank: o.rank, world: o.world, comm: o.comm, source });
+  } finally {
+    source.close();
+  }
+  o.logger.info({ model_type: c.modelType, params: model.layout.totalNumel, layers: c.L, hidden: c.C, vocab: c.V, tied: c.tied, from: source.what,
     activation_mb: Math.round(model.activationBytes / 2 ** 20), gradient_checkpointing: model.opts.gradientCheckpointing }, "model ready");
-  const plan = await parallelize({ k, model, config, rank: o.rank, world: o.world, comm: o.comm });
   // With max_steps set, the data repeats (next epoch) until the steps are done.
   const dataCfg = t.max_steps != null ? { ...config, train: { ...t, num_train_epochs: Number.MAX_SAFE_INTEGER } } : config;
   const loader = await DataLoaderWorker.start(dataCfg, {

@@ -9,5 +9,5 @@ export { resolveConfig, familyOf, supportedModelTypes, type ModelFamily } from "
 export { decoderLayout, checkpointMismatches, type ParamLayout, type ParamEntry, type UnitLayout } from "./layout.ts";
 export { DENSE_DECODER_PLAN, placementOf, type ParallelPlan, type Placement } from "./plan.ts";
 export { createModel, initWeights, initModelFromConfig, loadWeights, loadPretrained, exportTensors, materialize, modelWithSource } from "./load.ts";
-export { fillUnitRange, initSource, safetensorsSource, type WeightSource } from "./weights.ts";
+export { fillUnitRange, initSource, modelSource, safetensorsSource, type WeightSource } from "./weights.ts";
 export { generate, argmax, sample, promptLoss, type GenerateOptions, type GenerateResult } from "./generate.ts";

@@ -6,6 +6,7 @@
 // `init_device: meta`), and the values are those of the full load, whatever the world size.
 import { SafetensorsFolder } from "../checkpoint/safetensors.ts";
 import { ConfigError } from "./config.ts";
+import type { DecoderLM } from "./decoder.ts";
 import { initParamRange } from "./init.ts";
 import { checkpointMismatches, type ParamEntry, type ParamLayout, type UnitLayout } from "./layout.ts";
 
@@ -20,6 +21,16 @@ export interface WeightSource {
 /** HF `_init_weights` values (init.ts), any range of any parameter. */
 export function initSource(seed: number, std: number): WeightSource {
   return { what: `init(seed ${seed}, std ${std})`, read: (p, from, out) => initParamRange(out, p, seed, std, from), close() {} };
+}
+
+/** The values a built (not meta) model holds on the host: a plan takes its shards from them. */
+export function modelSource(model: DecoderLM): WeightSource {
+  const read = (p: ParamEntry, from: number, out: Float32Array) => {
+    const h = model.params[p.unit]?.host;
+    if (!h) throw new Error(`model ${model.config.modelType}: no host values of unit ${p.unit} to take "${p.name}" from (a meta model needs its WeightSource)`);
+    out.set(h.subarray(p.offset + from, p.offset + from + out.length));
+  };
+  return { what: "the model's parameters", read, close() {} };
 }
 
 /** The weights of a HF folder. Every shape mismatch with the layout is listed before any data is read. */

@@ -11,7 +11,7 @@
 // grads during the head's forward, so unit 0 stays gathered until the head is done and its
 // grad buffer lives from the head's forward until unit 0's backward.
 import type { Kernels, Tensor } from "../kernels/index.ts";
-import type { DecoderLM } from "../models/index.ts";
+import { fillUnitRange, modelSource, type DecoderLM, type WeightSource } from "../models/index.ts";
 import { sharedF32, type CommGroup } from "../mesh/index.ts";
 import type { OptimizerShards, StepCollectives } from "./collectives.ts";
 
@@ -22,6 +22,9 @@ export interface FsdpOptions {
   fullShard: boolean;
   /** train.enable_forward_prefetch: start the next unit's all-gather before computing this one. */
   prefetch: boolean;
+  /** Where the shards' first values come from (a meta model: ranged reads or the seeded init);
+   *  absent: the model's own full params, which are freed once sharded. */
+  source?: WeightSource;
 }
 
 interface Unit {
@@ -68,6 +71,7 @@ export class Fsdp implements StepCollectives, OptimizerShards {
     const bwd = model.backwardUnits;
     fwd.forEach((u, i) => i + 1 < fwd.length && this.fwdNext.set(u, fwd[i + 1]));
     bwd.forEach((u, i) => i + 1 < bwd.length && this.bwdNext.set(u, bwd[i + 1]));
+    const source = o.source ?? modelSource(model);
     this.units = model.layout.units.map((lu) => {
       const n = Math.ceil(lu.numel / S);
       const u: Unit = {
@@ -77,11 +81,10 @@ export class Fsdp implements StepCollectives, OptimizerShards {
         rsOut: null, rsCount: 0,
         pslot: -1, gslot: -1, gather: null,
       };
-      // keep our shard of the (identically initialised) full params, then free the full buffer
-      const full = model.params[lu.index].host!;
-      const hi = Math.min(lu.numel, u.start + n);
-      if (hi > u.start) u.param.host!.set(full.subarray(u.start, hi));
-      k.free(model.params[lu.index]);
+      // only this rank's shard is ever built (padding past the unit's end is zero); a full
+      // buffer given with the model is freed
+      fillUnitRange(lu, u.start, u.param.host!, source);
+      if (model.params[lu.index]) k.free(model.params[lu.index]);
       return u;
     });
     // the model's grads array: pool views are swapped in per unit (the Trainer only zeroes them)

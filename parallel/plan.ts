@@ -15,7 +15,7 @@ import type { Kernels, Tensor } from "../kernels/index.ts";
 import type { Config } from "../configs/index.ts";
 import type { MicroBatch } from "../data/index.ts";
 import { deviceMesh, type Comm, type CommGroup, type Mesh, type TrainAxis } from "../mesh/index.ts";
-import type { DecoderLM } from "../models/index.ts";
+import { materialize, type DecoderLM, type WeightSource } from "../models/index.ts";
 import { SINGLE_PROCESS, type OptimizerShards, type StepCollectives } from "./collectives.ts";
 import { Ddp } from "./ddp.ts";
 import { Fsdp } from "./fsdp.ts";
@@ -114,6 +114,9 @@ export interface ParallelizeOptions {
   world: number;
   /** The started transport; null for one process. */
   comm: Comm | null;
+  /** Given for a meta model (models/weights.ts): FSDP builds only this rank's shards from it, any
+   *  other plan materializes the whole model from it first. Absent: the model holds full params. */
+  source?: WeightSource;
 }
 
 /** Apply every configured plan to `model` (steps 1-4 above) and describe the result. */
@@ -133,6 +136,8 @@ export async function parallelize(o: ParallelizeOptions): Promise<Parallelism> {
     if (model.config.mla) throw new Error(`train.ulysses_parallel_size(${sizes.ulysses}) with model ${model.config.modelType}: Ulysses over MLA attention is not implemented yet; expected 1`);
     ulyssesHeads(sizes.ulysses, model.config.NH, model.config.NKV);
   }
+  const shardsParams = world > 1 && comm !== null && t.data_parallel_mode !== "ddp";
+  if (o.source && !shardsParams) materialize(model, o.source); // whole units on every rank
   const full = () => 4 * model.layout.totalNumel * 4; // params + grads + AdamW m, v
   const params = hostViews(k, model.params);
   const whole = (u: number) => ({ start: 0, values: params.host[u] });
@@ -159,7 +164,7 @@ export async function parallelize(o: ParallelizeOptions): Promise<Parallelism> {
   }
   const shard = await groups.over(["dp_shard", "ulysses"]);
   const replicate = sizes.dp_replicate > 1 ? await groups.over(["dp_replicate"]) : null;
-  const fsdp = new Fsdp(k, model, shard, replicate, worldGroup, { fullShard: t.enable_full_shard, prefetch: t.enable_forward_prefetch });
+  const fsdp = new Fsdp(k, model, shard, replicate, worldGroup, { fullShard: t.enable_full_shard, prefetch: t.enable_forward_prefetch, source: o.source });
   const primary = !replicate || replicate.rank === 0;
   const owned = (u: number) => {
     if (!primary) return null;
