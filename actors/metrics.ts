@@ -30,6 +30,8 @@ export interface MetricsLine {
   mfu: number | null;
   /** max over ranks. */
   peak_rss_mb: number;
+  /** each rank's peak resident set so far (ru_maxrss), MB, in rank order. */
+  peak_rss_mb_ranks: number[];
   /** max over ranks of the resident set at the step's end, when reported. */
   rss_mb?: number;
   /** max over ranks of the model state held (params, grads, optimizer, FSDP slots), when reported. */
@@ -79,6 +81,7 @@ export function mergeStep(step: number, reports: StepMetrics[], wallS: number): 
     tokens_per_s: wallS > 0 ? tokens / wallS : 0,
     mfu: peak > 0 && wallS > 0 ? flops / wallS / peak : null,
     peak_rss_mb: Math.round(rss * 10) / 10,
+    peak_rss_mb_ranks: reports.map((r) => Math.round(r.peakRssMb * 10) / 10),
     step_time_s: wallS,
   };
   if (rssMb !== undefined) line.rss_mb = rssMb;

@@ -61,7 +61,7 @@ function stateLine(s: JobState): string {
 }
 
 function rankLine(r: RankRecord, deadAfterS: number): string {
-  return `  rank ${r.rank}  ${rankLiveness(r, deadAfterS)}  step ${r.step}  ${r.host} pid ${r.pid}  data ${r.addr}  rss ${r.rss_mb} MB  heartbeat ${age(r.heartbeat_at)}  epoch ${r.epoch}`;
+  return `  rank ${r.rank}  ${rankLiveness(r, deadAfterS)}  step ${r.step}  ${r.host} pid ${r.pid}  data ${r.addr}  peak rss ${r.rss_mb} MB  heartbeat ${age(r.heartbeat_at)}  epoch ${r.epoch}`;
 }
 
 /** OUTPUT_DIR/.nats of a running embedded server -> [url, token]. */

@@ -71,12 +71,12 @@ group("supervision", () => {
   });
 });
 
-test("metrics merge: token-mean loss over ranks, max rss", () => {
+test("metrics merge: token-mean loss over ranks, max rss and each rank's", () => {
   const base = { gradNorm: 1.5, lr: 1e-3, stepTimeS: 0.1, flops: 1e9, peakFlops: 1e10 };
   const m = mergeStep(0, [
     { ...base, lossSum: 30, validTokens: 10, tokens: 12, peakRssMb: 100 },
     { ...base, lossSum: 10, validTokens: 30, tokens: 32, peakRssMb: 120 },
   ], 0.5);
-  expect(m).toMatchObject({ step: 1, loss: 1, tokens: 44, valid_tokens: 40, tokens_per_s: 88, peak_rss_mb: 120, grad_norm: 1.5 });
+  expect(m).toMatchObject({ step: 1, loss: 1, tokens: 44, valid_tokens: 40, tokens_per_s: 88, peak_rss_mb: 120, peak_rss_mb_ranks: [100, 120], grad_norm: 1.5 });
   expect(m.mfu).toBeCloseTo(0.2, 10);
 });

@@ -63,7 +63,7 @@ test("embedded default: job runs, KV readable during and at the end, nothing lef
   expect(phases.at(-1)).toBe("done");
   const metrics = readMetrics(out);
   expect(metrics.map((m) => m.step)).toEqual([1, 2, 3, 4, 5]);
-  for (const k of ["loss", "grad_norm", "lr", "tokens", "tokens_per_s", "mfu", "peak_rss_mb"]) expect(metrics[0]).toHaveProperty(k);
+  for (const k of ["loss", "grad_norm", "lr", "tokens", "tokens_per_s", "mfu", "peak_rss_mb", "peak_rss_mb_ranks"]) expect(metrics[0]).toHaveProperty(k);
   expect(metrics[4].loss!).toBeLessThan(metrics[0].loss!); // the toy fit converges
   expect(workerPids).toHaveLength(2);
   expect(serverPid).toBeGreaterThan(0);
