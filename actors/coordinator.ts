@@ -4,7 +4,7 @@
 // micro-batch. Any failure stops every rank (one-for-all, see supervision.ts).
 import { cpus, hostname } from "node:os";
 import { randomBytes } from "node:crypto";
-import { basename, join, resolve } from "node:path";
+import { basename, join, relative, resolve } from "node:path";
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import type { KV } from "@nats-io/kv";
@@ -28,6 +28,7 @@ import { markOrphanedJobs } from "./orphans.ts";
 import { writeJobCopy } from "./job_copy.ts";
 import { prepareOutputDir } from "./output_dir.ts";
 import { resolveLoadPath } from "../checkpoint/index.ts";
+import { previousRecord, stepOf, stopStaleLocalRanks, trimMetrics } from "./resume.ts";
 
 export interface RunJobOptions {
   /** step implementation the workers build: "train" (default) or "toy" (runtime tests). */
@@ -43,6 +44,8 @@ export interface RunJobOptions {
   onStep?: (m: MetricsLine, job: JobInfo) => void | Promise<void>;
   /** extra environment for local workers. */
   workerEnv?: Record<string, string>;
+  /** take over launch.job_id after its coordinator died (resume.ts): next epoch, newest commit. */
+  resume?: boolean;
 }
 
 export interface JobInfo {
@@ -125,18 +128,31 @@ export async function runJob(config: Config, logger: Logger, opts: RunJobOptions
     const kv = await openBucket(nc);
     // a shared NATS may hold jobs whose coordinator died without recording an end
     if (!embedded) for (const st of await markOrphanedJobs(kv, `coordinator pid ${process.pid} on ${hostname()}`)) logger.warn({ job: st.job }, `job ${st.job} recorded as failed: ${st.error}`);
+    const prev = opts.resume ? await previousRecord(kv, job, l.dead_after_s) : null;
     state = {
-      job, phase: "rendezvous", epoch: 1, world_size: world, step: 0, max_steps: config.train.max_steps ?? 0, loss: null, tokens_per_s: null,
+      job, phase: "rendezvous", epoch: (prev?.epoch ?? 0) + 1, world_size: world, step: 0, max_steps: config.train.max_steps ?? 0, loss: null, tokens_per_s: null,
       last_checkpoint: null, error: null, coordinator: { host: hostname(), pid: process.pid }, output_dir: resolve(config.train.output_dir ?? "."),
       runner: opts.runner ?? "train", updated_at: new Date().toISOString(),
     };
-    await kv.create(keys.config(job), toJson(config)).catch((e) => {
+    let resumeFrom: string | null | undefined; // undefined: train.load_checkpoint_path decides
+    if (opts.resume) {
+      await stopStaleLocalRanks(kv, job, world, logger);
+      // the newest commit on disk (the record's last_checkpoint may lag it by one write)
+      resumeFrom = state.runner === "train" && config.train.output_dir ? resolveLoadPath("auto", config.train.output_dir) : null;
+      const step = stepOf(resumeFrom);
+      const dropped = config.train.output_dir ? trimMetrics(config.train.output_dir, step) : 0;
+      Object.assign(state, { step, last_checkpoint: resumeFrom ? relative(state.output_dir, resolve(resumeFrom)) : null });
+      logger.warn({ job, epoch: state.epoch, previous: prev && { epoch: prev.epoch, phase: prev.phase, step: prev.step, coordinator: prev.coordinator }, resumeFrom, redo_from_step: step + 1, dropped_metrics_lines: dropped },
+        `resuming job ${job} under epoch ${state.epoch} from ${resumeFrom ?? "step 0 (nothing committed)"}`);
+      await kv.put(keys.config(job), toJson(config));
+    } else await kv.create(keys.config(job), toJson(config)).catch((e) => {
       const msg = (e as Error).message;
       if (!/exists|wrong last sequence/i.test(msg)) throw new Error(`job ${job}: cannot write ${keys.config(job)} in KV bucket veomni_jobs: ${msg}`);
       throw new Error(`job ${job}: ${keys.config(job)} already exists in KV bucket veomni_jobs (${msg}); choose another launch.job_id`);
     });
     stateRec = new CasRecord<JobState>(kv, keys.state(job));
-    await stateRec.create(state);
+    if (opts.resume) await stateRec.adopt(state);
+    else await stateRec.create(state);
     const info: JobInfo = { job, natsUrl, token, epoch: state.epoch };
     await opts.onStarted?.(info);
     logger.info({ job, world, local: nLocal, nats: natsUrl }, "job created");
@@ -144,7 +160,6 @@ export async function runJob(config: Config, logger: Logger, opts: RunJobOptions
     // local workers share this host's cores (kernels.threads 0 = divide them)
     const threads = config.kernels.threads || Math.max(1, Math.floor(cpus().length / Math.max(1, nLocal)));
     let restarts = 0;
-    let resumeFrom: string | null | undefined; // undefined: train.load_checkpoint_path decides
     for (;;) {
       let rej!: (e: JobFailed) => void;
       const failed = new Promise<never>((_, r) => (rej = r));

@@ -2,15 +2,22 @@
 // configuration and checks the model, data and tokenizer it names (actors/preflight.ts) before
 // anything starts, writes output_dir/veomni_cli.yaml, then runs the job. Errors a user can fix
 // are one line naming the field; a stack trace is only for our own bugs.
-import { ConfigError, GROUPS, configYaml, fieldsHelp, loadConfig, makeLogger, writeResolvedConfig, type Config, type Logger } from "../configs/index.ts";
+// `bun run coordinator --resume JOB [--launch.nats URL | --train.output_dir DIR] [...]` takes
+// over a job whose coordinator died (resume.ts): its configuration comes from the job's record in
+// KV (with launch.nats) or from DIR/veomni_cli.yaml (an embedded NATS died with its coordinator),
+// flags still override it; the ranks restart from the newest committed checkpoint.
+import { mkdtempSync, existsSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { ConfigError, GROUPS, configYaml, fieldsHelp, loadConfig, makeLogger, splitArgs, writeResolvedConfig, type Config, type Logger } from "../configs/index.ts";
 import { runJob } from "./coordinator.ts";
 import { preflightTrain } from "./preflight.ts";
-import { connectNats } from "./nats.ts";
+import { connectNats, keys, openBucket, readJson, withTimeout } from "./nats.ts";
 import { UserError, natsConnectError } from "./cli_errors.ts";
 import { readJobCopy } from "./job_copy.ts";
 import { join } from "node:path";
 
 const HELP = `usage: bun run coordinator --config FILE [--group.field VALUE ...] [--print-config]
+       bun run coordinator --resume JOB [--launch.nats URL | --train.output_dir DIR] [--group.field VALUE ...]
 
 Trains the model the configuration names: starts an embedded nats-server (unless launch.nats is
 set), launch.world_size local workers (launch.local_workers of them when NATS is external), and
@@ -19,6 +26,9 @@ runs train.max_steps (or the data's) optimizer steps. Everything is checked befo
   --config FILE        VeOmni-style YAML with the groups ${GROUPS.join(", ")}
   --group.field VALUE  override one field (also --group.field=VALUE), parsed to the field's type
   --print-config       print the resolved configuration (defaults filled in) and exit
+  --resume JOB         take over job JOB after its coordinator died: its configuration from its KV
+                       record (launch.nats) or OUTPUT_DIR/veomni_cli.yaml, the ranks restarted under
+                       the next epoch from the newest committed checkpoint (docs/deploy.md)
   --help               this text
 
 Writes OUTPUT_DIR/metrics.jsonl, logs/, plots/, tensorboard/, veomni_cli.yaml and checkpoints/.
@@ -28,6 +38,33 @@ What each field does: docs/config.md. Fields:
 
 const say = (m: string) => console.error(`veomni-ts coordinator: ${m}`);
 
+/** The configuration a job ran with: from its KV record or its output_dir, CLI flags on top. */
+async function resumedConfig(job: string, argv: string[]): Promise<{ config: Config; rest: string[] }> {
+  const flag = (key: string) => splitArgs(argv).overrides.findLast((o) => o.key === key)?.raw ?? null;
+  const cli = { nats: flag("launch.nats"), token: flag("launch.nats_token"), dir: flag("train.output_dir") };
+  if (cli.nats) {
+    const nc = await connectNats({ url: cli.nats, token: cli.token ?? Bun.env.VEOMNI_NATS_TOKEN, name: "veomni-resume" });
+    try {
+      const stored = await withTimeout(readJson<Config>(await openBucket(nc), keys.config(job)), 10_000, `read ${keys.config(job)}`);
+      if (!stored) throw new ConfigError([`--resume ${job}: no ${keys.config(job)} in KV bucket veomni_jobs at ${cli.nats}`]);
+      const dir = mkdtempSync(join(tmpdir(), "veomni-resume-"));
+      try {
+        writeFileSync(join(dir, "config.yaml"), JSON.stringify(stored)); // JSON is YAML
+        return loadConfig(["--config", join(dir, "config.yaml"), ...argv], "train");
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    } finally {
+      await nc.close();
+    }
+  }
+  const dir = cli.dir;
+  if (!dir) throw new ConfigError([`--resume ${job}: give --launch.nats URL (the job's record in KV) or --train.output_dir DIR (its veomni_cli.yaml)`]);
+  const file = join(dir, "veomni_cli.yaml");
+  if (!existsSync(file)) throw new ConfigError([`--resume ${job}: ${file} not found (the configuration the job ran with)`]);
+  return loadConfig(["--config", file, ...argv], "train");
+}
+
 async function main(argv: string[]): Promise<number> {
   if (argv.includes("--help") || argv.includes("-h")) {
     console.log(HELP + fieldsHelp());
@@ -35,8 +72,17 @@ async function main(argv: string[]): Promise<number> {
   }
   const printConfig = argv.includes("--print-config");
   let loaded;
+  let resume: string | null = null;
   try {
-    loaded = loadConfig(argv.filter((a) => a !== "--print-config"), "train");
+    if (printConfig) argv = argv.filter((a) => a !== "--print-config");
+    const ri = argv.indexOf("--resume");
+    if (ri >= 0) {
+      resume = argv[ri + 1] ?? "";
+      if (!/^[A-Za-z0-9_-]+$/.test(resume)) throw new ConfigError([`--resume: expected a job id (letters, digits, '_' or '-'), got ${JSON.stringify(resume)}`]);
+      argv = [...argv.slice(0, ri), ...argv.slice(ri + 2)];
+    }
+    loaded = resume && splitArgs(argv).configPath === null ? await resumedConfig(resume, argv) : loadConfig(argv, "train");
+    if (resume) loaded.config.launch.job_id = resume;
   } catch (e) {
     if (e instanceof ConfigError) {
       say(e.message);
@@ -46,7 +92,7 @@ async function main(argv: string[]): Promise<number> {
   }
   const { config, rest } = loaded;
   if (rest.length > 0) {
-    say(`unexpected argument(s) ${rest.join(" ")} (expected --config FILE and --group.field VALUE; see --help)`);
+    say(`unexpected argument(s) ${rest.join(" ")} (expected --config FILE, --resume JOB and --group.field VALUE; see --help)`);
     return 2;
   }
   if (printConfig) {
@@ -78,7 +124,7 @@ async function main(argv: string[]): Promise<number> {
     for (const w of pre.warnings) log.warn(w);
     // Every job, world size 1 included, runs as coordinator + worker processes: the same path
     // (NATS job record, checkpoints, supervision) whatever the size.
-    const code = await runJob(config, log, { view: { progress: true, plots: true, summary: true } });
+    const code = await runJob(config, log, { view: { progress: true, plots: true, summary: true }, resume: resume !== null });
     const st = code === 0 ? null : readJobCopy(outputDir);
     if (st?.last_checkpoint) say(`${st.last_checkpoint} is committed; resume from it: bun run coordinator --config ${join(outputDir, "veomni_cli.yaml")} --train.load_checkpoint_path auto`);
     return code;

@@ -72,6 +72,7 @@ export const TrainSchema = z.strictObject({
   enable_activation_offload: z.boolean().default(false),
   activation_gpu_limit: z.number().nonnegative().default(0.0),
   enable_manual_eager: z.boolean().default(false),
+  /** accepted for VeOmni configs; every value behaves as "meta": each rank builds only its shard (models/weights.ts). */
   init_device: z.enum(["cpu", "cuda", "meta"]).default("cuda"),
   enable_full_determinism: z.boolean().default(false),
   empty_cache_steps: posInt().default(500),

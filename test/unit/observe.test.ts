@@ -51,7 +51,7 @@ test("a flipped byte fails the reader's CRC check (the check is real)", () => {
 }, 30_000);
 
 const line = (over: Partial<MetricsLine> = {}): MetricsLine => ({
-  step: 10, loss: 2.5, grad_norm: 0.75, lr: 1e-3, tokens: 1000, valid_tokens: 990, tokens_per_s: 1234.4, mfu: 0.031, peak_rss_mb: 700, rss_mb: 512, step_time_s: 1, ...over,
+  step: 10, loss: 2.5, grad_norm: 0.75, lr: 1e-3, tokens: 1000, valid_tokens: 990, tokens_per_s: 1234.4, mfu: 0.031, peak_rss_mb: 700, peak_rss_mb_ranks: [700], rss_mb: 512, step_time_s: 1, ...over,
 });
 
 test("progress line: step/total, elapsed, ETA, loss, tok/s, MFU, memory", () => {
