@@ -54,7 +54,6 @@ export const SUPPORT: SupportRule[] = [
   { key: "train.pipeline_parallel_size", action: "refuse", why: NOT_YET },
   { key: "train.context_parallel_size", action: "refuse", why: NOT_YET },
   { key: "train.expert_parallel_size", action: "refuse", why: NOT_YET },
-  { key: "train.init_device", action: "warn", why: `${NOT_YET}: parameters are created directly on the backend's device`, when: (v) => v === "meta" },
   { key: "train.profile_with_stack", action: "warn", why: "has no effect: traces record spans, not JavaScript stacks", when: (v, c) => v === true && c.train.enable_profiling },
   // use_wandb is true by default in VeOmni: say it once whenever it is on.
   {
