@@ -7,6 +7,7 @@
 import { dlopen, ptr } from "bun:ffi";
 import { existsSync } from "node:fs";
 import { scaleOnly, type Gemm } from "./gemm.ts";
+import { ompPassiveBeforeLoad } from "./omp_env.ts";
 
 export const ONEDNN_DEFAULT_PATH = "/usr/lib/x86_64-linux-gnu/libdnnl.so.2";
 const GOMP_PATH = "/usr/lib/x86_64-linux-gnu/libgomp.so.1";
@@ -38,6 +39,7 @@ export function loadOneDnn(path = ONEDNN_DEFAULT_PATH): { dnn: OneDnn | null; re
   if (!existsSync(path)) return { dnn: null, reason: `oneDNN not found at ${path} (Debian package libdnnl2)` };
   let s;
   let gomp;
+  ompPassiveBeforeLoad();
   try {
     s = dlopen(path, SYMBOLS).symbols;
     gomp = dlopen(GOMP_PATH, { omp_set_num_threads: { args: ["i32"], returns: "void" } }).symbols;

@@ -10,6 +10,7 @@ import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, renameSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { cpuInfo } from "../fast/cpu_features.ts";
+import { ompPassiveBeforeLoad } from "../fast/omp_env.ts";
 
 const SRC = join(import.meta.dir, "vec.c");
 const FLAGS = ["-O3", "-march=native", "-fopenmp", "-fPIC", "-shared", "-fno-math-errno"];
@@ -75,6 +76,7 @@ function build(): { native: Native | null; reason: string } {
     renameSync(tmp, so);
   }
   try {
+    ompPassiveBeforeLoad();
     const lib = dlopen(so, SYMBOLS);
     return { native: { path: so, sym: lib.symbols }, reason: `native loops ${so}` };
   } catch (e) {
