@@ -82,7 +82,10 @@ async function main(argv: string[]): Promise<number> {
       argv = [...argv.slice(0, ri), ...argv.slice(ri + 2)];
     }
     loaded = resume && splitArgs(argv).configPath === null ? await resumedConfig(resume, argv) : loadConfig(argv, "train");
-    if (resume) loaded.config.launch.job_id = resume;
+    if (resume) {
+      loaded.config.launch.job_id = resume;
+      loaded.config.train.load_checkpoint_path = "auto"; // the output_dir's earlier run is this job's: continued
+    }
   } catch (e) {
     if (e instanceof ConfigError) {
       say(e.message);
