@@ -102,10 +102,20 @@ export async function runJob(config: Config, logger: Logger, opts: RunJobOptions
   let stateRec!: CasRecord<JobState>;
   // All writes of <job>.state go through one mailbox: CAS writes must not race each other.
   // Each write is mirrored to OUTPUT_DIR/job.json (`bun run jobs --dir` reads it once the server is gone).
+  let copyFailed = false;
   const stateWriter = new Actor<JobState, void>("job-state", async (st) => {
     const rec = { ...st, updated_at: new Date().toISOString() };
     await retrying(`write ${keys.state(job)}`, () => stateRec.writeOwned(rec, (cur) => cur.coordinator.pid === process.pid && cur.coordinator.host === hostname()), 60_000);
-    if (config.train.output_dir) writeJobCopy(config.train.output_dir, rec);
+    if (!config.train.output_dir) return;
+    // The copy is a convenience beside the KV record (the source of truth): a failed write (a
+    // full disk) is warned about once, never a reason to stop the job.
+    try {
+      writeJobCopy(config.train.output_dir, rec);
+      copyFailed = false;
+    } catch (e) {
+      if (!copyFailed) logger.warn({ err: (e as Error).message }, "could not update the job record's copy; bun run jobs --dir will show an older state");
+      copyFailed = true;
+    }
   });
   let exitCode = 0;
   let run: JobRun | null = null;

@@ -1,17 +1,23 @@
 // The job record's copy kept in OUTPUT_DIR/job.json: written with every write of `<job>.state`,
 // so `bun run jobs --dir OUTPUT_DIR` can say how a job ended after its embedded nats-server
 // (and the KV record in it) is gone.
-import { existsSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { JobState } from "./nats.ts";
 
 export const JOB_COPY = "job.json";
 
+/** Throws an error naming the file (a full disk, a removed folder); leaves no temp file behind. */
 export function writeJobCopy(outputDir: string, st: JobState): void {
   const path = join(outputDir, JOB_COPY);
   const tmp = `${path}.tmp-${process.pid}`;
-  writeFileSync(tmp, JSON.stringify(st, null, 1) + "\n");
-  renameSync(tmp, path); // readers never see half a file
+  try {
+    writeFileSync(tmp, JSON.stringify(st, null, 1) + "\n");
+    renameSync(tmp, path); // readers never see half a file
+  } catch (e) {
+    rmSync(tmp, { force: true });
+    throw new Error(`job record copy: writing ${path}: ${(e as Error).message}`);
+  }
 }
 
 export function readJobCopy(outputDir: string): JobState | null {
