@@ -21,6 +21,8 @@ function freePorts(n: number): number[] {
   return ports;
 }
 
+const STEPS = 150;
+
 test("three clustered nats-servers, bucket R3: a job keeps running when the bucket's leader server is killed", async () => {
   const routes = freePorts(3);
   const token = "cluster-test-token";
@@ -36,8 +38,9 @@ test("three clustered nats-servers, bucket R3: a job keeps running when the buck
   const urls = servers.map((s) => s.url).join(",");
   const out = tempDir("cluster");
   const config = {
-    train: { output_dir: out, lr: 0.5, max_steps: 60, micro_batch_size: 50 },
-    // >= 3 s of steps (the toy step busy-waits micro_batch_size ms), so the kill lands mid-job;
+    train: { output_dir: out, lr: 0.5, max_steps: STEPS, micro_batch_size: 50 },
+    // >= 7.5 s of steps (the toy step busy-waits micro_batch_size ms), so the kill lands mid-job even
+    // when the test's own client needs seconds to find the cluster's JetStream leader;
     // heartbeat deadlines well above a JetStream leader election (a few seconds)
     launch: { nats: urls, nats_token: token, local_workers: 2, world_size: 2, job_id: "cl1", heartbeat_s: 0.2, dead_after_s: 20 },
   };
@@ -64,8 +67,8 @@ test("three clustered nats-servers, bucket R3: a job keeps running when the buck
     await victim.proc.exited;
     const cc = await coord.exited;
     if (cc !== 0) throw new Error(`coordinator exit ${cc}: ${(await coordErr).slice(-2000)}`);
-    expect(readMetrics(out).map((m) => m.step)).toEqual(Array.from({ length: 60 }, (_, i) => i + 1));
-    expect(await readState(kv, "cl1")).toMatchObject({ phase: "done", step: 60, error: null });
+    expect(readMetrics(out).map((m) => m.step)).toEqual(Array.from({ length: STEPS }, (_, i) => i + 1));
+    expect(await readState(kv, "cl1")).toMatchObject({ phase: "done", step: STEPS, error: null });
   } finally {
     coord.kill("SIGKILL"); // (already gone unless the test failed)
     await nc.close();
