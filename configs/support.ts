@@ -55,6 +55,9 @@ export const SUPPORT: SupportRule[] = [
   { key: "train.context_parallel_size", action: "refuse", why: NOT_YET },
   { key: "train.expert_parallel_size", action: "refuse", why: NOT_YET },
   { key: "train.profile_with_stack", action: "warn", why: "has no effect: traces record spans, not JavaScript stacks", when: (v, c) => v === true && c.train.enable_profiling },
+  { key: "train.profile_record_shapes", action: "warn", why: "has no effect: step spans always carry their micro-batch count and tokens", when: (v, c) => v === false && c.train.enable_profiling },
+  { key: "train.wandb_project", action: "warn", why: "has no effect: there is no Weights & Biases client for JavaScript (see train.use_wandb)" },
+  { key: "train.wandb_name", action: "warn", why: "has no effect: there is no Weights & Biases client for JavaScript (see train.use_wandb)" },
   // use_wandb is true by default in VeOmni: say it once whenever it is on.
   {
     key: "train.use_wandb", action: "warn", when: (v) => v === true,
