@@ -131,7 +131,7 @@ function traceRank(rank: number, t: { profile_trace_dir: string; profile_start_s
 }
 
 /** Per unit [sum, sum of squares, index-weighted sum] over the params this rank owns uniquely. */
-function paramStats(plan: Parallelism, nUnits: number): number[] {
+export function paramStats(plan: Parallelism, nUnits: number): number[] {
   const out: number[] = [];
   for (let u = 0; u < nUnits; u++) {
     const o = plan.owned(u);

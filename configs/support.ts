@@ -33,10 +33,6 @@ export const SUPPORT: SupportRule[] = [
   { key: "data.data_name", action: "warn", why: "has no effect: the data is named by data.train_path" },
   { key: "data.data_tag", action: "refuse", why: `${NOT_YET} (multimodal tags)` },
   { key: "data.num_workers", action: "warn", why: "has no effect: each rank has one dataloader thread that prefetches data.prefetch_factor steps" },
-  {
-    key: "data.drop_last", action: "refuse", when: (v, c) => v === false && c.train.dyn_bsz,
-    why: `${NOT_YET} with dynamic batching (the ranks' step counts are not known in advance); set train.dyn_bsz false`,
-  },
   { key: "data.pin_memory", action: "warn", why: "has no effect: no pinned host memory on the CPU and WebGPU backends" },
   // train
   { key: "train.optimizer", action: "warn", why: "anyprecision_adamw is AdamW with float32 states here, the same as adamw" },

@@ -31,6 +31,9 @@ export interface MicroBatch {
    *  labels[0..T-1] != -100), `cuSeqlens` are the boundaries of the whole padded row (from its
    *  position ids: every 0 starts a sequence), and realTokens counts the slice's unpadded tokens. */
   seqParallel?: { offset: number; fullLength: number; realTokens: number };
+  /** VeOmni's padding_flag: no sample, one token without loss (data.drop_last false, a rank whose
+   *  share of the data is used up before the last step; packing.ts paddingMicroBatch). */
+  padding?: boolean;
 }
 
 /** One optimizer step's share of one data-parallel rank: its micro-batches in order. */

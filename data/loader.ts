@@ -1,9 +1,10 @@
 // The data loader of one data-parallel rank: ordered positions -> raw rows -> samples -> buffer ->
 // packed micro-batches, `gradAccum` of them per optimizer step. Its whole position is a small
 // LoaderState (state.ts); restoring it continues bit-identically.
-import { IGNORE_INDEX, type MicroBatch, type StepBatch } from "./batch.ts";
+import type { MicroBatch, StepBatch } from "./batch.ts";
 import { EpochOrder } from "./order.ts";
-import { budgetAt, firstFit, packMicroBatch } from "./packing.ts";
+import { budgetAt, packMicroBatch, paddingMicroBatch, takeDynamic } from "./packing.ts";
+import { planDynamicSteps } from "./plan.ts";
 import { defaultKeys, makeSample, type Sample, type SampleSpec } from "./samples.ts";
 import { expandTrainPath, indexSources, readUnit, type RawRow, type SourceIndex } from "./sources.ts";
 import { type BufRef, type LoaderState, reshardStates, streamAt, streamFor } from "./state.ts";
@@ -23,7 +24,8 @@ export interface DataLoaderConfig {
     max_seq_len: number;
     train_size?: number;
     on_bad_sample?: "error" | "skip";
-    /** false: the last, partial step of the data is trained too (static batching only). */
+    /** false: the last, partial step of the data is trained too; every rank runs to the last step
+     *  of the rank with the most data, padding with no-loss micro-batches (VeOmni's padding_flag). */
     drop_last?: boolean;
   };
   train: {
@@ -66,7 +68,8 @@ export interface LoaderInfo {
   gradAccum: number;
   /** Token budget of a micro-batch after warmup (dyn_bsz), micro_batch_size * max_seq_len - margin. */
   budget: number;
-  /** Optimizer steps the schedule should plan for: max_steps, else an estimate (VeOmni's). */
+  /** Optimizer steps the schedule should plan for: max_steps, else an estimate (VeOmni's); with
+   *  data.drop_last false the exact count (dyn_bsz: planned from every sample's length, after plan()). */
   trainSteps: number;
   tokenizerEngine: "fast" | "hf" | null;
 }
@@ -82,9 +85,14 @@ export class DataLoader {
   private buf: Buffered[] = [];
   private unitCache = new Map<number, RawRow[]>();
   private done = false;
-  /** data.drop_last false: run every rank to `lastStep` (rank 0's step count), padding with
-   *  partial and then no-loss micro-batches once this rank's share is used up. */
+  /** data.drop_last false: run every rank to info.trainSteps (the longest rank's step count),
+   *  padding with partial and then no-loss micro-batches once this rank's share is used up. */
   private keepLast: boolean;
+  /** keepLast with dyn_bsz and no max_steps: info.trainSteps still has to be planned (plan()). */
+  private unplanned: boolean;
+  /** Steps the bsz warmup ramps over: max_steps, else VeOmni's estimate (not the planned count,
+   *  which depends on the budgets). */
+  private warmupBase: number;
 
   constructor(private cfg: DataLoaderConfig, private opts: LoaderOptions) {
     const { data, train } = cfg;
@@ -109,12 +117,13 @@ export class DataLoader {
     const N = this.idx.total;
     if (N === 0) throw new Error(`empty dataset: 0 samples in ${files.length} file(s) of data.train_path '${data.train_path}'`);
     this.keepLast = data.drop_last === false;
-    if (this.keepLast && train.dyn_bsz) throw new Error("data.drop_last false needs train.dyn_bsz false (with dynamic batching the ranks' step counts are not known in advance)");
     // one step needs gradAccum micro-batches of >= 1 sample (dyn_bsz) or exactly mbs samples, on every rank
     const need = this.keepLast ? 1 : train.dyn_bsz ? gradAccum * dpSize : gbs;
     if (N < need) throw new Error(`too few samples for one step: ${N} samples in data.train_path, one step needs ${need} (global_batch_size ${gbs} = micro_batch_size ${mbs} x dp ${dpSize} x grad accum ${gradAccum}${train.dyn_bsz ? ", dyn_bsz: >= 1 sample per micro-batch" : ""})`);
     this.order = new EpochOrder(this.idx.units.map((u) => u.count), train.seed);
     const budget = mbs * data.max_seq_len - (train.dyn_bsz_margin ?? 0);
+    this.warmupBase = train.max_steps ?? Math.max(1, Math.floor(((data.train_size ?? 10_000_000) * train.num_train_epochs) / (gbs * data.max_seq_len)));
+    this.unplanned = this.keepLast && train.dyn_bsz && train.max_steps == null;
     const trainSteps = train.max_steps ?? Math.max(1, train.dyn_bsz
       ? Math.floor(((data.train_size ?? 10_000_000) * train.num_train_epochs) / (gbs * data.max_seq_len))
       : this.keepLast
@@ -129,15 +138,52 @@ export class DataLoader {
     opts.log?.info({ ...this.info, dpRank, dpSize }, "data loader ready");
   }
 
+  /**
+   * data.drop_last false with dyn_bsz (and no max_steps): sets info.trainSteps to the step count of
+   * the rank with the most data, planned from the token length of every sample (each is read and
+   * tokenized once for this, on every rank: the same numbers everywhere, so all ranks agree with
+   * no message). Bad samples fail here, before the first step (or are skipped, as in training).
+   * A no-op otherwise; nextStep() calls it first when nobody did.
+   */
+  async plan(): Promise<LoaderInfo> {
+    if (!this.unplanned) return this.info;
+    const { train } = this.cfg;
+    const offset: number[] = [];
+    let n = 0;
+    for (const u of this.idx.units) { offset.push(n); n += u.count; }
+    const lens = new Int32Array(n);
+    if (this.spec.vision) await initImageDecoders();
+    for (let u = 0; u < this.idx.units.length; u++) {
+      const rows = await readUnit(this.idx, this.idx.units[u]);
+      for (let row = 0; row < rows.length; row++) {
+        const r = makeSample(rows[row], this.spec);
+        if ("bad" in r && this.cfg.data.on_bad_sample !== "skip") throw new Error(`bad sample: ${r.bad} (data.on_bad_sample: skip counts and skips these)`);
+        lens[offset[u] + row] = "bad" in r ? -1 : r.ids.length;
+      }
+    }
+    const steps = await planDynamicSteps({
+      lengthAt: (epoch, pos) => { const { unit, row } = this.order.locate(epoch, pos); return lens[offset[unit] + row]; },
+      total: this.st.total, dpSize: this.opts.dpSize, epochs: train.num_train_epochs, gradAccum: this.info.gradAccum,
+      bufferSize: train.dyn_bsz_buffer_size, budget: (step) => this.budgetAt(step),
+    });
+    this.info.trainSteps = Math.max(1, ...steps);
+    this.unplanned = false;
+    this.opts.log?.info({ steps_per_rank: steps, train_steps: this.info.trainSteps }, "data.drop_last false: planned every rank's dynamic batches");
+    return this.info;
+  }
+
   /** The next optimizer step's micro-batches for this rank, or null when max_steps is reached or
-   *  the last epoch cannot fill a whole step (the remainder is dropped, as drop_last). */
+   *  the last epoch cannot fill a whole step (the remainder is dropped, as drop_last; with
+   *  drop_last false: after info.trainSteps steps, the last ones padded where this rank ran out). */
   async nextStep(): Promise<StepBatch | null> {
     const { train } = this.cfg;
+    if (this.unplanned) await this.plan();
     if (this.done || (train.max_steps != null && this.st.step >= train.max_steps)) return null;
     if (this.keepLast && train.max_steps == null && this.st.step >= this.info.trainSteps) return null;
     const microBatches: MicroBatch[] = [];
     for (let m = 0; m < this.info.gradAccum; m++) {
-      const mb = train.dyn_bsz ? await this.dynamicMicroBatch() : await this.staticMicroBatch();
+      let mb = train.dyn_bsz ? await this.dynamicMicroBatch() : await this.staticMicroBatch();
+      if (!mb && this.keepLast) mb = paddingMicroBatch();
       if (!mb) { this.done = true; return null; }
       microBatches.push(mb);
     }
@@ -154,6 +200,8 @@ export class DataLoader {
    *  any number of ranks (reshardStates; refused with both sizes where not exact). */
   async restore(saved: LoaderState | LoaderState[]): Promise<void> {
     const all = Array.isArray(saved) ? saved : [saved];
+    if (this.keepLast && this.cfg.train.dyn_bsz && this.cfg.train.max_steps == null && all[0].dpSize !== this.opts.dpSize)
+      throw new Error(`loader state saved on ${all[0].dpSize} data-parallel ranks cannot resume on ${this.opts.dpSize} with data.drop_last false and train.dyn_bsz: the run's steps were planned for ${all[0].dpSize} ranks; resume on ${all[0].dpSize}, or set data.drop_last true`);
     const mine = all.length === 1 && all[0].dpSize === this.opts.dpSize
       ? all[0] : reshardStates(all, this.opts.dpSize)[this.opts.dpRank];
     const want = { seed: this.st.seed, total: this.st.total, units: this.st.units };
@@ -227,33 +275,21 @@ export class DataLoader {
       if (!this.keepLast) return null;
       // drop_last false: what is left (fewer samples), or one token that carries no loss; the
       // global token normalisation counts only valid tokens, so the loss is that of the real samples
-      if (this.buf.length === 0) return packMicroBatch([{ ids: Int32Array.of(0), labels: Int32Array.of(IGNORE_INDEX) }]);
+      if (this.buf.length === 0) return paddingMicroBatch();
       break;
     }
     return packMicroBatch(this.buf.splice(0, mbs).map((b) => b.sample), this.spec.vision?.preprocessor);
   }
 
-  private bufTokens(): number {
-    let t = 0;
-    for (const b of this.buf) t += b.sample.ids.length;
-    return t;
+  private budgetAt(step: number): number {
+    const { train } = this.cfg;
+    return budgetAt(step, this.info.budget, train.bsz_warmup_ratio ?? 0, train.bsz_warmup_init_mbtoken ?? 200, this.warmupBase);
   }
 
   // Refill to >= dyn_bsz_buffer_size samples holding >= one budget of tokens, then first-fit.
   private async dynamicMicroBatch(): Promise<MicroBatch | null> {
-    const { train } = this.cfg;
-    const budget = budgetAt(this.st.step, this.info.budget, train.bsz_warmup_ratio ?? 0, train.bsz_warmup_init_mbtoken ?? 200, this.info.trainSteps);
-    let tokens = this.bufTokens();
-    while (this.buf.length < train.dyn_bsz_buffer_size || tokens < budget) {
-      if (!(await this.fill())) break;
-      tokens += this.buf[this.buf.length - 1].sample.ids.length;
-    }
-    if (this.buf.length === 0) return null;
-    const chosen = firstFit(this.buf.map((b) => b.sample.ids.length), budget);
-    const take = new Set(chosen);
-    const samples = chosen.map((i) => this.buf[i].sample);
-    this.buf = this.buf.filter((_, i) => !take.has(i));
-    return packMicroBatch(samples, this.spec.vision?.preprocessor);
+    const samples = await takeDynamic(this.buf, (b) => b.sample.ids.length, () => this.fill(), this.cfg.train.dyn_bsz_buffer_size, this.budgetAt(this.st.step));
+    return samples && packMicroBatch(samples.map((b) => b.sample), this.spec.vision?.preprocessor);
   }
 }
 

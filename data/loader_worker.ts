@@ -44,7 +44,7 @@ async function handle(req: WorkerRequest): Promise<void> {
           ...req.opts,
           log: { info: (obj, msg) => post({ id: -1, log: "info", obj, msg }), warn: (obj, msg) => post({ id: -1, log: "warn", obj, msg }) },
         });
-        post({ id: req.id, ok: true, value: loader.info });
+        post({ id: req.id, ok: true, value: await loader.plan() });
         break;
       }
       case "next": {

@@ -50,6 +50,36 @@ export function firstFit(lens: ArrayLike<number>, budget: number): number[] {
   return chosen;
 }
 
+/** One dynamic micro-batch (VeOmni's dynamic batching): refill the buffer until it holds at least
+ *  `bufferSize` samples and `budget` tokens (or `fill` says the data has ended), then take the
+ *  first-fit choice out of it, in buffer order. null when the buffer is empty at the end of the
+ *  data. The loader and its epoch plan (plan.ts) both batch through this, so the plan counts the
+ *  very micro-batches the loader makes. */
+export async function takeDynamic<T>(buf: T[], len: (x: T) => number, fill: () => Promise<boolean> | boolean, bufferSize: number, budget: number): Promise<T[] | null> {
+  let tokens = 0;
+  for (const b of buf) tokens += len(b);
+  while (buf.length < bufferSize || tokens < budget) {
+    if (!(await fill())) break;
+    tokens += len(buf[buf.length - 1]);
+  }
+  if (buf.length === 0) return null;
+  const chosen = firstFit(buf.map(len), budget);
+  const take = new Set(chosen);
+  const out = chosen.map((i) => buf[i]);
+  let w = 0;
+  for (let i = 0; i < buf.length; i++) if (!take.has(i)) buf[w++] = buf[i];
+  buf.length = w;
+  return out;
+}
+
+/** VeOmni's padding micro-batch (its `padding_flag`) for a rank whose share of the data is used
+ *  up before the last step (data.drop_last false): one token that carries no loss, so the rank
+ *  still joins every collective, with zero contribution (validTokens 0: the global token
+ *  normalisation counts only the real samples' tokens). */
+export function paddingMicroBatch(): MicroBatch {
+  return { ...packMicroBatch([{ ids: Int32Array.of(0), labels: Int32Array.of(IGNORE_INDEX) }]), padding: true };
+}
+
 /** Token budget of one micro-batch at `step` (VeOmni bsz warmup): rises linearly from
  *  `initTokens` to `full` over the first floor(trainSteps * ratio) steps, then stays at `full`. */
 export function budgetAt(step: number, full: number, ratio: number, initTokens: number, trainSteps: number): number {

@@ -2,9 +2,9 @@
 // Runs the data pipeline without a model for every simulated data-parallel rank (VeOmni's
 // data_sim): per step and rank it prints tokens, samples, valid tokens and a hash of the rank's
 // micro-batches, so two runs, or a run resumed from a saved loader state, can be compared line
-// by line. --save-at K --save-state F writes all ranks' loader states before step K;
+// by line. Padding micro-batches (data.drop_last false) count no tokens or samples. --save-at K --save-state F writes all ranks' loader states before step K;
 // --load-state F restores them (onto any number of ranks) before the first step. The last line
-// is one JSON object {steps, samples, tokens, hash} summed over all ranks (no padding exists).
+// is one JSON object {steps, samples, tokens, hash} summed over all ranks (padding excluded).
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { dataParallelSize, loadConfig } from "../configs/index.ts";
@@ -78,7 +78,7 @@ export async function main(argv: string[]): Promise<void> {
     for (let r = 0; r < dp; r++) {
       const b = batches[r]!;
       let t = 0, s = 0, v = 0, im = 0;
-      for (const m of b.microBatches) { t += m.inputIds.length; s += m.cuSeqlens.length - 1; v += m.validTokens; im += (m.imageGridThw?.length ?? 0) / 3; }
+      for (const m of b.microBatches) if (!m.padding) { t += m.inputIds.length; s += m.cuSeqlens.length - 1; v += m.validTokens; im += (m.imageGridThw?.length ?? 0) / 3; }
       const h = hashBatches(b.microBatches, 0n);
       hash = hashBatches(b.microBatches, hash);
       samples += s; tokens += t;

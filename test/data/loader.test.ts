@@ -127,10 +127,104 @@ describe("loader", () => {
           expect(pads).toBeLessThan(2 * D);
         }
       }
-      const base = cfg(`${dir}/a.jsonl`, { dyn: true });
-      expect(() => createDataLoader({ ...base, data: { ...base.data, drop_last: false } }, opts(0, 1))).toThrow("data.drop_last false needs train.dyn_bsz false");
     } finally { done(); }
   }, 30_000);
+
+  /** Every rank's steps for drop_last false; checks SPMD shape and returns per-sample counts. */
+  async function keepLastRun(loaders: DataLoader[], gradAccum: number, budget: number) {
+    const steps = await runAll(loaders);
+    const S = steps[0].length;
+    for (const l of loaders) expect(l.info.trainSteps).toBe(S); // the plan is the run, on every rank
+    const count = new Map<number, number>();
+    const padsPerRank = steps.map(() => 0);
+    steps.forEach((rk, r) => {
+      expect(rk.length).toBe(S);
+      for (const st of rk) {
+        expect(st.microBatches.length).toBe(gradAccum);
+        for (const mb of st.microBatches) {
+          if (mb.padding) {
+            expect([mb.inputIds.length, mb.validTokens, mb.labels[0]]).toEqual([1, 0, IGNORE_INDEX]);
+            padsPerRank[r]++;
+            continue;
+          }
+          checkMicroBatch(mb, budget);
+          for (const id of sampleIds(mb)) count.set(id, (count.get(id) ?? 0) + 1);
+        }
+      }
+    });
+    // a rank's padding comes only after its last sample, and some rank has none in the last step
+    // (S is no longer than the longest rank needs)
+    for (const rk of steps) {
+      const flags = rk.flatMap((st) => st.microBatches.map((m) => m.padding === true));
+      expect(flags.slice(flags.indexOf(true) < 0 ? flags.length : flags.indexOf(true)).every(Boolean)).toBe(true);
+    }
+    expect(steps.some((rk) => !rk[S - 1].microBatches[0].padding)).toBe(true);
+    return { S, count, padsPerRank };
+  }
+
+  test("drop_last false with dyn_bsz: every sample exactly once per epoch on 1, 2, 3 ranks; ranks agree on the planned steps", async () => {
+    const { dir, done } = tempDir("keepdyn");
+    try {
+      const N = 101;
+      writeIdJsonl(join(dir, "a.jsonl"), 60, 16);
+      writeIdJsonl(join(dir, "b.jsonl"), 41, 16, 60);
+      const path = `${dir}/a.jsonl,${dir}/b.jsonl`;
+      let padded = 0;
+      for (const D of [1, 2, 3]) {
+        for (const [epochs, gradAccum, warmup] of [[1, 1, 0], [1, 2, 0], [2, 2, 0], [1, 2, 0.5]]) {
+          const b0 = cfg(path, { dyn: true, epochs, mbs: 2, gbs: 2 * D * gradAccum, buffer: 5, warmup, warmInit: 10 });
+          const base = { ...b0, data: { ...b0.data, train_size: 400 } }; // bsz warmup over floor(400 / (gbs * 16)) * ratio steps
+          const c = { ...base, data: { ...base.data, drop_last: false } };
+          const { S, count, padsPerRank } = await keepLastRun(Array.from({ length: D }, (_, r) => createDataLoader(c, opts(r, D))), gradAccum, 32);
+          expect(count.size).toBe(N);
+          for (const v of count.values()) expect(v).toBe(epochs);
+          padded += padsPerRank.reduce((a, b) => a + b, 0);
+          // drop_last true (unchanged): the ranks stop at the first rank's end, the rest is dropped
+          const dropped = await runAll(Array.from({ length: D }, (_, r) => createDataLoader(base, opts(r, D))));
+          expect(dropped[0].length).toBeLessThanOrEqual(S);
+          const seen = dropped.flatMap((rk) => rk.flatMap((st) => st.microBatches.flatMap(sampleIds)));
+          expect(new Set(seen).size).toBeLessThanOrEqual(N);
+          if (D > 1 && epochs === 1) expect(seen.length).toBeLessThan(N);
+        }
+      }
+      expect(padded).toBeGreaterThan(0); // some last step was uneven
+      // bad samples skipped in the plan as in training
+      writeFileSync(join(dir, "bad.jsonl"), `{"input_ids":[1001,1001]}\n{"oops":1}\n{"input_ids":[2001,2001,2001]}\n`);
+      const bad = cfg(`${path},${dir}/bad.jsonl`, { dyn: true, mbs: 2, gbs: 8, buffer: 5, onBad: "skip" });
+      const b = { ...bad, data: { ...bad.data, drop_last: false } };
+      const r = await keepLastRun([0, 1].map((r) => createDataLoader(b, opts(r, 2))), 2, 32);
+      expect(r.count.size).toBe(N + 2);
+      const strict = { ...b, data: { ...b.data, on_bad_sample: "error" as const } };
+      await expect(createDataLoader(strict, opts(0, 2)).plan()).rejects.toThrow(/bad sample: .*bad\.jsonl.*line 2/);
+    } finally { done(); }
+  }, 60_000);
+
+  test("drop_last false with dyn_bsz: resumed mid-epoch still trains every sample exactly once; another dp size is refused", async () => {
+    const { dir, done } = tempDir("keepdynres");
+    try {
+      const N = 101;
+      writeIdJsonl(join(dir, "a.jsonl"), N, 16);
+      for (const D of [2, 3]) {
+        const base = cfg(`${dir}/a.jsonl`, { dyn: true, epochs: 2, mbs: 2, gbs: 4 * D, buffer: 5 });
+        const c = { ...base, data: { ...base.data, drop_last: false } };
+        const first = Array.from({ length: D }, (_, r) => createDataLoader(c, opts(r, D)));
+        const count = new Map<number, number>();
+        const add = (st: StepBatch) => { for (const mb of st.microBatches) if (!mb.padding) for (const id of sampleIds(mb)) count.set(id, (count.get(id) ?? 0) + 1); };
+        for (let s = 0; s < 9; s++) for (const l of first) add((await l.nextStep())!);
+        const S = first[0].info.trainSteps;
+        const states = first.map((l) => l.state());
+        const second = Array.from({ length: D }, (_, r) => createDataLoader(c, opts(r, D)));
+        for (const [r, l] of second.entries()) await l.restore(states[r]);
+        const rest = await runAll(second);
+        for (const rk of rest) expect(rk.length).toBe(S - 9);
+        for (const rk of rest) for (const st of rk) add(st);
+        expect(count.size).toBe(N);
+        for (const v of count.values()) expect(v).toBe(2);
+        const c1 = { ...c, train: { ...c.train, global_batch_size: 4 * (D + 1) } };
+        await expect(createDataLoader(c1, opts(0, D + 1)).restore(states)).rejects.toThrow(`loader state saved on ${D} data-parallel ranks cannot resume on ${D + 1} with data.drop_last false and train.dyn_bsz`);
+      }
+    } finally { done(); }
+  }, 60_000);
 
   test("same seed -> same order, other seed -> other order; max_steps stops", async () => {
     const { dir, done } = tempDir("seed");

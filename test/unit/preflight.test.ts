@@ -77,7 +77,6 @@ describe("refused before anything starts, naming the field", () => {
   test("an unsupported parallel size and an unimplemented field", () => {
     expect(refused(["--train.tensor_parallel_size", "2", "--launch.world_size", "2"])).toContain("train.tensor_parallel_size = 2: not implemented yet");
     expect(refused(["--train.enable_activation_offload", "true"])).toContain("train.enable_activation_offload = true");
-    expect(refused(["--data.drop_last", "false"])).toContain("data.drop_last = false: not implemented yet with dynamic batching");
   }, 60_000);
 
   test("bounds read as humans write them", () => {
