@@ -9,7 +9,7 @@ export type { Config, ModelArgs, DataArgs, TrainArgs, InferArgs, LaunchArgs, Ker
 export { loadConfig, splitArgs, ConfigError } from "./load.ts";
 export { dataParallelSize, type Command } from "./checks.ts";
 export { makeLogger, type Logger } from "./log.ts";
-export { SUPPORT, supportProblems, type SupportRule } from "./support.ts";
+export { parallelRefusals, SUPPORT, supportProblems, type SupportRule } from "./support.ts";
 export { fieldsHelp, configYaml } from "./help.ts";
 
 /** Writes the resolved configuration (defaults filled in, overrides applied) to output_dir/veomni_cli.yaml. */

@@ -17,6 +17,7 @@ export interface SupportRule {
 }
 
 const NOT_YET = "not implemented yet";
+const NO_PLAN = `${NOT_YET} (plans: ddp, fsdp1/fsdp2, hsdp, ulysses); expected 1`;
 
 export const SUPPORT: SupportRule[] = [
   // model
@@ -46,10 +47,11 @@ export const SUPPORT: SupportRule[] = [
   { key: "train.empty_cache_steps", action: "warn", why: "has no effect: buffers are allocated once, there is no allocator cache to empty" },
   { key: "train.ckpt_manager", action: "warn", why: "has no effect: checkpoints are always sharded safetensors with a metadata.json commit" },
   { key: "train.data_parallel_mode", action: "refuse", why: `${NOT_YET}; use ddp, fsdp1 or fsdp2`, when: (v) => v === "fsdp2-vescale" },
-  { key: "train.tensor_parallel_size", action: "refuse", why: NOT_YET },
-  { key: "train.pipeline_parallel_size", action: "refuse", why: NOT_YET },
-  { key: "train.context_parallel_size", action: "refuse", why: NOT_YET },
-  { key: "train.expert_parallel_size", action: "refuse", why: NOT_YET },
+  // the plan builder refuses these too, from this table (parallelRefusals, parallel/plan.ts)
+  { key: "train.tensor_parallel_size", action: "refuse", why: NO_PLAN },
+  { key: "train.pipeline_parallel_size", action: "refuse", why: NO_PLAN },
+  { key: "train.context_parallel_size", action: "refuse", why: NO_PLAN },
+  { key: "train.expert_parallel_size", action: "refuse", why: NO_PLAN },
   { key: "train.profile_with_stack", action: "warn", why: "has no effect: traces record spans, not JavaScript stacks", when: (v, c) => v === true && c.train.enable_profiling },
   { key: "train.profile_record_shapes", action: "warn", why: "has no effect: step spans always carry their micro-batch count and tokens", when: (v, c) => v === false && c.train.enable_profiling },
   { key: "train.wandb_project", action: "warn", why: "has no effect: there is no Weights & Biases client for JavaScript (see train.use_wandb)" },
@@ -68,11 +70,13 @@ function valueOf(c: Config, key: string): unknown {
   return (c[g] as Record<string, unknown>)[f];
 }
 
-/** The rules that apply to this configuration, each as "key = value: why". */
-export function supportProblems(c: Config): { refused: string[]; warned: string[] } {
+/** The rules that apply to this configuration, each as "key = value: why" (only the rules that
+ *  `only` keeps, when given). */
+export function supportProblems(c: Config, only: (r: SupportRule) => boolean = () => true): { refused: string[]; warned: string[] } {
   const refused: string[] = [];
   const warned: string[] = [];
   for (const r of SUPPORT) {
+    if (!only(r)) continue;
     const v = valueOf(c, r.key);
     const [g, f] = r.key.split(".") as [Group, string];
     const applies = r.when ? r.when(v, c) : JSON.stringify(v) !== JSON.stringify(DEFAULTS[g][f]);
@@ -80,4 +84,11 @@ export function supportProblems(c: Config): { refused: string[]; warned: string[
     (r.action === "refuse" ? refused : warned).push(`${r.key} = ${JSON.stringify(v)}: ${r.why}`);
   }
   return { refused, warned };
+}
+
+/** The refused parallel layouts of a train section (the *_parallel_size fields and
+ *  data_parallel_mode): what the plan builder (parallel/plan.ts) refuses, from this one table. */
+export function parallelRefusals(t: Config["train"]): string[] {
+  const parallel = (r: SupportRule) => r.action === "refuse" && /^train\.(\w+_parallel_size|data_parallel_mode)$/.test(r.key);
+  return supportProblems({ ...DEFAULTS, train: t } as unknown as Config, parallel).refused;
 }

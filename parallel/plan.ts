@@ -12,7 +12,7 @@
 // a new plan gets its groups, hooks units, owns parameters and shows shards to the optimizer and
 // the checkpoint.
 import type { Kernels, Tensor } from "../kernels/index.ts";
-import type { Config } from "../configs/index.ts";
+import { parallelRefusals, type Config } from "../configs/index.ts";
 import type { MicroBatch } from "../data/index.ts";
 import { deviceMesh, type Comm, type CommGroup, type Mesh, type TrainAxis } from "../mesh/index.ts";
 import { materialize, type DecoderLM, type WeightSource } from "../models/index.ts";
@@ -55,14 +55,8 @@ export interface Parallelism {
 
 /** The mesh sizes a config asks for on `world` ranks; refuses what no plan implements yet, naming the field. */
 export function parallelSizes(t: Config["train"], world: number): ParallelSizes {
-  const notYet: Array<[string, number]> = [
-    ["train.tensor_parallel_size", t.tensor_parallel_size],
-    ["train.pipeline_parallel_size", t.pipeline_parallel_size],
-    ["train.context_parallel_size", t.context_parallel_size],
-    ["train.expert_parallel_size", t.expert_parallel_size],
-  ];
-  for (const [k, v] of notYet) if (v !== 1) throw new Error(`${k} = ${v}: not implemented yet (plans: ddp, fsdp1/fsdp2, hsdp, ulysses); expected 1`);
-  if (t.data_parallel_mode === "fsdp2-vescale") throw new Error("train.data_parallel_mode fsdp2-vescale is not supported; use ddp, fsdp1 or fsdp2");
+  const refused = parallelRefusals(t); // the support table's list (configs/support.ts), the only one
+  if (refused.length) throw new Error(refused.join("; "));
   const inner = t.ulysses_parallel_size * t.tensor_parallel_size * t.pipeline_parallel_size;
   const rep = t.data_parallel_replicate_size;
   const sizes: ParallelSizes = {

@@ -2,7 +2,7 @@
 // refused with every factor named), the loader's data-parallel coordinate from the mesh, and
 // unit hooks of several plans stacking instead of replacing each other.
 import { expect, test } from "bun:test";
-import { ConfigSchema } from "../../configs/index.ts";
+import { ConfigSchema, SUPPORT } from "../../configs/index.ts";
 import { createCpuKernels } from "../../kernels/index.ts";
 import { createModel } from "../../models/index.ts";
 import { parallelize, parallelSizes } from "../../parallel/index.ts";
@@ -14,7 +14,11 @@ test("parallelSizes: dp_shard is what the other axes leave; a bad factorisation 
   expect(() => parallelSizes(train({ data_parallel_replicate_size: 3 }), 4)).toThrow("mesh: pp(1) * dp_replicate(3) * dp_shard(1) * ulysses(1) * tp(1) != world_size(4)");
   expect(() => parallelSizes(train({ data_parallel_replicate_size: 8 }), 4)).toThrow("dp_replicate(8) * dp_shard(1)");
   expect(() => parallelSizes(train({ tensor_parallel_size: 2 }), 4)).toThrow("train.tensor_parallel_size = 2: not implemented yet");
-  expect(() => parallelSizes(train({ data_parallel_mode: "fsdp2-vescale" }), 2)).toThrow("fsdp2-vescale is not supported");
+  // one list: every parallel size the support table refuses is what the plan builder refuses
+  const sizes = SUPPORT.filter((r) => r.action === "refuse" && r.key.endsWith("_parallel_size")).map((r) => r.key.slice("train.".length));
+  expect(sizes.sort()).toEqual(["context_parallel_size", "expert_parallel_size", "pipeline_parallel_size", "tensor_parallel_size"]);
+  for (const f of sizes) expect(() => parallelSizes(train({ [f]: 2 }), 4)).toThrow(`train.${f} = 2: not implemented yet (plans: ddp, fsdp1/fsdp2, hsdp, ulysses); expected 1`);
+  expect(() => parallelSizes(train({ data_parallel_mode: "fsdp2-vescale" }), 2)).toThrow('train.data_parallel_mode = "fsdp2-vescale": not implemented yet; use ddp, fsdp1 or fsdp2');
 });
 
 test("one process: the whole mesh is rank 0, data rank 0 of 1, whole units, hooks of several plans all run in order", async () => {
