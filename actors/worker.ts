@@ -10,6 +10,7 @@ import type { Logger } from "pino";
 import { ConfigSchema, type Config } from "../configs/index.ts";
 import pkg from "../package.json" with { type: "json" };
 import { Actor } from "./mailbox.ts";
+import { dataPlaneHost } from "./host_addr.ts";
 import { CasRecord, connectNats, keys, openBucket, readJson, retrying, type JobState, type RankRecord } from "./nats.ts";
 import { PROTOCOL_VERSION, assertNever, decodeToWorker, encode, subjects, type StepMetrics, type ToCoordinator, type ToWorker } from "./protocol.ts";
 import { peakRssMb, type RunnerFactory, type StepRunner } from "./runner.ts";
@@ -25,7 +26,8 @@ export interface WorkerOptions {
   job?: string;
   /** epoch the worker believes current (a re-joining worker); 0 = fresh. */
   epoch?: number;
-  /** data-plane bind/advertise address (--host); absent: the job's launch.host from KV. */
+  /** data-plane bind/advertise address (--host); absent: the job's launch.host from KV, or this
+   *  host's address toward a NATS server that is not on loopback (host_addr.ts). */
   host?: string;
   portRange?: [number, number];
   logger: Logger;
@@ -84,7 +86,8 @@ class WorkerShell {
     const factory = o.runners[state.runner];
     if (!factory) throw new Error(`worker rank ${o.rank}: unknown runner "${state.runner}" in ${keys.state(this.job)}, expected one of ${Object.keys(o.runners).join(", ")}`);
     const launch = (await readJson<Config>(this.kv, keys.config(this.job)))?.launch;
-    const addr = await factory.listen(o.rank, o.host ?? launch?.host ?? "127.0.0.1", o.portRange ?? launch?.port_range ?? [0, 0], log);
+    const host = await dataPlaneHost({ flag: o.host, launchHost: launch?.host, natsUrl: o.natsUrl }); // not loopback when NATS is remote
+    const addr = await factory.listen(o.rank, host, o.portRange ?? launch?.port_range ?? [0, 0], log);
 
     const reg: ToCoordinator = { v: PROTOCOL_VERSION, kind: "register", job: this.job, rank: o.rank, epoch: o.epoch ?? 0, host: hostname(), pid: process.pid, addr };
     const welcome = await this.register(subj.register, reg);

@@ -22,7 +22,8 @@ Joins a job as rank N (0 <= N < the job's launch.world_size) and runs its steps 
   --token T     the NATS token on the command line (visible to ps; prefer VEOMNI_NATS_TOKEN)
   --job JOB     the job id (default: the newest job waiting for workers that has rank N)
   --epoch E     the epoch this worker believes current (a re-joining worker; default 0)
-  --host ADDR   this host's address for the data plane (default: the job's launch.host)
+  --host ADDR   this host's address for the data plane (default: the job's launch.host; when that is
+                loopback and NATS is not, this host's address toward the NATS server)
 Exit codes: 0 done, 1 failed, 2 usage, 3 refused, 4 fenced, 5 orphaned, 6 the job failed elsewhere.`;
 
 function usage(msg: string): never {
@@ -91,7 +92,7 @@ try {
     world: launched.world ?? undefined,
     job: opt.job,
     epoch: opt.epoch === undefined ? 0 : Number(opt.epoch),
-    host: opt.host, // default: the job's launch.host (one host) — pass this host's address on others
+    host: opt.host, // default: launch.host, or this host's address toward a non-loopback NATS (host_addr.ts)
     logger,
     runners: RUNNERS,
     threads: Number(Bun.env.VEOMNI_THREADS ?? 0) || 0,

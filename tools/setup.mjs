@@ -23,6 +23,7 @@ const APT = {
   "libdnnl2": "oneDNN: bf16 GEMMs (mixed precision) and the f32 GEMM through bun:ffi",
   "gcc": "native element-wise loops (kernels/cpu/native/vec.c, built at first use)",
   "libgomp1": "OpenMP threads of oneDNN and the native loops",
+  "iproute2": "ip netns / veth / bridge for the multi-host test (test/dist/netns_multihost.test.ts; skipped without CAP_NET_ADMIN)",
 };
 const APT_BENCH = {
   "python3-torch": "PyTorch reference workloads in ../shared/bench",

@@ -3,6 +3,7 @@
 // user would on several hosts. Then a worker killed with -9 is declared dead by the heartbeat
 // deadline (the coordinator did not spawn it, so only its silence tells). Also: the real train step
 // across such processes, and Ctrl-C of a coordinator process (exit 130, nothing left running).
+// Hosts with their own network stacks (namespaces, veth, a bridge): netns_multihost.test.ts.
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import type { Subprocess } from "bun";
 import { startNatsServer, type NatsServer } from "../../actors/embedded.ts";
