@@ -101,3 +101,48 @@ test("a worker that says it is exiting exits then, even with a step blocked on a
   ws[1].kill("SIGKILL");
   await ws[1].exited;
 }, 90_000);
+
+// `bun run jobs` with no argument, run from the folder holding the output folders: the newest
+// running job's embedded server (OUTPUT_DIR/.nats); once that is gone, the newest kept record
+// (OUTPUT_DIR/job.json); with neither, one line saying how to point it.
+test("`bun run jobs` with no argument finds the newest job from the newest output folder, or says how to point it", async () => {
+  const root = tempDir("cli-jobs");
+  const env = { ...process.env, VEOMNI_NATS_URL: undefined, VEOMNI_NATS_TOKEN: undefined };
+  const jobs = async (cwd: string) => {
+    const p = Bun.spawn([process.execPath, JOBS], { cwd, env, stdout: "pipe", stderr: "pipe" });
+    const [code, out, err] = await Promise.all([p.exited, textOf(p.stdout), textOf(p.stderr)]);
+    return { code, out, err };
+  };
+  const start = (name: string, steps: number) => Bun.spawn([process.execPath, COORD_ENTRY, JSON.stringify({
+    train: { output_dir: `${root}/${name}`, lr: 0.5, max_steps: steps, micro_batch_size: 20 },
+    launch: { world_size: 1, heartbeat_s: 0.2, job_id: name },
+  }), "toy"], { stdin: "ignore", stdout: "ignore", stderr: "pipe" });
+  // a job that finishes (only its kept record remains) beside one that runs on, whose record is
+  // rewritten at every step, so it is the newer (the coordinator logs when its workers run)
+  const old = start("old", 2);
+  const live = start("live", 1_000_000);
+  expect(await old.exited).toBe(0);
+  const reader = live.stderr.getReader();
+  for (let text = ""; !text.includes("rendezvous done; running");) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error(`coordinator ended early: ${text.slice(-1000)}`);
+    text += new TextDecoder().decode(value);
+  }
+  let r = await jobs(root);
+  expect(r.code).toBe(0);
+  expect(r.err).toContain(`the newest running job's server, from ${root}/live/.nats`);
+  expect(r.out).toMatch(/^live {2}running {2}step \d+\/1000000/m);
+  // Ctrl-C: the server is gone; the newest kept record is the one shown
+  live.kill("SIGINT");
+  void (async () => { while (!(await reader.read()).done); })();
+  expect(await live.exited).toBe(130);
+  r = await jobs(root);
+  expect(r.code).toBe(0);
+  expect(r.out).toContain(`(kept copy ${root}/live/job.json: no running job found under the current folder; newest kept record)`);
+  expect(r.out).toMatch(/^live {2}(failed|stopped|cancelled)/m);
+  // nothing to find: one line naming the ways to point it (no server on the default URL here)
+  const empty = tempDir("cli-jobs-empty");
+  r = await jobs(empty);
+  expect(r.code).toBe(2);
+  expect(r.err.split("\n")[0]).toMatch(/^jobs: .*nats:\/\/127\.0\.0\.1:4222.*; point it at a job with --dir OUTPUT_DIR or --nats URL$/);
+}, 60_000);
