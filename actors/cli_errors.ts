@@ -6,7 +6,7 @@ export function natsConnectError(url: string, e: unknown, tokenFlag: string, url
   const m = e instanceof Error ? e.message : String(e);
   const code = (e as { code?: string })?.code;
   if (/authorization violation/i.test(m))
-    return `${tokenFlag}: the NATS server at ${url} refused the connection (authorization violation): give its token with ${tokenFlag} or VEOMNI_NATS_TOKEN`;
+    return `${tokenFlag}: the NATS server at ${url} refused the connection (authorization violation): give its token with ${tokenFlag === "VEOMNI_NATS_TOKEN" ? tokenFlag : `${tokenFlag} or VEOMNI_NATS_TOKEN`}`;
   if (/connection refused/i.test(m) || code === "ECONNREFUSED")
     return `${urlFlag}: cannot reach NATS at ${url} (connection refused): is nats-server running there and listening on that port?`;
   if (/timeout/i.test(m)) return `${urlFlag}: no answer from NATS at ${url} within 5 s (timeout): check the host, port and firewall`;

@@ -1,7 +1,8 @@
 // The edges of the commands as a user meets them, with real processes and a real nats-server:
 // a worker whose rank is outside the job's world is refused at once (never "waiting for ever"),
-// a worker given a wrong token or an unreachable URL says so in one line, and a finished job's
-// record stays readable from its output folder (`bun run jobs --dir`).
+// a worker (or `bun run jobs`) given a wrong token or an unreachable URL says so in one line, a
+// finished job's record stays readable from its output folder (`bun run jobs --dir`), and
+// `bun run jobs` with no argument finds the newest job under the current folder.
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { startNatsServer, type NatsServer } from "../../actors/embedded.ts";
 import { keys } from "../../actors/nats.ts";
@@ -70,6 +71,11 @@ test("a worker with a wrong token, or no server at the URL, says so in one line"
   const [c2, e2] = await Promise.all([p.exited, textOf(p.stderr)]);
   expect(c2).toBe(2);
   expect(e2.trim()).toBe(`worker rank 0: --nats: cannot reach NATS at ${url} (connection refused): is nats-server running there and listening on that port?`);
+  // `bun run jobs` with a wrong token names the variable once
+  const j = Bun.spawn([process.execPath, JOBS, "--nats", server.url], { env: { ...process.env, VEOMNI_NATS_TOKEN: "not-the-token" }, stdout: "pipe", stderr: "pipe" });
+  const [c3, e3] = await Promise.all([j.exited, textOf(j.stderr)]);
+  expect(c3).toBe(2);
+  expect(e3.split("\n")[0]).toBe(`jobs: VEOMNI_NATS_TOKEN: the NATS server at ${server.url} refused the connection (authorization violation): give its token with VEOMNI_NATS_TOKEN; point it at a job with --dir OUTPUT_DIR or --nats URL`);
 }, 30_000);
 
 test("a worker that says it is exiting exits then, even with a step blocked on a dead peer", async () => {
