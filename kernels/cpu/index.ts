@@ -6,8 +6,12 @@
 // - mixed precision (`mixedPrecision`, train.enable_mixed_precision): matmuls take bf16 operands
 //   with f32 accumulation, on oneDNN's bf16 GEMM where the CPU has bf16 units (AMX or
 //   AVX512-BF16), else emulated by rounding the operands and running the f32 GEMM;
-// - element-wise loops: native (gcc -O3 -march=native, native/vec.c) or TypeScript.
+// - element-wise loops: native (gcc -O3 -march=native, native/vec.c) or TypeScript;
+// - attention: the flash loop nest in C (native/attn.c, threaded over heads) when the native
+//   library built and the f32 GEMM is oneDNN (its GEMMs are called from C), else TypeScript blocks.
+import { ptr } from "bun:ffi";
 import { CpuKernels } from "./backend.ts";
+import type { AttnMode } from "./fast/attention.ts";
 import { cpuSummary, hasBf16Units } from "./fast/cpu_features.ts";
 import { bf16OperandGemm, type Gemm } from "./fast/gemm.ts";
 import { makeFastOps, type FastTuning } from "./fast/index.ts";
@@ -55,9 +59,13 @@ export function createCpuKernels(opts: CpuKernelsOptions): CpuKernels {
     const useDnn = dnn !== null && (wantBf16 === "onednn" || (wantBf16 === "auto" && hasBf16Units()));
     mm = bf16OperandGemm(f32, useDnn ? dnn : null, nat.native);
   }
+  // native attention calls oneDNN from C: only where the f32 GEMM is oneDNN (OpenBLAS-pinned runs keep its sums)
+  let attn: AttnMode | null = null;
+  if (nat.native && dnn && f32 === dnn && nat.native.sym.vt_attn_init(ptr(new TextEncoder().encode(`${dnn.path}\0`))) === 0) attn = "f32";
   const desc = `cpu: ${cpuSummary()}; ${opts.threads} threads; f32 GEMM ${f32.name}${f32 === blas ? ` (${blas.config})` : ""}` +
-    `${dnnWhy && !dnn ? ` [${dnnWhy}]` : ""}; matmuls ${opts.mixedPrecision ? mm.name : "f32"}; element-wise: ${nat.reason}`;
-  return new CpuKernels(makeFastOps(f32, mm, nat.native, opts.tuning), desc, opts.mixedPrecision ? "bf16" : "f32");
+    `${dnnWhy && !dnn ? ` [${dnnWhy}]` : ""}; matmuls ${opts.mixedPrecision ? mm.name : "f32"}; element-wise: ${nat.reason}; ` +
+    `attention: ${attn ? `native flash loops, ${attn} operands` : "TypeScript flash blocks"}`;
+  return new CpuKernels(makeFastOps(f32, mm, nat.native, opts.tuning, attn), desc, opts.mixedPrecision ? "bf16" : "f32");
 }
 
 /** Plain-loop reference backend (no BLAS): the ground truth in parity tests. */

@@ -7,7 +7,7 @@ import { bf16Bits, createCpuKernels, createReferenceKernels, hasBf16Units, round
 import { loadNative } from "../../kernels/cpu/native/index.ts";
 import { parseCpuInfo } from "../../kernels/cpu/fast/cpu_features.ts";
 import { existsSync } from "node:fs";
-import { adamwCase, crossEntropyCase, swigluCase, type Case } from "./cases.ts";
+import { adamwCase, attnCase, crossEntropyCase, swigluCase, type Case } from "./cases.ts";
 import { expectClose, randn, rng, tensorF, tensorI } from "./helpers.ts";
 
 const ref = createReferenceKernels();
@@ -47,6 +47,10 @@ describe.skipIf(!native)("native element-wise loops (gcc -march=native)", () => 
     ["cross-entropy V=3001", bigCe, 2e-5, 2e-6],
     ["adamw 200003", adamwCase(200003), 1e-5, 1e-7],
     ["cross-entropy small", crossEntropyCase, 2e-5, 2e-6],
+    // native attention (attn.c, when oneDNN is there): more tasks than threads, empty and 1-token samples
+    ["attention GQA 4/2, 5 samples", attnCase(4, 2, [0, 37, 38, 38, 90, 200], 16, 21), 1e-4, 1e-5],
+    ["attention full MHA 2/2", attnCase(2, 2, [0, 64, 64, 130], 8, 22, false), 1e-4, 1e-5],
+    ["attention MQA 3/1, one sample (fewer tasks than threads)", attnCase(3, 1, [0, 150], 8, 23), 1e-4, 1e-5],
   ];
   for (const [name, c, rtol, atol] of cases) {
     test(`${name}: matches the reference; 2 threads give the bits of 1`, async () => {
@@ -59,6 +63,16 @@ describe.skipIf(!native)("native element-wise loops (gcc -march=native)", () => 
       }
     });
   }
+
+  test.skipIf(!hasDnn)("attention: the native loop nest is chosen with oneDNN and agrees with the TypeScript blocks", async () => {
+    const nat = createCpuKernels({ threads: 2 });
+    expect(nat.description).toContain("attention: native flash loops, f32 operands");
+    const ts = createCpuKernels({ threads: 1, f32Gemm: "openblas" });
+    expect(ts.description).toContain("attention: TypeScript flash blocks");
+    const c = attnCase(8, 2, [0, 300, 301, 700, 1300], 64, 24);
+    const a = await run(ts, c), b = await run(nat, c);
+    for (const key of Object.keys(a)) expectClose(`attention.${key}`, b[key], a[key], 1e-4, 1e-5);
+  });
 
   test("bf16 cast: round to nearest even, NaN quiet, same bits as TypeScript", () => {
     const vals = new Float32Array([0, -0, 1, -1, 1.00390625, 1.01171875, 1.005859375, 3.4e38, -3.4e38, Infinity, -Infinity, NaN,

@@ -6,6 +6,9 @@
 // (FlashAttention-2) recomputes P = exp(S - lse) per block: dV += P^T dO, dP = dO V^T,
 // dS = P (dP - D) with D = rowsum(dO * O), dQ += scale dS K, dK += scale dS^T Q.
 // All loops run in a fixed order, so results are bit-reproducible.
+// With `nativeMode` (the native library built and oneDNN loaded: kernels/cpu/index.ts decides at
+// start) the same loop nest runs in C (native/attn.c), threaded over (sample, head) forward and
+// (sample, KV head) backward; this TypeScript nest is the fallback and the parity reference.
 
 import { at, type Native } from "../native/index.ts";
 import { fexp } from "./fexp.ts";
@@ -18,8 +21,14 @@ type I32 = Int32Array;
 export const ATTN_BR = 64; // query rows per block
 export const ATTN_BC = 512; // key columns per block
 
-export function attentionOps(blas: Gemm, native: Native | null, BR = ATTN_BR, BC = ATTN_BC) {
+/** Operands of the native attention's GEMMs: f32, bf16 on oneDNN, or bf16-rounded f32 (native/attn.c's mode 0, 1, 2). */
+export type AttnMode = "f32" | "bf16" | "bf16-emulated";
+const MODE_CODE: Record<AttnMode, number> = { f32: 0, bf16: 1, "bf16-emulated": 2 };
+
+export function attentionOps(blas: Gemm, native: Native | null, BR = ATTN_BR, BC = ATTN_BC, nativeMode: AttnMode | null = null) {
   const nv = native?.sym;
+  const whole = nativeMode !== null ? nv : undefined; // the whole loop nest in C
+  const mode = nativeMode !== null ? MODE_CODE[nativeMode] : 0;
   // Scratch, grown on demand and reused: S/P and dP (BR,BC), O accumulator (BR,HS), row stats, D.
   let S = new Float32Array(BR * BC);
   let dP = new Float32Array(BR * BC);
@@ -45,6 +54,10 @@ export function attentionOps(blas: Gemm, native: Native | null, BR = ATTN_BR, BC
 
   function forward(out: F32, lse: F32, q: F32, k: F32, v: F32, cu: I32, T: number, NH: number, NKV: number, HS: number,
     scale: number, causal: boolean): void {
+    if (whole) {
+      return whole.vt_attn_fwd(at(out), at(lse), at(q), at(k), at(v), at(cu), cu.length - 1, NH, NKV, HS, scale, causal ? 1 : 0,
+        mode, BR, BC);
+    }
     if (O.length < BR * HS) O = new Float32Array(BR * HS);
     const G = NH / NKV, ldq = NH * HS, ldk = NKV * HS;
     for (let s = 0; s + 1 < cu.length; s++) {
@@ -99,6 +112,10 @@ export function attentionOps(blas: Gemm, native: Native | null, BR = ATTN_BR, BC
     T: number, NH: number, NKV: number, HS: number, scale: number, causal: boolean): void {
     const G = NH / NKV, ldq = NH * HS, ldk = NKV * HS;
     if (D.length < T * NH) D = new Float32Array(T * NH);
+    if (whole) {
+      return whole.vt_attn_bwd(at(dq), at(dk), at(dv), at(dout), at(q), at(k), at(v), at(out), at(lse), at(D), at(cu), cu.length - 1,
+        T, NH, NKV, HS, scale, causal ? 1 : 0, mode, BR, BC);
+    }
     for (let t = 0; t < T * NH; t++) {
       let s = 0;
       for (let d = 0; d < HS; d++) s += dout[t * HS + d] * out[t * HS + d];

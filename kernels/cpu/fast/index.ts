@@ -3,7 +3,7 @@
 // element-wise loops when the library built (native/vec.c), else tight TypeScript loops.
 import type { HostOps } from "../host_ops.ts";
 import type { Native } from "../native/index.ts";
-import { ATTN_BC, ATTN_BR, attentionOps } from "./attention.ts";
+import { ATTN_BC, ATTN_BR, attentionOps, type AttnMode } from "./attention.ts";
 import { denseOps } from "./dense.ts";
 import type { Gemm } from "./gemm.ts";
 import { CE_CHUNK_FLOATS, lossOptimOps } from "./loss_optim.ts";
@@ -20,12 +20,13 @@ export interface FastTuning {
 
 export const DEFAULT_TUNING: FastTuning = { attnBR: ATTN_BR, attnBC: ATTN_BC, ceChunkFloats: CE_CHUNK_FLOATS };
 
-/** f32: the f32 GEMM; mm: the GEMM of linear layers, the MLP and the LM head (f32 or bf16 operands). */
-export function makeFastOps(f32: Gemm, mm: Gemm, native: Native | null, tuning: FastTuning = DEFAULT_TUNING): HostOps {
+/** f32: the f32 GEMM; mm: the GEMM of linear layers, the MLP and the LM head (f32 or bf16 operands);
+ *  attn: the native attention's operand mode, null for the TypeScript flash blocks on `f32`. */
+export function makeFastOps(f32: Gemm, mm: Gemm, native: Native | null, tuning: FastTuning = DEFAULT_TUNING, attn: AttnMode | null = null): HostOps {
   return {
     name: "fast",
     ...denseOps(mm, native),
-    ...attentionOps(f32, native, tuning.attnBR, tuning.attnBC),
+    ...attentionOps(f32, native, tuning.attnBR, tuning.attnBC, attn),
     ...lossOptimOps(mm, native, tuning.ceChunkFloats),
     moeCombine,
     moeCombineBackward,

@@ -1,4 +1,4 @@
-// The native element-wise library (vec.c): compiled at first use with the machine's gcc
+// The native library (vec.c: element-wise loops; attn.c: attention's flash loop nest): compiled at first use with the machine's gcc
 // (-O3 -march=native -fopenmp) into a cache directory, then loaded through bun:ffi. The build is
 // keyed by a hash of the source, the flags and the CPU's feature flags, so a changed file or a
 // different CPU gets its own .so. Without gcc (or when the build fails) `loadNative` returns the
@@ -12,7 +12,8 @@ import { dirname, join } from "node:path";
 import { cpuInfo } from "../fast/cpu_features.ts";
 import { ompPassiveBeforeLoad } from "../fast/omp_env.ts";
 
-const SRC = join(import.meta.dir, "vec.c");
+const SRCS = ["vec.c", "attn.c"].map((f) => join(import.meta.dir, f));
+const HEADERS = ["vt_math.h"].map((f) => join(import.meta.dir, f));
 const FLAGS = ["-O3", "-march=native", "-fopenmp", "-fPIC", "-shared", "-fno-math-errno"];
 /** Where built libraries go (the repository's .cache/, gitignored). */
 export const NATIVE_CACHE = join(import.meta.dir, "..", "..", "..", ".cache", "native");
@@ -30,6 +31,12 @@ const SYMBOLS = {
   vt_attn_fwd_block: { args: ["ptr", "ptr", "ptr", "ptr", "i64", "i64", "i64", "i64", "i64", "i32"], returns: "void" },
   vt_attn_bwd_block: { args: ["ptr", "ptr", "ptr", "ptr", "i64", "i64", "i64", "i64", "i64", "i32", "i32"], returns: "void" },
   vt_sumsq: { args: ["ptr", "i64"], returns: "f64" },
+  vt_attn_init: { args: ["ptr"], returns: "i32" },
+  vt_attn_fwd: { args: ["ptr", "ptr", "ptr", "ptr", "ptr", "ptr", "i64", "i64", "i64", "i64", "f32", "i32", "i32", "i64", "i64"], returns: "void" },
+  vt_attn_bwd: {
+    args: ["ptr", "ptr", "ptr", "ptr", "ptr", "ptr", "ptr", "ptr", "ptr", "ptr", "ptr", "i64", "i64", "i64", "i64", "i64", "f32", "i32", "i32", "i64", "i64"],
+    returns: "void",
+  },
   vt_peak_f32: { args: ["i64"], returns: "f64" },
   vt_peak_bf16: { args: ["i64"], returns: "f64" },
   vt_adamw: { args: ["ptr", "ptr", "ptr", "ptr", "i64", "f64", "f64", "f64", "f64", "f64", "f64", "f64"], returns: "void" },
@@ -58,8 +65,9 @@ export function loadNative(): { native: Native | null; reason: string } {
 }
 
 function build(): { native: Native | null; reason: string } {
-  const src = readFileSync(SRC);
-  const key = createHash("sha256").update(src).update(FLAGS.join(" ")).update(cpuInfo().flags.join(" ")).digest("hex").slice(0, 16);
+  const hash = createHash("sha256");
+  for (const f of [...SRCS, ...HEADERS]) hash.update(readFileSync(f));
+  const key = hash.update(FLAGS.join(" ")).update(cpuInfo().flags.join(" ")).digest("hex").slice(0, 16);
   const so = join(NATIVE_CACHE, `vec-${key}.so`);
   if (!existsSync(so)) {
     const gcc = spawnSync("gcc", ["--version"], { encoding: "utf8" });
@@ -71,8 +79,8 @@ function build(): { native: Native | null; reason: string } {
     } catch (e) {
       return { native: null, reason: `cannot create ${dirname(so)}: ${(e as Error).message} (TypeScript element-wise loops)` };
     }
-    const r = spawnSync("gcc", [...FLAGS, "-o", tmp, SRC, "-lm"], { encoding: "utf8" });
-    if (r.status !== 0) return { native: null, reason: `gcc failed on ${SRC}: ${(r.stderr || r.stdout).split("\n")[0]} (TypeScript element-wise loops)` };
+    const r = spawnSync("gcc", [...FLAGS, "-o", tmp, ...SRCS, "-lm", "-ldl"], { encoding: "utf8" });
+    if (r.status !== 0) return { native: null, reason: `gcc failed on ${SRCS.join(" ")}: ${(r.stderr || r.stdout).split("\n")[0]} (TypeScript element-wise loops)` };
     renameSync(tmp, so);
   }
   try {

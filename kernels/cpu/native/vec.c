@@ -7,13 +7,15 @@
 // Threads: OpenMP over rows or fixed blocks (schedule(static)), the count set once by
 // vt_set_threads (kernels.threads). Every reduction runs in a fixed order inside one row or one
 // fixed block and blocks are combined in order, so results do not depend on the thread count.
-// exp: vt_exp below (Cody-Waite range reduction + degree-6 polynomial, |rel err| < 2 ulp in f32),
+// exp: vt_exp in vt_math.h (Cody-Waite range reduction + degree-6 polynomial, |rel err| < 2 ulp in f32),
 // written so gcc vectorises it (no table, no libm call).
 
 #include <math.h>
 #include <omp.h>
 #include <stdint.h>
 #include <string.h>
+
+#include "vt_math.h"
 
 typedef int64_t i64;
 
@@ -23,37 +25,6 @@ typedef int64_t i64;
 
 void vt_set_threads(int n) { omp_set_num_threads(n > 0 ? n : 1); }
 int vt_get_threads(void) { return omp_get_max_threads(); }
-
-static inline float vt_exp(float x) {
-  // exp(x) = 2^n * exp(r), n = round(x / ln2), r = x - n ln2 (ln2 split in hi + lo: exact product)
-  x = x < -87.33f ? -87.33f : (x > 88.3f ? 88.3f : x);
-  float n = __builtin_roundevenf(x * 1.44269504088896341f);
-  float r = x - n * 0.693145751953125f;
-  r = r - n * 1.42860682030941723212e-6f;
-  float p = 1.3981999507E-3f;
-  p = p * r + 8.3334519073E-3f;
-  p = p * r + 4.1665795894E-2f;
-  p = p * r + 1.6666665459E-1f;
-  p = p * r + 5.0000001201E-1f;
-  p = p * r * r + r + 1.0f;
-  union { float f; int32_t i; } s;
-  s.i = ((int32_t)n + 127) << 23;
-  return p * s.f;
-}
-
-// Exp for callers that need exact 0 below f32's range (softmax of masked or very negative logits).
-static inline float vt_exp0(float x) { return x < -87.33f ? 0.0f : vt_exp(x); }
-
-// ---------------------------------------------------------------- bf16 casts (round to nearest even)
-// bf16 = the top 16 bits of an f32. Round to nearest, ties to even, in integer arithmetic (the same
-// bits as AVX512-BF16's vcvtneps2bf16 for normal numbers, on every CPU); NaN stays a quiet NaN.
-static inline uint32_t vt_bf16_bits(float x) {
-  union { float f; uint32_t u; } v = {x};
-  uint32_t u = v.u;
-  uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-  uint32_t nan = (u >> 16) | 0x40u;
-  return ((u & 0x7fffffffu) > 0x7f800000u) ? nan : rounded;
-}
 
 // dst (rows, cols) contiguous bf16 <- src rows of `cols` floats, `lds` floats apart.
 void vt_cast_bf16(const float* src, i64 rows, i64 cols, i64 lds, uint16_t* dst) {
@@ -141,6 +112,38 @@ void vt_rmsnorm_bwd(float* dinp, float* dweight, const float* dout, const float*
   }
 }
 
+// max(init, x[0..n)) in 16 lanes (vectorised: a sequential ?: chain is not), then combined; the
+// same value as the sequential max for non-NaN inputs (max is exact and order-free).
+static inline float vt_max(const float* x, i64 n, float init) {
+  float lane[16];
+  for (int j = 0; j < 16; j++) lane[j] = init;
+  i64 i = 0;
+  for (; i + 16 <= n; i += 16)
+    for (int j = 0; j < 16; j++) lane[j] = x[i + j] > lane[j] ? x[i + j] : lane[j];
+  float mx = init;
+  for (; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+  for (int j = 0; j < 16; j++) mx = lane[j] > mx ? lane[j] : mx;
+  return mx;
+}
+
+// x[i] <- exp(x[i] - mx) for i < n, returning their sum: 16 f32 partial sums over the row (lane j
+// sums i = j mod 16 in order), then the tail, then the lanes, in f64. The exp is its own loop (a
+// plain map that vectorises); the sum re-reads x in L1/L2-sized pieces.
+static inline double vt_exp_sum(float* x, i64 n, float mx) {
+  float part[16] = {0};
+  double sum = 0;
+  i64 i = 0;
+  for (i64 b0 = 0; b0 < n; b0 += 2048) {
+    i64 b1 = b0 + 2048 < n ? b0 + 2048 : n;
+    for (i64 u = b0; u < b1; u++) x[u] = vt_exp0(x[u] - mx);
+    for (; i + 16 <= b1; i += 16)
+      for (int j = 0; j < 16; j++) part[j] += x[i + j];
+  }
+  for (; i < n; i++) sum += x[i];
+  for (int j = 0; j < 16; j++) sum += part[j];
+  return sum;
+}
+
 // ---------------------------------------------------------------- cross-entropy rows
 // Z (R,V) logits of R valid rows, y (R) their targets. Per row: loss[i] = logsumexp - z_y (f64);
 // with grads, Z becomes dZ = (softmax - onehot) * gradScale in place, else exp(z - max).
@@ -149,24 +152,9 @@ void vt_ce_rows(float* Z, const int32_t* y, i64 R, i64 V, float gradScale, int g
   for (i64 i = 0; i < R; i++) {
     float* z = Z + i * V;
     float zy = z[y[i]];
-    float mx = -INFINITY;
-    for (i64 v = 0; v < V; v++) mx = z[v] > mx ? z[v] : mx;
+    float mx = vt_max(z, V, -INFINITY);
     // 16 partial sums in f32 over the row, combined in f64: vectorised and in a fixed order
-    float part[16] = {0};
-    i64 v = 0;
-    for (; v + 16 <= V; v += 16)
-      for (int j = 0; j < 16; j++) {
-        float e = vt_exp0(z[v + j] - mx);
-        z[v + j] = e;
-        part[j] += e;
-      }
-    double sum = 0;
-    for (; v < V; v++) {
-      float e = vt_exp0(z[v] - mx);
-      z[v] = e;
-      sum += e;
-    }
-    for (int j = 0; j < 16; j++) sum += part[j];
+    double sum = vt_exp_sum(z, V, mx);
     loss[i] = (double)mx + log(sum) - (double)zy;
     if (grads) {
       float sc = (float)(gradScale / sum);
@@ -191,8 +179,7 @@ void vt_attn_fwd_block(float* S, double* m, double* l, float* O, i64 br, i64 bc,
   for (i64 r = 0; r < br; r++) {
     float* s = S + r * bc;
     i64 lim = vt_visible(r, bc, i0, j0, causal);
-    float mx = (float)m[r];
-    for (i64 c = 0; c < lim; c++) mx = s[c] > mx ? s[c] : mx;
+    float mx = vt_max(s, lim, (float)m[r]);
     double corr = m[r] == -INFINITY ? 0.0 : (double)vt_exp0((float)(m[r] - mx));
     if (corr != 1.0) {
       l[r] *= corr;
