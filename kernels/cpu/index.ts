@@ -55,13 +55,16 @@ export function createCpuKernels(opts: CpuKernelsOptions): CpuKernels {
   const nat = opts.native === false ? { native: null, reason: "native loops off (TypeScript)" } : loadNative();
   nat.native?.sym.vt_set_threads(opts.threads);
   let mm = f32;
+  let bf16Dnn = false;
   if (opts.mixedPrecision) {
-    const useDnn = dnn !== null && (wantBf16 === "onednn" || (wantBf16 === "auto" && hasBf16Units()));
-    mm = bf16OperandGemm(f32, useDnn ? dnn : null, nat.native);
+    bf16Dnn = dnn !== null && (wantBf16 === "onednn" || (wantBf16 === "auto" && hasBf16Units()));
+    mm = bf16OperandGemm(f32, bf16Dnn ? dnn : null, nat.native);
   }
   // native attention calls oneDNN from C: only where the f32 GEMM is oneDNN (OpenBLAS-pinned runs keep its sums)
   let attn: AttnMode | null = null;
-  if (nat.native && dnn && f32 === dnn && nat.native.sym.vt_attn_init(ptr(new TextEncoder().encode(`${dnn.path}\0`))) === 0) attn = "f32";
+  if (nat.native && dnn && f32 === dnn && nat.native.sym.vt_attn_init(ptr(new TextEncoder().encode(`${dnn.path}\0`))) === 0) {
+    attn = !opts.mixedPrecision ? "f32" : bf16Dnn ? "bf16" : "bf16-emulated";
+  }
   const desc = `cpu: ${cpuSummary()}; ${opts.threads} threads; f32 GEMM ${f32.name}${f32 === blas ? ` (${blas.config})` : ""}` +
     `${dnnWhy && !dnn ? ` [${dnnWhy}]` : ""}; matmuls ${opts.mixedPrecision ? mm.name : "f32"}; element-wise: ${nat.reason}; ` +
     `attention: ${attn ? `native flash loops, ${attn} operands` : "TypeScript flash blocks"}`;

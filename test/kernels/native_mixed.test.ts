@@ -140,6 +140,35 @@ describe("mixed precision GEMMs (bf16 operands, f32 accumulation)", () => {
     }
   });
 
+  test("attention under mixed precision: bf16 operands in its GEMMs; native oneDNN = native emulated = TypeScript blocks, not f32", async () => {
+    const c = attnCase(8, 2, [0, 300, 301, 700, 1300], 64, 25);
+    const ts = await run(createCpuKernels({ threads: 1, mixedPrecision: true, bf16Gemm: "emulated", f32Gemm: "openblas" }), c);
+    const f32 = await run(createCpuKernels({ threads: 1, f32Gemm: "openblas" }), c);
+    const paths = [ts];
+    if (hasDnn && native) {
+      const emu = createCpuKernels({ threads: 2, mixedPrecision: true, bf16Gemm: "emulated" });
+      expect(emu.description).toContain("attention: native flash loops, bf16-emulated operands");
+      paths.push(await run(emu, c));
+      if (hasBf16Units()) {
+        const dnn = createCpuKernels({ threads: 2, mixedPrecision: true });
+        expect(dnn.description).toContain("attention: native flash loops, bf16 operands");
+        paths.push(await run(dnn, c));
+      }
+    }
+    // max |a - b| over max |b|: the paths compute the same bf16 numbers with f32 sums in another
+    // order (and another exp in the TypeScript blocks), so a P entry sometimes rounds to the
+    // neighbouring bf16 value: measured <= 5e-5 apart; the f32 attention is >= 1.1e-3 away
+    const rel = (a: Float32Array, b: Float32Array) => {
+      let d = 0, sc = 0;
+      for (let i = 0; i < a.length; i++) d = Math.max(d, Math.abs(a[i] - b[i])), sc = Math.max(sc, Math.abs(b[i]));
+      return d / sc;
+    };
+    for (const key of ["out", "lse", "dq", "dk", "dv"]) {
+      for (const p of paths.slice(1)) expect(rel(p[key], ts[key])).toBeLessThan(2e-4);
+      expect(rel(f32[key], ts[key])).toBeGreaterThan(8e-4);
+    }
+  });
+
   test("backend choice follows the CPU flags", () => {
     expect(hasBf16Units(parseCpuInfo("model name : X\nflags : fpu avx2 avx512f avx512_bf16\n"))).toBe(true);
     expect(hasBf16Units(parseCpuInfo("model name : X\nflags : fpu avx2 amx_bf16 amx_tile\n"))).toBe(true);

@@ -1,8 +1,9 @@
 // train.enable_mixed_precision against PyTorch (test/fixtures/make_mixed_fixture.py): 5 AdamW
 // steps with clipping from the same weights and data. Losses within 1e-2 relative of
 // torch.autocast(bf16) at every step, on both GEMM paths (oneDNN's bf16 GEMM where the CPU has
-// bf16 units, and the emulated one); and, tighter, step 0 equal to a torch run of exactly our
-// semantics (every linear on bf16-rounded operands, f32 products and outputs), not the f32 run.
+// bf16 units, and the emulated one); and, tighter, close to a torch run of exactly our semantics
+// (every matmul, attention's included, on bf16-rounded operands, f32 products and outputs), and
+// visibly not the f32 run.
 import { describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { createCpuKernels } from "../../kernels/index.ts";
@@ -32,19 +33,27 @@ async function losses(opts: Parameters<typeof createCpuKernels>[0]): Promise<Ste
 
 describe("mixed precision vs PyTorch", () => {
   // bf16 rounding is discontinuous: a one-ulp difference in an f32 value (another GEMM's summation
-  // order) sometimes moves its bf16 rounding by one bf16 step, so mixed runs that differ anywhere
-  // in summation order drift apart by ~1e-5 at step 0 and ~1e-3 after 5 steps (measured: oneDNN vs
-  // OpenBLAS, or our backward's fused GEMMs vs torch's). The tight comparison is step 0's forward
-  // on the GEMM Debian's torch itself runs on (OpenBLAS): there the numbers agree to f32 rounding.
-  test("step 0, emulated bf16 on OpenBLAS = torch's bf16-operand run; f32 is visibly off", async () => {
-    const got = await losses({ threads: 1, mixedPrecision: true, bf16Gemm: "emulated", f32Gemm: "openblas" });
-    const want = exp.bf16_operands[0];
-    expect(Math.abs(got[0].loss - want.loss)).toBeLessThan(2e-6);
-    expect(Math.abs(got[0].grad_norm - want.grad_norm) / want.grad_norm).toBeLessThan(1e-5);
-    // the f32 run differs from the bf16-operand one by ~8e-5 (loss) and ~7e-5 (grad norm) at step 0
-    expect(Math.abs(exp.f32[0].loss - want.loss)).toBeGreaterThan(2e-5);
-    expect(Math.abs(exp.f32[0].grad_norm - want.grad_norm) / want.grad_norm).toBeGreaterThan(3e-5);
-  });
+  // order, or another exp in attention's softmax, whose P is rounded to bf16 for P V) sometimes
+  // moves its bf16 rounding by one bf16 step (2^-8 relative), so two runs of exactly these
+  // semantics drift apart by ~1e-4 at step 0 and up to ~1e-3 after a few steps (measured: our
+  // native and TypeScript loops, oneDNN and OpenBLAS, against torch's run of our semantics). What
+  // separates the semantics is the mean over the 5 steps: ours vs torch's run of our semantics
+  // 0.2-0.6e-3; vs the f32 run 2.3-2.7e-3 (the f32 run itself is 2.6e-3 from it).
+  const meanAbs = (got: Steps, want: Steps) => got.reduce((a, g, i) => a + Math.abs(g.loss - want[i].loss), 0) / got.length;
+  const variants = [
+    { name: "native loops, oneDNN", opts: {} },
+    { name: "native loops, emulated bf16 on OpenBLAS", opts: { bf16Gemm: "emulated" as const, f32Gemm: "openblas" as const } },
+    { name: "TypeScript loops, emulated bf16 on OpenBLAS", opts: { bf16Gemm: "emulated" as const, f32Gemm: "openblas" as const, native: false } },
+  ];
+  for (const v of variants) {
+    test(`${v.name}: the 5 losses follow torch's run of these semantics (bf16 operands in every matmul, attention's too), not f32`, async () => {
+      const got = await losses({ threads: 1, mixedPrecision: true, ...v.opts });
+      const ours = meanAbs(got, exp.bf16_operands), f32 = meanAbs(got, exp.f32);
+      expect(ours).toBeLessThan(1e-3);
+      expect(f32).toBeGreaterThan(2e-3);
+      expect(f32).toBeGreaterThan(2.5 * ours);
+    });
+  }
 
   for (const opts of [{ bf16Gemm: "auto" as const }, { bf16Gemm: "emulated" as const }]) {
     test(`bf16 GEMM ${opts.bf16Gemm} (default f32 GEMM): within 1e-2 of torch autocast bf16, 3e-3 of the bf16-operand run`, async () => {
