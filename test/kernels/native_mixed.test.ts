@@ -69,10 +69,10 @@ describe.skipIf(!native)("native element-wise loops (gcc -march=native)", () => 
     expect(nat.description).toContain("attention: native flash loops, f32 operands");
     const ts = createCpuKernels({ threads: 1, f32Gemm: "openblas" });
     expect(ts.description).toContain("attention: TypeScript flash blocks");
-    const c = attnCase(8, 2, [0, 300, 301, 700, 1300], 64, 24);
+    const c = attnCase(4, 2, [0, 150, 151, 400, 600], 32, 24);
     const a = await run(ts, c), b = await run(nat, c);
     for (const key of Object.keys(a)) expectClose(`attention.${key}`, b[key], a[key], 1e-4, 1e-5);
-  });
+  }, 30_000);
 
   test("bf16 cast: round to nearest even, NaN quiet, same bits as TypeScript", () => {
     const vals = new Float32Array([0, -0, 1, -1, 1.00390625, 1.01171875, 1.005859375, 3.4e38, -3.4e38, Infinity, -Infinity, NaN,
@@ -141,7 +141,7 @@ describe("mixed precision GEMMs (bf16 operands, f32 accumulation)", () => {
   });
 
   test("attention under mixed precision: bf16 operands in its GEMMs; native oneDNN = native emulated = TypeScript blocks, not f32", async () => {
-    const c = attnCase(8, 2, [0, 300, 301, 700, 1300], 64, 25);
+    const c = attnCase(4, 2, [0, 150, 151, 400, 600], 32, 25);
     const ts = await run(createCpuKernels({ threads: 1, mixedPrecision: true, bf16Gemm: "emulated", f32Gemm: "openblas" }), c);
     const f32 = await run(createCpuKernels({ threads: 1, f32Gemm: "openblas" }), c);
     const paths = [ts];
@@ -157,17 +157,17 @@ describe("mixed precision GEMMs (bf16 operands, f32 accumulation)", () => {
     }
     // max |a - b| over max |b|: the paths compute the same bf16 numbers with f32 sums in another
     // order (and another exp in the TypeScript blocks), so a P entry sometimes rounds to the
-    // neighbouring bf16 value: measured <= 5e-5 apart; the f32 attention is >= 1.1e-3 away
+    // neighbouring bf16 value: measured <= 1.3e-4 apart; the f32 attention is >= 1.2e-3 away
     const rel = (a: Float32Array, b: Float32Array) => {
       let d = 0, sc = 0;
       for (let i = 0; i < a.length; i++) d = Math.max(d, Math.abs(a[i] - b[i])), sc = Math.max(sc, Math.abs(b[i]));
       return d / sc;
     };
     for (const key of ["out", "lse", "dq", "dk", "dv"]) {
-      for (const p of paths.slice(1)) expect(rel(p[key], ts[key])).toBeLessThan(2e-4);
+      for (const p of paths.slice(1)) expect(rel(p[key], ts[key])).toBeLessThan(3e-4);
       expect(rel(f32[key], ts[key])).toBeGreaterThan(8e-4);
     }
-  });
+  }, 30_000);
 
   test("backend choice follows the CPU flags", () => {
     expect(hasBf16Units(parseCpuInfo("model name : X\nflags : fpu avx2 avx512f avx512_bf16\n"))).toBe(true);
