@@ -5,13 +5,14 @@
 
 import { at, type Native } from "../native/index.ts";
 import { fexp } from "./fexp.ts";
-import type { Gemm } from "./gemm.ts";
+import { operandsOf, type Gemm } from "./gemm.ts";
 
 type F32 = Float32Array;
 type I32 = Int32Array;
 
 export function denseOps(blas: Gemm, native: Native | null) {
   const nv = native?.sym;
+  const ops = operandsOf(blas); // linearBackward's dout serves both GEMMs (slot 0): cast once under mixed precision
   return {
     // out (M,N) <- alpha op(a) @ op(b) + beta out
     gemm(out: F32, a: F32, b: F32, M: number, N: number, K: number, transA: boolean, transB: boolean, alpha: number, beta: number): void {
@@ -26,8 +27,12 @@ export function denseOps(blas: Gemm, native: Native | null) {
 
     // dinp (N,C) += dout (N,OC) @ W (OC,C); dW (OC,C) += dout^T @ inp; dbias += column sums
     linearBackward(dinp: F32 | null, dweight: F32 | null, dbias: F32 | null, dout: F32, inp: F32, weight: F32, N: number, C: number, OC: number): void {
-      if (dinp) blas.sgemm(false, false, N, C, OC, 1, dout, 0, OC, weight, 0, C, 1, dinp, 0, C);
-      if (dweight) blas.sgemm(true, false, OC, C, N, 1, dout, 0, OC, inp, 0, C, 1, dweight, 0, C);
+      if (dinp && dweight) {
+        const g = ops.prepare(0, dout, 0, N, OC, OC);
+        ops.gemm(false, false, N, C, OC, 1, g, ops.prepare(1, weight, 0, OC, C, C), 1, dinp, 0, C);
+        ops.gemm(true, false, OC, C, N, 1, g, ops.prepare(1, inp, 0, N, C, C), 1, dweight, 0, C);
+      } else if (dinp) blas.sgemm(false, false, N, C, OC, 1, dout, 0, OC, weight, 0, C, 1, dinp, 0, C);
+      else if (dweight) blas.sgemm(true, false, OC, C, N, 1, dout, 0, OC, inp, 0, C, 1, dweight, 0, C);
       if (dbias) {
         for (let n = 0; n < N; n++) {
           const r = n * OC;

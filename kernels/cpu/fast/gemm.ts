@@ -19,6 +19,34 @@ export interface Gemm {
   sgemm(transA: boolean, transB: boolean, M: number, N: number, K: number, alpha: number,
     A: Float32Array, aOff: number, lda: number, B: Float32Array, bOff: number, ldb: number,
     beta: number, C: Float32Array, cOff: number, ldc: number): void;
+  /** Operands made once for several GEMMs (the bf16 GEMM: each cast once); absent: f32 pass-through. */
+  operands?(): Operands;
+}
+
+/** A stored matrix ready to be a GEMM operand: f32 data itself, or its bf16 (or bf16-rounded) copy. */
+export interface Prepared {
+  readonly data: Float32Array | Uint16Array;
+  readonly off: number;
+  readonly ld: number;
+}
+
+/** For an op that uses one matrix in several GEMMs (the LM head's W and dZ, a linear's dout):
+ *  `prepare` makes the operand once into `slot` (valid until that slot is prepared again; each
+ *  Operands has its own slots), `gemm` multiplies prepared operands (stored shapes as in sgemm). */
+export interface Operands {
+  prepare(slot: number, src: Float32Array, off: number, rows: number, cols: number, ld: number): Prepared;
+  gemm(transA: boolean, transB: boolean, M: number, N: number, K: number, alpha: number, A: Prepared, B: Prepared,
+    beta: number, C: Float32Array, cOff: number, ldc: number): void;
+}
+
+/** The Operands of a GEMM: its own (bf16) or the f32 pass-through (no copies). */
+export function operandsOf(g: Gemm): Operands {
+  if (g.operands) return g.operands();
+  return {
+    prepare: (_slot, src, off, _rows, _cols, ld) => ({ data: src, off, ld }),
+    gemm: (transA, transB, M, N, K, alpha, A, B, beta, C, cOff, ldc) =>
+      g.sgemm(transA, transB, M, N, K, alpha, A.data as Float32Array, A.off, A.ld, B.data as Float32Array, B.off, B.ld, beta, C, cOff, ldc),
+  };
 }
 
 /** C <- beta C (K = 0: the product is empty), without reading C when beta = 0. */
@@ -58,7 +86,32 @@ export function bf16OperandGemm(f32Gemm: Gemm, dnn: OneDnn | null, native: Nativ
     for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) dst[r * cols + c] = roundBf16(src[off + r * ld + c]);
   }
 
+  function operands(): Operands {
+    const slots: (Float32Array | Uint16Array)[] = [];
+    return {
+      prepare(slot, src, off, rows, cols, ld) {
+        const n = rows * cols;
+        let buf = slots[slot];
+        if (dnn) {
+          if (!(buf instanceof Uint16Array) || buf.length < n) buf = slots[slot] = new Uint16Array(n);
+          cast16(src, off, rows, cols, ld, buf as Uint16Array);
+        } else {
+          if (!(buf instanceof Float32Array) || buf.length < n) buf = slots[slot] = new Float32Array(n);
+          round32(src, off, rows, cols, ld, buf as Float32Array);
+        }
+        return { data: buf, off: 0, ld: cols };
+      },
+      gemm(transA, transB, M, N, K, alpha, A, B, beta, C, cOff, ldc) {
+        if (M === 0 || N === 0) return;
+        if (K === 0) return scaleOnly(M, N, beta, C, cOff, ldc);
+        if (dnn) dnn.gemmBf16(transA, transB, M, N, K, alpha, A.data as Uint16Array, A.off, A.ld, B.data as Uint16Array, B.off, B.ld, beta, C, cOff, ldc);
+        else f32Gemm.sgemm(transA, transB, M, N, K, alpha, A.data as Float32Array, A.off, A.ld, B.data as Float32Array, B.off, B.ld, beta, C, cOff, ldc);
+      },
+    };
+  }
+
   return {
+    operands,
     name: dnn ? "bf16 operands on oneDNN dnnl_gemm_bf16bf16f32" : `bf16 operands rounded, f32 accumulation on ${f32Gemm.name}`,
     sgemm(transA, transB, M, N, K, alpha, A, aOff, lda, B, bOff, ldb, beta, C, cOff, ldc) {
       if (M === 0 || N === 0) return;

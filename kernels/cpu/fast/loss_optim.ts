@@ -7,7 +7,7 @@
 import type { AdamWParams } from "../../ops.ts";
 import { at, type Native } from "../native/index.ts";
 import { fexp } from "./fexp.ts";
-import type { Gemm } from "./gemm.ts";
+import { operandsOf, type Gemm } from "./gemm.ts";
 
 type F32 = Float32Array;
 type I32 = Int32Array;
@@ -19,6 +19,7 @@ export const CE_CHUNK_FLOATS = 1 << 24;
 
 export function lossOptimOps(blas: Gemm, native: Native | null, Z_FLOATS = CE_CHUNK_FLOATS) {
   const nv = native?.sym;
+  const ops = operandsOf(blas); // slots: 0 W, 1 H chunk, 2 dZ chunk (mixed precision: each cast once)
   let ys = new Int32Array(0);
   let rowLoss = new Float64Array(0);
   let Z = new Float32Array(0);
@@ -36,6 +37,7 @@ export function lossOptimOps(blas: Gemm, native: Native | null, Z_FLOATS = CE_CH
     if (H.length < R * C) H = new Float32Array(R * C);
     if (dhidden && dH.length < R * C) dH = new Float32Array(R * C);
     const grads = dhidden !== null || dweight !== null;
+    const Wp = ops.prepare(0, weight, 0, V, C, C);
     let total = 0;
     for (let c0 = 0; c0 < nValid; c0 += R) {
       const r = Math.min(R, nValid - c0);
@@ -43,7 +45,8 @@ export function lossOptimOps(blas: Gemm, native: Native | null, Z_FLOATS = CE_CH
         const src = rows[c0 + i] * C, dst = i * C; // gather row (no subarray allocation)
         for (let c = 0; c < C; c++) H[dst + c] = hidden[src + c];
       }
-      blas.sgemm(false, true, r, V, C, 1, H, 0, C, weight, 0, C, 0, Z, 0, V); // Z (r,V) = H W^T
+      const Hp = ops.prepare(1, H, 0, r, C, C);
+      ops.gemm(false, true, r, V, C, 1, Hp, Wp, 0, Z, 0, V); // Z (r,V) = H W^T
       if (nv) {
         if (ys.length < r) ys = new Int32Array(R), rowLoss = new Float64Array(R);
         for (let i = 0; i < r; i++) ys[i] = targets[rows[c0 + i]];
@@ -67,14 +70,15 @@ export function lossOptimOps(blas: Gemm, native: Native | null, Z_FLOATS = CE_CH
           Z[o + y] -= gradScale;
         }
       }
+      const Zp = grads ? ops.prepare(2, Z, 0, r, V, V) : null;
       if (dhidden) {
-        blas.sgemm(false, false, r, C, V, 1, Z, 0, V, weight, 0, C, 0, dH, 0, C); // dH (r,C) = dZ W
+        ops.gemm(false, false, r, C, V, 1, Zp!, Wp, 0, dH, 0, C); // dH (r,C) = dZ W
         for (let i = 0; i < r; i++) {
           const d = rows[c0 + i] * C, s = i * C;
           for (let c = 0; c < C; c++) dhidden[d + c] += dH[s + c];
         }
       }
-      if (dweight) blas.sgemm(true, false, V, C, r, 1, Z, 0, V, H, 0, C, 1, dweight, 0, C); // dW += dZ^T H
+      if (dweight) ops.gemm(true, false, V, C, r, 1, Zp!, Hp, 1, dweight, 0, C); // dW += dZ^T H
     }
     loss[0] += total;
   }
