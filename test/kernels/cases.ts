@@ -31,11 +31,13 @@ export const embeddingCase: Case = async (k) => {
 };
 
 /** Restarting positions; `inPlace`: then the forward again with out = inp. */
-export const ropeCase = (scaling: typeof LLAMA3_ROPE | null, inPlace = false): Case => async (k) => {
-  const r = rng(5), T = 7, NH = 3, HS = 8, P = 10;
+/** RoPE forward/backward; `big`: T 600 x 4 heads x HS 40 (past the native loops' vector tails and
+ *  parallel threshold), positions restarting per packed sample. */
+export const ropeCase = (scaling: typeof LLAMA3_ROPE | null, inPlace = false, big = false): Case => async (k) => {
+  const r = rng(5), T = big ? 600 : 7, NH = big ? 4 : 3, HS = big ? 40 : 8, P = big ? 400 : 10;
   const { cos, sin } = ropeCosSin(ropeInvFreq({ dim: HS, theta: 10000, scaling }), P);
   const cosT = tensorF(k, [P, HS / 2], cos), sinT = tensorF(k, [P, HS / 2], sin);
-  const pos = tensorI(k, [0, 1, 2, 3, 0, 1, 9]);
+  const pos = tensorI(k, big ? Array.from({ length: T }, (_, t) => (t < 399 ? t : t - 399)) : [0, 1, 2, 3, 0, 1, 9]);
   const inp = tensorF(k, [T, NH, HS], randn(r, T * NH * HS)), out = tensorF(k, [T, NH, HS]);
   k.ropeForward(out, inp, cosT, sinT, pos, T, NH, HS);
   const dinp = tensorF(k, [T, NH, HS], randn(r, T * NH * HS));

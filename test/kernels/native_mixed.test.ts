@@ -7,7 +7,7 @@ import { bf16Bits, createCpuKernels, createReferenceKernels, hasBf16Units, round
 import { loadNative } from "../../kernels/cpu/native/index.ts";
 import { parseCpuInfo } from "../../kernels/cpu/fast/cpu_features.ts";
 import { existsSync } from "node:fs";
-import { adamwCase, attnCase, crossEntropyCase, swigluCase, type Case } from "./cases.ts";
+import { adamwCase, attnCase, crossEntropyCase, LLAMA3_ROPE, ropeCase, swigluCase, type Case } from "./cases.ts";
 import { expectClose, randn, rng, tensorF, tensorI } from "./helpers.ts";
 
 const ref = createReferenceKernels();
@@ -44,6 +44,7 @@ describe.skipIf(!native)("native element-wise loops (gcc -march=native)", () => 
   const cases: [string, Case, number, number][] = [
     ["swiglu 70001", swigluCase(70001), 2e-5, 2e-6],
     ["rmsnorm 301x257", rmsCase(301, 257), 2e-5, 2e-6],
+    ["rope 600x4x40, in place, llama3 table", ropeCase(LLAMA3_ROPE, true, true), 1e-6, 1e-7],
     ["cross-entropy V=3001", bigCe, 2e-5, 2e-6],
     ["adamw 200003", adamwCase(200003), 1e-5, 1e-7],
     ["cross-entropy small", crossEntropyCase, 2e-5, 2e-6],

@@ -83,6 +83,7 @@ export function denseOps(blas: Gemm, native: Native | null) {
     },
 
     ropeForward(out: F32, inp: F32, cos: F32, sin: F32, positions: I32, T: number, NH: number, HS: number): void {
+      if (nv) return nv.vt_rope(at(out), at(inp), at(cos), at(sin), at(positions), T, NH, HS, 0);
       const h2 = HS >> 1;
       for (let t = 0; t < T; t++) {
         const p0 = positions[t] * h2;
@@ -99,6 +100,7 @@ export function denseOps(blas: Gemm, native: Native | null) {
     },
 
     ropeBackward(dinp: F32, dout: F32, cos: F32, sin: F32, positions: I32, T: number, NH: number, HS: number): void {
+      if (nv) return nv.vt_rope(at(dinp), at(dout), at(cos), at(sin), at(positions), T, NH, HS, 1);
       const h2 = HS >> 1;
       for (let t = 0; t < T; t++) {
         const p0 = positions[t] * h2;

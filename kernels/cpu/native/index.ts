@@ -27,6 +27,7 @@ const SYMBOLS = {
   vt_swiglu_bwd: { args: ["ptr", "ptr", "ptr", "ptr", "ptr", "i64"], returns: "void" },
   vt_rmsnorm_fwd: { args: ["ptr", "ptr", "ptr", "ptr", "i64", "i64", "f32"], returns: "void" },
   vt_rmsnorm_bwd: { args: ["ptr", "ptr", "ptr", "ptr", "ptr", "ptr", "i64", "i64"], returns: "void" },
+  vt_rope: { args: ["ptr", "ptr", "ptr", "ptr", "ptr", "i64", "i64", "i64", "i32"], returns: "void" },
   vt_ce_rows: { args: ["ptr", "ptr", "i64", "i64", "f32", "i32", "ptr"], returns: "void" },
   vt_attn_fwd_block: { args: ["ptr", "ptr", "ptr", "ptr", "i64", "i64", "i64", "i64", "i64", "i32"], returns: "void" },
   vt_attn_bwd_block: { args: ["ptr", "ptr", "ptr", "ptr", "i64", "i64", "i64", "i64", "i64", "i32", "i32"], returns: "void" },

@@ -71,13 +71,28 @@ void vt_swiglu_bwd(float* dgate, float* dup, const float* dout, const float* gat
 }
 
 // ---------------------------------------------------------------- RMSNorm (HF LlamaRMSNorm, f32 statistics)
+// sum of x[c] * y[c] * z[c] (z null: x[c] * y[c]) in f64: 8 lanes (lane j sums c = j mod 8 in
+// order), the tail, then the lanes in a fixed tree; vectorised, the same at any thread count.
+static inline double vt_dot3(const float* x, const float* y, const float* z, i64 n) {
+  double acc[8] = {0};
+  i64 c = 0;
+  if (z)
+    for (; c + 8 <= n; c += 8)
+      for (int j = 0; j < 8; j++) acc[j] += (double)x[c + j] * y[c + j] * z[c + j];
+  else
+    for (; c + 8 <= n; c += 8)
+      for (int j = 0; j < 8; j++) acc[j] += (double)x[c + j] * y[c + j];
+  double t = 0;
+  for (; c < n; c++) t += z ? (double)x[c] * y[c] * z[c] : (double)x[c] * y[c];
+  return t + (((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])));
+}
+
 void vt_rmsnorm_fwd(float* out, float* rstd, const float* inp, const float* w, i64 N, i64 C, float eps) {
 #pragma omp parallel for schedule(static) if (N * C >= PAR_MIN)
   for (i64 n = 0; n < N; n++) {
     const float* x = inp + n * C;
     float* o = out + n * C;
-    double ss = 0;
-    for (i64 c = 0; c < C; c++) ss += (double)x[c] * x[c];
+    double ss = vt_dot3(x, x, NULL, C);
     float r = (float)(1.0 / sqrt(ss / C + eps));
     rstd[n] = r;
     for (i64 c = 0; c < C; c++) o[c] = x[c] * r * w[c];
@@ -93,8 +108,7 @@ void vt_rmsnorm_bwd(float* dinp, float* dweight, const float* dout, const float*
     const float* g = dout + n * C;
     float* d = dinp + n * C;
     float r = rstd[n];
-    double dot = 0;
-    for (i64 c = 0; c < C; c++) dot += (double)g[c] * w[c] * x[c];
+    double dot = vt_dot3(g, w, x, C);
     float k = (float)((double)r * r * r / C * dot);
     for (i64 c = 0; c < C; c++) d[c] += r * w[c] * g[c] - k * x[c];
   }
@@ -142,6 +156,35 @@ static inline double vt_exp_sum(float* x, i64 n, float mx) {
   for (; i < n; i++) sum += x[i];
   for (int j = 0; j < 16; j++) sum += part[j];
   return sum;
+}
+
+// ---------------------------------------------------------------- RoPE (rotate_half pairs (i, i + HS/2))
+// x (T, NH, HS); cos/sin (P, HS/2) tables, row positions[t]. Forward: out = x rotated by +angle
+// (out may be x: each pair is read before it is written); backward: dx += dout rotated by -angle.
+// Products and sums in f64, one rounding to f32 (the TypeScript loops' numbers).
+void vt_rope(float* out, const float* inp, const float* cs, const float* sn, const int32_t* pos, i64 T, i64 NH, i64 HS, int backward) {
+  const i64 h2 = HS / 2;
+#pragma omp parallel for schedule(static) if (T * NH * HS >= PAR_MIN)
+  for (i64 t = 0; t < T; t++) {
+    const float* c = cs + (i64)pos[t] * h2;
+    const float* s = sn + (i64)pos[t] * h2;
+    for (i64 h = 0; h < NH; h++) {
+      const float* x = inp + (t * NH + h) * HS;
+      float* o = out + (t * NH + h) * HS;
+      if (!backward)
+        for (i64 i = 0; i < h2; i++) {
+          double x1 = x[i], x2 = x[i + h2];
+          o[i] = (float)(x1 * c[i] - x2 * s[i]);
+          o[i + h2] = (float)(x2 * c[i] + x1 * s[i]);
+        }
+      else
+        for (i64 i = 0; i < h2; i++) {
+          double g1 = x[i], g2 = x[i + h2];
+          o[i] = (float)(o[i] + (g1 * c[i] + g2 * s[i]));
+          o[i + h2] = (float)(o[i + h2] + (g2 * c[i] - g1 * s[i]));
+        }
+    }
+  }
 }
 
 // ---------------------------------------------------------------- cross-entropy rows
