@@ -33,21 +33,24 @@ export function makeTrainRunner(): RunnerFactory {
       const t = config.train;
       const tracer = t.enable_profiling ? traceRank(rank, t, model, world > 1 ? comm : null) : null;
       // checkpoint actor over this rank's buffers (whole units, or FSDP shards), AdamW step and data position
-      // (webgpu: host mirrors, read at the save's sync point in extraState, uploaded in restore)
-      const hp = hostViews(k, model.params), hm = hostViews(k, trainer.m), hv = hostViews(k, trainer.v);
+      // (webgpu: host mirrors, read at the save's sync point in extraState, uploaded in restore;
+      // FSDP's shards are mirrored by the plan, and its model.params are gather slots)
+      const sharded = plan.shardOf(0) !== null;
+      const hp = hostViews(k, sharded ? [] : model.params), hm = hostViews(k, trainer.m), hv = hostViews(k, trainer.v);
       const state: Checkpointable = {
         units: () => (plan.savesShards ? model.layout.units.map((lu) => {
           const sh = plan.shardOf(lu.index);
           return { params: lu.params, start: sh?.start ?? 0, model: sh?.param ?? hp.host[lu.index], expAvg: hm.host[lu.index], expAvgSq: hv.host[lu.index] };
         }) : []),
         extraState: async () => {
-          await hp.pull(); // sync point of a save: device buffers -> host mirrors (no-op on cpu)
+          await (sharded ? plan.stageOwned() : hp.pull()); // sync point of a save: device buffers -> host mirrors (no-op on cpu)
           await hm.pull();
           await hv.pull();
           return { optimizerSteps: trainer.optimizerSteps, loader: await loader.state() };
         },
         restore: async (all) => {
-          hp.push();
+          if (sharded) plan.restoreShards();
+          else hp.push();
           hm.push();
           hv.push();
           const ex = all as { optimizerSteps: number; loader: LoaderState }[];

@@ -65,6 +65,9 @@ export interface Kernels {
   upload<D extends DType>(dst: Tensor<D>, src: HostArray<D>): void;
   /** SYNC POINT: a fresh host copy of `t` after all enqueued work that precedes this call. */
   read<D extends DType>(t: Tensor<D>): Promise<HostArray<D>>;
+  /** SYNC POINT: `read` into a caller's array of t.numel (e.g. a SharedArrayBuffer the mesh moves),
+   *  so a step that stages the same tensors every time allocates nothing. */
+  readInto(t: Tensor<"f32">, dst: Float32Array): Promise<void>;
   /** SYNC POINT: resolves when everything enqueued so far has completed. */
   sync(): Promise<void>;
 

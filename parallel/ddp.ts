@@ -3,24 +3,33 @@
 // ends (the transport thread runs it while earlier units still compute: bucketed overlap, one
 // bucket per unit); syncGrads waits for them. Sums, not means: the loss is already divided by
 // the step's global valid tokens, so the summed gradient is the exact token mean.
+// On a device backend each all-reduce is staged (staging.ts): the unit's grads are read back while
+// the next unit computes, summed on the host ring, and uploaded; syncGrads waits for the uploads
+// to be enqueued, so the optimizer's kernels run after them.
+import type { Kernels } from "../kernels/index.ts";
 import type { DecoderLM } from "../models/index.ts";
 import { sharedF32, type CommGroup } from "../mesh/index.ts";
 import type { StepCollectives } from "./collectives.ts";
+import { Mirror, PostOrder } from "./staging.ts";
 
 export class Ddp implements StepCollectives {
   private pending: Promise<void>[] = [];
   private micro = 0;
   private nMicro = 1;
   private afterSync = false;
+  private order = new PostOrder();
 
-  constructor(private model: DecoderLM, private world: CommGroup) {
-    const grads = model.allocGrads();
+  constructor(k: Kernels, private model: DecoderLM, private world: CommGroup) {
+    const grads = model.allocGrads().map((g) => new Mirror(k, g, "ddp grads"));
     const last = model.backwardUnits.at(-1); // a micro-batch's backward ends with this unit
-    for (const g of grads) if (!(g.host?.buffer instanceof SharedArrayBuffer)) throw new Error(`ddp: grads of ${g.shape} are not SharedArrayBuffer-backed (cpu backend needed)`);
     model.addHooks({
       afterUnitBackward: (u) => {
         // order: head, L..1, 0 (then the vision units of VL models; see model.backwardUnits)
-        if (this.micro === this.nMicro - 1) this.pending.push(this.world.allReduce(model.grads![u].host as Float32Array));
+        if (this.micro === this.nMicro - 1) {
+          const g = grads[u];
+          // collective (staged on a device: read back, ring all-reduce on the host, upload)
+          this.pending.push(this.order.run(g.pull(), () => this.world.allReduce(g.host)).then(() => g.push()));
+        }
         if (u === last) this.micro++;
       },
     });

@@ -10,10 +10,15 @@
 // Tied lm_head: the head (unit H) reads unit 0's params and writes its gradient into unit 0's
 // grads during the head's forward, so unit 0 stays gathered until the head is done and its
 // grad buffer lives from the head's forward until unit 0's backward.
+// On a device backend (WebGPU) shards and gather slots have host mirrors (staging.ts): a gather
+// reads the param shard back once per step (the optimizer changed it on the device), all-gathers
+// on the host and uploads the full unit; a backward's full grad is read back and reduce-scattered
+// into the shard's mirror, accumulated there and uploaded once at syncGrads.
 import type { Kernels, Tensor } from "../kernels/index.ts";
 import { fillUnitRange, modelSource, type DecoderLM, type WeightSource } from "../models/index.ts";
 import { sharedF32, type CommGroup } from "../mesh/index.ts";
 import type { OptimizerShards, StepCollectives } from "./collectives.ts";
+import { Mirror, PostOrder } from "./staging.ts";
 
 type F32 = Tensor<"f32">;
 
@@ -31,9 +36,10 @@ interface Unit {
   N: number; // real elements
   n: number; // shard elements (padded)
   start: number; // i * n
-  param: F32; // (n) this rank's shard
-  grad: F32; // (n) reduce-scattered gradient, accumulated over micro-batches
-  rsOut: F32 | null; // (n) a later micro-batch's reduce-scatter output (allocated on first need)
+  param: Mirror; // (n) this rank's shard
+  grad: Mirror; // (n) reduce-scattered gradient, accumulated over micro-batches (on the host)
+  rsOut: Float32Array | null; // (n) a later micro-batch's reduce-scatter output (allocated on first need)
+  stale: boolean; // device: the optimizer changed the shard since its mirror was pulled
   rsCount: number; // reduce-scatters posted this step (the first one writes `grad` directly)
   pslot: number; // pool slot holding the gathered params, -1 if none
   gslot: number; // pool slot holding the full grad, -1 if none
@@ -43,7 +49,8 @@ interface Unit {
 export class Fsdp implements StepCollectives, OptimizerShards {
   private units: Unit[];
   // Gather buffers pooled by padded size (layers share one size; embeddings and head their own).
-  private pool: F32[] = [];
+  private pool: Mirror[] = [];
+  private order = new PostOrder(); // the shard group's staged collectives, in hook order
   private free = new Map<number, number[]>();
   private views = new Map<string, F32>();
   private pendingRs: Promise<void>[] = [];
@@ -76,14 +83,15 @@ export class Fsdp implements StepCollectives, OptimizerShards {
       const n = Math.ceil(lu.numel / S);
       const u: Unit = {
         N: lu.numel, n, start: i * n,
-        param: k.alloc([n], "f32", { name: `${lu.name}.param_shard` }),
-        grad: k.alloc([n], "f32", { name: `${lu.name}.grad_shard` }),
-        rsOut: null, rsCount: 0,
+        param: new Mirror(k, k.alloc([n], "f32", { name: `${lu.name}.param_shard` }), "fsdp"),
+        grad: new Mirror(k, k.alloc([n], "f32", { name: `${lu.name}.grad_shard` }), "fsdp"),
+        rsOut: null, rsCount: 0, stale: false,
         pslot: -1, gslot: -1, gather: null,
       };
       // only this rank's shard is ever built (padding past the unit's end is zero); a full
       // buffer given with the model is freed
-      fillUnitRange(lu, u.start, u.param.host!, source);
+      fillUnitRange(lu, u.start, u.param.host, source);
+      u.param.push();
       if (model.params[lu.index]) k.free(model.params[lu.index]);
       return u;
     });
@@ -92,7 +100,7 @@ export class Fsdp implements StepCollectives, OptimizerShards {
     model.grads = this.units.map((x, u) => {
       const sl = this.acquire(u);
       this.release(sl);
-      return k.view(this.pool[sl], 0, [x.N]);
+      return k.view(this.pool[sl].t, 0, [x.N]);
     });
     model.addHooks({
       beforeUnitForward: (u) => this.beforeForward(u),
@@ -105,18 +113,31 @@ export class Fsdp implements StepCollectives, OptimizerShards {
   // ---------------------------------------------------------------- OptimizerShards
   slice(u: number): { start: number; param: F32; grad: F32 } {
     const x = this.units[u];
-    return { start: x.start, param: x.param, grad: x.grad };
+    return { start: x.start, param: x.param.t, grad: x.grad.t };
   }
 
   /** This rank's shards (for checkpoints): start offset and host arrays per unit. */
   shardsOf(u: number): { start: number; numel: number; param: Float32Array; grad: Float32Array } {
     const x = this.units[u];
-    return { start: x.start, numel: x.n, param: x.param.host!, grad: x.grad.host! };
+    return { start: x.start, numel: x.n, param: x.param.host, grad: x.grad.host };
+  }
+
+  /** SYNC POINT (device): param shards -> their host mirrors (shardsOf), for a save or the stats. */
+  async pullShards(): Promise<void> {
+    for (const u of this.units) await u.param.pull();
+  }
+
+  /** After a checkpoint load wrote the shards' host arrays: upload them (device). */
+  pushShards(): void {
+    for (const u of this.units) u.param.push();
   }
 
   /** Call before Trainer.step: zero the accumulated gradient shards. */
   beginStep(): void {
-    for (const u of this.units) u.rsCount = 0;
+    for (const u of this.units) {
+      u.rsCount = 0;
+      u.stale = u.param.staged; // the last step's optimizer wrote the device shard
+    }
     this.afterSync = false;
   }
 
@@ -135,8 +156,9 @@ export class Fsdp implements StepCollectives, OptimizerShards {
   async syncGrads(): Promise<void> {
     await Promise.all(this.pendingRs.splice(0)); // collective: the per-unit reduce-scatters
     if (this.replicate && this.replicate.size > 1) {
-      await Promise.all(this.units.map((u) => this.replicate!.allReduce(u.grad.host!))); // collective: HSDP replicas
+      await Promise.all(this.units.map((u) => this.replicate!.allReduce(u.grad.host))); // collective: HSDP replicas
     }
+    for (const u of this.units) u.grad.push(); // device: the summed shards, before the optimizer's kernels
     for (const u of this.units) if (u.pslot >= 0) this.releaseParams(u); // ZeRO-2 kept them for the step
     this.afterSync = true;
   }
@@ -180,13 +202,14 @@ export class Fsdp implements StepCollectives, OptimizerShards {
     x.gslot = -1;
     // the step's first micro-batch writes the shard directly; later ones accumulate into it
     const first = x.rsCount++ === 0;
-    if (!first) x.rsOut ??= this.k.alloc([x.n], "f32", { name: `${this.model.layout.units[u].name}.rs_out` });
-    const out = first ? x.grad.host! : x.rsOut!.host!;
-    const rs = this.shard.reduceScatter(out, full); // collective, runs while the next unit computes
+    if (!first) x.rsOut ??= sharedF32(x.n);
+    const out = first ? x.grad.host : x.rsOut!;
+    // collective, runs while the next unit computes (device: after the full grad is read back)
+    const rs = this.order.run(this.pool[slot].pull(), () => this.shard.reduceScatter(out, full));
     this.pendingRs.push(
       rs.then(() => {
         if (!first) {
-          const g = x.grad.host!, r = x.rsOut!.host!;
+          const g = x.grad.host, r = x.rsOut!;
           for (let j = 0; j < g.length; j++) g[j] += r[j];
         }
         this.release(slot);
@@ -203,8 +226,11 @@ export class Fsdp implements StepCollectives, OptimizerShards {
     const x = this.units[u];
     if (x.pslot >= 0) return; // already gathered or in flight
     x.pslot = this.acquire(u);
+    const slot = this.pool[x.pslot];
     const full = this.fullView(x.pslot, u);
-    x.gather = this.shard.allGather(full, x.param.host!);
+    const ready = x.stale ? x.param.pull() : null; // device: once per step, after the optimizer
+    x.stale = false;
+    x.gather = this.order.run(ready, () => this.shard.allGather(full, x.param.host)).then(() => slot.push());
     this.model.params[u] = this.modelView(x.pslot, u);
   }
 
@@ -219,7 +245,7 @@ export class Fsdp implements StepCollectives, OptimizerShards {
     const x = this.units[u];
     if (x.gslot >= 0) return;
     x.gslot = this.acquire(u);
-    this.fullView(x.gslot, u).fill(0); // padding included: the reduce-scatter sends it
+    this.k.zero(this.pool[x.gslot].t); // padding included: the reduce-scatter sends it
     this.model.grads![u] = this.modelView(x.gslot, u);
   }
 
@@ -228,12 +254,12 @@ export class Fsdp implements StepCollectives, OptimizerShards {
     const np = this.units[u].n * this.shard.size;
     const s = this.free.get(np)?.pop();
     if (s !== undefined) return s;
-    this.pool.push(this.k.alloc([np], "f32", { name: `fsdp.slot${this.pool.length}` }));
+    this.pool.push(new Mirror(this.k, this.k.alloc([np], "f32", { name: `fsdp.slot${this.pool.length}` }), "fsdp"));
     return this.pool.length - 1;
   }
 
   private release(slot: number): void {
-    const np = this.pool[slot].numel;
+    const np = this.pool[slot].t.numel;
     let l = this.free.get(np);
     if (!l) this.free.set(np, (l = []));
     l.push(slot);
@@ -241,20 +267,20 @@ export class Fsdp implements StepCollectives, OptimizerShards {
 
   /** (Np_u) host view of a slot: what the collectives move. */
   private fullView(s: number, u: number): Float32Array {
-    return this.pool[s].host!.subarray(0, this.units[u].n * this.shard.size);
+    return this.pool[s].host.subarray(0, this.units[u].n * this.shard.size);
   }
 
   /** (N_u) tensor view of a slot for the model, cached so the model's own view cache hits. */
   private modelView(s: number, u: number): F32 {
     const key = `${s}:${u}`;
     let v = this.views.get(key);
-    if (!v) this.views.set(key, (v = this.k.view(this.pool[s], 0, [this.units[u].N])));
+    if (!v) this.views.set(key, (v = this.k.view(this.pool[s].t, 0, [this.units[u].N])));
     return v;
   }
 
   /** Bytes this rank holds for the model: shards (param, grad, AdamW m+v, rs outputs) + gather buffers. */
   stateBytes(): number {
     const shards = this.units.reduce((a, u) => a + u.n * 4 + (u.rsOut ? u.n : 0), 0);
-    return 4 * (shards + this.pool.reduce((a, p) => a + p.numel, 0));
+    return 4 * (shards + this.pool.reduce((a, p) => a + p.t.numel, 0));
   }
 }

@@ -49,8 +49,10 @@ export interface Parallelism {
   owned(u: number): { start: number; values: Float32Array } | null;
   /** Bytes of model state this rank holds (FSDP: shards + gathered slots), for benchmarks. */
   stateBytes(): number;
-  /** Sync point before reading owned(): a device backend copies params to their host mirrors. */
+  /** Sync point before reading owned() or shardOf(): a device backend copies params to their host mirrors. */
   stageOwned(): Promise<void>;
+  /** After a checkpoint load wrote shardOf()'s host arrays: a device backend uploads them (cpu: nothing). */
+  restoreShards(): void;
 }
 
 /** The mesh sizes a config asks for on `world` ranks; refuses what no plan implements yet, naming the field. */
@@ -135,9 +137,9 @@ export async function parallelize(o: ParallelizeOptions): Promise<Parallelism> {
   const full = () => 4 * model.layout.totalNumel * 4; // params + grads + AdamW m, v
   const params = hostViews(k, model.params);
   const whole = (u: number) => ({ start: 0, values: params.host[u] });
-  const wholeUnits = { shardOf: () => null, savesShards: true, stageOwned: () => params.pull() };
+  const wholeUnits = { shardOf: () => null, savesShards: true, stageOwned: () => params.pull(), restoreShards: () => {} };
   if (world === 1 || !comm) return { ...base, collectives: SINGLE_PROCESS, beginStep: () => {}, stateBytes: full, owned: whole, ...wholeUnits };
-  if (k.backend !== "cpu") throw new Error(`kernels.backend = ${k.backend} with launch.world_size = ${world}: multi-rank training moves host buffers through the mesh; expected kernels.backend cpu (or world_size 1)`);
+  if (k.backend !== "cpu" && sizes.ulysses > 1) throw new Error(`kernels.backend = ${k.backend} with train.ulysses_parallel_size = ${sizes.ulysses}: Ulysses' all-to-all is not staged through host memory yet (DDP, FSDP and HSDP are); expected kernels.backend cpu or ulysses_parallel_size 1`);
   const groups = new MeshGroups(mesh, rank, comm);
   const worldGroup = await groups.over(["dp_replicate", "dp_shard", "ulysses"]);
 
@@ -153,7 +155,7 @@ export async function parallelize(o: ParallelizeOptions): Promise<Parallelism> {
 
   // 4. data parallel (last: it wraps the units the plans above left)
   if (t.data_parallel_mode === "ddp") {
-    const ddp = new Ddp(model, worldGroup);
+    const ddp = new Ddp(k, model, worldGroup);
     return { ...base, collectives: ddp, beginStep: (n) => ddp.beginStep(n), stateBytes: full, owned: (u) => (rank === 0 ? whole(u) : null), ...wholeUnits };
   }
   const shard = await groups.over(["dp_shard", "ulysses"]);
@@ -169,6 +171,6 @@ export async function parallelize(o: ParallelizeOptions): Promise<Parallelism> {
   const shardOf = (u: number) => ({ start: fsdp.shardsOf(u).start, param: fsdp.shardsOf(u).param });
   return {
     ...base, collectives: fsdp, shards: fsdp, beginStep: () => fsdp.beginStep(), stateBytes: () => fsdp.stateBytes(),
-    owned, shardOf, savesShards: primary, stageOwned: async () => {},
+    owned, shardOf, savesShards: primary, stageOwned: () => fsdp.pullShards(), restoreShards: () => fsdp.pushShards(),
   };
 }

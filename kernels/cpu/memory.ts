@@ -98,6 +98,12 @@ export class CpuMemory {
     cpuStorage(t, "read");
     return Promise.resolve((t.host as HostArray<D>).slice() as HostArray<D>);
   }
+  readInto(t: Tensor<"f32">, dst: Float32Array): Promise<void> {
+    cpuStorage(t, "readInto");
+    if (dst.length !== t.numel) throw new Error(`readInto: host array of ${dst.length} for tensor ${shapeStr(t.shape)}`);
+    if (dst !== t.host) dst.set(t.host as Float32Array);
+    return Promise.resolve();
+  }
   sync(): Promise<void> {
     return Promise.resolve();
   }

@@ -49,6 +49,7 @@ export class WebgpuKernels implements Kernels {
     this.rt.upload(g(dst), src);
   }
   read<D extends DType>(t: Tensor<D>): Promise<HostArray<D>> { return this.rt.read(g(t)); }
+  readInto(t: Tensor<"f32">, dst: Float32Array): Promise<void> { return this.rt.readInto(g(t), dst); }
   sync(): Promise<void> { return this.rt.sync(); }
 
   zero(t: Tensor): void { fill(this.rt, g(t), 0); }

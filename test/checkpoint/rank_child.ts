@@ -32,7 +32,7 @@ try {
   initWeights(model, 5);
   // DDP: whole units on every rank, each saves 1/world; FSDP (ZeRO-3): each rank its padded shard.
   const fsdp = cfg.mode === "fsdp" ? new Fsdp(k, model, world, null, world, { fullShard: true, prefetch: true }) : null;
-  const ddp = fsdp ?? new Ddp(model, world);
+  const ddp = fsdp ?? new Ddp(k, model, world);
   const pending: Promise<void>[] = [];
   let current = -1;
   const trainer = new Trainer(model, {

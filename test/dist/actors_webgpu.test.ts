@@ -1,10 +1,13 @@
 // World size 1 through the coordinator and a worker process on the WebGPU backend (lavapipe on a
 // CPU-only machine): same losses, grad norms and parameter stats as the CPU backend, and a save on
 // webgpu (device buffers read to host at the save) resumed by a second webgpu job (host -> upload)
-// continues exactly like the straight run. Multi-rank on webgpu is refused naming the fields.
+// continues exactly like the straight run. Two worker processes on webgpu (each its own Dawn
+// device; on lavapipe both share the CPU adapter) under DDP and FSDP (ZeRO-3, prefetch), their
+// collectives staged through host memory (parallel/staging.ts), equal one webgpu process.
 //
-// Tolerance: 1e-4 (f32 sums in a different order on the GPU, compounded over steps).
-import { expect, setDefaultTimeout, test } from "bun:test";
+// Tolerance: 1e-4 vs cpu (f32 sums in a different order on the GPU, compounded over steps); 1e-5
+// for 2 webgpu ranks vs 1 (the same kernels; only the gradient sums' grouping differs).
+import { beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { runJob } from "../../actors/coordinator.ts";
 import type { MetricsLine } from "../../actors/metrics.ts";
 import type { Config } from "../../configs/index.ts";
@@ -48,11 +51,32 @@ if (!probe.ok) {
     expect(childPids()).toEqual([]);
   });
 
-  test("world size 2 on webgpu is refused naming kernels.backend and launch.world_size", async () => {
-    const out = tempDir("webgpu-w2");
-    const { logger, file } = fileLogger(out, "w2");
-    expect(await runJob(config(out, "webgpu", { data_parallel_mode: "ddp", max_steps: 1 }, 2), logger)).not.toBe(0);
-    expect(await Bun.file(file).text()).toContain("kernels.backend = webgpu with launch.world_size = 2");
+  describe("2 webgpu ranks = 1 webgpu process", () => {
+    let one: MetricsLine[];
+    beforeAll(async () => {
+      one = await run(config(tempDir("webgpu-w1"), "webgpu", { max_steps: 3 }), "w1");
+    });
+    const cases: Array<[string, object]> = [
+      ["ddp", { data_parallel_mode: "ddp" }],
+      ["fsdp2 (ZeRO-3, forward prefetch)", { data_parallel_mode: "fsdp2", enable_forward_prefetch: true }],
+    ];
+    for (const [name, train] of cases) {
+      test(name, async () => {
+        const two = await run(config(tempDir("webgpu-w2"), "webgpu", { max_steps: 3, ...train }, 2), `w2-${name.split(" ")[0]}`);
+        expect(two.map((m) => m.step)).toEqual([1, 2, 3]);
+        close(one.map((m) => m.loss), two.map((m) => m.loss), 1e-5, `${name}: losses`);
+        close(one.map((m) => m.grad_norm), two.map((m) => m.grad_norm), 1e-5, `${name}: grad norms`);
+        close(one.at(-1)!.param_stats!, two.at(-1)!.param_stats!, 1e-5, `${name}: parameter stats after 3 steps`);
+        expect(childPids()).toEqual([]);
+      });
+    }
+  });
+
+  test("ulysses on webgpu is refused naming kernels.backend and train.ulysses_parallel_size", async () => {
+    const out = tempDir("webgpu-sp");
+    const { logger, file } = fileLogger(out, "sp");
+    expect(await runJob(config(out, "webgpu", { data_parallel_mode: "fsdp2", ulysses_parallel_size: 2, max_steps: 1 }, 2), logger)).not.toBe(0);
+    expect(await Bun.file(file).text()).toContain("kernels.backend = webgpu with train.ulysses_parallel_size = 2");
     expect(childPids()).toEqual([]);
   });
 }
