@@ -56,13 +56,17 @@ if (!probe.ok) {
     beforeAll(async () => {
       one = await run(config(tempDir("webgpu-w1"), "webgpu", { max_steps: 3 }), "w1");
     });
-    const cases: Array<[string, object]> = [
-      ["ddp", { data_parallel_mode: "ddp" }],
-      ["fsdp2 (ZeRO-3, forward prefetch)", { data_parallel_mode: "fsdp2", enable_forward_prefetch: true }],
+    // fsdp: 2 steps and a save (shards read back from the devices), then a second job resumes
+    // from it (shards uploaded) for step 3
+    const cases: Array<[string, object, boolean]> = [
+      ["ddp", { data_parallel_mode: "ddp" }, false],
+      ["fsdp2 (ZeRO-3, forward prefetch), saved after step 2 and resumed", { data_parallel_mode: "fsdp2", enable_forward_prefetch: true }, true],
     ];
-    for (const [name, train] of cases) {
+    for (const [name, train, resume] of cases) {
       test(name, async () => {
-        const two = await run(config(tempDir("webgpu-w2"), "webgpu", { max_steps: 3, ...train }, 2), `w2-${name.split(" ")[0]}`);
+        const out = tempDir("webgpu-w2"), tag = `w2-${name.split(" ")[0]}`;
+        let two = await run(config(out, "webgpu", { max_steps: resume ? 2 : 3, save_steps: resume ? 2 : 0, ...train }, 2), tag);
+        if (resume) two = [...two, ...(await run(config(out, "webgpu", { max_steps: 3, load_checkpoint_path: "auto", ...train }, 2), `${tag}-resumed`)).slice(two.length)];
         expect(two.map((m) => m.step)).toEqual([1, 2, 3]);
         close(one.map((m) => m.loss), two.map((m) => m.loss), 1e-5, `${name}: losses`);
         close(one.map((m) => m.grad_norm), two.map((m) => m.grad_norm), 1e-5, `${name}: grad norms`);
