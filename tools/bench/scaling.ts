@@ -1,10 +1,13 @@
 // `bun run bench scaling --size tiny|small --ranks 1,2 [--modes ddp,fsdp2] [--batch B] [--steps S]
-//   [--warmup W] [--no-ref]`: data-parallel training through the real coordinator + worker
+//   [--warmup W] [--backend cpu|webgpu] [--mixed true|false] [--no-ref]`: data-parallel training through the real coordinator + worker
 // processes + TCP rings, on the llama_model.py shapes (tied, GQA, SwiGLU), random tokens, one
 // compute thread per rank, a fixed per-rank batch (weak scaling). Reports tokens/s per rank
 // count and mode, scaling efficiency = tps(N) / (N * tps(1)), per-rank peak and steady memory
 // and model state (FSDP should hold ~1/N of it plus the gathered units). Then PyTorch DDP/FSDP
-// on gloo (/work/shared/bench/fsdp_bench.py) in the same run where it works.
+// on gloo (/work/shared/bench/fsdp_bench.py) in the same run where it works. `--backend webgpu`:
+// every rank opens its own WebGPU device (with one GPU they share it) and stages its collectives
+// through host memory (parallel/staging.ts); `--mixed` sets train.enable_mixed_precision (default
+// false here: f32, as PyTorch's reference runs).
 // Last line: one JSON object with every figure.
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -27,17 +30,20 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 
 interface Row { impl: string; mode: string; ranks: number; tokens_per_s: number | null; peak_rss_mb: number | null; rss_mb?: number | null; state_mb?: number | null; error?: string }
 
-async function ours(dir: string, size: string, mode: string, ranks: number, batch: number, steps: number, warmup: number): Promise<Row> {
+interface Run { size: string; batch: number; steps: number; warmup: number; backend: string; mixed: boolean }
+
+async function ours(dir: string, mode: string, ranks: number, o: Run): Promise<Row> {
+  const { size, batch, steps, warmup } = o;
   const out = join(dir, `${mode}-${ranks}`);
   const c = ConfigSchema.parse({
     model: { config_path: join(dir, "config.json") },
     data: { train_path: join(dir, "data.jsonl"), data_type: "plaintext", max_seq_len: SIZES[size].seq + 1 },
     train: {
       output_dir: out, lr: 3e-4, weight_decay: 0.1, max_steps: warmup + steps, micro_batch_size: 1, global_batch_size: batch * ranks,
-      dyn_bsz: false, data_parallel_mode: mode, enable_gradient_checkpointing: false, seed: 1,
+      dyn_bsz: false, data_parallel_mode: mode, enable_gradient_checkpointing: false, seed: 1, enable_mixed_precision: o.mixed,
     },
     launch: { world_size: ranks, heartbeat_s: 1, dead_after_s: 120 },
-    kernels: { backend: "cpu", threads: 1 },
+    kernels: { backend: o.backend, threads: 1 },
   });
   const logger = pino({ level: "warn" }, pino.destination({ dest: join(dir, `coord-${mode}-${ranks}.log`), sync: true }));
   const code = await runJob(c, logger, {});
@@ -79,6 +85,10 @@ export async function main(args: string[]): Promise<void> {
   const batch = Number(arg(args, "batch", size === "tiny" ? "4" : "1"));
   const steps = Number(arg(args, "steps", "4"));
   const warmup = Number(arg(args, "warmup", "1"));
+  const backend = arg(args, "backend", "cpu");
+  if (backend !== "cpu" && backend !== "webgpu") throw new Error(`--backend must be cpu or webgpu, got ${backend}`);
+  const mixed = arg(args, "mixed", "false") === "true";
+  const run: Run = { size, batch, steps, warmup, backend, mixed };
   const dir = mkdtempSync(join(tmpdir(), "veomni-scaling-"));
   writeFileSync(join(dir, "config.json"), JSON.stringify({
     model_type: "llama", vocab_size: s.V, hidden_size: s.C, num_hidden_layers: s.L, num_attention_heads: s.NH, num_key_value_heads: s.NKV,
@@ -89,12 +99,12 @@ export async function main(args: string[]): Promise<void> {
   let seed = 1234;
   const rnd = () => ((seed = (seed * 1103515245 + 12345) >>> 0) >>> 8) % s.V;
   writeFileSync(join(dir, "data.jsonl"), Array.from({ length: need }, () => JSON.stringify({ input_ids: Array.from({ length: s.seq + 1 }, rnd) })).join("\n") + "\n");
-  console.log(`scaling: size ${size}, ranks ${rankList.join(",")}, modes ${modes.join(",")}, per-rank batch ${batch} x seq ${s.seq}, ${steps} timed steps after ${warmup} warm-up, 1 thread per rank`);
+  console.log(`scaling: size ${size}, backend ${backend}${mixed ? " mixed precision" : " f32"}, ranks ${rankList.join(",")}, modes ${modes.join(",")}, per-rank batch ${batch} x seq ${s.seq}, ${steps} timed steps after ${warmup} warm-up, 1 thread per rank`);
   const rows: Row[] = [];
   for (const mode of modes) {
     for (const r of rankList) {
       if (r === 1 && mode !== modes[0]) continue; // one single-process baseline
-      const row = await ours(dir, size, r === 1 ? "ddp" : mode, r, batch, steps, warmup);
+      const row = await ours(dir, r === 1 ? "ddp" : mode, r, run);
       if (r === 1) row.mode = "single";
       rows.push(row);
       console.log(`  veomni-ts ${row.mode.padEnd(6)} ranks ${r}: ${row.tokens_per_s ?? "-"} tok/s, peak rss ${row.peak_rss_mb} MB, steady rss ${row.rss_mb} MB, model state ${row.state_mb} MB${row.error ? `  ERROR ${row.error}` : ""}`);
@@ -125,7 +135,7 @@ export async function main(args: string[]): Promise<void> {
   console.log(`  scaling efficiency: ${JSON.stringify(eff)}`);
   console.log(`  veomni-ts / pytorch tokens/s: ${JSON.stringify(ratios)}`);
   rmSync(dir, { recursive: true, force: true });
-  console.log(JSON.stringify({ bench: "scaling", size, batch_per_rank: batch, seq: s.seq, threads_per_rank: 1, rows, scaling_efficiency: eff, vs_pytorch: ratios }));
+  console.log(JSON.stringify({ bench: "scaling", size, backend, mixed, batch_per_rank: batch, seq: s.seq, threads_per_rank: 1, rows, scaling_efficiency: eff, vs_pytorch: ratios }));
 }
 
 if (import.meta.main) await main(process.argv.slice(2));
