@@ -327,11 +327,11 @@ export class DecoderLM {
     const b = this.setBatch(mb);
     const T = b.T;
     const rs = grad ? this.routerStats : null; // evaluation forwards leave the step's stats alone
-    rs?.beginMicroBatch();
+    rs?.beginMicroBatch(mb.seqParallel?.realTokens ?? T);
     await this.trunkForward(b, await this.visionForward(mb));
     if (rs) {
       const coef = c.moe!.outputRouterLogits ? c.moe!.routerAuxLossCoef : 0;
-      rs.endMicroBatch(mb.validTokens * gradScale, coef);
+      await rs.endMicroBatch(mb.validTokens, gradScale, coef); // collective under Ulysses
     }
     const H = this.headUnit;
     await this.hook("beforeUnitForward", H);

@@ -21,6 +21,7 @@ import { Ddp } from "./ddp.ts";
 import { Fsdp } from "./fsdp.ts";
 import { UlyssesAttention, ulyssesHeads } from "./ulysses.ts";
 import { ulyssesSlice } from "./ulysses_data.ts";
+import { ulyssesRouterReduce } from "./ulysses_moe.ts";
 
 /** Sizes of the training mesh's axes (all of them; 1 = not split). */
 export type ParallelSizes = Record<TrainAxis, number>;
@@ -150,6 +151,7 @@ export async function parallelize(o: ParallelizeOptions): Promise<Parallelism> {
     const group = await groups.over(["ulysses"]);
     base.ulysses = new UlyssesAttention(k, model.config, group, { async: t.ulysses_async, maxTokens: model.opts.maxTokens });
     model.setAttentionCore(base.ulysses);
+    if (model.routerStats) model.routerStats.reduce = ulyssesRouterReduce(group); // MoE aux loss over the whole row
     base.prepare = (mbs) => mbs.map((mb) => ulyssesSlice(mb, group.size, group.rank));
   }
 

@@ -141,7 +141,7 @@ export class MoeBlock {
     const dw = sc.hostDw.subarray(0, R);
     for (let t = 0; t < T; t++) for (let j = 0; j < m.K; j++) dw[t * m.K + j] = dwHost[t * K1 + j];
     const dl = sc.hostDlogits.subarray(0, T * m.E);
-    this.router.backward(dl, dw, s.routing, this.stats.auxGrad);
+    this.router.backward(dl, dw, s.routing, this.stats.auxGrad, this.stats.realTokens);
     const dlogits = sc.dlogits.at(T);
     k.upload(dlogits, dl);
     k.linearBackward(dxn, g.get("mlp.gate.weight")!, null, dlogits, xn, w.get("mlp.gate.weight")!, T, C, m.E);

@@ -120,14 +120,15 @@ export class Router {
 
   /** dlogits (T,E) <- gradient of the routing weights (dweights (T,K)) through the top-k
    *  (renormalised) softmax, plus `auxGrad` (E) = dLoss/dp[t,e] of the load-balancing loss
-   *  (the same for every token), or null. */
-  backward(dlogits: Float32Array, dweights: Float32Array, r: Routing, auxGrad: Float64Array | null): void {
+   *  (the same for every token counted in the loss: the first `auxTokens`; the rest are Ulysses
+   *  padding, outside the loss), or null. */
+  backward(dlogits: Float32Array, dweights: Float32Array, r: Routing, auxGrad: Float64Array | null, auxTokens: number): void {
     const { E, K, m } = this;
     const dp = new Float64Array(E);
     const eps = m.router === "softmax" ? 0 : 1e-20;
     for (let t = 0; t < r.T; t++) {
       const p = r.probs.subarray(t * E, (t + 1) * E);
-      if (auxGrad) dp.set(auxGrad);
+      if (auxGrad && t < auxTokens) dp.set(auxGrad);
       else dp.fill(0);
       const ids = r.ids.subarray(t * K, (t + 1) * K), dw = dweights.subarray(t * K, (t + 1) * K);
       const rsf = m.routedScalingFactor;
@@ -153,24 +154,49 @@ export class Router {
   }
 }
 
-/** Per micro-batch load-balancing loss (HF load_balancing_loss_func, attention_mask None) over
- *  the sparse layers' routings, and per-step expert load for the metrics:
+/** Sequence-parallel plans (Ulysses): sums a micro-batch's router statistics over the ranks that
+ *  hold the other slices of the same packed row, so the aux loss is the whole row's. */
+export interface RouterStatsReduce {
+  /** Ranks sharing each row (the group size). */
+  readonly size: number;
+  /** v (n) <- sum over the group of every member's v (n), the same values on every member. */
+  sum(v: Float64Array): Promise<void>;
+}
+
+/** Per micro-batch load-balancing loss (HF load_balancing_loss_func) over the sparse layers'
+ *  routings, and per-step expert load for the metrics:
  *    aux = E * sum_e (count_e / N) * (sum of p[., e] / N),  N = sparse layers x tokens,
  *  count_e the routes to expert e over all those rows (HF's mean of the one-hot top-k summed
  *  over k). Its gradient with respect to each p[t,e] is E * count_e / N^2, the same for every
- *  row: `auxGrad` (scaled by the loss coefficient), used by every sparse layer's backward. */
+ *  row: `auxGrad` (scaled by the loss coefficient), used by every sparse layer's backward.
+ *  Rows are padding-free (VeOmni rmpad: HF's attention_mask is None); the only padding is a
+ *  Ulysses row's tail, which HF's attention_mask variant would mask: those tokens are left out of
+ *  count, p sums, N and the expert load (they are the last T - realTokens rows of a slice).
+ *  Under Ulysses the statistics are summed over the group before aux is formed (`reduce`), so a
+ *  micro-batch's aux is one process's over the whole row. VeOmni instead adds each slice's own
+ *  aux, divided by sp_size (veomni/utils/loss_utils.py mean_global_loss): the mean of per-slice
+ *  losses, which depends on the group size; we keep one process's value (see docs/moe.md).
+ *  Micro-batches and ranks: each micro-batch's aux enters the objective with the weight its CE
+ *  mean gets, valid_mb / the step's global valid tokens, as VeOmni's mean_global_loss scales
+ *  HF's outputs.loss (lm + coef * aux) of each micro-batch. */
 export class RouterStats {
   /** Tokens routed to each expert, per sparse layer, summed over the step's micro-batches. */
   readonly load: Float64Array[];
-  /** sum over micro-batches of weight_mb * aux_mb (weight = valid_mb / global valid tokens). */
+  /** sum over micro-batches of weight_mb * aux_mb (weight = valid_mb / global valid tokens); under
+   *  Ulysses each member adds 1/size of its row's term, so the sum over ranks counts it once. */
   auxSum = 0;
   /** dObjective/dp[t,e] for the current micro-batch (zero unless the aux term is in the objective). */
   readonly auxGrad: Float64Array;
   /** Record routings (training forward only; off for evaluation and recompute in backward). */
   recording = false;
+  /** Set by a sequence-parallel plan; null for whole rows. */
+  reduce: RouterStatsReduce | null = null;
   private count: Float64Array;
   private probSum: Float64Array;
   private rows = 0;
+  /** Tokens of the current micro-batch in the loss (its first ones; the rest: Ulysses padding). */
+  realTokens = 0;
+  private packed: Float64Array;
 
   /** `aux`: the family has HF's load-balancing loss (Qwen MoE); without it auxSum stays 0. */
   constructor(readonly E: number, nSparse: number, readonly aux: boolean) {
@@ -178,6 +204,7 @@ export class RouterStats {
     this.auxGrad = new Float64Array(E);
     this.count = new Float64Array(E);
     this.probSum = new Float64Array(E);
+    this.packed = new Float64Array(2 * E + 2);
   }
 
   resetStep(): void {
@@ -185,10 +212,12 @@ export class RouterStats {
     this.auxSum = 0;
   }
 
-  beginMicroBatch(): void {
+  /** Start a micro-batch whose first `realTokens` tokens are real (the rest: Ulysses padding). */
+  beginMicroBatch(realTokens: number): void {
     this.count.fill(0);
     this.probSum.fill(0);
     this.rows = 0;
+    this.realTokens = realTokens;
     this.auxGrad.fill(0);
     this.recording = true;
   }
@@ -197,23 +226,44 @@ export class RouterStats {
   add(sparseIndex: number, r: Routing, K: number): void {
     if (!this.recording) return;
     const { E } = this;
-    for (let i = 0; i < r.T * K; i++) this.count[r.ids[i]]++;
-    for (let t = 0; t < r.T; t++) for (let e = 0; e < E; e++) this.probSum[e] += r.probs[t * E + e];
-    for (let e = 0; e < E; e++) this.load[sparseIndex][e] += r.off[e + 1] - r.off[e];
-    this.rows += r.T;
+    const T = Math.min(r.T, this.realTokens);
+    const load = this.load[sparseIndex];
+    for (let i = 0; i < T * K; i++) {
+      this.count[r.ids[i]]++;
+      load[r.ids[i]]++;
+    }
+    for (let t = 0; t < T; t++) for (let e = 0; e < E; e++) this.probSum[e] += r.probs[t * E + e];
+    this.rows += T;
   }
 
-  /** Close the micro-batch: aux_mb into auxSum with `weight`; auxGrad = coef * weight * daux/dp
-   *  when the aux term is in the objective (coef > 0 and gradients wanted). Returns aux_mb. */
-  endMicroBatch(weight: number, gradCoef: number): number {
+  /** Close the micro-batch (`valid` its valid tokens, `gradScale` 1 / the step's global valid
+   *  tokens): aux_mb into auxSum with weight valid * gradScale (the row's valid tokens under
+   *  Ulysses); auxGrad = coef * weight * daux/dp when the aux term is in the objective (coef > 0
+   *  and gradients wanted). Collective under Ulysses (every member calls it per micro-batch).
+   *  Returns aux_mb. */
+  async endMicroBatch(valid: number, gradScale: number, gradCoef: number): Promise<number> {
     this.recording = false;
+    if (!this.aux) return 0;
     const { E } = this;
-    const N = this.rows;
-    if (N === 0 || !this.aux) return 0;
+    let N = this.rows;
+    if (this.reduce) {
+      const v = this.packed;
+      v.set(this.count, 0);
+      v.set(this.probSum, E);
+      v[2 * E] = N;
+      v[2 * E + 1] = valid;
+      await this.reduce.sum(v); // collective: the row's other slices
+      this.count.set(v.subarray(0, E));
+      this.probSum.set(v.subarray(E, 2 * E));
+      N = v[2 * E];
+      valid = v[2 * E + 1];
+    }
+    if (N === 0) return 0;
+    const weight = valid * gradScale;
     let aux = 0;
     for (let e = 0; e < E; e++) aux += (this.count[e] / N) * (this.probSum[e] / N);
     aux *= E;
-    this.auxSum += weight * aux;
+    this.auxSum += (weight * aux) / (this.reduce?.size ?? 1);
     for (let e = 0; e < E; e++) this.auxGrad[e] = gradCoef * weight * E * this.count[e] / (N * N);
     return aux;
   }
