@@ -5,7 +5,10 @@
 // first_k_dense_replace; experts that get no token) against the plain-torch reference of
 // test/fixtures/make_moe_fixtures.py: logits, loss (with the load-balancing term for Qwen), every
 // gradient, 3 AdamW steps (loss, lm_loss, aux_loss, expert load, grad norm, parameters), then
-// prompt loss and greedy tokens (KV cache) from the trained weights.
+// prompt loss and greedy tokens (KV cache) from the trained weights. qwen3_moe-sparse2 and
+// deepseek_v3-plain take the other branch of each choice: head_dim from C/NH, attention_bias,
+// decoder_sparse_step 2 with mlp_only_layers, top-3, no renormalisation; q_lora_rank null, no
+// rope_scaling, rope_interleave false, one group, first_k_dense_replace 0, two shared experts.
 import { describe, expect, test } from "bun:test";
 import { createCpuKernels } from "../../kernels/index.ts";
 import { SafetensorsFile } from "../../checkpoint/safetensors.ts";
@@ -19,7 +22,7 @@ const k = createCpuKernels({ threads: 1, f32Gemm: "openblas" });
 
 interface MoeStep { loss: number; lm_loss: number; aux_loss?: number; grad_norm: number; expert_load: number[][] }
 
-for (const name of ["qwen3_moe-tiny", "qwen2_moe-tiny", "deepseek_v3-tiny"]) {
+for (const name of ["qwen3_moe-tiny", "qwen2_moe-tiny", "deepseek_v3-tiny", "qwen3_moe-sparse2", "deepseek_v3-plain"]) {
   describe(name, () => {
     const dir = `${FIXTURES}${name}`;
     const exp = readExpected(name) as ReturnType<typeof readExpected> & {
@@ -54,6 +57,7 @@ for (const name of ["qwen3_moe-tiny", "qwen2_moe-tiny", "deepseek_v3-tiny"]) {
         }
         expect(worst.length).toBe(model.layout.byName.size);
         expect(worst.some(([p]) => p.includes("experts.3.down_proj.weight"))).toBe(true);
+        if (name === "deepseek_v3-plain") expect(worst.some(([p]) => p.endsWith("self_attn.q_proj.weight"))).toBe(true);
         for (const [p, d] of worst) expect([p, d < 1e-5]).toEqual([p, true]);
       });
     }
