@@ -9,7 +9,8 @@
 import type { Kernels } from "./ops.ts";
 import { createCpuKernels } from "./cpu/index.ts";
 
-export type { AdamWParams, AllocOptions, GeluKind, Kernels } from "./ops.ts";
+export type { AdamWParams, AllocOptions, GeluKind, GroupedGemmSpec, GroupLayout, Kernels } from "./ops.ts";
+export { GROUP_ROWS } from "./ops.ts";
 export type { BackendName, DType, HostArray, Storage, Tensor } from "./tensor.ts";
 export { DTYPE_BYTES, expectTensor, numelOf, shapeStr } from "./tensor.ts";
 export { ropeCosSin, ropeInvFreq, sectionedCosSin, type RopeOptions, type RopeScaling } from "./rope.ts";

@@ -48,6 +48,19 @@ export interface AdamWParams {
   gradScale: number;
 }
 
+/** A grouped-GEMM dimension that is each group's own row count n_e (see Kernels.groupedGemm). */
+export const GROUP_ROWS = -1;
+
+/** Where one operand's group-e matrix lives: element perExpert * e + perRow * off[e], rows ld apart. */
+export interface GroupLayout { perExpert: number; perRow: number; ld: number }
+
+/** Kernels.groupedGemm's shapes: M, N, K a number or GROUP_ROWS; E groups; layouts per operand. */
+export interface GroupedGemmSpec {
+  E: number; M: number; N: number; K: number;
+  transA: boolean; transB: boolean; alpha: number; beta: number;
+  out: GroupLayout; a: GroupLayout; b: GroupLayout;
+}
+
 export interface Kernels {
   readonly backend: BackendName;
   /** One line for the startup log: library, threads, adapter. */
@@ -185,6 +198,16 @@ export interface Kernels {
    *  Either output may be null (not computed). Same idx contract as moeCombine. */
   moeCombineBackward(drows: Tensor<"f32"> | null, dweights: Tensor<"f32"> | null, dout: Tensor<"f32">, rows: Tensor<"f32">,
     idx: Tensor<"i32">, weights: Tensor<"f32">, T: number, K: number, C: number, R: number): void;
+
+  /** Grouped GEMM over the E expert groups of a dropless MoE layer, all groups in one call (one
+   *  dispatch on WebGPU). Group e has n_e = off[e+1] - off[e] rows (off (E+1) i32, 0 = off[0] <=
+   *  ... <= off[E], the experts' row offsets after sorting by expert) and computes
+   *    out_e (M,N) <- alpha * op(a_e) (M,K) @ op(b_e) (K,N) + beta * out_e
+   *  where each of M, N, K is a number or GROUP_ROWS (= n_e), and operand X's group matrix starts
+   *  at element X.perExpert * e + X.perRow * off[e] with rows X.ld elements apart (op(a) = a^T when
+   *  transA: a_e stored (K,M)). A group with M or N zero is skipped; K zero gives beta * out_e.
+   *  `maxRows` >= every n_e (sizes the WebGPU grid; the host knows it from its routing). */
+  groupedGemm(out: Tensor<"f32">, a: Tensor<"f32">, b: Tensor<"f32">, off: Tensor<"i32">, maxRows: number, g: GroupedGemmSpec): void;
 
   // ---------------------------------------------------------------- LM head + cross-entropy, fused
   /** Next-token cross-entropy over logits = hidden (T,C) @ weight (V,C)^T without materialising

@@ -3,7 +3,8 @@
 // reference loops (cpu/reference/) or the fast path (cpu/fast/: OpenBLAS sgemm + tight loops).
 // Ops execute synchronously inside the call; sync points resolve immediately.
 
-import type { AdamWParams, GeluKind, Kernels } from "../ops.ts";
+import type { AdamWParams, GeluKind, GroupedGemmSpec, Kernels } from "../ops.ts";
+import { checkGroups } from "../grouped_gemm_check.ts";
 import type { Tensor } from "../tensor.ts";
 import type { HostOps } from "./host_ops.ts";
 import { CpuMemory, F, I } from "./memory.ts";
@@ -140,6 +141,12 @@ export class CpuKernels extends CpuMemory implements Kernels {
     span(srcW, srcOff, srcStride, "src");
     this.ops.copyCols(F(dst, "copyCols.dst (N,dstW)", N * dstW), F(src, "copyCols.src (N,srcW)", N * srcW), N, width,
       dstW, dstOff, dstStride, srcW, srcOff, srcStride, accumulate);
+  }
+
+  groupedGemm(out: T32, a: T32, b: T32, off: Tensor<"i32">, maxRows: number, g: GroupedGemmSpec): void {
+    const o = I(off, "groupedGemm.off (E+1)", g.E + 1);
+    checkGroups(o, maxRows, g, { out: out.numel, a: a.numel, b: b.numel });
+    this.ops.groupedGemm(F(out, "groupedGemm.out", out.numel), F(a, "groupedGemm.a", a.numel), F(b, "groupedGemm.b", b.numel), o, g);
   }
 
   moeCombine(out: T32, rows: T32, idx: Tensor<"i32">, weights: T32, T: number, K: number, C: number, R: number): void {

@@ -4,7 +4,7 @@
 // argument order as the `Kernels` contract (ops.ts), where the shapes are documented.
 // All arrays are exact views (length = the documented element count).
 
-import type { AdamWParams, GeluKind } from "../ops.ts";
+import type { AdamWParams, GeluKind, GroupedGemmSpec } from "../ops.ts";
 
 type F32 = Float32Array;
 type I32 = Int32Array;
@@ -36,6 +36,8 @@ export interface HostOps {
   /** ranges already checked. */
   copyCols(dst: F32, src: F32, N: number, width: number, dstW: number, dstOff: number, dstStride: number,
     srcW: number, srcOff: number, srcStride: number, accumulate: boolean): void;
+  /** off (E+1) and every group's extent already checked against the arrays (backend.ts). */
+  groupedGemm(out: F32, a: F32, b: F32, off: I32, g: GroupedGemmSpec): void;
   /** idx already checked: entries distinct and in [0,R). */
   moeCombine(out: F32, rows: F32, idx: I32, weights: F32, T: number, K: number, C: number): void;
   moeCombineBackward(drows: F32 | null, dweights: F32 | null, dout: F32, rows: F32, idx: I32, weights: F32, T: number, K: number, C: number): void;

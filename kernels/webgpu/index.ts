@@ -3,7 +3,7 @@
 // command encoder; the only waits are `read` and `sync` (SYNC POINTS). Buffers live on the device.
 //
 //   const k = await createWebGpuKernels({ log });   // throws if there is no real adapter
-import type { AdamWParams, AllocOptions, GeluKind, Kernels } from "../ops.ts";
+import type { AdamWParams, AllocOptions, GeluKind, GroupedGemmSpec, Kernels } from "../ops.ts";
 import type { DType, HostArray, Tensor } from "../tensor.ts";
 import { attentionBackward, attentionForward } from "./attention.ts";
 import { adapterLine, openGpu } from "./device.ts";
@@ -11,7 +11,7 @@ import { add, axpy, copy, copyCols, fill, scale } from "./elementwise.ts";
 import * as L from "./layers.ts";
 import { crossEntropyFused } from "./loss.ts";
 import { gemm, linearBackward, linearForward } from "./matmul.ts";
-import { moeCombine, moeCombineBackward } from "./moe.ts";
+import { groupedGemm, moeCombine, moeCombineBackward } from "./moe.ts";
 import { adamw, sumSquares } from "./optim.ts";
 import type { GpuTensor, GpuTuning } from "./runtime.ts";
 import { DEFAULT_GPU_TUNING, Runtime } from "./runtime.ts";
@@ -128,6 +128,9 @@ export class WebgpuKernels implements Kernels {
   swigluBackward(dgate: Tensor<"f32">, dup: Tensor<"f32">, dout: Tensor<"f32">, gate: Tensor<"f32">,
     up: Tensor<"f32">, N: number): void {
     L.swigluBackward(this.rt, g(dgate), g(dup), g(dout), g(gate), g(up), N);
+  }
+  groupedGemm(out: Tensor<"f32">, a: Tensor<"f32">, b: Tensor<"f32">, off: Tensor<"i32">, maxRows: number, spec: GroupedGemmSpec): void {
+    groupedGemm(this.rt, g(out), g(a), g(b), g(off), maxRows, spec);
   }
   moeCombine(out: Tensor<"f32">, rows: Tensor<"f32">, idx: Tensor<"i32">, weights: Tensor<"f32">,
     T: number, K: number, C: number, R: number): void {

@@ -1,6 +1,9 @@
-// Mixture-of-experts combine and its backward over the WGSL kernels beside this file. Route
+// Mixture-of-experts combine and its backward, and the experts' grouped GEMM (every expert group
+// in one dispatch, offsets read on the device), over the WGSL kernels beside this file. Route
 // indices are not range-checked on the device (a read beyond a binding is clamped by WebGPU's
 // robust access, never out of bounds); the MoE block builds them on the host.
+import { checkGroupSpec } from "../grouped_gemm_check.ts";
+import type { GroupedGemmSpec } from "../ops.ts";
 import { expectTensor } from "../tensor.ts";
 import type { GpuTensor, Runtime } from "./runtime.ts";
 import { grid } from "./runtime.ts";
@@ -30,4 +33,20 @@ export function moeCombineBackward(rt: Runtime, drows: GpuTensor | null, dweight
     expectTensor(dweights, "moeCombineBackward.dweights (T,K)", "f32", T * K);
     rt.dispatch({ file: "moe_combine_dweights.wgsl", entry: "backward" }, [dweights, dout, rows, idx], "uuu", [T, K, C], grid(T * K, 64));
   }
+}
+
+// per expert group e: out_e <- alpha op(a_e) op(b_e) + beta out_e (Kernels.groupedGemm), one dispatch
+export function groupedGemm(rt: Runtime, out: GpuTensor, a: GpuTensor, b: GpuTensor, off: GpuTensor, maxRows: number, g: GroupedGemmSpec): void {
+  checkGroupSpec(g, maxRows);
+  expectTensor(off, "groupedGemm.off (E+1)", "i32", g.E + 1);
+  for (const [t, what] of [[out, "out"], [a, "a"], [b, "b"]] as const) {
+    if (t.dtype !== "f32") throw new Error(`webgpu groupedGemm.${what}: expected f32, got ${t.dtype}`);
+  }
+  const rows = (d: number) => (d < 0 ? maxRows : d);
+  const M = rows(g.M), N = rows(g.N);
+  if (M === 0 || N === 0) return;
+  rt.dispatch({ file: "grouped_matmul.wgsl", entry: "main" }, [out, a, b, off], "iiiffuuuuuuuuuuu",
+    [g.M, g.N, g.K, g.alpha, g.beta, g.transA ? 1 : 0, g.transB ? 1 : 0, g.out.perExpert, g.out.perRow, g.out.ld,
+      g.a.perExpert, g.a.perRow, g.a.ld, g.b.perExpert, g.b.perRow, g.b.ld],
+    [Math.ceil(N / 16), Math.ceil(M / 16), g.E]);
 }

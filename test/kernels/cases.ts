@@ -2,7 +2,7 @@
 // reference: webgpu_ops.test.ts). A case runs one op's forward and backward on the Kernels it is
 // given and returns the tensors to compare; gradient outputs start non-zero, so += is checked.
 // Shapes and seeds are parameters: each backend crosses its own block and tile edges.
-import { ropeCosSin, ropeInvFreq, type GeluKind, type Kernels, type Tensor } from "../../kernels/index.ts";
+import { GROUP_ROWS, ropeCosSin, ropeInvFreq, type GeluKind, type GroupedGemmSpec, type Kernels, type Tensor } from "../../kernels/index.ts";
 import { randn, rng, tensorF, tensorI } from "./helpers.ts";
 
 export type Case = (k: Kernels) => Promise<Record<string, Tensor>>;
@@ -152,4 +152,32 @@ export const adamwCase = (n: number): Case => async (k) => {
     k.adamw(p, g, m, v, { lr: 1e-2, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, step, gradScale: 0.7 });
   }
   return { ss, p, m, v };
+};
+
+/** Grouped GEMM over expert groups of 3, 0, 20 and 5 rows (an empty group; one crossing 16-row
+ *  tiles): the three shapes the grouped SwiGLU experts use (rows x fixed, fixed x rows, a
+ *  reduction over rows into per-expert weights, beta 1), every transpose of each, row-block
+ *  (R, w) and column-block (w, R) operands, alpha 0.5 / beta 0.25 over non-zero outputs. */
+export const groupedGemmCase: Case = async (k) => {
+  const r = rng(19), sizes = [3, 0, 20, 5], E = sizes.length, C = 7, W = 18;
+  const offs = [0];
+  for (const s of sizes) offs.push(offs[offs.length - 1] + s);
+  const R = offs[E], most = Math.max(...sizes), off = tensorI(k, offs), n = GROUP_ROWS;
+  const row = (w: number) => ({ perExpert: 0, perRow: w, ld: w }), col = { perExpert: 0, perRow: 1, ld: R };
+  const wt = (a: number, b: number) => ({ perExpert: a * b, perRow: 0, ld: b });
+  const out: Record<string, Tensor> = {};
+  const run = (name: string, outN: number, aN: number, bN: number, g: Omit<GroupedGemmSpec, "E" | "alpha" | "beta">, beta: number) => {
+    const o = tensorF(k, [outN], randn(r, outN));
+    k.groupedGemm(o, tensorF(k, [aN], randn(r, aN)), tensorF(k, [bN], randn(r, bN)), off, most, { ...g, E, alpha: 0.5, beta });
+    out[name] = o;
+  };
+  for (const transA of [false, true]) {
+    for (const transB of [false, true]) {
+      const t = `${transA ? "T" : "N"}${transB ? "T" : "N"}`;
+      run(`rows_x_fixed_${t}`, R * C, R * W, E * W * C, { M: n, N: C, K: W, transA, transB, out: row(C), a: transA ? col : row(W), b: transB ? wt(C, W) : wt(W, C) }, 0.25);
+      run(`fixed_x_rows_${t}`, W * R, E * W * C, R * C, { M: W, N: n, K: C, transA, transB, out: col, a: transA ? wt(C, W) : wt(W, C), b: transB ? row(C) : col }, 0);
+      run(`reduce_rows_${t}`, E * W * C, R * W, R * C, { M: W, N: C, K: n, transA, transB, out: wt(W, C), a: transA ? row(W) : col, b: transB ? col : row(C) }, 1);
+    }
+  }
+  return out;
 };

@@ -1,11 +1,11 @@
-// Grouped SwiGLU experts (kernels/grouped_gemm.ts) against the plain per-expert, per-row loop
+// Grouped SwiGLU experts (kernels/grouped_gemm.ts, over Kernels.groupedGemm) against the plain per-expert, per-row loop
 // (written here in f64, as HF's expert loop computes each routed token), forward and backward,
 // on the fast CPU backend, the reference backend and WebGPU when an adapter exists. Expert 2 gets
 // no rows (it must cost nothing and leave its gradients alone); gradients start non-zero (+=).
 import { describe, expect, test } from "bun:test";
-import { createCpuKernels, createReferenceKernels, groupedSwigluBackward, groupedSwigluForward, type Kernels } from "../../kernels/index.ts";
+import { createCpuKernels, createReferenceKernels, GROUP_ROWS, groupedSwigluBackward, groupedSwigluForward, type Kernels } from "../../kernels/index.ts";
 import { createWebGpuKernels, probeAdapter } from "../../kernels/webgpu/index.ts";
-import { expectClose, randn, rng, tensorF } from "./helpers.ts";
+import { expectClose, randn, rng, tensorF, tensorI } from "./helpers.ts";
 
 const E = 4, C = 6, I = 5;
 const off = Int32Array.from([0, 3, 7, 7, 12]); // rows per expert 3, 4, 0, 5
@@ -75,8 +75,26 @@ describe("grouped SwiGLU experts = the per-expert row loop", () => {
   test("webgpu (when an adapter exists)", async () => {
     const probe = await probeAdapter();
     if (!probe.ok) return console.warn(`webgpu: SKIPPED, no adapter: ${probe.reason}`);
-    await check(await createWebGpuKernels());
+    const k = await createWebGpuKernels();
+    await check(k);
+    // every expert in one dispatch per GEMM: forward = gate/up GEMM + SwiGLU + down GEMM, whatever E
+    const t = (n: number) => tensorF(k, [n]);
+    const before = k.rt.stats.dispatches;
+    groupedSwigluForward(k, t(R * C), t(2 * I * R), t(R * C), t(E * 2 * I * C), t(E * C * I), off, E, C, I, t(I * R));
+    expect(k.rt.stats.dispatches - before).toBe(3);
   }, 60_000);
+  test("groupedGemm refuses offsets and extents that do not fit, naming the group", () => {
+    const k = createReferenceKernels();
+    const g = { E: 2, M: GROUP_ROWS, N: 3, K: 2, transA: false, transB: false, alpha: 1, beta: 0,
+      out: { perExpert: 0, perRow: 3, ld: 3 }, a: { perExpert: 0, perRow: 2, ld: 2 }, b: { perExpert: 6, perRow: 0, ld: 3 } };
+    const run = (off: number[], outN: number, most = 9) => k.groupedGemm(tensorF(k, [outN]), tensorF(k, [10]), tensorF(k, [12]), tensorI(k, off), most, g);
+    run([0, 2, 5], 15); // fits: 5 rows of (.,3), a (5,2), b 2 x (2,3)
+    expect(() => run([0, 2, 5], 14)).toThrow("groupedGemm: group 1 (3 rows) reaches element 14 of out, which has 14");
+    expect(() => run([0, 3, 2], 15)).toThrow("groupedGemm: offsets decrease at group 1");
+    expect(() => run([0, 2, 5], 15, 2)).toThrow("groupedGemm: group 1 has 3 rows, more than maxRows 2");
+    expect(() => run([1, 2, 5], 15)).toThrow("groupedGemm: off[0] must be 0, got 1");
+  });
+
   test("bad offsets are refused naming the expectation", () => {
     const k = createReferenceKernels();
     const t = (n: number) => tensorF(k, [n]);

@@ -4,7 +4,7 @@
 // start non-zero, so accumulation (+=) is checked too.
 import { describe, expect, test } from "bun:test";
 import { createCpuKernels, createReferenceKernels, type Kernels } from "../../kernels/index.ts";
-import { adamwCase, attnCase, copyColsCase, crossEntropyCase, embeddingCase, gemmCase, geluCase, layernormCase, LLAMA3_ROPE, moeCombineCase, ropeCase, swigluCase, type Case } from "./cases.ts";
+import { adamwCase, attnCase, copyColsCase, crossEntropyCase, embeddingCase, gemmCase, geluCase, layernormCase, LLAMA3_ROPE, groupedGemmCase, moeCombineCase, ropeCase, swigluCase, type Case } from "./cases.ts";
 import { expectClose, randn, rng, tensorF, tensorI } from "./helpers.ts";
 
 const ref = createReferenceKernels();
@@ -101,6 +101,10 @@ describe(`fast CPU path matches the reference (${variant.name})`, () => {
 
   test("moe combine forward/backward (routes summed in k order)", async () => {
     await parity("moeCombine", moeCombineCase(11, 3, 7));
+  });
+
+  test("grouped GEMM over expert groups (an empty one), every transpose, row- and column-block operands", async () => {
+    await parity("groupedGemm", groupedGemmCase);
   });
 
   test("fused LM head + cross-entropy in row chunks, ignore_index -100", async () => {

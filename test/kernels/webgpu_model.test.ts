@@ -46,7 +46,7 @@ if (!probe.ok) {
     }
   });
 
-  for (const name of ["qwen2-tiny", "qwen3-tiny", "qwen3_moe-tiny", "qwen2_moe-tiny", "deepseek_v3-tiny"]) {
+  for (const name of ["qwen2-tiny", "qwen3-tiny", "qwen3_moe-tiny", "qwen2_moe-tiny", "deepseek_v3-tiny", "qwen3_moe-sparse2", "deepseek_v3-plain"]) {
     test(`${name}: three AdamW steps with clipping match torch on WebGPU (loss, grad norm)`, async () => {
       const exp = readExpected(name);
       const model = loadPretrained(gpu, `${FIXTURES}${name}`, { maxTokens: 16, gradientCheckpointing: false });

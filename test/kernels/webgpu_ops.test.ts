@@ -10,7 +10,7 @@ import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import { createReferenceKernels } from "../../kernels/index.ts";
 import { createWebGpuKernels, probeAdapter, type WebgpuKernels } from "../../kernels/webgpu/index.ts";
 import { MATMUL_VARIANTS, type MatmulVariant } from "../../kernels/webgpu/matmul.ts";
-import { adamwCase, attnCase, copyColsCase, crossEntropyCase, embeddingCase, gemmCase, geluCase, layernormCase, LLAMA3_ROPE, moeCombineCase, ropeCase, swigluCase, type Case } from "./cases.ts";
+import { adamwCase, attnCase, copyColsCase, crossEntropyCase, embeddingCase, gemmCase, geluCase, layernormCase, LLAMA3_ROPE, groupedGemmCase, moeCombineCase, ropeCase, swigluCase, type Case } from "./cases.ts";
 import { expectClose, randn, rng, tensorF, tensorI } from "./helpers.ts";
 
 setDefaultTimeout(60_000); // lavapipe on 2 shared cores: pipelines compile on first use
@@ -167,6 +167,10 @@ if (!probe.ok) {
 
     test("moe combine forward/backward (more than one workgroup of rows and of routes)", async () => {
       await parity("moeCombine", moeCombineCase(70, 4, 13));
+    });
+
+    test("grouped GEMM, every expert group in one dispatch (an empty group, one over a 16-row tile), every transpose", async () => {
+      await parity("groupedGemm", groupedGemmCase);
     });
 
     test("fused LM head + cross-entropy in row chunks, ignore_index -100; a bad target throws", async () => {

@@ -8,7 +8,7 @@ import { denseOps } from "./dense.ts";
 import type { Gemm } from "./gemm.ts";
 import { CE_CHUNK_FLOATS, lossOptimOps } from "./loss_optim.ts";
 import { copyCols } from "../reference/moe.ts";
-import { moeCombine, moeCombineBackward } from "./moe.ts";
+import { groupedGemmOp, moeCombine, moeCombineBackward } from "./moe.ts";
 import { normActOps } from "./norm_act.ts";
 
 /** Block sizes; tests shrink them to exercise multi-block paths on small shapes. */
@@ -28,6 +28,7 @@ export function makeFastOps(f32: Gemm, mm: Gemm, native: Native | null, tuning: 
     ...denseOps(mm, native),
     ...attentionOps(mm, native, tuning.attnBR, tuning.attnBC, attn),
     ...lossOptimOps(mm, native, tuning.ceChunkFloats),
+    groupedGemm: groupedGemmOp(mm),
     moeCombine,
     moeCombineBackward,
     ...normActOps(),
