@@ -229,6 +229,11 @@ function parseMla(raw: Raw, ropeScaling: RopeScaling | null, where: string): Mla
 /** Parse a config.json object with a family's flags (see registry.ts). `where` names the file. */
 export function parseDecoderConfig(full: Raw, flags: FamilyFlags, where: string): DecoderConfig {
   const raw = flags.vision ? textConfigOf(full) : full;
+  const q = full.quantization_config as Raw | null | undefined;
+  if (q !== undefined && q !== null) {
+    // e.g. DeepSeek-V3's published fp8 weights (quant_method fp8, weight_scale_inv tensors)
+    throw new ConfigError(`${where}: quantization_config (quant_method ${JSON.stringify(q.quant_method)}) is not supported: training reads unquantized weights; dequantize the checkpoint to bf16 or f32 first`);
+  }
   const C = posInt(raw, "hidden_size", where);
   const NH = posInt(raw, "num_attention_heads", where);
   const NKV = posInt(raw, "num_key_value_heads", where, NH);

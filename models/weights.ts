@@ -33,11 +33,21 @@ export function modelSource(model: DecoderLM): WeightSource {
   return { what: "the model's parameters", read, close() {} };
 }
 
+/** DeepSeek-V3 checkpoints carry num_nextn_predict_layers multi-token-prediction modules as extra
+ *  layers after the last decoder layer (model.layers.61.* in the published model); HF's
+ *  DeepseekV3ForCausalLM builds no such layer and skips them on load (_keys_to_ignore_on_load_unexpected),
+ *  and so do we. */
+function mtpLayer(name: string, layout: ParamLayout, modelType: string): boolean {
+  if (modelType !== "deepseek_v3") return false;
+  const m = /^model\.layers\.(\d+)\./.exec(name);
+  return m !== null && !layout.byName.has(name) && !layout.byName.has(`model.layers.${m[1]}.input_layernorm.weight`);
+}
+
 /** The weights of a HF folder. Every shape mismatch with the layout is listed before any data is read. */
 export function safetensorsSource(dir: string, layout: ParamLayout, tied: boolean, modelType: string): WeightSource {
   const st = new SafetensorsFolder(dir);
   try {
-    const shapes = new Map(st.names().map((n) => [n, st.info(n)!.shape]));
+    const shapes = new Map(st.names().filter((n) => !mtpLayer(n, layout, modelType)).map((n) => [n, st.info(n)!.shape]));
     const bad = checkpointMismatches(layout, shapes, tied);
     if (bad.length) throw new ConfigError(`${dir}: checkpoint does not match config.json (model_type ${modelType}), ${bad.length} mismatches:\n  ${bad.join("\n  ")}`);
   } catch (e) {

@@ -174,3 +174,33 @@ test("DeepSeek-V3 config.json: router groups, head dims and routing method are c
     }
   });
 });
+
+test("a quantized checkpoint (config.json quantization_config, e.g. DeepSeek-V3's fp8) is refused naming the method", () => {
+  withTemp((dir) => {
+    copyFixture(dir, "deepseek_v3-tiny", (c) => (c.quantization_config = { quant_method: "fp8", fmt: "e4m3", weight_block_size: [128, 128] }));
+    expect(() => loadPretrained(k, dir, opts)).toThrow(/config\.json: quantization_config \(quant_method "fp8"\) is not supported: training reads unquantized weights; dequantize the checkpoint to bf16 or f32 first/);
+  });
+});
+
+test("DeepSeek-V3: the multi-token-prediction layer after the last decoder layer (model.layers.L.*) is skipped on load, as HF does; other extra tensors are not", async () => {
+  const withExtra = (dir: string, extra: string) => {
+    copyFixture(dir, "deepseek_v3-tiny");
+    const st = new SafetensorsFile(`${dir}/model.safetensors`);
+    const tensors = [...st.tensors].map(([name, t]) => ({ name, dtype: "F32" as const, shape: t.shape, data: st.readF32(name) }));
+    st.close();
+    const eh = new Float32Array(32 * 64).fill(1); // DeepSeek's MTP eh_proj (C, 2C)
+    writeSafetensors(`${dir}/model.safetensors`, [...tensors, { name: extra, dtype: "F32", shape: [32, 64], data: eh }]);
+  };
+  const dir = mkdtempSync(`${tmpdir()}/veomni-models-`);
+  try {
+    withExtra(dir, "model.layers.3.eh_proj.weight"); // the fixture has 3 layers: layer 3 is the MTP module
+    const m = loadPretrained(k, dir, opts);
+    const ref = loadPretrained(k, `${FIXTURES}deepseek_v3-tiny`, opts);
+    const ids = { inputIds: Int32Array.of(5, 9, 13), labels: Int32Array.of(5, 9, 13), positionIds: Int32Array.of(0, 1, 2), cuSeqlens: Int32Array.of(0, 3), validTokens: 2 };
+    expect(Array.from(await m.logits(ids))).toEqual(Array.from(await ref.logits(ids)));
+    withExtra(dir, "model.layers.1.eh_proj.weight"); // inside the model: still a mismatch
+    expect(() => loadPretrained(k, dir, opts)).toThrow(/unexpected model\.layers\.1\.eh_proj\.weight \(shape \[32,64\]\)/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -1,7 +1,7 @@
 // tools/infer.ts as a user runs it: a real process over a HF folder. Greedy output equals HF's
 // continuation for tiny-random-llama-2; a random-init Qwen2 exported to BF16 safetensors answers a
 // text prompt through the Qwen tokenizer, seeded sampling is reproducible, and the dumped
-// prompt_loss / logits equal the in-process model's.
+// prompt_loss / logits equal the in-process model's; a MoE model's prompt_loss is torch's plain CE.
 import { expect, test } from "bun:test";
 import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -9,7 +9,8 @@ import { join } from "node:path";
 import { createKernels } from "../../kernels/index.ts";
 import { writeHfWeights } from "../../checkpoint/safetensors.ts";
 import { createModel, exportTensors, generate, initWeights, loadPretrained, promptLoss } from "../../models/index.ts";
-import { FIXTURES, maxAbsDiff, singleRow } from "./fixtures.ts";
+import { FIXTURES, maxAbsDiff, readExpected, singleRow } from "./fixtures.ts";
+import { SafetensorsFile } from "../../checkpoint/safetensors.ts";
 import { loadTokenizer } from "../../data/index.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
@@ -108,3 +109,27 @@ test("--infer.chat wraps the prompt in the tokenizer's chat template (a user tur
     rmSync(dir, { recursive: true, force: true });
   }
 }, 60000);
+
+test("MoE (qwen3_moe, output_router_logits true): the dumped prompt_loss is torch's plain next-token cross-entropy, no aux term", async () => {
+  const dir = mkdtempSync(`${tmpdir()}/veomni-infer-`);
+  try {
+    // the first sample of the fixture's first packed row: its torch logits are rows [0, 7) of logits.0
+    const exp = readExpected("qwen3_moe-tiny");
+    const mb = exp.micro_batches[0]!;
+    const n = mb.cu_seqlens[1]!, ids = mb.input_ids.slice(0, n), V = 96;
+    const logits = new SafetensorsFile(`${FIXTURES}qwen3_moe-tiny/expected.safetensors`).readF32("logits.0");
+    let ce = 0;
+    for (let t = 0; t + 1 < n; t++) {
+      const row = logits.subarray(t * V, (t + 1) * V);
+      const mx = Math.max(...row);
+      ce += Math.log(row.reduce((a, x) => a + Math.exp(x - mx), 0)) + mx - row[ids[t + 1]!]!;
+    }
+    const r = infer(["--infer.model_path", `${FIXTURES}qwen3_moe-tiny`, "--infer.input_ids", ids.join(","), "--infer.do_sample", "false",
+      "--infer.max_tokens", "2", "--infer.dump_logits", `${dir}/d.json`]);
+    expect(r.code).toBe(0);
+    const d = JSON.parse(readFileSync(`${dir}/d.json`, "utf8"));
+    expect(Math.abs(d.prompt_loss - ce / (n - 1))).toBeLessThan(1e-5); // the aux term (0.02 x ~2) would show
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
