@@ -3,7 +3,8 @@
 // widths: what the experts would cost if every row went to a single expert), forward + backward,
 // and whole training steps of a small qwen3_moe model (tokens/s). Usage:
 //   bun run bench moe --experts 8 --topk 2 --ep 1 [--threads 1] [--tokens 2048] [--hidden 512]
-//       [--moe-intermediate 512] [--reps 5]
+//       [--moe-intermediate 512] [--reps 5] [--mixed]
+// --mixed: train.enable_mixed_precision (bf16 GEMM operands, f32 accumulation) for both sides.
 // --ep > 1 (expert parallelism, all-to-all share of the step) is refused: EP is not built yet.
 // Prints human lines; the LAST line is one JSON object with the figures.
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -41,20 +42,23 @@ function rand(k: Kernels, n: number, seed: number, scale = 0.05): T32 {
   return t;
 }
 
-/** Median wall ms of fn over reps after one warm-up. */
-function time(fn: () => void): number {
-  fn();
-  const ts: number[] = [];
+/** Median wall ms of each fn over reps after one warm-up, the fns interleaved round by round
+ *  (on a shared machine the load changes by the second: each ratio compares the same minutes). */
+function timeEach(fns: (() => void)[]): number[] {
+  for (const fn of fns) fn();
+  const ts: number[][] = fns.map(() => []);
   for (let i = 0; i < reps; i++) {
-    const t0 = performance.now();
-    fn();
-    ts.push(performance.now() - t0);
+    fns.forEach((fn, j) => {
+      const t0 = performance.now();
+      fn();
+      ts[j].push(performance.now() - t0);
+    });
   }
-  ts.sort((a, b) => a - b);
-  return ts[Math.floor(ts.length / 2)];
+  return ts.map((t) => t.sort((a, b) => a - b)[Math.floor(t.length / 2)]);
 }
 
-const k = createCpuKernels({ threads });
+const mixed = args.includes("--mixed"); // train.enable_mixed_precision: bf16 GEMM operands, f32 accumulation
+const k = createCpuKernels({ threads, mixedPrecision: mixed });
 console.log(`${k.description}; E ${E}, top-${K}, T ${T} tokens, C ${C}, expert width ${I}; median of ${reps}`);
 
 // routing of random router logits (HF softmax top-k): realistic, uneven group sizes
@@ -72,13 +76,16 @@ const xs = rand(k, R * C, 1), wgu = rand(k, E * 2 * I * C, 2), wd = rand(k, E * 
 const ys = k.alloc([R * C]), gu = k.alloc([2 * I * R]), dxs = k.alloc([R * C]), dwgu = k.alloc([E * 2 * I * C]), dwd = k.alloc([E * C * I]);
 const scratch = { h: k.alloc([I * R]), dh: k.alloc([I * R]), dgu: k.alloc([2 * I * R]) };
 const fwdFlops = 6 * R * C * I, bwdFlops = 12 * R * C * I;
-const gFwd = time(() => groupedSwigluForward(k, ys, gu, xs, wgu, wd, routing.off, E, C, I, scratch.h));
-const gBwd = time(() => groupedSwigluBackward(k, dxs, dwgu, dwd, dys, xs, gu, wgu, wd, routing.off, E, C, I, scratch));
-// the same FLOPs as one dense SwiGLU over all R rows (one "expert" holding every row)
+// against the same FLOPs as one dense SwiGLU over all R rows (one "expert" holding every row: three
+// GEMMs over R rows, what the dense Mlp runs), forward and backward, interleaved
 const one = Int32Array.from([0, R]);
-const dFwd = time(() => groupedSwigluForward(k, ys, gu, xs, k.view(wgu, 0, [2 * I * C]), k.view(wd, 0, [C * I]), one, 1, C, I, scratch.h));
-const dBwd = time(() => groupedSwigluBackward(k, dxs, k.view(dwgu, 0, [2 * I * C]), k.view(dwd, 0, [C * I]), dys, xs, gu,
-  k.view(wgu, 0, [2 * I * C]), k.view(wd, 0, [C * I]), one, 1, C, I, scratch));
+const [gFwd, dFwd, gBwd, dBwd] = timeEach([
+  () => groupedSwigluForward(k, ys, gu, xs, wgu, wd, routing.off, E, C, I, scratch.h),
+  () => groupedSwigluForward(k, ys, gu, xs, k.view(wgu, 0, [2 * I * C]), k.view(wd, 0, [C * I]), one, 1, C, I, scratch.h),
+  () => groupedSwigluBackward(k, dxs, dwgu, dwd, dys, xs, gu, wgu, wd, routing.off, E, C, I, scratch),
+  () => groupedSwigluBackward(k, dxs, k.view(dwgu, 0, [2 * I * C]), k.view(dwd, 0, [C * I]), dys, xs, gu,
+    k.view(wgu, 0, [2 * I * C]), k.view(wd, 0, [C * I]), one, 1, C, I, scratch),
+]);
 const gf = (flops: number, ms: number) => flops / ms / 1e6;
 console.log(`grouped experts: fwd ${gFwd.toFixed(1)} ms (${gf(fwdFlops, gFwd).toFixed(1)} GFLOP/s), bwd ${gBwd.toFixed(1)} ms (${gf(bwdFlops, gBwd).toFixed(1)} GFLOP/s)`);
 console.log(`dense same FLOPs: fwd ${dFwd.toFixed(1)} ms (${gf(fwdFlops, dFwd).toFixed(1)} GFLOP/s), bwd ${dBwd.toFixed(1)} ms (${gf(bwdFlops, dBwd).toFixed(1)} GFLOP/s)`);
@@ -112,7 +119,7 @@ try {
 } finally {
   rmSync(dir, { recursive: true, force: true });
 }
-console.log(JSON.stringify({ bench: "moe", threads, E, K, T, C, I, rowsPerExpert: sizes,
+console.log(JSON.stringify({ bench: "moe", threads, mixed, E, K, T, C, I, rowsPerExpert: sizes,
   grouped: { fwdMs: gFwd, bwdMs: gBwd, fwdGflops: gf(fwdFlops, gFwd), bwdGflops: gf(bwdFlops, gBwd) },
   dense: { fwdMs: dFwd, bwdMs: dBwd, fwdGflops: gf(fwdFlops, dFwd), bwdGflops: gf(bwdFlops, dBwd) },
   groupedVsDense: ratio, ep: { 1: { tokensPerS: tokS, allToAllShare: 0 } } }));
