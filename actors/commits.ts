@@ -55,8 +55,26 @@ export class Commits {
     );
   }
 
+  /** A save of `done` steps is commanded (once: a save taken over by adoptSaves is already begun or committed). */
   begin(done: number): void {
-    this.tracker.begin(done);
+    if (done > this.tracker.lastCommitted && !this.tracker.inFlight.includes(done)) this.tracker.begin(done);
+  }
+
+  /**
+   * A coordinator that adopted live ranks (adopt.ts) takes over their saves: the newest commit on
+   * disk is its last, and every later save some rank made (durable, failed or still being written)
+   * is begun and fed the outcomes the ranks had (the rest arrive as reports). `epoch`: the new one.
+   */
+  adoptSaves(newestCommitted: number, epoch: number, saves: Array<{ rank: number; step: number; report?: unknown; error?: string }>): number[] {
+    this.tracker.lastCommitted = Math.max(this.tracker.lastCommitted, newestCommitted);
+    const steps = [...new Set(saves.map((s) => s.step))].filter((s) => s > this.tracker.lastCommitted).sort((a, b) => a - b);
+    for (const s of steps) this.begin(s);
+    for (const s of saves) {
+      if (!steps.includes(s.step)) continue;
+      if (s.error !== undefined) this.onFailed(s.rank, s.step, s.error);
+      else if (s.report !== undefined) this.onReport(epoch, s.rank, s.step, s.report);
+    }
+    return steps;
   }
 
   onReport(epoch: number, rank: number, step: number, report: unknown): void {

@@ -29,6 +29,7 @@ import { writeJobCopy } from "./job_copy.ts";
 import { prepareOutputDir } from "./output_dir.ts";
 import { resolveLoadPath } from "../checkpoint/index.ts";
 import { previousRecord, stepOf, stopStaleLocalRanks, trimMetrics } from "./resume.ts";
+import { AdoptionFailed, planAdoption, whyNotAdoptable, type Adopted } from "./adopt.ts";
 
 export interface RunJobOptions {
   /** step implementation the workers build: "train" (default) or "toy" (runtime tests). */
@@ -137,7 +138,8 @@ export async function runJob(config: Config, logger: Logger, opts: RunJobOptions
     nc = await connectNats({ url: natsUrl, token: token ?? undefined, name: `veomni-coordinator-${job}` });
     const kv = await openBucket(nc);
     // a shared NATS may hold jobs whose coordinator died without recording an end
-    if (!embedded) for (const st of await markOrphanedJobs(kv, `coordinator pid ${process.pid} on ${hostname()}`)) logger.warn({ job: st.job }, `job ${st.job} recorded as failed: ${st.error}`);
+    // (not the job this one resumes: its ranks may be waiting to be adopted)
+    if (!embedded) for (const st of await markOrphanedJobs(kv, `coordinator pid ${process.pid} on ${hostname()}`, opts.resume ? job : undefined)) logger.warn({ job: st.job }, `job ${st.job} recorded as failed: ${st.error}`);
     const prev = opts.resume ? await previousRecord(kv, job, l.dead_after_s) : null;
     state = {
       job, phase: "rendezvous", epoch: (prev?.epoch ?? 0) + 1, world_size: world, step: 0, max_steps: config.train.max_steps ?? 0, loss: null, tokens_per_s: null,
@@ -145,15 +147,27 @@ export async function runJob(config: Config, logger: Logger, opts: RunJobOptions
       runner: opts.runner ?? "train", updated_at: new Date().toISOString(),
     };
     let resumeFrom: string | null | undefined; // undefined: train.load_checkpoint_path decides
-    if (opts.resume) {
+    /** --resume: every rank restarts from the newest commit on disk (the record's last_checkpoint
+     *  may lag it by one write); local leftovers of older epochs are stopped first. */
+    const restartFromNewest = async (why: string) => {
       await stopStaleLocalRanks(kv, job, world, logger);
-      // the newest commit on disk (the record's last_checkpoint may lag it by one write)
       resumeFrom = state.runner === "train" && config.train.output_dir ? resolveLoadPath("auto", config.train.output_dir) : null;
       const step = stepOf(resumeFrom);
       const dropped = config.train.output_dir ? trimMetrics(config.train.output_dir, step) : 0;
-      Object.assign(state, { step, last_checkpoint: resumeFrom ? relative(state.output_dir, resolve(resumeFrom)) : null });
+      Object.assign(state, { phase: "rendezvous", step, last_checkpoint: resumeFrom ? relative(state.output_dir, resolve(resumeFrom)) : null });
+      delete state.adopt_from;
       logger.warn({ job, epoch: state.epoch, previous: prev && { epoch: prev.epoch, phase: prev.phase, step: prev.step, coordinator: prev.coordinator }, resumeFrom, redo_from_step: step + 1, dropped_metrics_lines: dropped },
-        `resuming job ${job} under epoch ${state.epoch} from ${resumeFrom ?? "step 0 (nothing committed)"}`);
+        `resuming job ${job} under epoch ${state.epoch} from ${resumeFrom ?? "step 0 (nothing committed)"}: ${why}`);
+    };
+    /** --resume with every rank alive: the epoch they are adopted from (adopt.ts), else null. */
+    let adoptFrom: number | null = null;
+    if (opts.resume) {
+      const why = prev ? await whyNotAdoptable(kv, prev, l.dead_after_s) : "the job has no record";
+      if (why === null && prev) {
+        adoptFrom = prev.epoch;
+        Object.assign(state, { phase: "running", step: prev.step, max_steps: prev.max_steps, loss: prev.loss, last_checkpoint: prev.last_checkpoint, adopt_from: prev.epoch });
+        logger.warn({ job, epoch: state.epoch, previous: { epoch: prev.epoch, step: prev.step, coordinator: prev.coordinator } }, `adopting the running ranks of job ${job} (epoch ${prev.epoch}) under epoch ${state.epoch}`);
+      } else await restartFromNewest(`the ranks cannot be adopted: ${why}`);
       await kv.put(keys.config(job), toJson(config));
     } else await kv.create(keys.config(job), toJson(config)).catch((e) => {
       const msg = (e as Error).message;
@@ -186,7 +200,7 @@ export async function runJob(config: Config, logger: Logger, opts: RunJobOptions
           rej(new JobFailed(f));
         } else settle ??= setTimeout(() => rej(new JobFailed(best!)), SETTLE_MS);
       };
-      run = new JobRun(nc, kv, config, job, state, stateWriter, logger, raise, opts, info, resumeFrom);
+      run = new JobRun(nc, kv, config, job, state, stateWriter, logger, raise, opts, info, resumeFrom, adoptFrom);
       workers = new LocalWorkers({ natsUrl, token, job, outputDir: config.train.output_dir, env: { VEOMNI_THREADS: String(threads), ...opts.workerEnv } }, (e) =>
         raise({ kind: "exited", rank: e.rank, pid: e.pid, code: e.code, signal: e.signal, stderrTail: e.stderrTail }),
       );
@@ -197,10 +211,23 @@ export async function runJob(config: Config, logger: Logger, opts: RunJobOptions
       } catch (e) {
         // An error of the coordinator's own part (a checkpoint clash found at start, a full disk
         // writing model_assets, a missing checkpoint): the job cannot run as configured.
+        if (e instanceof AdoptionFailed) {
+          // not a failure of the job: the ranks were not fit to keep; restart them all (no restart
+          // counted) under an epoch past the one some of them may have switched to
+          run.close();
+          nc.publish(subjects(job).cmd, encode({ v: PROTOCOL_VERSION, kind: "stop", job, epoch: state.epoch, reason: `adoption failed: ${e.message}` }));
+          adoptFrom = null;
+          state.epoch++;
+          info.epoch = state.epoch;
+          await restartFromNewest(`adoption failed: ${e.message}`);
+          await stateWriter.ask(state);
+          continue;
+        }
         if (!(e instanceof JobFailed)) logger.debug({ stack: (e as Error).stack }, "job refused");
         const failure: Failure = e instanceof JobFailed ? e.failure : { kind: "refused", error: e instanceof Error ? e.message : String(e) };
         if (settle) clearTimeout(settle);
         const d = decide(failure, { restarts, maxRestarts: l.max_restarts, lastCheckpoint: state.last_checkpoint });
+        adoptFrom = null;
         if (d.action === "restart") {
           // one-for-all: stop this generation everywhere, then a new epoch resumes from the last commit
           logger.warn({ job, epoch: state.epoch }, `restarting: ${d.reason}`);
@@ -271,6 +298,8 @@ class JobRun {
     private info: JobInfo,
     /** a restart: resume from this committed checkpoint instead of train.load_checkpoint_path */
     private resumeOverride?: string | null,
+    /** --resume with live ranks: adopt those of this epoch instead of a rendezvous (adopt.ts) */
+    private adoptFrom: number | null = null,
   ) {}
 
   async execute(nLocal: number, workers: LocalWorkers): Promise<void> {
@@ -300,26 +329,31 @@ class JobRun {
       (msg, f) => this.log.info(f, msg),
     );
     const readyAll = new Promise<void>((r) => (this.readyDone = r));
-    this.subs.push(this.nc.subscribe(subj.register, { callback: (err, msg) => void (err || rdv.onRequest(msg)) }));
+    if (this.adoptFrom === null) this.subs.push(this.nc.subscribe(subj.register, { callback: (err, msg) => void (err || rdv.onRequest(msg)) }));
     this.subs.push(this.nc.subscribe(subj.report, { callback: (err, msg) => void (err || this.onReport(msg.data)) }));
     await this.nc.flush();
-    for (let r = 0; r < nLocal; r++) workers.spawn(r);
+    if (this.adoptFrom === null) for (let r = 0; r < nLocal; r++) workers.spawn(r);
     this.timers = this.startLiveness();
     try {
-      if (nLocal < l.world_size) this.log.info({ ranks: rdv.missing }, `waiting for remote workers: bun run worker --rank N --nats ${this.config.launch.nats}`);
-      const peers: PeerInfo[] = await rdv.all;
-      for (const p of peers) this.lastSeen.set(p.rank, Date.now());
-      await readyAll;
-      const readies = [...this.ready.values()];
-      const total = Math.min(...readies.map((r) => r.totalSteps));
-      const start = readies[0].startStep;
-      if (readies.some((r) => r.startStep !== start)) throw new Error(`ranks resumed at different steps: ${readies.map((r) => r.startStep).join(", ")}`);
-      const saving = this.commits !== null && readies.every((r) => r.canSave);
-      if (saving) this.commits!.refuseClashes(start, total);
+      let start: number, total: number, saving: boolean;
+      if (this.adoptFrom !== null) {
+        ({ start, total, saving } = await this.adopt(this.adoptFrom));
+      } else {
+        if (nLocal < l.world_size) this.log.info({ ranks: rdv.missing }, `waiting for remote workers: bun run worker --rank N --nats ${this.config.launch.nats}`);
+        const peers: PeerInfo[] = await rdv.all;
+        for (const p of peers) this.lastSeen.set(p.rank, Date.now());
+        await readyAll;
+        const readies = [...this.ready.values()];
+        total = Math.min(...readies.map((r) => r.totalSteps));
+        start = readies[0].startStep;
+        if (readies.some((r) => r.startStep !== start)) throw new Error(`ranks resumed at different steps: ${readies.map((r) => r.startStep).join(", ")}`);
+        saving = this.commits !== null && readies.every((r) => r.canSave);
+        if (saving) this.commits!.refuseClashes(start, total);
+        this.log.info({ peers: peers.map((p) => p.addr), steps: total, start, resumeFrom }, "rendezvous done; running");
+      }
       this.state.max_steps = total;
       this.state.phase = "running";
       await this.writeState();
-      this.log.info({ peers: peers.map((p) => p.addr), steps: total, start, resumeFrom }, "rendezvous done; running");
       const sink = new MetricsSink(this.config.train.output_dir, { startStep: start, epoch: this.state.epoch });
       const v = this.opts.view ?? {};
       const view = (this.view = new RunView(this.config, total, start, this.log, { progress: v.progress ? (process.stderr.isTTY ? "tty" : "lines") : "off" }));
@@ -329,7 +363,10 @@ class JobRun {
         const save = saving && this.commits!.due(s + 1, total);
         if (save) this.commits!.begin(s + 1);
         const reports = await this.runStep(s, save);
-        const m = mergeStep(s, reports, (performance.now() - t0) / 1000);
+        let wallS = (performance.now() - t0) / 1000;
+        // the first step after an adoption may come from the ranks' cached reports: their own time
+        if (s === start && this.adoptFrom !== null) wallS = Math.max(wallS, ...reports.map((r) => r.stepTimeS));
+        const m = mergeStep(s, reports, wallS);
         sink.write(m);
         view.step(m);
         this.state.step = m.step;
@@ -365,6 +402,51 @@ class JobRun {
     this.subs = [];
   }
 
+  /** Saves' outcomes that arrive while adopting, held until the adopted saves are begun. */
+  private heldSaves: Array<{ rank: number; step: number; report?: unknown; error?: string }> | null = null;
+  private adopted = new Map<number, Adopted>();
+  private adoptedAll: (() => void) | null = null;
+
+  /**
+   * Adopt the live ranks of epoch `from` (adopt.ts): send `adopt` until every rank answered, within
+   * launch.dead_after_s (repeated: core NATS may lose one), check their positions, take over their
+   * saves. Throws AdoptionFailed when the ranks cannot be kept.
+   */
+  private async adopt(from: number): Promise<{ start: number; total: number; saving: boolean }> {
+    const l = this.config.launch;
+    this.heldSaves = [];
+    const all = new Promise<void>((r) => (this.adoptedAll = r));
+    const cmd = encode({ v: PROTOCOL_VERSION, kind: "adopt", job: this.job, epoch: this.state.epoch, from });
+    this.nc.publish(subjects(this.job).cmd, cmd);
+    const again = setInterval(() => this.nc.publish(subjects(this.job).cmd, cmd), Math.max(250, l.heartbeat_s * 1000));
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    try {
+      await Promise.race([all, new Promise<void>((r) => (timer = setTimeout(r, l.dead_after_s * 1000)))]);
+    } finally {
+      clearInterval(again);
+      clearTimeout(timer);
+      this.adoptedAll = null;
+    }
+    const replies = [...this.adopted.values()].sort((a, b) => a.rank - b.rank);
+    const plan = planAdoption(replies, l.world_size); // throws AdoptionFailed
+    for (const a of replies) this.lastSeen.set(a.rank, Date.now());
+    const saving = this.commits !== null && plan.canSave;
+    let begun: number[] = [];
+    if (this.commits) {
+      const out = this.config.train.output_dir!;
+      const newest = stepOf(resolveLoadPath("auto", out));
+      const saves = [...replies.flatMap((a) => a.saves.map((sv) => ({ rank: a.rank, ...sv }))), ...this.heldSaves];
+      begun = this.commits.adoptSaves(newest, this.state.epoch, saves);
+    }
+    this.heldSaves = null;
+    delete this.state.adopt_from;
+    this.log.warn(
+      { epoch: this.state.epoch, from, start: plan.start, total: plan.total, positions: replies.map((a) => ({ rank: a.rank, pid: a.pid, host: a.host, lastDone: a.lastDone, running: a.running })), saves_taken_over: begun },
+      `adopted ${replies.length} live ranks of epoch ${from}: sequencing goes on at step ${plan.start + 1} (no step redone)`,
+    );
+    return { start: plan.start, total: plan.total, saving };
+  }
+
   private runStep(step: number, save: boolean): Promise<StepMetrics[]> {
     return new Promise((resolve) => {
       const reports = new Map<number, StepMetrics>();
@@ -387,7 +469,13 @@ class JobRun {
       this.log.warn({ rank: m.rank, epoch: m.epoch, current: this.state.epoch }, `refused a ${m.kind} report from stale epoch ${m.epoch}`);
       return;
     }
-    if (m.kind === "ckpt_done") {
+    if ((m.kind === "ckpt_done" || m.kind === "ckpt_failed") && this.heldSaves) {
+      this.heldSaves.push(m.kind === "ckpt_done" ? { rank: m.rank, step: m.step, report: m.report } : { rank: m.rank, step: m.step, error: m.error });
+    } else if (m.kind === "adopted") {
+      if (this.adopted.has(m.rank) || !this.adoptedAll) return; // a repeat
+      this.adopted.set(m.rank, m);
+      if (this.adopted.size === this.config.launch.world_size) this.adoptedAll();
+    } else if (m.kind === "ckpt_done") {
       this.commits?.onReport(m.epoch, m.rank, m.step, m.report);
     } else if (m.kind === "ckpt_failed") {
       this.raise({ kind: "reported", rank: m.rank, step: m.step, error: `checkpoint save failed: ${m.error}` });

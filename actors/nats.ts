@@ -29,6 +29,9 @@ export interface JobState {
   runner: string;
   output_dir: string;
   updated_at: string;
+  /** set while a `coordinator --resume` adopts the live ranks of this older epoch: they wait for its
+   *  `adopt` command instead of taking the newer `epoch` for a fence (actors/adopt.ts). */
+  adopt_from?: number;
 }
 
 export interface RankRecord {

@@ -3,7 +3,8 @@
 // `bun run jobs`, or `coordinator --resume` calls markOrphanedJobFailed: if the coordinator is
 // gone (its pid is dead on this host, or it has not touched the record for long), the record is
 // set to "failed" with the reason, by compare-and-set on the revision read (a live coordinator's
-// concurrent write wins). Ranks are judged the same way for display (rankLiveness).
+// concurrent write wins). Ranks are judged the same way for display (rankLiveness). A job whose
+// ranks still heartbeat within launch.coordinator_grace_s is not marked: they wait to be adopted.
 import { existsSync, readFileSync } from "node:fs";
 import { hostname } from "node:os";
 import type { KV } from "@nats-io/kv";
@@ -50,9 +51,22 @@ export function rankLiveness(r: RankRecord, deadAfterS: number, now = Date.now()
   return r.status;
 }
 
-async function deadAfterOf(kv: KV, job: string): Promise<number> {
-  const cfg = await readJson<{ launch?: { dead_after_s?: number } }>(kv, keys.config(job)).catch(() => null);
-  return cfg?.launch?.dead_after_s ?? 15;
+async function launchOf(kv: KV, job: string): Promise<{ deadAfterS: number; graceS: number }> {
+  const cfg = await readJson<{ launch?: { dead_after_s?: number; coordinator_grace_s?: number } }>(kv, keys.config(job)).catch(() => null);
+  return { deadAfterS: cfg?.launch?.dead_after_s ?? 15, graceS: cfg?.launch?.coordinator_grace_s ?? 300 };
+}
+
+/**
+ * Ranks of the job's epoch still heartbeating while its coordinator is gone, within the grace they
+ * wait for a `coordinator --resume` to adopt them (worker.ts): the job is not over yet.
+ */
+async function awaitingAdoption(kv: KV, st: JobState, l: { deadAfterS: number; graceS: number }, now: number): Promise<boolean> {
+  if ((now - Date.parse(st.updated_at)) / 1000 > l.graceS) return false;
+  for (let r = 0; r < st.world_size; r++) {
+    const rec = await readJson<RankRecord>(kv, keys.rank(st.job, r)).catch(() => null);
+    if (rec && rec.epoch === st.epoch && rankLiveness(rec, l.deadAfterS, now) === rec.status && (rec.status === "joined" || rec.status === "running")) return true;
+  }
+  return false;
 }
 
 /**
@@ -64,8 +78,9 @@ export async function markOrphanedJobFailed(kv: KV, job: string, by: string, now
   const e = await kv.get(keys.state(job));
   if (!e || e.operation !== "PUT" || e.length === 0) return null;
   const st = e.json<JobState>();
-  const why = coordinatorGone(st, await deadAfterOf(kv, job), now);
-  if (!why) return null;
+  const l = await launchOf(kv, job);
+  const why = coordinatorGone(st, l.deadAfterS, now);
+  if (!why || (await awaitingAdoption(kv, st, l, now))) return null;
   const next: JobState = { ...st, phase: "failed", error: `${why}; marked failed by ${by}`, updated_at: new Date(now).toISOString() };
   try {
     await kv.update(keys.state(job), toJson(next), e.revision);
@@ -76,12 +91,13 @@ export async function markOrphanedJobFailed(kv: KV, job: string, by: string, now
   return next;
 }
 
-/** Every job in the bucket whose coordinator is gone, marked failed; returns those marked. */
-export async function markOrphanedJobs(kv: KV, by: string): Promise<JobState[]> {
+/** Every job in the bucket whose coordinator is gone (but `except`), marked failed; returns those marked. */
+export async function markOrphanedJobs(kv: KV, by: string, except?: string): Promise<JobState[]> {
   const out: JobState[] = [];
   const names: string[] = [];
   for await (const k of await kv.keys("*.state")) names.push(k);
   for (const k of names) {
+    if (k === `${except}.state`) continue;
     const st = await markOrphanedJobFailed(kv, k.slice(0, -".state".length), by);
     if (st) out.push(st);
   }

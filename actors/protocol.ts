@@ -58,7 +58,22 @@ export type ToCoordinator =
   | { v: number; kind: "ckpt_done"; job: string; rank: number; epoch: number; step: number; report: unknown }
   | { v: number; kind: "ckpt_failed"; job: string; rank: number; epoch: number; step: number; error: string }
   | { v: number; kind: "step_done"; job: string; rank: number; epoch: number; step: number; metrics: StepMetrics }
-  | { v: number; kind: "failed"; job: string; rank: number; epoch: number; step: number; error: string };
+  | { v: number; kind: "failed"; job: string; rank: number; epoch: number; step: number; error: string }
+  /** answer to `adopt`: this rank now runs under `epoch` (was `from`). Its position: `lastDone` the
+   *  last finished step, `running` the step it is computing (-1: idle), `firstStep` the first step
+   *  this process ran or will run (lastDone < firstStep: none yet); `totalSteps` and `canSave` as in ready; `saves` its checkpoints of the last few save steps, durable (`report`),
+   *  failed (`error`) or still being written (neither), which the new coordinator may not have committed. */
+  | {
+      v: number; kind: "adopted"; job: string; rank: number; epoch: number; from: number; host: string; pid: number;
+      lastDone: number; running: number; firstStep: number; totalSteps: number; canSave: boolean; saves: AdoptedSave[];
+    };
+
+/** One checkpoint save a rank made under the coordinator it outlived (see `adopted`). */
+export interface AdoptedSave {
+  step: number;
+  report?: unknown;
+  error?: string;
+}
 
 // ---- coordinator -> worker ----
 export type ToWorker =
@@ -67,7 +82,10 @@ export type ToWorker =
   | { v: number; kind: "refused"; job: string; rank: number; reason: string }
   /** run optimizer step `step` (0-based); with `save`, then checkpoint the state after it (step + 1 done). */
   | { v: number; kind: "step"; job: string; epoch: number; step: number; save: boolean }
-  | { v: number; kind: "stop"; job: string; epoch: number; reason: string };
+  | { v: number; kind: "stop"; job: string; epoch: number; reason: string }
+  /** a coordinator taking over (`--resume`): ranks of epoch `from` keep their process and state and
+   *  switch to `epoch` (from then on they act on its commands only), then answer `adopted`. */
+  | { v: number; kind: "adopt"; job: string; epoch: number; from: number };
 
 export function assertNever(x: never, what = "message"): never {
   throw new Error(`unhandled ${what}: ${JSON.stringify(x)}`);
@@ -80,8 +98,8 @@ export function encode(msg: ToCoordinator | ToWorker): Uint8Array {
   return packr.pack(msg);
 }
 
-const COORD_KINDS = new Set(["register", "ready", "step_done", "failed", "ckpt_done", "ckpt_failed"]);
-const WORKER_KINDS = new Set(["welcome", "refused", "step", "stop"]);
+const COORD_KINDS = new Set(["register", "ready", "step_done", "failed", "ckpt_done", "ckpt_failed", "adopted"]);
+const WORKER_KINDS = new Set(["welcome", "refused", "step", "stop", "adopt"]);
 
 function decodeChecked(data: Uint8Array, kinds: Set<string>, side: string): unknown {
   const m = packr.unpack(data) as { v?: unknown; kind?: unknown };
@@ -104,7 +122,7 @@ export function subjects(job: string) {
   return {
     /** request/reply: a worker asks to join; the reply is welcome or refused. */
     register: `veomni.${job}.register`,
-    /** coordinator -> all workers (step, stop). */
+    /** coordinator -> all workers (step, stop, adopt). */
     cmd: `veomni.${job}.cmd`,
     /** workers -> coordinator (step_done, failed). */
     report: `veomni.${job}.report`,

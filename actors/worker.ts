@@ -12,7 +12,7 @@ import pkg from "../package.json" with { type: "json" };
 import { Actor } from "./mailbox.ts";
 import { dataPlaneHost } from "./host_addr.ts";
 import { CasRecord, connectNats, keys, openBucket, readJson, retrying, type JobState, type RankRecord } from "./nats.ts";
-import { PROTOCOL_VERSION, assertNever, decodeToWorker, encode, subjects, type StepMetrics, type ToCoordinator, type ToWorker } from "./protocol.ts";
+import { PROTOCOL_VERSION, assertNever, decodeToWorker, encode, subjects, type AdoptedSave, type StepMetrics, type ToCoordinator, type ToWorker } from "./protocol.ts";
 import { peakRssMb, type RunnerFactory, type StepRunner } from "./runner.ts";
 import { findJob } from "./find_job.ts";
 
@@ -38,6 +38,10 @@ export interface WorkerOptions {
 
 const VERSION: string = pkg.version;
 
+type StepDone = Extract<ToCoordinator, { kind: "step_done" }>;
+/** saves remembered for repeats and adoption (a save older than these is committed or abandoned). */
+const SAVES_KEPT = 4;
+
 export const EXIT = { ok: 0, failed: 1, refused: 3, fenced: 4, orphaned: 5, jobFailed: 6 } as const;
 
 export async function runWorker(o: WorkerOptions): Promise<number> {
@@ -58,10 +62,12 @@ class WorkerShell {
   private runner: StepRunner | null = null;
   private lastDone = -1;
   private running = -1;
-  private lastReport: Uint8Array | null = null;
+  /** the last step's report, said again on a repeated command (encoded with the epoch current then). */
+  private lastReport: StepDone | null = null;
   private readyMsg: Uint8Array | null = null;
-  /** checkpoint reports of this epoch, said again after a reconnect (the coordinator ignores repeats). */
-  private ckptMsgs: Uint8Array[] = [];
+  /** the last few saves' outcomes by step (undefined: still being written), said again after a
+   *  reconnect or on a repeated command (the coordinator ignores repeats), listed in `adopted`. */
+  private saves = new Map<number, { report?: unknown; error?: string } | undefined>();
   private finish!: (code: number) => void;
   private readonly done = new Promise<number>((r) => (this.finish = r));
   private record!: CasRecord<RankRecord>;
@@ -78,8 +84,7 @@ class WorkerShell {
     const subj = subjects(this.job);
     // The listener is opened before rendezvous: its address goes in the table. The runner kind is
     // in the welcome, so the address comes from the "train" factory unless the job says otherwise.
-    const state = await readJson<JobState>(this.kv, keys.state(this.job));
-    if (!state) throw new Error(`worker rank ${o.rank}: job ${this.job} has no ${keys.state(this.job)} in KV`);
+    const state = await this.jobRecord();
     if (o.rank >= state.world_size) throw new Error(`--rank ${o.rank}: job ${this.job} has launch.world_size ${state.world_size} (ranks 0..${state.world_size - 1})`);
     if (o.world !== undefined && o.world !== state.world_size)
       throw new Error(`worker rank ${o.rank}: the launcher's world size is ${o.world} but job ${this.job} has launch.world_size = ${state.world_size}`);
@@ -160,6 +165,20 @@ class WorkerShell {
     return code;
   }
 
+  /** The job's record; a worker given --job may start before its coordinator created it: wait for it. */
+  private async jobRecord(): Promise<JobState> {
+    const now = await readJson<JobState>(this.kv, keys.state(this.job));
+    if (now) return now;
+    this.o.logger.info({ job: this.job, rank: this.o.rank }, `job ${this.job} has no record yet; waiting for its coordinator`);
+    const w = await this.kv.watch({ key: keys.state(this.job) }); // replays a value written since the read
+    try {
+      for await (const e of w) if (e.operation === "PUT") return e.json<JobState>();
+    } finally {
+      w.stop();
+    }
+    throw new Error(`worker rank ${this.o.rank}: the watch of ${keys.state(this.job)} ended before the job's coordinator created it`);
+  }
+
   private async register(subject: string, reg: ToCoordinator): Promise<ToWorker> {
     // Retry: the coordinator holds the reply until every rank is in, and a NATS restart loses it.
     for (;;) {
@@ -177,10 +196,9 @@ class WorkerShell {
     switch (m.kind) {
       case "step":
         if (m.epoch !== this.epoch) return; // another generation's command
-        if (m.step === this.lastDone && this.lastReport) {
+        if (m.step === this.lastDone && this.lastReport?.step === m.step) {
           // a repeat (NATS may have lost our answers): say them again
-          this.nc.publish(subjects(this.job).report, this.lastReport);
-          for (const c of this.ckptMsgs) this.nc.publish(subjects(this.job).report, c);
+          this.sayAgain();
         }
         else if (m.step === this.lastDone + 1 && this.running !== m.step) {
           this.running = m.step;
@@ -191,6 +209,9 @@ class WorkerShell {
         if (m.epoch !== this.epoch) return;
         this.o.logger.info({ reason: m.reason }, "stop from the coordinator; exiting");
         this.finish(m.reason === "done" ? EXIT.ok : EXIT.jobFailed);
+        return;
+      case "adopt":
+        this.onAdopt(m);
         return;
       case "welcome":
       case "refused":
@@ -205,24 +226,58 @@ class WorkerShell {
     if (save && this.runner!.checkpoint) {
       // checkpoint actor: stage now (part of this step's time), write in the background
       const staged = await this.runner!.checkpoint(s + 1);
-      const base = { v: PROTOCOL_VERSION, job: this.job, rank: this.o.rank, epoch: this.epoch, step: s + 1 };
-      const send = (m: ToCoordinator) => {
-        const bytes = encode(m);
-        this.ckptMsgs = [...this.ckptMsgs.slice(-3), bytes];
-        this.nc.publish(subjects(this.job).report, bytes);
+      const step = s + 1;
+      this.saves.set(step, undefined);
+      for (const old of [...this.saves.keys()].slice(0, -SAVES_KEPT)) this.saves.delete(old);
+      // the epoch is read when the outcome is sent: a coordinator that adopted this rank meanwhile commits it
+      const send = (out: { report?: unknown; error?: string }) => {
+        if (this.saves.has(step)) this.saves.set(step, out);
+        this.publishSave(step, out);
       };
       staged.durable.then(
-        (report) => send({ ...base, kind: "ckpt_done", report }),
-        (e) => send({ ...base, kind: "ckpt_failed", error: e instanceof Error ? e.message : String(e) }),
+        (report) => send({ report }),
+        (e) => send({ error: e instanceof Error ? e.message : String(e) }),
       );
     }
     this.lastDone = s;
     this.rec.step = s + 1;
     this.rec.status = "running";
     await this.recWriter.ask(); // the KV record shows the step before the coordinator hears of it
-    const report: ToCoordinator = { v: PROTOCOL_VERSION, kind: "step_done", job: this.job, rank: this.o.rank, epoch: this.epoch, step: s, metrics };
-    this.lastReport = encode(report);
-    this.nc.publish(subjects(this.job).report, this.lastReport);
+    this.lastReport = { v: PROTOCOL_VERSION, kind: "step_done", job: this.job, rank: this.o.rank, epoch: this.epoch, step: s, metrics };
+    this.publish({ ...this.lastReport, epoch: this.epoch });
+  }
+
+  private publishSave(step: number, out: { report?: unknown; error?: string }): void {
+    const base = { v: PROTOCOL_VERSION, job: this.job, rank: this.o.rank, epoch: this.epoch, step };
+    this.publish(out.error !== undefined ? { ...base, kind: "ckpt_failed", error: out.error } : { ...base, kind: "ckpt_done", report: out.report });
+  }
+
+  /** Say the last step's report and the saves' outcomes again, under the current epoch. */
+  private sayAgain(): void {
+    if (this.lastReport) this.publish({ ...this.lastReport, epoch: this.epoch });
+    for (const [step, out] of this.saves) if (out) this.publishSave(step, out);
+  }
+
+  /**
+   * A coordinator took the job over (`coordinator --resume`): if this rank runs under the epoch it
+   * adopts (or already switched to it: a repeat), switch and answer with the position. A rank still
+   * building its stages is not adopted (it has no position yet): the coordinator restarts the job.
+   * The rank's state, data plane and the step it may be computing are kept as they are.
+   */
+  private onAdopt(m: Extract<ToWorker, { kind: "adopt" }>): void {
+    if (!this.readyMsg || !this.runner) return;
+    if (this.epoch === m.from) {
+      this.o.logger.warn({ from: m.from, epoch: m.epoch, lastDone: this.lastDone, running: this.running }, `adopted by a new coordinator under epoch ${m.epoch}`);
+      this.epoch = m.epoch;
+      this.rec.epoch = m.epoch;
+      this.coordinatorSeen();
+      if (this.recWriter.pending === 0) this.recWriter.send();
+    } else if (this.epoch !== m.epoch) return;
+    const saves: AdoptedSave[] = [...this.saves].map(([step, out]) => ({ step, ...out }));
+    this.publish({
+      v: PROTOCOL_VERSION, kind: "adopted", job: this.job, rank: this.o.rank, epoch: this.epoch, from: m.from, host: hostname(), pid: process.pid,
+      lastDone: this.lastDone, running: this.running > this.lastDone ? this.running : -1, firstStep: this.runner.startStep, totalSteps: this.runner.totalSteps, canSave: this.runner.checkpoint !== undefined, saves,
+    });
   }
 
   private fail(err: Error): void {
@@ -262,23 +317,38 @@ class WorkerShell {
     else this.o.logger.warn({ err: String(e) }, `${what} failed; the coordinator's liveness is judged by the heartbeat deadline alone`);
   }
 
-  /** Exit if the job ends, or the coordinator stops touching `<job>.state` for dead_after_s. */
+  /** When the coordinator last showed life (touched the job record, adopted this rank). */
+  private lastSeen = Date.now();
+  private coordinatorSeen(): void {
+    this.lastSeen = Date.now();
+  }
+
+  /**
+   * Exit when the job ends or a newer epoch takes it over (fencing). While the coordinator is
+   * silent (no touch of `<job>.state`, which it writes every heartbeat_s), this rank keeps its
+   * state and waits: after dead_after_s it says so, and it exits (code 5, orphaned) only once the
+   * silence passes launch.coordinator_grace_s, the time a `coordinator --resume` has to adopt it.
+   * A record that names a newer epoch adopting this one (`adopt_from`) is that takeover: wait for
+   * its `adopt` command. (Ranks spawned by the coordinator itself exit with it at once: worker_main.)
+   */
   private watchCoordinator(config: Config): () => void {
-    let lastSeen = Date.now();
     let connected = true;
     const deadMs = config.launch.dead_after_s * 1000;
+    const graceMs = config.launch.coordinator_grace_s * 1000;
+    let warned = false;
     let stopped = false;
     void (async () => {
       const w = await this.kv.watch({ key: keys.state(this.job) });
       for await (const e of w) {
         if (stopped) break;
-        lastSeen = Date.now();
+        this.coordinatorSeen();
         if (e.operation !== "PUT") continue;
         const st = e.json<JobState>();
+        if (st.epoch === this.epoch || st.adopt_from === this.epoch) warned = false;
         if (st.phase === "done" || st.phase === "failed" || st.phase === "stopped") {
           this.o.logger.info({ phase: st.phase, error: st.error }, `the job is ${st.phase}; exiting`);
           this.finish(st.phase === "done" ? EXIT.ok : EXIT.jobFailed);
-        } else if (st.epoch > this.epoch) {
+        } else if (st.epoch > this.epoch && st.adopt_from !== this.epoch) {
           this.o.logger.error({ epoch: st.epoch, mine: this.epoch }, `epoch ${st.epoch} took over the job; exiting`);
           this.finish(EXIT.fenced);
         }
@@ -289,20 +359,27 @@ class WorkerShell {
         if (s.type === "disconnect") connected = false;
         if (s.type === "reconnect") {
           connected = true;
-          lastSeen = Date.now();
+          this.coordinatorSeen();
           // what we published while disconnected may be lost: say it again (the coordinator drops duplicates)
-          if (this.lastReport) this.nc.publish(subjects(this.job).report, this.lastReport);
-          else if (this.readyMsg) this.nc.publish(subjects(this.job).report, this.readyMsg);
-          for (const c of this.ckptMsgs) this.nc.publish(subjects(this.job).report, c);
+          if (!this.lastReport && this.readyMsg) this.nc.publish(subjects(this.job).report, this.readyMsg);
+          this.sayAgain();
         }
       }
     })().catch((e) => this.watchEnded("NATS status stream", e));
     const t = setInterval(() => {
-      if (connected && Date.now() - lastSeen > deadMs) {
-        this.o.logger.error(`coordinator silent for ${((Date.now() - lastSeen) / 1000).toFixed(1)} s; exiting`);
+      if (!connected) return;
+      const silentMs = Date.now() - this.lastSeen;
+      if (silentMs > graceMs) {
+        this.o.logger.error(`coordinator silent for ${(silentMs / 1000).toFixed(1)} s (launch.coordinator_grace_s = ${config.launch.coordinator_grace_s}); nobody adopted this rank; exiting`);
         this.finish(EXIT.orphaned);
+      } else if (silentMs > deadMs && !warned) {
+        warned = true;
+        this.o.logger.warn(
+          `coordinator silent for ${(silentMs / 1000).toFixed(1)} s; keeping this rank's state for up to launch.coordinator_grace_s = ${config.launch.coordinator_grace_s} s: ` +
+            `bun run coordinator --resume ${this.job} adopts it`,
+        );
       }
-    }, Math.max(100, deadMs / 4));
+    }, Math.max(100, Math.min(deadMs, graceMs) / 4));
     return () => {
       stopped = true;
       clearInterval(t);

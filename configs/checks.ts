@@ -55,6 +55,8 @@ export function crossFieldErrors(c: Config, command: Command): string[] {
     out.push(`train.profile_end_step(${t.profile_end_step}) is before train.profile_start_step(${t.profile_start_step})`);
   const [p0, p1] = c.launch.port_range;
   if (p0 > p1) out.push(`launch.port_range [${p0}, ${p1}]: the first port is above the last`);
+  if (c.launch.coordinator_grace_s < c.launch.dead_after_s)
+    out.push(`launch.coordinator_grace_s(${c.launch.coordinator_grace_s}) is below launch.dead_after_s(${c.launch.dead_after_s}): a --resume can only take over a job silent for dead_after_s, so workers must wait at least that long`);
   if (c.launch.local_workers !== null && c.launch.local_workers > ws)
     out.push(`launch.local_workers(${c.launch.local_workers}) is above launch.world_size(${ws})`);
   return out;

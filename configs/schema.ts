@@ -152,6 +152,10 @@ export const LaunchSchema = z.strictObject({
   heartbeat_s: z.number().positive().default(1),
   /** A rank whose heartbeat is older than this is declared dead. */
   dead_after_s: z.number().positive().default(15),
+  /** ours: how long a worker started apart from the coordinator (`bun run worker`) keeps its state
+   *  and waits when the coordinator goes silent, for `coordinator --resume` to adopt it; then it
+   *  exits (code 5). Counted from the coordinator's last touch of the job record. */
+  coordinator_grace_s: z.number().positive().default(300),
   /** Deadline of every receive on the data plane. */
   collective_timeout_s: z.number().positive().default(60),
   /** Restarts from the last committed checkpoint before the job fails. */

@@ -1,0 +1,166 @@
+// The coordinator is not a single point of failure: workers started with `bun run worker` (not
+// the coordinator's children) outlive a coordinator killed with -9, keep their state and wait;
+// `bun run coordinator --resume JOB` adopts them under the next epoch without restarting them,
+// and the job ends with every step once and parameters bitwise those of an uninterrupted run.
+// Workers nobody adopts leave after launch.coordinator_grace_s, not before; ranks that cannot
+// be adopted (one of them dead) are restarted from the newest commit instead.
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import type { Subprocess } from "bun";
+import { join } from "node:path";
+import { SafetensorsFile } from "../../checkpoint/safetensors.ts";
+import { planAdoption, type Adopted } from "../../actors/adopt.ts";
+import { startNatsServer, type NatsServer } from "../../actors/embedded.ts";
+import { keys, type JobState } from "../../actors/nats.ts";
+import { COORD_ENTRY, ROOT, WORKER_MAIN, alive, childPids, kvClient, readMetrics, readRank, readState, tempDir, textOf, toyConfig } from "./actors_harness.ts";
+import { tinyTrainConfig } from "./actors_parity_setup.ts";
+
+const COORD_MAIN = join(ROOT, "actors/coordinator_main.ts");
+
+let server: NatsServer;
+beforeAll(async () => {
+  server = await startNatsServer();
+});
+afterAll(async () => {
+  await server.stop();
+  expect(childPids()).toEqual([]);
+});
+
+function spawn(args: string[]): Subprocess<"ignore", "ignore", "pipe"> {
+  return Bun.spawn([process.execPath, ...args], { env: { ...(process.env as Record<string, string>), VEOMNI_NATS_TOKEN: server.token }, stdin: "ignore", stdout: "ignore", stderr: "pipe" });
+}
+
+/** `bun run worker` on its host: no --exit-with-parent, so it does not end with the coordinator. */
+const worker = (rank: number, job: string) => spawn([WORKER_MAIN, "--rank", String(rank), "--nats", server.url, "--job", job]);
+
+/** Resolves with the first state of `job` that `pred` accepts; rejects if `proc` ends first. */
+async function stateWhere(job: string, pred: (st: JobState) => boolean, proc: Subprocess<"ignore", "ignore", "pipe">, err: Promise<string>): Promise<JobState> {
+  const { nc, kv } = await kvClient(server.url, server.token);
+  const w = await kv.watch({ key: keys.state(job) });
+  try {
+    const ended = proc.exited.then(async (c) => {
+      throw new Error(`process ${proc.pid} ended (${c}) before the awaited state of ${job}: ${(await err).slice(-1500)}`);
+    });
+    const reached = (async () => {
+      for await (const e of w) if (e.operation === "PUT" && pred(e.json<JobState>())) return e.json<JobState>();
+      throw new Error("watch ended");
+    })();
+    const st = await Promise.race([reached, ended]);
+    ended.catch(() => {});
+    return st;
+  } finally {
+    w.stop();
+    await nc.close();
+  }
+}
+
+function bytesEqual(outA: string, outB: string, step: number): void {
+  const file = (o: string) => new SafetensorsFile(join(o, `checkpoints/global_step_${step}/hf_ckpt/model.safetensors`));
+  const [a, b] = [file(outA), file(outB)];
+  try {
+    expect([...a.tensors.keys()].sort()).toEqual([...b.tensors.keys()].sort());
+    for (const name of a.tensors.keys()) if (!Buffer.from(a.readRaw(name)).equals(Buffer.from(b.readRaw(name)))) throw new Error(`${name} differs from the uninterrupted run`);
+  } finally {
+    a.close();
+    b.close();
+  }
+}
+
+const adopted = (rank: number, lastDone: number, running = -1, firstStep = 0): Adopted => ({
+  v: 1, kind: "adopted", job: "j", rank, epoch: 2, from: 1, host: "h", pid: 1, lastDone, running, firstStep, totalSteps: 10 - rank, canSave: true, saves: [],
+});
+
+test("planAdoption: the step to re-issue from the positions one coordinator can leave; anything else is refused", () => {
+  // all finished step 4: re-issue 4 (answered from the cached reports), its line is the first to write
+  expect(planAdoption([adopted(0, 4), adopted(1, 4)], 2)).toEqual({ start: 4, total: 9, canSave: true });
+  // step 5 commanded: one rank computes it, one finished it, one has not seen the command yet
+  expect(planAdoption([adopted(0, 4, 5), adopted(1, 5), adopted(2, 4)], 3).start).toBe(5);
+  // nothing run yet in these processes (resumed at step 6): the first step
+  expect(planAdoption([adopted(0, 5, -1, 6), adopted(1, 5, -1, 6)], 2).start).toBe(6);
+  expect(() => planAdoption([adopted(0, 4)], 2)).toThrow("rank(s) 1 did not answer the adopt command");
+  expect(() => planAdoption([adopted(0, 2), adopted(1, 4)], 2)).toThrow("the ranks' positions are apart (rank 0: finished step 2; rank 1: finished step 4)");
+  expect(() => planAdoption([adopted(0, 4, 5), adopted(1, 6)], 2)).toThrow("positions are apart");
+});
+
+test("coordinator killed with -9, workers of `bun run worker` adopted by --resume: no restart, every step once, bitwise equal", async () => {
+  const data = tempDir("adopt-data");
+  const config = (out: string, job: string, launch: object) =>
+    tinyTrainConfig(data, out, { world_size: 2, nats: server.url, nats_token: server.token, job_id: job, dead_after_s: 20, coordinator_grace_s: 120, ...launch }, {
+      data_parallel_mode: "fsdp2", max_steps: 8, save_steps: 2,
+    });
+  const straightOut = tempDir("adopt-straight");
+  const straight = spawn([COORD_ENTRY, JSON.stringify(config(straightOut, "adopt-straight", { local_workers: 2 })), "train"]);
+  const straightErr = textOf(straight.stderr);
+  if ((await straight.exited) !== 0) throw new Error(`uninterrupted run: ${(await straightErr).slice(-1500)}`);
+
+  const out = tempDir("adopt-out");
+  const first = spawn([COORD_ENTRY, JSON.stringify(config(out, "adopt1", { local_workers: 0 })), "train"]);
+  const firstErr = textOf(first.stderr);
+  const workers = [worker(0, "adopt1"), worker(1, "adopt1")];
+  const workerErr = workers.map((w) => textOf(w.stderr));
+  let resumed: Subprocess<"ignore", "ignore", "pipe"> | null = null;
+  try {
+    // step 5 done after the commit of step 4: a commit to keep and work past it not to redo
+    await stateWhere("adopt1", (st) => st.last_checkpoint === "checkpoints/global_step_4" && st.step >= 5, first, firstErr);
+    first.kill("SIGKILL");
+    await first.exited;
+    for (const w of workers) expect(alive(w.pid)).toBe(true); // not children of the coordinator
+
+    resumed = spawn([COORD_MAIN, "--resume", "adopt1", "--launch.nats", server.url]);
+    const resumedErr = textOf(resumed.stderr);
+    const code = await resumed.exited;
+    const log = await resumedErr;
+    if (code !== 0) throw new Error(`resumed coordinator exit ${code}: ${log.slice(-2000)}`);
+    expect(log).toContain("adopting the running ranks of job adopt1 (epoch 1) under epoch 2");
+    expect(log).toMatch(/adopted 2 live ranks of epoch 1: sequencing goes on at step \d/);
+    // the same processes finished the job (never restarted) and exited on its end
+    expect(await Promise.all(workers.map((w) => w.exited))).toEqual([0, 0]);
+    expect((await workerErr[0])).toContain("adopted by a new coordinator under epoch 2");
+
+    const { nc, kv } = await kvClient(server.url, server.token);
+    expect(await readState(kv, "adopt1")).toMatchObject({ phase: "done", step: 8, epoch: 2, error: null, last_checkpoint: "checkpoints/global_step_8" });
+    expect((await readState(kv, "adopt1"))!.adopt_from).toBeUndefined();
+    for (let r = 0; r < 2; r++) expect(await readRank(kv, "adopt1", r)).toMatchObject({ pid: workers[r].pid, epoch: 2, status: "done", step: 8 });
+    await nc.close();
+    const got = readMetrics(out);
+    const want = readMetrics(straightOut);
+    expect(got.map((m) => m.step)).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
+    expect(got.map((m) => m.loss)).toEqual(want.map((m) => m.loss));
+    expect(got.map((m) => m.grad_norm)).toEqual(want.map((m) => m.grad_norm));
+    expect(got.some((m) => m.epoch === 2)).toBe(true);
+    bytesEqual(out, straightOut, 8);
+  } finally {
+    first.kill("SIGKILL");
+    resumed?.kill("SIGKILL");
+    for (const w of workers) w.kill("SIGKILL");
+    await Promise.all(workers.map((w) => w.exited));
+  }
+}, 180_000);
+
+test("unadopted workers wait past dead_after_s and leave at launch.coordinator_grace_s (exit 5), not before", async () => {
+  const out = tempDir("adopt-grace");
+  const config = toyConfig(out, {
+    train: { max_steps: 100_000, micro_batch_size: 20 },
+    launch: { world_size: 2, local_workers: 0, nats: server.url, nats_token: server.token, job_id: "grace1", heartbeat_s: 0.2, dead_after_s: 1, coordinator_grace_s: 4 },
+  });
+  const coord = spawn([COORD_ENTRY, JSON.stringify(config), "toy"]);
+  const coordErr = textOf(coord.stderr);
+  const workers = [worker(0, "grace1"), worker(1, "grace1")];
+  const errs = workers.map((w) => textOf(w.stderr));
+  try {
+    await stateWhere("grace1", (st) => st.phase === "running" && st.step >= 2, coord, coordErr);
+    coord.kill("SIGKILL");
+    await coord.exited;
+    const killedAt = Date.now();
+    expect(await Promise.all(workers.map((w) => w.exited))).toEqual([5, 5]);
+    // a lower bound whatever the machine's load: never before the grace (counted from the
+    // coordinator's last touch of the record, at most one touch interval, 0.5 s, before the kill)
+    expect(Date.now() - killedAt).toBeGreaterThanOrEqual(3000);
+    for (const e of errs) {
+      const text = await e;
+      expect(text).toContain("keeping this rank's state for up to launch.coordinator_grace_s = 4 s: bun run coordinator --resume grace1 adopts it");
+      expect(text).toContain("(launch.coordinator_grace_s = 4); nobody adopted this rank; exiting");
+    }
+  } finally {
+    for (const w of workers) w.kill("SIGKILL");
+  }
+}, 60_000);
