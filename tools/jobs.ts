@@ -57,7 +57,10 @@ const num = (x: number | null, d = 4) => (x === null || x === undefined ? "-" : 
 
 function stateLine(s: JobState): string {
   const err = s.error ? `  error: ${s.error}` : "";
-  return `${s.job}  ${s.phase}  step ${s.step}/${s.max_steps || "?"}  loss ${num(s.loss)}  ${num(s.tokens_per_s, 0)} tok/s  epoch ${s.epoch}  world ${s.world_size}  updated ${age(s.updated_at)}${err}`;
+  // still "running" with its coordinator gone: its ranks are alive, waiting to be adopted (orphans.ts)
+  const gone = coordinatorGone(s, 15);
+  const hint = gone ? `  (${gone}; its ranks wait for: bun run coordinator --resume ${s.job})` : "";
+  return `${s.job}  ${s.phase}  step ${s.step}/${s.max_steps || "?"}  loss ${num(s.loss)}  ${num(s.tokens_per_s, 0)} tok/s  epoch ${s.epoch}  world ${s.world_size}  updated ${age(s.updated_at)}${err}${hint}`;
 }
 
 function rankLine(r: RankRecord, deadAfterS: number): string {

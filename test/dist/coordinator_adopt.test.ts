@@ -7,11 +7,12 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import type { Subprocess } from "bun";
 import { join } from "node:path";
+import { hostname } from "node:os";
 import { SafetensorsFile } from "../../checkpoint/safetensors.ts";
 import { planAdoption, type Adopted } from "../../actors/adopt.ts";
 import { startNatsServer, type NatsServer } from "../../actors/embedded.ts";
 import { keys, type JobState } from "../../actors/nats.ts";
-import { COORD_ENTRY, ROOT, WORKER_MAIN, alive, childPids, kvClient, readMetrics, readRank, readState, tempDir, textOf, toyConfig } from "./actors_harness.ts";
+import { COORD_ENTRY, JOBS, ROOT, WORKER_MAIN, alive, childPids, kvClient, readMetrics, readRank, readState, tempDir, textOf, toyConfig } from "./actors_harness.ts";
 import { tinyTrainConfig } from "./actors_parity_setup.ts";
 
 const COORD_MAIN = join(ROOT, "actors/coordinator_main.ts");
@@ -151,6 +152,12 @@ test("unadopted workers wait past dead_after_s and leave at launch.coordinator_g
     coord.kill("SIGKILL");
     await coord.exited;
     const killedAt = Date.now();
+    // meanwhile the job is not marked failed: its ranks heartbeat, waiting to be adopted
+    const jobs = Bun.spawn([process.execPath, JOBS, "grace1", "--nats", server.url], { env: { ...(process.env as Record<string, string>), VEOMNI_NATS_TOKEN: server.token }, stdout: "pipe", stderr: "ignore" });
+    const [jc, jt] = await Promise.all([jobs.exited, new Response(jobs.stdout).text()]);
+    expect(jc).toBe(0);
+    expect(jt).toContain("grace1  running");
+    expect(jt).toContain(`coordinator pid ${coord.pid} on ${hostname()} is gone (killed?) and never recorded an end; its ranks wait for: bun run coordinator --resume grace1`);
     expect(await Promise.all(workers.map((w) => w.exited))).toEqual([5, 5]);
     // a lower bound whatever the machine's load: never before the grace (counted from the
     // coordinator's last touch of the record, at most one touch interval, 0.5 s, before the kill)
