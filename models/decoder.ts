@@ -8,7 +8,9 @@
 // per-token rotary tables from 3-D position ids (get_rope_index). Parameters and gradients are one flat f32 buffer per unit
 // (layout.ts). Model code knows nothing of parallelism: FSDP & co. plug in through UnitHooks.
 //
-// Unit order. forward: 0 (embed), 1..L (layers), H = L+1 (head). backward: H, L..1, 0.
+// Unit order. forward: 0 (embed), 1..L (layers), H = L+1 (head). backward: H, L..1, 0. A sparse
+// layer's experts unit (layout.expertUnits[l]) runs nested inside its layer unit's hooks: before
+// l+1, before X_l, compute, after X_l, after l+1 (forwardUnits / backwardUnits list it after l+1).
 // The head's forward is fused with its loss gradient (linear + CE in chunks, no (T,V) logits):
 // its lm_head gradient is written between beforeUnitForward(H) and afterUnitForward(H), into
 // grads[H] (untied) or grads[0] (tied: the head also READS unit 0, see layout.units[H].reads).
@@ -20,9 +22,10 @@ import { ropeInvFreq, sectionedCosSin, shiftLabels } from "../kernels/index.ts";
 import type { MicroBatch } from "../data/batch.ts";
 import type { DecoderConfig } from "./config.ts";
 import type { ModelFamily } from "./registry.ts";
-import { decoderLayout, type ParamLayout } from "./layout.ts";
+import { decoderLayout, expertsUnit, type ParamLayout } from "./layout.ts";
 import { Arena, type BatchInputs, type Buf, type F32, type I32 } from "./blocks/arena.ts";
 import { LayerKv, type AttentionCore, type Views } from "./blocks/attention.ts";
+import type { ExpertCore } from "./blocks/moe.ts";
 import { Embedding, LmHead } from "./blocks/embedding.ts";
 import { Rope } from "./blocks/rope.ts";
 import { DecoderLayer, type LayerSaved, type LayerScratch } from "./decoder_layer.ts";
@@ -90,6 +93,8 @@ export class DecoderLM {
   private hostTargets: Int32Array;
   private pending: BatchInputs | null = null;
   private viewCache = new WeakMap<F32, Views>();
+  /** A sparse layer's views: its unit's and its experts unit's, keyed by both buffers. */
+  private layerViewCache = new WeakMap<F32, WeakMap<F32, Views>>();
   /** The vision tower (VL families), its image-token runs of the current row, M-RoPE inv_freq. */
   readonly vision: VisionTower | null;
   private runs: [number, number][] = [];
@@ -139,13 +144,52 @@ export class DecoderLM {
     return this.layout.headUnit;
   }
 
-  /** Units whose gradients backward computes, in backward order: head, layers L..1, embeddings,
-   *  then (VL, unless train.freeze_vit) merger, vision blocks, patch_embed. */
+  /** Units in forward order (their beforeUnitForward hooks): vision units (VL), embeddings, each
+   *  layer followed by its experts unit (MoE sparse layers), head. */
+  get forwardUnits(): number[] {
+    const c = this.config;
+    const x = this.layout.expertUnits;
+    const layers = Array.from({ length: c.L }, (_, l) => (x[l] >= 0 ? [l + 1, x[l]] : [l + 1])).flat();
+    return [...this.layout.visionUnits, 0, ...layers, this.headUnit];
+  }
+
+  /** Units whose gradients backward computes, in backward order (their beforeUnitBackward hooks):
+   *  head, layers L..1 (each followed by its experts unit), embeddings, then (VL, unless
+   *  train.freeze_vit) merger, vision blocks, patch_embed. */
   get backwardUnits(): number[] {
     const c = this.config;
-    const order = [this.headUnit, ...Array.from({ length: c.L }, (_, l) => c.L - l), 0];
+    const x = this.layout.expertUnits;
+    const layers = Array.from({ length: c.L }, (_, i) => c.L - 1 - i).flatMap((l) => (x[l] >= 0 ? [l + 1, x[l]] : [l + 1]));
+    const order = [this.headUnit, ...layers, 0];
     if (this.vision && !this.opts.freezeVision) order.push(...[...this.layout.visionUnits].reverse());
     return order;
+  }
+
+  /**
+   * Keep only routed experts [first, first + count) of every sparse layer: each experts unit's
+   * layout becomes that range's parameters, re-based (HF names kept; the others leave byName). For
+   * a plan that places the other experts on other ranks (expert parallelism), which also installs
+   * the ExpertCore that sends them their tokens. Only on a meta model, before any buffer exists.
+   */
+  holdExperts(first: number, count: number): void {
+    const c = this.config, m = c.moe;
+    if (!m) throw new Error(`model ${c.modelType}: holdExperts on a model without experts`);
+    if (!this.opts.meta || this.params.length || this.grads) throw new Error(`model ${c.modelType}: holdExperts needs a meta model without parameter or gradient buffers`);
+    if (first < 0 || count < 1 || first + count > m.E) throw new Error(`model ${c.modelType}: experts [${first}, ${first + count}) outside the ${m.E} experts`);
+    const L = this.layout;
+    for (const x of L.expertUnits) {
+      if (x < 0) continue;
+      const old = L.units[x];
+      for (const p of old.params) L.byName.delete(p.name);
+      const u = expertsUnit(x, old.experts!.layer, c.C, m, first, count);
+      for (const p of u.params) L.byName.set(p.name, p);
+      L.units[x] = u;
+    }
+  }
+
+  /** Install a plan's expert computation at every sparse layer (default: all experts here). */
+  setExpertCore(core: ExpertCore): void {
+    this.layer.setExpertCore(core);
   }
 
   /** Units the optimizer updates: all but a frozen vision tower's. */
@@ -195,27 +239,46 @@ export class DecoderLM {
     let v = this.viewCache.get(flat);
     if (!v) {
       v = new Map();
-      const prefix = u >= 1 && u <= this.config.L ? `model.layers.${u - 1}.` : "";
+      const ex = this.layout.units[u].experts;
+      const prefix = ex ? `model.layers.${ex.layer}.` : u >= 1 && u <= this.config.L ? `model.layers.${u - 1}.` : "";
       for (const p of this.layout.units[u].params) v.set(p.name.slice(prefix.length), this.k.view(flat, p.offset, p.shape));
       // gate_proj and up_proj are adjacent (layout.ts): one (2I,C) view for the fused MLP GEMMs
       for (const mlp of ["mlp.", "mlp.shared_expert.", "mlp.shared_experts."]) {
         const gate = this.layout.byName.get(`${prefix}${mlp}gate_proj.weight`);
         const up = this.layout.byName.get(`${prefix}${mlp}up_proj.weight`);
-        if (gate && up && up.offset === gate.offset + gate.numel) v.set(`${mlp}gate_up_proj.weight`, this.k.view(flat, gate.offset, [2 * gate.numel]));
+        if (gate && up && gate.unit === u && up.unit === u && up.offset === gate.offset + gate.numel) v.set(`${mlp}gate_up_proj.weight`, this.k.view(flat, gate.offset, [2 * gate.numel]));
       }
-      // MoE experts: every [gate; up] is one (E,2IM,C) block and every down one (E,C,IM) block (layout.ts)
-      const E = this.config.moe?.E ?? 0;
-      const gu0 = this.layout.byName.get(`${prefix}mlp.experts.0.gate_proj.weight`);
-      const dn0 = this.layout.byName.get(`${prefix}mlp.experts.0.down_proj.weight`);
-      const guLast = this.layout.byName.get(`${prefix}mlp.experts.${E - 1}.up_proj.weight`);
-      const dnLast = this.layout.byName.get(`${prefix}mlp.experts.${E - 1}.down_proj.weight`);
-      if (gu0 && dn0 && guLast && dnLast && guLast.offset + guLast.numel === gu0.offset + 2 * E * gu0.numel && dnLast.offset === dn0.offset + (E - 1) * dn0.numel) {
-        v.set("mlp.experts.gate_up_proj", this.k.view(flat, gu0.offset, [2 * E * gu0.numel]));
-        v.set("mlp.experts.down_proj", this.k.view(flat, dn0.offset, [E * dn0.numel]));
+      // MoE experts unit: every [gate; up] is one (n,2IM,C) block and every down one (n,C,IM) block (layout.ts)
+      if (ex) {
+        const ps = this.layout.units[u].params, n = ex.count;
+        v.set("mlp.experts.gate_up_proj", this.k.view(flat, 0, [2 * n * ps[0].numel]));
+        v.set("mlp.experts.down_proj", this.k.view(flat, ps[2 * n].offset, [n * ps[2 * n].numel]));
       }
       this.viewCache.set(flat, v);
     }
     return v;
+  }
+
+  /** Layer l's weights: its unit's views, plus its experts unit's on a sparse layer. */
+  private layerViews(flats: F32[], l: number): Views {
+    const v = this.views(flats[l + 1], l + 1);
+    const x = this.layout.expertUnits[l];
+    if (x < 0) return v;
+    let byX = this.layerViewCache.get(flats[l + 1]);
+    if (!byX) this.layerViewCache.set(flats[l + 1], (byX = new WeakMap()));
+    let m = byX.get(flats[x]);
+    if (!m) byX.set(flats[x], (m = new Map([...v, ...this.views(flats[x], x)])));
+    return m;
+  }
+
+  /** Runs layer l's hooks (and its experts unit's, nested inside) around `body`. */
+  private async aroundLayer(l: number, dir: "Forward" | "Backward", body: () => Promise<void>): Promise<void> {
+    const x = this.layout.expertUnits[l];
+    await this.hook(`beforeUnit${dir}`, l + 1);
+    if (x >= 0) await this.hook(`beforeUnit${dir}`, x);
+    await body();
+    if (x >= 0) await this.hook(`afterUnit${dir}`, x);
+    await this.hook(`afterUnit${dir}`, l + 1);
   }
 
   private headWeights(flats: F32[]): { normW: F32; weight: F32 } {
@@ -310,11 +373,7 @@ export class DecoderLM {
         f += n;
       }
     }
-    for (let l = 0; l < c.L; l++) {
-      await this.hook("beforeUnitForward", l + 1);
-      await this.layerForward(l, b);
-      await this.hook("afterUnitForward", l + 1);
-    }
+    for (let l = 0; l < c.L; l++) await this.aroundLayer(l, "Forward", () => this.layerForward(l, b));
   }
 
   /** Forward one micro-batch: loss (1) += sum of next-token CE over its valid tokens. With
@@ -402,7 +461,7 @@ export class DecoderLM {
     }
     for (let l = 0; l < c.L; l++) {
       const s = this.saved[this.opts.gradientCheckpointing ? 0 : l];
-      await this.layer.forward(l, this.resid[l + 1].at(T), this.resid[l].at(T), this.views(this.params[l + 1], l + 1), s, this.scratch, b, cache[l]);
+      await this.layer.forward(l, this.resid[l + 1].at(T), this.resid[l].at(T), this.layerViews(this.params, l), s, this.scratch, b, cache[l]);
     }
     const out = k.alloc([T, c.V], "f32", { shared: false, name: "logits" });
     const { normW, weight } = this.headWeights(this.params);
@@ -414,7 +473,7 @@ export class DecoderLM {
 
   private async layerForward(l: number, b: BatchInputs): Promise<void> {
     const s = this.saved[this.opts.gradientCheckpointing ? 0 : l];
-    await this.layer.forward(l, this.resid[l + 1].at(b.T), this.resid[l].at(b.T), this.views(this.params[l + 1], l + 1), s, this.scratch, b);
+    await this.layer.forward(l, this.resid[l + 1].at(b.T), this.resid[l].at(b.T), this.layerViews(this.params, l), s, this.scratch, b);
   }
 
   /** Backward of the last forward(grad = true): accumulates into grads (zeroed by the caller per step). */
@@ -433,12 +492,11 @@ export class DecoderLM {
     this.head.backward(dres, this.views(grads[H], H).get("model.norm.weight")!, this.resid[c.L].at(T), hw.normW, T);
     await this.hook("afterUnitBackward", H);
     for (let l = c.L - 1; l >= 0; l--) {
-      const u = l + 1;
-      await this.hook("beforeUnitBackward", u);
-      if (this.opts.gradientCheckpointing) await this.layerForward(l, b); // recompute (routing not re-recorded)
-      const s = this.saved[this.opts.gradientCheckpointing ? 0 : l];
-      await this.layer.backward(l, dres, this.views(grads[u], u), this.resid[l].at(T), this.views(this.params[u], u), s, this.scratch, b);
-      await this.hook("afterUnitBackward", u);
+      await this.aroundLayer(l, "Backward", async () => {
+        if (this.opts.gradientCheckpointing) await this.layerForward(l, b); // recompute (routing not re-recorded)
+        const s = this.saved[this.opts.gradientCheckpointing ? 0 : l];
+        await this.layer.backward(l, dres, this.layerViews(grads, l), this.resid[l].at(T), this.layerViews(this.params, l), s, this.scratch, b);
+      });
     }
     // image-token rows: their gradient goes to the vision tower, not to the embedding table
     const v = this.vision;

@@ -11,7 +11,7 @@ import type { Arena, BatchInputs, Buf, F32 } from "./blocks/arena.ts";
 import { Attention, type AttnSaved, type AttnScratch, type LayerKv, type Views } from "./blocks/attention.ts";
 import { Mlp, type MlpSaved, type MlpScratch } from "./blocks/mlp.ts";
 import { Mla, type MlaSaved, type MlaScratch } from "./blocks/mla.ts";
-import { MoeBlock, type MoeSaved, type MoeScratch } from "./blocks/moe.ts";
+import { MoeBlock, type ExpertCore, type MoeSaved, type MoeScratch } from "./blocks/moe.ts";
 import type { RouterStats } from "./blocks/router.ts";
 import { RMSNorm } from "./blocks/norm.ts";
 import type { Rope } from "./blocks/rope.ts";
@@ -47,6 +47,12 @@ export class DecoderLayer {
     this.norm = new RMSNorm(k, c.C, c.eps);
     let n = 0;
     this.sparseIndex = Array.from({ length: c.L }, (_, l) => (c.moe?.sparse[l] ? n++ : -1));
+  }
+
+  /** A plan's expert computation for every sparse layer (expert parallelism). */
+  setExpertCore(core: ExpertCore): void {
+    if (!this.moe) throw new Error(`model ${this.c.modelType}: no MoE layers to place experts of`);
+    this.moe.core = core;
   }
 
   private isSparse(l: number): boolean {

@@ -5,6 +5,7 @@ export { DecoderLM, type DecoderOptions, type UnitHooks } from "./decoder.ts";
 export { LocalAttention, type AttentionCore, type AttnSaved } from "./blocks/attention.ts";
 export type { BatchInputs } from "./blocks/arena.ts";
 export type { RouterStatsReduce } from "./blocks/router.ts";
+export type { ExpertCore, MoeSaved, MoeScratch } from "./blocks/moe.ts";
 export { ConfigError, readConfigJson, type DecoderConfig } from "./config.ts";
 export { resolveConfig, familyOf, supportedModelTypes, type ModelFamily } from "./registry.ts";
 export { decoderLayout, checkpointMismatches, type ParamLayout, type ParamEntry, type UnitLayout } from "./layout.ts";

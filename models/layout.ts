@@ -1,8 +1,11 @@
 // Parameter layout, llm.c style: every parameter is a named view into ONE flat f32 buffer per
 // FSDP unit. Unit 0 = embeddings, units 1..L = decoder layers, unit L+1 = final norm (+ lm_head
 // when untied); vision-language models append the vision tower's units after the head
-// (L+2 = patch_embed, then one per vision block, then the merger; see vl/layout.ts). Gradients and optimizer state mirror the same layout, so FSDP shards, gathers and
-// reduce-scatters whole units, and the optimizer runs over flat ranges.
+// (L+2 = patch_embed, then one per vision block, then the merger; see vl/layout.ts); MoE models
+// append one unit per sparse layer holding that layer's routed experts ("layers.3.experts"), so
+// that an expert-parallel plan can place and shard them apart from the replicated parameters
+// (docs/plans.md section 4). Gradients and optimizer state mirror the same layout, so FSDP shards,
+// gathers and reduce-scatters whole units, and the optimizer runs over flat ranges.
 import type { DecoderConfig, MlaConfig, MoeConfig } from "./config.ts";
 import { visionUnits } from "./vl/layout.ts";
 
@@ -31,6 +34,10 @@ export interface UnitLayout {
   /** Other units whose parameters this unit's compute reads (tied lm_head reads unit 0's
    *  embedding): an FSDP plan must have them gathered too while this unit runs. */
   reads: number[];
+  /** MoE experts units: the decoder layer whose routed experts this unit holds, and which of them
+   *  ([first, first + count) of E; all E unless a plan placed the others elsewhere, see
+   *  holdExperts). Absent for every other unit. */
+  experts?: { layer: number; first: number; count: number };
 }
 
 export interface ParamLayout {
@@ -41,6 +48,8 @@ export interface ParamLayout {
   headUnit: number;
   /** Indices of the vision tower's units (empty for text models). */
   visionUnits: number[];
+  /** Per decoder layer: the unit of its routed experts, or -1 (dense layers, dense models). */
+  expertUnits: number[];
 }
 
 /** Builds one unit's parameter list (names, offsets, shapes) in order. */
@@ -95,20 +104,27 @@ function addSwiglu(b: UnitBuilder, p: string, C: number, I: number): void {
   b.add(p + "down_proj.weight", [C, I], "normal");
 }
 
-/** Sparse MoE block, HF names. Experts are laid out for the grouped GEMM: every expert's
- *  [gate_proj; up_proj] first, in expert order, so all of them are one (E,2IM,C) block, then every
- *  down_proj as one (E,C,IM) block; a contiguous expert range is a contiguous slice of each. */
+/** Sparse MoE block, HF names, but for the routed experts (expertsUnit): router, shared expert. */
 function addMoe(b: UnitBuilder, p: string, C: number, m: MoeConfig): void {
   b.add(p + "gate.weight", [m.E, C], "normal");
   // DeepSeek-V3: a buffer HF saves with the weights; steers the choice only (never gets a gradient)
   if (m.router === "sigmoid_group") b.add(p + "gate.e_score_correction_bias", [m.E], "zeros");
-  for (let e = 0; e < m.E; e++) {
-    b.add(`${p}experts.${e}.gate_proj.weight`, [m.IM, C], "normal");
-    b.add(`${p}experts.${e}.up_proj.weight`, [m.IM, C], "normal");
-  }
-  for (let e = 0; e < m.E; e++) b.add(`${p}experts.${e}.down_proj.weight`, [C, m.IM], "normal");
   if (m.ISH > 0) addSwiglu(b, m.sharedPrefix.replace("mlp.", p), C, m.ISH);
   if (m.ISH > 0 && m.sharedGate) b.add(p + "shared_expert_gate.weight", [1, C], "normal");
+}
+
+/** The unit of layer l's routed experts [first, first + count), HF names, laid out for the grouped
+ *  GEMM: every expert's [gate_proj; up_proj] first, in expert order, so all of them are one
+ *  (count,2IM,C) block, then every down_proj as one (count,C,IM) block. */
+export function expertsUnit(index: number, l: number, C: number, m: MoeConfig, first = 0, count = m.E): UnitLayout {
+  const b = new UnitBuilder(index);
+  const p = `model.layers.${l}.mlp.experts.`;
+  for (let e = first; e < first + count; e++) {
+    b.add(`${p}${e}.gate_proj.weight`, [m.IM, C], "normal");
+    b.add(`${p}${e}.up_proj.weight`, [m.IM, C], "normal");
+  }
+  for (let e = first; e < first + count; e++) b.add(`${p}${e}.down_proj.weight`, [C, m.IM], "normal");
+  return { index, name: `layers.${l}.experts`, numel: b.numel, params: b.params, reads: [], experts: { layer: l, first, count } };
 }
 
 /** HF parameter names and shapes of a decoder (every family of registry.ts), grouped in units. */
@@ -136,13 +152,12 @@ export function decoderLayout(c: DecoderConfig): ParamLayout {
   if (!c.tied) head.add("lm_head.weight", [c.V, c.C], "normal");
   finish(head, "head", c.tied ? [0] : []);
   if (c.vision) units.push(...visionUnits(c.vision, c.L + 2));
+  const vision = units.slice(c.L + 2).map((u) => u.index);
+  const expertUnits = Array.from({ length: c.L }, (_, l) => (c.moe?.sparse[l] ? units.push(expertsUnit(units.length, l, c.C, c.moe)) - 1 : -1));
 
   const byName = new Map<string, ParamEntry>();
   for (const u of units) for (const p of u.params) byName.set(p.name, p);
-  return {
-    units, byName, totalNumel: units.reduce((a, u) => a + u.numel, 0), headUnit: c.L + 1,
-    visionUnits: units.slice(c.L + 2).map((u) => u.index),
-  };
+  return { units, byName, totalNumel: units.reduce((a, u) => a + u.numel, 0), headUnit: c.L + 1, visionUnits: vision, expertUnits };
 }
 
 /** Every difference between the layout and a checkpoint's tensors (missing, unexpected, wrong

@@ -14,6 +14,10 @@
 // reads the param shard back once per step (the optimizer changed it on the device), all-gathers
 // on the host and uploads the full unit; a backward's full grad is read back and reduce-scattered
 // into the shard's mirror, accumulated there and uploaded once at syncGrads.
+// Per-unit groups (FsdpOptions.groupOf): a unit a plan owns (an expert-parallel rank's experts)
+// is sharded, gathered and reduce-scattered over its own group (ep_fsdp) instead of the shard
+// group (docs/plans.md section 4). The squared grad norm still sums over the shard group: the
+// expert shards of its ranks tile every expert once, so the one norm covers both kinds.
 import type { Kernels, Tensor } from "../kernels/index.ts";
 import { fillUnitRange, modelSource, type DecoderLM, type WeightSource } from "../models/index.ts";
 import { sharedF32, type CommGroup } from "../mesh/index.ts";
@@ -30,9 +34,12 @@ export interface FsdpOptions {
   /** Where the shards' first values come from (a meta model: ranged reads or the seeded init);
    *  absent: the model's own full params, which are freed once sharded. */
   source?: WeightSource;
+  /** The group unit u is sharded over, when not the shard group (experts: ep_fsdp). */
+  groupOf?: (u: number) => CommGroup | null;
 }
 
 interface Unit {
+  group: CommGroup; // the ranks sharing this unit's shards (the shard group, or the unit's own)
   N: number; // real elements
   n: number; // shard elements (padded)
   start: number; // i * n
@@ -70,19 +77,18 @@ export class Fsdp implements StepCollectives, OptimizerShards {
     private world: CommGroup,
     private o: FsdpOptions,
   ) {
-    const S = shard.size;
-    const i = shard.rank;
     this.H = model.headUnit;
     this.tied = model.layout.units[this.H].reads.includes(0);
-    const fwd = [...model.layout.visionUnits, ...Array.from({ length: this.H + 1 }, (_, u) => u)];
+    const fwd = model.forwardUnits;
     const bwd = model.backwardUnits;
     fwd.forEach((u, i) => i + 1 < fwd.length && this.fwdNext.set(u, fwd[i + 1]));
     bwd.forEach((u, i) => i + 1 < bwd.length && this.bwdNext.set(u, bwd[i + 1]));
     const source = o.source ?? modelSource(model);
     this.units = model.layout.units.map((lu) => {
-      const n = Math.ceil(lu.numel / S);
+      const group = o.groupOf?.(lu.index) ?? shard;
+      const n = Math.ceil(lu.numel / group.size);
       const u: Unit = {
-        N: lu.numel, n, start: i * n,
+        group, N: lu.numel, n, start: group.rank * n,
         param: new Mirror(k, k.alloc([n], "f32", { name: `${lu.name}.param_shard` }), "fsdp"),
         grad: new Mirror(k, k.alloc([n], "f32", { name: `${lu.name}.grad_shard` }), "fsdp"),
         rsOut: null, rsCount: 0, stale: false,
@@ -205,7 +211,7 @@ export class Fsdp implements StepCollectives, OptimizerShards {
     if (!first) x.rsOut ??= sharedF32(x.n);
     const out = first ? x.grad.host : x.rsOut!;
     // collective, runs while the next unit computes (device: after the full grad is read back)
-    const rs = this.order.run(this.pool[slot].pull(), () => this.shard.reduceScatter(out, full));
+    const rs = this.order.run(this.pool[slot].pull(), () => x.group.reduceScatter(out, full));
     this.pendingRs.push(
       rs.then(() => {
         if (!first) {
@@ -230,7 +236,7 @@ export class Fsdp implements StepCollectives, OptimizerShards {
     const full = this.fullView(x.pslot, u);
     const ready = x.stale ? x.param.pull() : null; // device: once per step, after the optimizer
     x.stale = false;
-    x.gather = this.order.run(ready, () => this.shard.allGather(full, x.param.host)).then(() => slot.push());
+    x.gather = this.order.run(ready, () => x.group.allGather(full, x.param.host)).then(() => slot.push());
     this.model.params[u] = this.modelView(x.pslot, u);
   }
 
@@ -251,7 +257,7 @@ export class Fsdp implements StepCollectives, OptimizerShards {
 
   /** A free buffer of unit u's padded size (allocated on first need; none after the first step). */
   private acquire(u: number): number {
-    const np = this.units[u].n * this.shard.size;
+    const np = this.units[u].n * this.units[u].group.size;
     const s = this.free.get(np)?.pop();
     if (s !== undefined) return s;
     this.pool.push(new Mirror(this.k, this.k.alloc([np], "f32", { name: `fsdp.slot${this.pool.length}` }), "fsdp"));
@@ -267,7 +273,7 @@ export class Fsdp implements StepCollectives, OptimizerShards {
 
   /** (Np_u) host view of a slot: what the collectives move. */
   private fullView(s: number, u: number): Float32Array {
-    return this.pool[s].host.subarray(0, this.units[u].n * this.shard.size);
+    return this.pool[s].host.subarray(0, this.units[u].n * this.units[u].group.size);
   }
 
   /** (N_u) tensor view of a slot for the model, cached so the model's own view cache hits. */

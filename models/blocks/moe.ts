@@ -9,6 +9,9 @@
 //   out (T,C) = sum_k w[t,k] ys[rowOf[t,k]] (+ s[t] ysh[t])      moeCombine, k order fixed
 // Backward mirrors it; the routing weights' gradient (and the shared gate's) comes back to the
 // host (SYNC POINT), through the top-k softmax (plus the load-balancing loss term) into dlogits.
+// The routed experts' computation (xs -> ys and back) is an ExpertCore: by default every expert on
+// this rank (the grouped GEMM); expert parallelism installs one that sends each expert's rows to
+// the rank holding it (parallel/expert.ts), so the block never branches on a plan.
 // Shape letters: E experts, K routes per token, IM expert width, R = T*K rows, K1 = K (+1 with a
 // shared expert), RT = R (+T with a shared expert) rows of `rows`.
 import type { Kernels } from "../../kernels/index.ts";
@@ -35,7 +38,19 @@ export interface MoeScratch {
   hostDw: Float32Array; hostDlogits: Float32Array; hostDsg: Float32Array;
 }
 
+/** The routed experts over rows sorted by expert (off (E+1) on the host: expert e owns rows
+ *  [off[e], off[e+1]) of R = off[E]); wgu / wd are the experts unit's (n,2IM,C) / (n,C,IM) blocks
+ *  of the experts this rank holds (all E by default). `s` is the layer's saved set. */
+export interface ExpertCore {
+  /** ys (R,C) <- experts(xs (R,C)). */
+  forward(ys: F32, xs: F32, off: Int32Array, wgu: F32, wd: F32, s: MoeSaved, sc: MoeScratch): Promise<void>;
+  /** dxs (R,C) +=, dwgu +=, dwd += from dys (R,C), the saved set of the matching forward. */
+  backward(dxs: F32, dwgu: F32, dwd: F32, dys: F32, xs: F32, off: Int32Array, wgu: F32, wd: F32, s: MoeSaved, sc: MoeScratch): Promise<void>;
+}
+
 export class MoeBlock {
+  /** Where the routed experts run (see ExpertCore); default: all of them here. */
+  core: ExpertCore;
   private m: MoeConfig;
   private router: Router;
   private shared: Mlp | null;
@@ -46,6 +61,15 @@ export class MoeBlock {
     this.router = new Router(this.m);
     this.shared = this.m.ISH > 0 ? new Mlp(k, c.C, this.m.ISH, this.m.sharedPrefix) : null;
     this.K1 = this.m.K + (this.shared ? 1 : 0);
+    const { E, IM } = this.m, C = c.C;
+    this.core = {
+      forward: async (ys, xs, off, wgu, wd, s, sc) =>
+        groupedSwigluForward(k, ys, s.gu.at(off[E] / this.m.K), xs, wgu, wd, off, E, C, IM, sc.h.at(off[E] / this.m.K)),
+      backward: async (dxs, dwgu, dwd, dys, xs, off, wgu, wd, s, sc) => {
+        const T = off[E] / this.m.K;
+        groupedSwigluBackward(k, dxs, dwgu, dwd, dys, xs, s.gu.at(T), wgu, wd, off, E, C, IM, { h: sc.h.at(T), dh: sc.dh.at(T), dgu: sc.dgu.at(T) });
+      },
+    };
   }
 
   allocSaved(a: Arena, name: string): MoeSaved {
@@ -117,7 +141,7 @@ export class MoeBlock {
     const xs = s.xs.at(T);
     k.embeddingForward(xs, rowToken, xn, R, C, T); // xs (R,C) = xn[rowToken]
     const { wgu, wd } = this.experts(w);
-    groupedSwigluForward(k, k.view(rows, 0, [R * C]), s.gu.at(T), xs, wgu, wd, r.off, m.E, C, m.IM, sc.h.at(T));
+    await this.core.forward(k.view(rows, 0, [R * C]), xs, r.off, wgu, wd, s, sc); // (expert parallel: all-to-alls inside)
     k.moeCombine(out, rows, s.idx.at(T), s.weights.at(T), T, K1, C, RT);
   }
 
@@ -133,8 +157,7 @@ export class MoeBlock {
     k.moeCombineBackward(drows, dweights, dout, s.rows.at(T), s.idx.at(T), s.weights.at(T), T, K1, C, RT);
     k.zero(dxs);
     const ew = this.experts(w), eg = this.experts(g);
-    groupedSwigluBackward(k, dxs, eg.wgu, eg.wd, k.view(drows, 0, [R * C]), s.xs.at(T), s.gu.at(T), ew.wgu, ew.wd,
-      s.routing.off, m.E, C, m.IM, { h: sc.h.at(T), dh: sc.dh.at(T), dgu: sc.dgu.at(T) });
+    await this.core.backward(dxs, eg.wgu, eg.wd, k.view(drows, 0, [R * C]), s.xs.at(T), s.routing.off, ew.wgu, ew.wd, s, sc);
     k.embeddingBackward(dxn, dxs, s.rowToken.at(T), R, C, T); // dxn[rowToken[r]] += dxs[r], rows in order
     if (this.shared) this.shared.backward(dxn, g, k.view(drows, R * C, [T * C]), xn, w, s.shared!, sc.shared!, b);
     const dwHost = await k.read(dweights); // SYNC POINT: routing-weight gradients back to the host
