@@ -137,9 +137,8 @@ function traceRank(rank: number, t: { profile_trace_dir: string; profile_start_s
 export function paramStats(plan: Parallelism, nUnits: number): number[] {
   const out: number[] = [];
   for (let u = 0; u < nUnits; u++) {
-    const o = plan.owned(u);
     let s = 0, sq = 0, w = 0;
-    if (o) {
+    for (const o of plan.owned(u) ?? []) {
       for (let j = 0; j < o.values.length; j++) {
         const x = o.values[j];
         s += x;

@@ -51,7 +51,6 @@ export const SUPPORT: SupportRule[] = [
   { key: "train.tensor_parallel_size", action: "refuse", why: NO_PLAN },
   { key: "train.pipeline_parallel_size", action: "refuse", why: NO_PLAN },
   { key: "train.context_parallel_size", action: "refuse", why: NO_PLAN },
-  { key: "train.expert_parallel_size", action: "refuse", why: NO_PLAN },
   { key: "train.profile_with_stack", action: "warn", why: "has no effect: traces record spans, not JavaScript stacks", when: (v, c) => v === true && c.train.enable_profiling },
   { key: "train.profile_record_shapes", action: "warn", why: "has no effect: step spans always carry their micro-batch count and tokens", when: (v, c) => v === false && c.train.enable_profiling },
   { key: "train.wandb_project", action: "warn", why: "has no effect: there is no Weights & Biases client for JavaScript (see train.use_wandb)" },

@@ -4,8 +4,8 @@
 //   1. mesh    [pp, dp_replicate, dp_shard, ulysses, tp] from every configured size; a bad
 //              factorisation is refused with every factor named (mesh/dims.ts).
 //   2. Ulysses sequence parallel over `ulysses`            (extension point: TP over `tp` here)
-//   3. (extension point: expert parallel over the expert mesh [ep_fsdp, ep]; it would claim its
-//      expert parameters so that step 4 leaves them to it)
+//   3. expert parallel over the expert mesh [ep_fsdp, ep] (train.expert_parallel_size): each ep
+//      rank keeps E/ep experts of every sparse layer, whose units step 4 shards over ep_fsdp
 //   4. data parallel: DDP over every rank, or FSDP over dp_shard x ulysses (VeOmni's dp_shard_sp)
 //      with HSDP replicas over dp_replicate.
 // Plans never replace one another: unit hooks stack (DecoderLM.addHooks). docs/plans.md says how
@@ -14,10 +14,11 @@
 import type { Kernels, Tensor } from "../kernels/index.ts";
 import { parallelRefusals, type Config } from "../configs/index.ts";
 import type { MicroBatch } from "../data/index.ts";
-import { deviceMesh, type Comm, type CommGroup, type Mesh, type TrainAxis } from "../mesh/index.ts";
+import { deviceMesh, expertMesh, type Comm, type CommGroup, type Mesh, type TrainAxis } from "../mesh/index.ts";
 import { materialize, type DecoderLM, type WeightSource } from "../models/index.ts";
 import { SINGLE_PROCESS, type OptimizerShards, type StepCollectives } from "./collectives.ts";
 import { Ddp } from "./ddp.ts";
+import { ExpertParallel, expertParallelSizes } from "./expert.ts";
 import { Fsdp } from "./fsdp.ts";
 import { UlyssesAttention, ulyssesHeads } from "./ulysses.ts";
 import { ulyssesSlice } from "./ulysses_data.ts";
@@ -41,13 +42,17 @@ export interface Parallelism {
   prepare(mbs: MicroBatch[]): MicroBatch[];
   /** Ulysses' core attention when ulysses > 1 (benchmarks read its all-to-all wait), else null. */
   ulysses: UlyssesAttention | null;
+  /** The expert-parallel core when expert_parallel_size > 1 (benchmarks, tests), else null. */
+  experts: ExpertParallel | null;
   beginStep(nMicro: number): void;
   /** FSDP: per unit, this rank's shard start and param shard; null for whole units (single, DDP). */
   shardOf(u: number): { start: number; param: Float32Array } | null;
   /** Whether this rank writes its units/shards to a checkpoint (HSDP replicas other than the first hold copies). */
   savesShards: boolean;
-  /** Per unit: the params this rank owns uniquely (null where another rank owns them) and their offset in the unit. */
-  owned(u: number): { start: number; values: Float32Array } | null;
+  /** Per unit: the params this rank owns uniquely (null where another rank owns them) and their
+   *  offset in the unit's full (every-expert) layout, as runs: an expert-parallel rank's experts
+   *  are two runs of their unit (gate/up block, down block). */
+  owned(u: number): { start: number; values: Float32Array }[] | null;
   /** Bytes of model state this rank holds (FSDP: shards + gathered slots), for benchmarks. */
   stateBytes(): number;
   /** Sync point before reading owned() or shardOf(): a device backend copies params to their host mirrors. */
@@ -67,6 +72,14 @@ export function parallelSizes(t: Config["train"], world: number): ParallelSizes 
     ulysses: t.ulysses_parallel_size, tp: t.tensor_parallel_size,
   };
   deviceMesh(sizes, world); // refuses a bad factorisation, every factor named
+  const ep = t.expert_parallel_size;
+  if (ep > 1) {
+    const why = (what: string) => new Error(`train.expert_parallel_size(${ep}) with ${what}: not implemented yet; expected 1`);
+    if (t.data_parallel_mode === "ddp") throw new Error(`train.expert_parallel_size(${ep}) needs train.data_parallel_mode fsdp1 or fsdp2 (experts are FSDP-sharded over ep_fsdp), got ddp`);
+    if (rep > 1) throw why(`train.data_parallel_replicate_size(${rep})`);
+    if (t.ulysses_parallel_size > 1) throw why(`train.ulysses_parallel_size(${t.ulysses_parallel_size})`);
+    expertParallelSizes(ep, sizes.dp_shard * sizes.ulysses, null, `launch.world_size(${world})`);
+  }
   return sizes;
 }
 
@@ -125,8 +138,15 @@ export async function parallelize(o: ParallelizeOptions): Promise<Parallelism> {
   const at = mesh.coordsOf(rank);
   const base = {
     mesh, rank, dataRank: at.dp_replicate * sizes.dp_shard + at.dp_shard, dataSize: sizes.dp_replicate * sizes.dp_shard,
-    prepare: (mbs: MicroBatch[]) => mbs, ulysses: null as UlyssesAttention | null,
+    prepare: (mbs: MicroBatch[]) => mbs, ulysses: null as UlyssesAttention | null, experts: null as ExpertParallel | null,
   };
+  const ep = t.expert_parallel_size;
+  if (ep > 1) {
+    // refuse what expert parallelism cannot split before any group is made
+    if (!model.config.moe) throw new Error(`train.expert_parallel_size(${ep}) with model ${model.config.modelType}: it has no routed experts; expected 1`);
+    expertParallelSizes(ep, sizes.dp_shard * sizes.ulysses, model.config.moe.E, `launch.world_size(${world})`);
+    if (k.backend !== "cpu") throw new Error(`kernels.backend = ${k.backend} with train.expert_parallel_size = ${ep}: the expert all-to-alls are not staged through host memory yet; expected kernels.backend cpu or expert_parallel_size 1`);
+  }
   if (sizes.ulysses > 1) {
     // refuse what Ulysses cannot split before any group is made
     if (model.config.vision) throw new Error(`train.ulysses_parallel_size(${sizes.ulysses}) with model ${model.config.modelType}: sequence parallelism of vision-language models (M-RoPE, vision tower) is not implemented yet; expected 1`);
@@ -137,7 +157,7 @@ export async function parallelize(o: ParallelizeOptions): Promise<Parallelism> {
   if (o.source && !shardsParams) materialize(model, o.source); // whole units on every rank
   const full = () => 4 * model.layout.totalNumel * 4; // params + grads + AdamW m, v
   const params = hostViews(k, model.params);
-  const whole = (u: number) => ({ start: 0, values: params.host[u] });
+  const whole = (u: number) => [{ start: 0, values: params.host[u] }];
   const wholeUnits = { shardOf: () => null, savesShards: true, stageOwned: () => params.pull(), restoreShards: () => {} };
   if (world === 1 || !comm) return { ...base, collectives: SINGLE_PROCESS, beginStep: () => {}, stateBytes: full, owned: whole, ...wholeUnits };
   if (k.backend !== "cpu" && sizes.ulysses > 1) throw new Error(`kernels.backend = ${k.backend} with train.ulysses_parallel_size = ${sizes.ulysses}: Ulysses' all-to-all is not staged through host memory yet (DDP, FSDP and HSDP are); expected kernels.backend cpu or ulysses_parallel_size 1`);
@@ -155,6 +175,22 @@ export async function parallelize(o: ParallelizeOptions): Promise<Parallelism> {
     base.prepare = (mbs) => mbs.map((mb) => ulyssesSlice(mb, group.size, group.rank));
   }
 
+  // 3. expert parallel: ep rank j keeps experts [j*E/ep, (j+1)*E/ep) of every sparse layer (its
+  //    experts units re-laid to that range) and the core that sends each expert its rows; step 4
+  //    shards those units over ep_fsdp (the ranks holding the same experts)
+  let expertGroup: ((u: number) => CommGroup | null) | undefined;
+  const fullLayout = new Map(model.layout.units.map((u) => [u.index, u])); // offsets for owned()
+  if (ep > 1) {
+    const em = expertMesh(ep, world);
+    const epGroup = await comm.group(em.groupOf(rank, ["ep"]), em.groupName(rank, ["ep"]));
+    const epFsdp = await comm.group(em.groupOf(rank, ["ep_fsdp"]), em.groupName(rank, ["ep_fsdp"]));
+    base.experts = new ExpertParallel(k, model.config, epGroup);
+    model.holdExperts(base.experts.first, base.experts.El);
+    model.setExpertCore(base.experts);
+    const xs = new Set(model.layout.expertUnits.filter((x) => x >= 0));
+    expertGroup = (u) => (xs.has(u) ? epFsdp : null);
+  }
+
   // 4. data parallel (last: it wraps the units the plans above left)
   if (t.data_parallel_mode === "ddp") {
     const ddp = new Ddp(k, model, worldGroup);
@@ -162,17 +198,31 @@ export async function parallelize(o: ParallelizeOptions): Promise<Parallelism> {
   }
   const shard = await groups.over(["dp_shard", "ulysses"]);
   const replicate = sizes.dp_replicate > 1 ? await groups.over(["dp_replicate"]) : null;
-  const fsdp = new Fsdp(k, model, shard, replicate, worldGroup, { fullShard: t.enable_full_shard, prefetch: t.enable_forward_prefetch, source: o.source });
+  const fsdp = new Fsdp(k, model, shard, replicate, worldGroup, { fullShard: t.enable_full_shard, prefetch: t.enable_forward_prefetch, source: o.source, groupOf: expertGroup });
   const primary = !replicate || replicate.rank === 0;
   const owned = (u: number) => {
     if (!primary) return null;
     const s = fsdp.shardsOf(u);
-    const N = model.layout.units[u].numel;
-    return { start: s.start, values: s.param.subarray(0, Math.max(0, Math.min(s.numel, N - s.start))) };
+    const lu = model.layout.units[u];
+    const values = s.param.subarray(0, Math.max(0, Math.min(s.numel, lu.numel - s.start)));
+    if (fullLayout.get(u) === lu) return [{ start: s.start, values }];
+    // a held expert range: map each parameter's run to its offset in the every-expert unit
+    const full = fullLayout.get(u)!.params, at = new Map(full.map((p) => [p.name, p.offset]));
+    return flatRuns(lu.params, s.start, values).map((r) => ({ start: at.get(r.name)! + r.from, values: r.values }));
   };
   const shardOf = (u: number) => ({ start: fsdp.shardsOf(u).start, param: fsdp.shardsOf(u).param });
   return {
     ...base, collectives: fsdp, shards: fsdp, beginStep: () => fsdp.beginStep(), stateBytes: () => fsdp.stateBytes(),
     owned, shardOf, savesShards: primary, stageOwned: () => fsdp.pullShards(), restoreShards: () => fsdp.pushShards(),
   };
+}
+
+/** The runs of each parameter inside a flat range [start, start + values.length) of its unit. */
+function flatRuns(ps: readonly { name: string; offset: number; numel: number }[], start: number, values: Float32Array): { name: string; from: number; values: Float32Array }[] {
+  const out = [];
+  for (const p of ps) {
+    const a = Math.max(start, p.offset), b = Math.min(start + values.length, p.offset + p.numel);
+    if (a < b) out.push({ name: p.name, from: a - p.offset, values: values.subarray(a - start, b - start) });
+  }
+  return out;
 }
