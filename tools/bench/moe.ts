@@ -2,10 +2,12 @@
 // expert over tokens sorted by expert) against ONE dense SwiGLU of the same FLOPs (same rows, same
 // widths: what the experts would cost if every row went to a single expert), forward + backward,
 // and whole training steps of a small qwen3_moe model (tokens/s). Usage:
-//   bun run bench moe --experts 8 --topk 2 --ep 1 [--threads 1] [--tokens 2048] [--hidden 512]
-//       [--moe-intermediate 512] [--reps 5] [--mixed]
+//   bun run bench moe --experts 8 --topk 2 --ep 1,2 [--threads 1] [--tokens 2048] [--hidden 512]
+//       [--moe-intermediate 512] [--reps 5] [--mixed] [--rounds 1]
 // --mixed: train.enable_mixed_precision (bf16 GEMM operands, f32 accumulation) for both sides.
-// --ep > 1 (expert parallelism, all-to-all share of the step) is refused: EP is not built yet.
+// With an --ep list holding a size > 1: the same model trained by max(ep) rank processes for each
+// ep of the list (tools/bench/moe_ep.ts): tokens/s, CPU s/step and the all-to-all share of the
+// step; --rounds N runs the list N times, interleaved.
 // Prints human lines; the LAST line is one JSON object with the figures.
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -15,6 +17,7 @@ import { Router } from "../../models/blocks/router.ts";
 import { resolveConfig } from "../../models/index.ts";
 import { Trainer } from "../../actors/trainer.ts";
 import type { MicroBatch } from "../../data/batch.ts";
+import { runEpCase, type EpRow } from "./moe_ep.ts";
 
 type T32 = Tensor<"f32">;
 const args = process.argv.slice(2);
@@ -26,8 +29,8 @@ const E = Number(arg("experts", "8")), K = Number(arg("topk", "2")), threads = N
 const T = Number(arg("tokens", "2048")), C = Number(arg("hidden", "512")), I = Number(arg("moe-intermediate", "512"));
 const reps = Number(arg("reps", "5"));
 const eps = arg("ep", "1").split(",").map(Number);
-if (eps.some((e) => e !== 1)) {
-  console.error(`bench moe: --ep ${eps.join(",")}: expert parallelism (train.expert_parallel_size > 1) is not implemented yet; run with --ep 1`);
+if (eps.some((e) => !Number.isInteger(e) || e < 1 || E % e !== 0)) {
+  console.error(`bench moe: --ep ${eps.join(",")}: each must be a positive integer dividing --experts ${E}`);
   process.exit(2);
 }
 
@@ -95,10 +98,11 @@ console.log(`grouped / dense GFLOP/s (fwd+bwd): ${ratio.toFixed(2)}x (target >= 
 // whole training steps of a small qwen3_moe (2 layers, every layer sparse), random init
 const dir = mkdtempSync(`${tmpdir()}/veomni-bench-moe-`);
 let tokS = 0;
+const raw = { model_type: "qwen3_moe", vocab_size: 4096, hidden_size: C, intermediate_size: 4 * C,
+  num_hidden_layers: 2, num_attention_heads: 8, num_key_value_heads: 4, head_dim: C / 8, num_experts: E, num_experts_per_tok: K,
+  moe_intermediate_size: I, norm_topk_prob: true, output_router_logits: true, router_aux_loss_coef: 0.001, max_position_embeddings: T };
 try {
-  writeFileSync(`${dir}/config.json`, JSON.stringify({ model_type: "qwen3_moe", vocab_size: 4096, hidden_size: C, intermediate_size: 4 * C,
-    num_hidden_layers: 2, num_attention_heads: 8, num_key_value_heads: 4, head_dim: C / 8, num_experts: E, num_experts_per_tok: K,
-    moe_intermediate_size: I, norm_topk_prob: true, output_router_logits: true, router_aux_loss_coef: 0.001, max_position_embeddings: T }));
+  writeFileSync(`${dir}/config.json`, JSON.stringify(raw));
   const Tm = Math.min(T, 1024);
   const model = initModelFromConfig(k, `${dir}/config.json`, 1, { maxTokens: Tm, gradientCheckpointing: false });
   const trainer = new Trainer(model, { schedule: { lr: 1e-3, lr_min: 0, lr_start: 0, train_steps: 100, lr_warmup_ratio: 0, lr_decay_style: "constant", lr_decay_ratio: 1 },
@@ -119,7 +123,21 @@ try {
 } finally {
   rmSync(dir, { recursive: true, force: true });
 }
+// expert parallelism: every ep of the list on max(ep) rank processes, 1 thread each
+const epRows: EpRow[] = [];
+if (eps.some((e) => e > 1)) {
+  const W = Math.max(...eps), Tm = Math.min(T, 1024);
+  console.log(`expert parallel: ${W} rank processes, 1 thread each, fsdp2 over ${W}, one row of ${Tm} tokens per rank per step, median of ${reps} steps`);
+  // --rounds N: the ep list N times, interleaved, so each ep sees the same machine load
+  for (let round = 0; round < Number(arg("rounds", "1")); round++) {
+    for (const ep of eps) {
+      const r = await runEpCase(ep, W, Tm, reps, 1, raw, mixed);
+      epRows.push(r);
+      console.log(`  ep ${ep} (ep_fsdp ${W / ep}): ${r.tokensPerS.toFixed(0)} tok/s over ${W} ranks (${(r.stepS * 1000).toFixed(0)} ms/step, ${r.cpuSPerStep.toFixed(2)} CPU s/step), expert all-to-all ${(100 * r.allToAllShare).toFixed(1)}% of the step`);
+    }
+  }
+}
 console.log(JSON.stringify({ bench: "moe", threads, mixed, E, K, T, C, I, rowsPerExpert: sizes,
   grouped: { fwdMs: gFwd, bwdMs: gBwd, fwdGflops: gf(fwdFlops, gFwd), bwdGflops: gf(bwdFlops, gBwd) },
   dense: { fwdMs: dFwd, bwdMs: dBwd, fwdGflops: gf(fwdFlops, dFwd), bwdGflops: gf(bwdFlops, dBwd) },
-  groupedVsDense: ratio, ep: { 1: { tokensPerS: tokS, allToAllShare: 0 } } }));
+  groupedVsDense: ratio, ep: { 1: { tokensPerS: tokS, allToAllShare: 0 } }, epRanks: epRows }));

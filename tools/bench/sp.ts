@@ -24,7 +24,7 @@ interface RankOut { rank: number; step_s: number[]; wait_s: number[]; activation
 interface Row { seq: number; sp: number; mode: string; tokens_per_s: number; a2a_share: number; activation_mb: number; peak_rss_mb: number; step_s: number }
 
 /** Lines of a child's stdout, one per call; null at its end. */
-function lineReader(stream: ReadableStream<Uint8Array>): () => Promise<string | null> {
+export function lineReader(stream: ReadableStream<Uint8Array>): () => Promise<string | null> {
   const reader = stream.getReader();
   const dec = new TextDecoder();
   let buf = "";
