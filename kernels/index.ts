@@ -28,8 +28,8 @@ export interface KernelsOptions {
   threads: number;
   /** CPU: OpenBLAS library path override. */
   blasPath?: string;
-  /** train.enable_mixed_precision: matmuls on bf16 operands with f32 accumulation (cpu). WebGPU
-   *  runs f32 and says so in its description. Default false. */
+  /** train.enable_mixed_precision: matmuls on bf16 operands (cpu) or f16 operands (webgpu: WGSL
+   *  has no bf16) with f32 accumulation; `description` names the path. Default false. */
   mixedPrecision?: boolean;
 }
 
@@ -51,9 +51,7 @@ export async function createKernels(opts: KernelsOptions): Promise<Kernels> {
       const spec = "./webgpu/index.ts";
       const mod = (await import(spec)) as { createWebGpuKernels?: (o: KernelsOptions) => Promise<Kernels> };
       if (!mod.createWebGpuKernels) throw new Error("kernels: kernels/webgpu/index.ts does not export createWebGpuKernels");
-      const k = await mod.createWebGpuKernels(opts);
-      if (opts.mixedPrecision) (k as { description: string }).description += " [mixed precision not implemented on webgpu: matmuls in f32]";
-      return k;
+      return mod.createWebGpuKernels(opts); // mixed precision: f16 operands (kernels/webgpu/mixed.ts)
     }
     default: {
       const never: never = opts.backend;

@@ -13,6 +13,7 @@ import { crossEntropyFused } from "./loss.ts";
 import { gemm, linearBackward, linearForward } from "./matmul.ts";
 import { groupedGemm, moeCombine, moeCombineBackward } from "./moe.ts";
 import { adamw, sumSquares } from "./optim.ts";
+import { operandsLine } from "./mixed.ts";
 import type { GpuTensor, GpuTuning } from "./runtime.ts";
 import { DEFAULT_GPU_TUNING, Runtime } from "./runtime.ts";
 
@@ -34,7 +35,7 @@ export class WebgpuKernels implements Kernels {
 
   constructor(readonly rt: Runtime) {
     const c = rt.ctx;
-    this.description = `${adapterLine(c.adapter)} f16=${c.f16} subgroups=${c.subgroups}`;
+    this.description = `${adapterLine(c.adapter)} f16=${c.f16} subgroups=${c.subgroups}; ${operandsLine(rt.operands)}`;
   }
 
   alloc<D extends DType = "f32">(shape: readonly number[], dtype?: D, opts?: AllocOptions): Tensor<D> {
@@ -158,9 +159,11 @@ export interface WebgpuKernelsOptions {
   /** Receives the one adapter line when the device opens (first call in the process). */
   log?: (line: string) => void;
   tuning?: Partial<GpuTuning>;
+  /** train.enable_mixed_precision: GEMM operands rounded to f16, f32 accumulation (mixed.ts). */
+  mixedPrecision?: boolean;
 }
 
 /** Opens the device (once per process) and returns the backend; throws when there is no real adapter. */
 export async function createWebGpuKernels(opts: WebgpuKernelsOptions = {}): Promise<WebgpuKernels> {
-  return new WebgpuKernels(new Runtime(await openGpu(opts.log), { ...DEFAULT_GPU_TUNING, ...opts.tuning }));
+  return new WebgpuKernels(new Runtime(await openGpu(opts.log), { ...DEFAULT_GPU_TUNING, ...opts.tuning }, opts.mixedPrecision ?? false));
 }

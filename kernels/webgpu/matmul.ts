@@ -8,6 +8,7 @@
 //         register-blocked kernels cost LLVM seconds each; "auto" on software adapters for small products
 import type { GpuTensor, KernelRef, Runtime } from "./runtime.ts";
 import { grid } from "./runtime.ts";
+import { f16Operands } from "./mixed.ts";
 
 export type MatmulVariant = "t128" | "t64" | "t128h" | "t16";
 export const MATMUL_VARIANTS: Record<MatmulVariant, { tile: number; file?: string; defines?: Record<string, string>; prelude?: string }> = {
@@ -39,7 +40,7 @@ function expectNumel(what: string, t: GpuTensor, n: number): void {
   }
 }
 
-/** out (M,N) <- alpha * op(a) (M,K) @ op(b) (K,N) + beta * out */
+/** out (M,N) <- alpha * op(a) (M,K) @ op(b) (K,N) + beta * out (operands f16-rounded under mixed precision) */
 export function gemm(rt: Runtime, out: GpuTensor, a: GpuTensor, b: GpuTensor, M: number, N: number, K: number,
   transA: boolean, transB: boolean, alpha: number, beta: number): void {
   expectNumel("gemm.out (M,N)", out, M * N);
@@ -51,6 +52,8 @@ export function gemm(rt: Runtime, out: GpuTensor, a: GpuTensor, b: GpuTensor, M:
     if (beta === 0) return rt.dispatch({ file: "fill.wgsl", entry: "fill" }, [out], "uu", [out.numel, 0], grid(out.numel, 256));
     return rt.dispatch({ file: "fill.wgsl", entry: "scale" }, [out], "uu", [out.numel, new Uint32Array(new Float32Array([beta]).buffer)[0]!], grid(out.numel, 256));
   }
+  // mixed precision: both operands rounded to f16 (scaled per tensor), then the f32 GEMM on them
+  if (rt.operands !== "f32") [a, b] = f16Operands(rt, a, b);
   const v = MATMUL_VARIANTS[pickVariant(rt, M, N, K)];
   const k: KernelRef = { file: v.file ?? "matmul.wgsl", entry: "main", defines: v.defines, prelude: v.prelude };
   rt.dispatch(k, [out, a, b], "uuuffuu", [M, N, K, alpha, beta, transA ? 1 : 0, transB ? 1 : 0],

@@ -15,6 +15,7 @@ import { numelOf, shapeStr } from "../tensor.ts";
 import type { GpuContext } from "./device.ts";
 import { type KernelRef, type Pipeline, PipelineCache } from "./pipelines.ts";
 import { GpuProfiler } from "./profiler.ts";
+import { matmulOperands, type MatmulOperands } from "./mixed.ts";
 
 export type { KernelRef } from "./pipelines.ts";
 
@@ -37,8 +38,11 @@ export interface GpuTuning {
   matmul: "auto" | "t128" | "t64" | "t128h" | "t16";
   /** Time every dispatch with timestamp queries (profiler.ts); benchmarks only. */
   profile: boolean;
+  /** Mixed precision's f16 rounding of GEMM operands (mixed.ts): "auto" = the shader-f16
+   *  conversion where the device has it; tests force either to compare them. */
+  f16Cast: "auto" | "native" | "emulated";
 }
-export const DEFAULT_GPU_TUNING: GpuTuning = { xentChunkElems: 8 * 2 ** 20, matmul: "auto", profile: false }; // 32 MiB of logits
+export const DEFAULT_GPU_TUNING: GpuTuning = { xentChunkElems: 8 * 2 ** 20, matmul: "auto", profile: false, f16Cast: "auto" }; // 32 MiB of logits
 
 const PARAM_SLOT = 256; // bytes per dispatch in the uniform ring (>= minUniformBufferOffsetAlignment)
 const RING_SLOTS = 1024;
@@ -75,8 +79,12 @@ export class Runtime {
    *  (code 1 embedding id, 2 cross-entropy target); every sync point checks and clears it. */
   readonly errors: GpuTensor<"i32">;
 
-  constructor(readonly ctx: GpuContext, readonly tuning: GpuTuning = DEFAULT_GPU_TUNING) {
+  /** GEMM operands: f32, or f16-rounded under train.enable_mixed_precision (mixed.ts). */
+  readonly operands: MatmulOperands;
+
+  constructor(readonly ctx: GpuContext, readonly tuning: GpuTuning = DEFAULT_GPU_TUNING, mixedPrecision = false) {
     this.device = ctx.device;
+    this.operands = matmulOperands(mixedPrecision, ctx.f16, tuning.f16Cast);
     this.queue = ctx.device.queue;
     this.align = Math.max(4, ctx.limits.minStorageBufferOffsetAlignment);
     this.paramBuf = this.device.createBuffer({ size: this.paramHost.byteLength, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });

@@ -1,5 +1,5 @@
 // `bun run bench webgpu [--sizes 1024,2048,4096] [--variants t128,t64,t16,t128h] [--reps R]
-//   [--train tiny,small] [--batch B] [--steps S] [--no-train] [--ref] [--profile]`
+//   [--train tiny,small] [--batch B] [--steps S] [--no-train] [--ref] [--profile] [--mixed]`
 // WebGPU backend figures on whatever adapter Dawn gives (name printed first):
 //  - SGEMM GFLOP/s of every matmul.wgsl variant on square matrices (wall clock around R
 //    back-to-back dispatches and one sync, after a warm-up that compiles the pipeline), and which
@@ -7,7 +7,8 @@
 //  - training tokens/s (forward + backward + AdamW of tools/bench/train.ts's llama_model.py
 //    shapes on random tokens) on WebGPU and, in the same run, on the CPU backend; with --ref also
 //    PyTorch eager (/work/shared/bench/train_bench.py, CPU torch as installed); with --profile,
-//    one more step with every dispatch timed by timestamp queries (GPU ms per kernel).
+//    one more step with every dispatch timed by timestamp queries (GPU ms per kernel); with
+//    --mixed also WebGPU training under train.enable_mixed_precision (f16 GEMM operands, mixed.ts).
 // On a software adapter (lavapipe) defaults shrink to 1024 and tiny x 2 steps: correctness
 // target only. Last line: one JSON object with the figures.
 import { Trainer } from "../../actors/trainer.ts";
@@ -114,6 +115,12 @@ export async function main(args: string[]): Promise<void> {
           for (const line of prof.rt.profiler.table()) console.log(line);
         }
       }
+      let mixed: { tps: number; loss: number } | null = null;
+      if (args.includes("--mixed")) {
+        const gm = await createWebGpuKernels({ mixedPrecision: true });
+        console.log(`  mixed: ${gm.description}`);
+        mixed = await trainTps(gm, size, B, steps, 1);
+      }
       const cpu = await createKernels({ backend: "cpu", threads: 2 });
       const c = await trainTps(cpu, size, B, Math.min(steps, 2), 1);
       let torch: number | null = null;
@@ -127,8 +134,9 @@ export async function main(args: string[]): Promise<void> {
         size, batch: B, webgpu_tokens_per_s: Number(w.tps.toFixed(1)), cpu2_tokens_per_s: Number(c.tps.toFixed(1)),
         torch_tokens_per_s: torch, webgpu_vs_cpu: Number((w.tps / c.tps).toFixed(3)),
         webgpu_vs_torch: torch ? Number((w.tps / torch).toFixed(3)) : null, loss: Number(w.loss.toFixed(4)),
+        ...(mixed ? { webgpu_mixed_tokens_per_s: Number(mixed.tps.toFixed(1)), mixed_loss: Number(mixed.loss.toFixed(4)) } : {}),
       };
-      console.log(`train ${size} B=${B}: webgpu ${row.webgpu_tokens_per_s} tok/s, cpu(2 threads) ${row.cpu2_tokens_per_s} tok/s` +
+      console.log(`train ${size} B=${B}: webgpu ${row.webgpu_tokens_per_s} tok/s${mixed ? ` (mixed ${row.webgpu_mixed_tokens_per_s})` : ""}, cpu(2 threads) ${row.cpu2_tokens_per_s} tok/s` +
         `${torch ? `, torch ${torch} tok/s` : ""}`);
       train.push(row);
     }
