@@ -2,6 +2,7 @@
 // in one dispatch, offsets read on the device), over the WGSL kernels beside this file. Route
 // indices are not range-checked on the device (a read beyond a binding is clamped by WebGPU's
 // robust access, never out of bounds); the MoE block builds them on the host.
+import { f16Operands } from "./mixed.ts";
 import { checkGroupSpec } from "../grouped_gemm_check.ts";
 import type { GroupedGemmSpec } from "../ops.ts";
 import { expectTensor } from "../tensor.ts";
@@ -45,6 +46,8 @@ export function groupedGemm(rt: Runtime, out: GpuTensor, a: GpuTensor, b: GpuTen
   const rows = (d: number) => (d < 0 ? maxRows : d);
   const M = rows(g.M), N = rows(g.N);
   if (M === 0 || N === 0) return;
+  // mixed precision: both whole operands f16-rounded under one scale each (mixed.ts), as gemm
+  if (rt.operands !== "f32") [a, b] = f16Operands(rt, a, b);
   rt.dispatch({ file: "grouped_matmul.wgsl", entry: "main" }, [out, a, b, off], "iiiffuuuuuuuuuuu",
     [g.M, g.N, g.K, g.alpha, g.beta, g.transA ? 1 : 0, g.transB ? 1 : 0, g.out.perExpert, g.out.perRow, g.out.ld,
       g.a.perExpert, g.a.perRow, g.a.ld, g.b.perExpert, g.b.perRow, g.b.ld],

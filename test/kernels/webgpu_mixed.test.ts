@@ -18,6 +18,7 @@ import { DEFAULT_GPU_TUNING, type GpuTensor, type GpuTuning } from "../../kernel
 import { loadPretrained } from "../../models/index.ts";
 import { FIXTURES, toMicroBatch, type Expected } from "../models/fixtures.ts";
 import { expectClose, randn, rng, tensorF } from "./helpers.ts";
+import { groupedGemmCase } from "./cases.ts";
 
 setDefaultTimeout(120_000); // lavapipe on 2 shared cores
 const probe = await probeAdapter();
@@ -98,6 +99,25 @@ if (!probe.ok) {
           }
         });
       }
+    }
+  });
+
+  test("grouped GEMM (MoE experts) on f16 operands = reference grouped GEMM on cast inputs", async () => {
+    // the reference kernels, with each groupedGemm's two operands replaced by their reference cast
+    const ref = createReferenceKernels();
+    const castRef: Kernels = Object.create(ref);
+    castRef.groupedGemm = (out, a, b, off, maxRows, spec) =>
+      ref.groupedGemm(out, tensorF(ref, [a.numel], f16CastReference(a.host as Float32Array)), tensorF(ref, [b.numel], f16CastReference(b.host as Float32Array)), off, maxRows, spec);
+    for (const cast of casts) {
+      const k = await gpuKernels(true, { f16Cast: cast });
+      const got = await groupedGemmCase(k), want = await groupedGemmCase(castRef), plain = await groupedGemmCase(ref);
+      let moved = 0;
+      for (const key of Object.keys(want)) {
+        const g = await k.read(got[key]!), w = await ref.read(want[key]!), p = await ref.read(plain[key]!);
+        expectClose(`${cast} groupedGemm.${key}`, g, w, 1e-5, 1e-6);
+        for (let i = 0; i < g.length; i++) moved = Math.max(moved, Math.abs(g[i] - p[i]) / (1e-3 + Math.abs(p[i])));
+      }
+      expect(moved).toBeGreaterThan(1e-5); // not the f32 grouped GEMM
     }
   });
 
