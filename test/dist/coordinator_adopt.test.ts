@@ -82,16 +82,26 @@ test("planAdoption: the step to re-issue from the positions one coordinator can 
   expect(() => planAdoption([adopted(0, 4, 5), adopted(1, 6)], 2)).toThrow("positions are apart");
 });
 
+const data = tempDir("adopt-data");
+const config = (out: string, job: string, launch: object) =>
+  tinyTrainConfig(data, out, { world_size: 2, nats: server.url, nats_token: server.token, job_id: job, dead_after_s: 20, coordinator_grace_s: 120, ...launch }, {
+    data_parallel_mode: "fsdp2", max_steps: 8, save_steps: 2,
+  });
+/** The uninterrupted run both takeovers are compared with (its workers the coordinator's own). */
+let straightRun: Promise<string> | null = null;
+function straightOut(): Promise<string> {
+  straightRun ??= (async () => {
+    const out = tempDir("adopt-straight");
+    const straight = spawn([COORD_ENTRY, JSON.stringify(config(out, "adopt-straight", { local_workers: 2 })), "train"]);
+    const err = textOf(straight.stderr);
+    if ((await straight.exited) !== 0) throw new Error(`uninterrupted run: ${(await err).slice(-1500)}`);
+    return out;
+  })();
+  return straightRun;
+}
+
 test("coordinator killed with -9, workers of `bun run worker` adopted by --resume: no restart, every step once, bitwise equal", async () => {
-  const data = tempDir("adopt-data");
-  const config = (out: string, job: string, launch: object) =>
-    tinyTrainConfig(data, out, { world_size: 2, nats: server.url, nats_token: server.token, job_id: job, dead_after_s: 20, coordinator_grace_s: 120, ...launch }, {
-      data_parallel_mode: "fsdp2", max_steps: 8, save_steps: 2,
-    });
-  const straightOut = tempDir("adopt-straight");
-  const straight = spawn([COORD_ENTRY, JSON.stringify(config(straightOut, "adopt-straight", { local_workers: 2 })), "train"]);
-  const straightErr = textOf(straight.stderr);
-  if ((await straight.exited) !== 0) throw new Error(`uninterrupted run: ${(await straightErr).slice(-1500)}`);
+  const straight = await straightOut();
 
   const out = tempDir("adopt-out");
   const first = spawn([COORD_ENTRY, JSON.stringify(config(out, "adopt1", { local_workers: 0 })), "train"]);
@@ -123,12 +133,12 @@ test("coordinator killed with -9, workers of `bun run worker` adopted by --resum
     for (let r = 0; r < 2; r++) expect(await readRank(kv, "adopt1", r)).toMatchObject({ pid: workers[r].pid, epoch: 2, status: "done", step: 8 });
     await nc.close();
     const got = readMetrics(out);
-    const want = readMetrics(straightOut);
+    const want = readMetrics(straight);
     expect(got.map((m) => m.step)).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
     expect(got.map((m) => m.loss)).toEqual(want.map((m) => m.loss));
     expect(got.map((m) => m.grad_norm)).toEqual(want.map((m) => m.grad_norm));
     expect(got.some((m) => m.epoch === 2)).toBe(true);
-    bytesEqual(out, straightOut, 8);
+    bytesEqual(out, straight, 8);
   } finally {
     first.kill("SIGKILL");
     resumed?.kill("SIGKILL");
@@ -136,6 +146,55 @@ test("coordinator killed with -9, workers of `bun run worker` adopted by --resum
     await Promise.all(workers.map((w) => w.exited));
   }
 }, 180_000);
+
+test("a rank that does not answer the adopt command: --resume restarts every rank from the newest commit under epoch 3, bitwise equal", async () => {
+  const straight = await straightOut();
+  const out = tempDir("adopt-fail-out");
+  const cfg = config(out, "adopt2", { local_workers: 0, dead_after_s: 8 });
+  const first = spawn([COORD_ENTRY, JSON.stringify(cfg), "train"]);
+  const firstErr = textOf(first.stderr);
+  // the launcher: a rank's worker is started again when it ends before the job did
+  const workers: Array<Subprocess<"ignore", "ignore", "pipe">> = [];
+  const starts = [0, 0];
+  let done = false;
+  const launch = (r: number) => {
+    starts[r]++;
+    const w = (workers[r] = worker(r, "adopt2"));
+    void w.exited.then((code) => void (!done && code !== 0 && launch(r)));
+  };
+  launch(0);
+  launch(1);
+  let resumed: Subprocess<"ignore", "ignore", "pipe"> | null = null;
+  try {
+    await stateWhere("adopt2", (st) => st.last_checkpoint === "checkpoints/global_step_4" && st.step >= 5, first, firstErr);
+    first.kill("SIGKILL");
+    await first.exited;
+    workers[1].kill("SIGSTOP"); // alive, its record fresh: adoptable by the records, but it cannot answer
+    resumed = spawn([COORD_MAIN, "--resume", "adopt2", "--launch.nats", server.url]);
+    const resumedErr = textOf(resumed.stderr);
+    const code = await resumed.exited;
+    done = true;
+    const log = await resumedErr;
+    if (code !== 0) throw new Error(`resumed coordinator exit ${code}: ${log.slice(-2000)}`);
+    expect(log).toContain("adopting the running ranks of job adopt2 (epoch 1) under epoch 2");
+    expect(log).toContain("adoption failed: rank(s) 1 did not answer the adopt command");
+    expect(log).toMatch(/resuming job adopt2 under epoch 3 from \S+global_step_\d+: adoption failed/);
+    expect(starts).toEqual([2, 2]); // both restarted once (the stale ones stopped by the new coordinator)
+    const { nc, kv } = await kvClient(server.url, server.token);
+    expect(await readState(kv, "adopt2")).toMatchObject({ phase: "done", step: 8, epoch: 3, error: null });
+    await nc.close();
+    const got = readMetrics(out);
+    expect(got.map((m) => m.step)).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
+    expect(got.map((m) => m.loss)).toEqual(readMetrics(straight).map((m) => m.loss));
+    bytesEqual(out, straight, 8);
+  } finally {
+    done = true;
+    first.kill("SIGKILL");
+    resumed?.kill("SIGKILL");
+    for (const w of workers) w.kill("SIGKILL");
+    await Promise.all(workers.map((w) => w.exited));
+  }
+}, 240_000);
 
 test("unadopted workers wait past dead_after_s and leave at launch.coordinator_grace_s (exit 5), not before", async () => {
   const out = tempDir("adopt-grace");
