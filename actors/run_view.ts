@@ -3,7 +3,7 @@
 // plain line every N steps when stderr is not a terminal; the scalars in TensorBoard event
 // files (output_dir/tensorboard/); the curves as PNGs (output_dir/plots/) at every checkpoint and
 // at the end; and an end-of-run summary with the commands that come next.
-import { join, relative, resolve } from "node:path";
+import { isAbsolute, join, relative, resolve, sep } from "node:path";
 import type { Logger } from "pino";
 import type { Config } from "../configs/index.ts";
 import type { MetricsLine } from "./metrics.ts";
@@ -27,6 +27,13 @@ export function progressLine(m: MetricsLine, total: number, elapsedS: number, do
   const mfu = m.mfu === null ? "" : `  mfu ${(m.mfu * 100).toFixed(1)}%`;
   const mem = m.rss_mb ?? m.peak_rss_mb;
   return `step ${m.step}/${total}${pct}  ${clock(elapsedS)} elapsed, eta ${clock(eta)}  loss ${m.loss.toFixed(4)}  lr ${m.lr.toExponential(2)}  gnorm ${m.grad_norm.toFixed(3)}  ${Math.round(m.tokens_per_s)} tok/s${mfu}  mem ${Math.round(mem)} MB`;
+}
+
+/** A path as the summary shows it: relative to the working folder when inside it, else absolute
+ *  (never a chain of ../ up to the root). */
+export function shownPath(p: string, cwd = process.cwd()): string {
+  const r = relative(cwd, resolve(cwd, p));
+  return r === "" ? "." : r === ".." || r.startsWith(`..${sep}`) || isAbsolute(r) ? resolve(cwd, p) : r;
 }
 
 export interface RunViewOptions {
@@ -91,7 +98,7 @@ export class RunView {
     if (o.plots) await this.plot();
     const out = this.config.train.output_dir;
     if (!o.summary || !out || !this.last) return;
-    const rel = (p: string) => relative(process.cwd(), resolve(p)) || ".";
+    const rel = (p: string) => shownPath(p);
     const elapsed = (performance.now() - this.t0) / 1000;
     const lines = [
       `done: ${this.last.step}/${this.total} steps in ${clock(elapsed)}, final loss ${this.last.loss.toFixed(4)}, ${this.tokens} tokens (${Math.round(this.tokens / elapsed)} tok/s)`,

@@ -79,7 +79,7 @@ export function makeTrainRunner(): RunnerFactory {
           const endData = tracer?.begin("data", "wait for the next batch");
           const batch = await loader.nextStep(); // from the dataloader thread's prefetch queue
           endData?.();
-          if (!batch) throw new Error(`rank ${rank}: data exhausted at step ${step} of ${totalSteps}`);
+          if (!batch) throw new Error(dataEnded(rank, step, totalSteps, config));
           const t0 = performance.now();
           const mbs = plan.prepare(batch.microBatches);
           plan.beginStep(mbs.length);
@@ -107,6 +107,16 @@ export function makeTrainRunner(): RunnerFactory {
       } as StepRunner & { model: unknown; trainer: unknown; plan: Parallelism };
     },
   };
+}
+
+/** A rank's data ended before the planned steps: with dyn_bsz and no max_steps the plan is
+ *  VeOmni's estimate from data.train_size (tokens), which can exceed the data; say what to set. */
+function dataEnded(rank: number, step: number, total: number, config: WorkerContext["config"]): string {
+  const t = config.train, d = config.data;
+  const why = t.dyn_bsz && t.max_steps == null && d.drop_last
+    ? `: with train.dyn_bsz the ${total} steps are VeOmni's estimate from data.train_size ${d.train_size} tokens; set data.train_size to the data's token count, set train.max_steps (the data repeats), or set data.drop_last false (the steps are then counted from the data)`
+    : "";
+  return `rank ${rank}: data exhausted at step ${step} of ${total}${why}`;
 }
 
 /** The objective's coefficient of the aux loss: router_aux_loss_coef when output_router_logits. */

@@ -82,7 +82,7 @@ export async function main(argv: string[]): Promise<void> {
       const h = hashBatches(b.microBatches, 0n);
       hash = hashBatches(b.microBatches, hash);
       samples += s; tokens += t;
-      console.log(`step ${b.step} rank ${r}: tokens ${t} samples ${s} valid ${v}${vision ? ` images ${im}` : ""} micro ${b.microBatches.map((m) => m.inputIds.length).join(",")} hash ${h.toString(16).padStart(16, "0")}`);
+      console.log(`step ${b.step} rank ${r}: tokens ${t} samples ${s} valid ${v}${vision ? ` images ${im}` : ""} micro ${b.microBatches.map((m) => (m.padding ? "pad" : m.inputIds.length)).join(",")} hash ${h.toString(16).padStart(16, "0")}`);
     }
     steps++;
   }

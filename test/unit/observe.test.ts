@@ -6,7 +6,7 @@ import { mkdtempSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { TensorBoardWriter, tfRecord } from "../../actors/tensorboard.ts";
-import { clock, progressLine } from "../../actors/run_view.ts";
+import { clock, progressLine, shownPath } from "../../actors/run_view.ts";
 import type { MetricsLine } from "../../actors/metrics.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
@@ -85,3 +85,12 @@ test("bun run plot: one PNG per curve, runs compared on one chart", () => {
   expect(bad.exitCode).toBe(1);
   expect(bad.stderr.toString()).toContain("no metrics.jsonl");
 }, 60_000);
+
+test("the summary shows paths inside the working folder relative, others absolute", () => {
+  expect(shownPath("output/quickstart/metrics.jsonl", "/repo")).toBe("output/quickstart/metrics.jsonl");
+  expect(shownPath("/repo/output/x", "/repo")).toBe("output/x");
+  expect(shownPath("/repo", "/repo")).toBe(".");
+  expect(shownPath("/tmp/run/metrics.jsonl", "/repo/sub")).toBe("/tmp/run/metrics.jsonl");
+  expect(shownPath("../other/x", "/repo/sub")).toBe("/repo/other/x");
+  expect(shownPath("/repo/..x/y", "/repo")).toBe("..x/y"); // a folder named ..x is inside
+});
