@@ -4,6 +4,7 @@
 import { afterAll, expect, test } from "bun:test";
 import { join } from "node:path";
 import { runJob } from "../../actors/coordinator.ts";
+import { readJobCopy } from "../../actors/job_copy.ts";
 import { childPids, fileLogger, readMetrics, tempDir } from "./actors_harness.ts";
 import { buildTraining } from "../../actors/build.ts";
 import { paramStats } from "../../actors/train_runner.ts";
@@ -77,3 +78,15 @@ test("drop_last false with dyn_bsz: every sample once on 1, 2, 3 ranks; each ste
     }
   }
 }, 240_000);
+
+// drop_last true with dyn_bsz and no max_steps plans VeOmni's estimate from data.train_size
+// (tokens): when the data ends first, the error says which fields to set.
+test("dyn_bsz without max_steps: data that ends before the train_size estimate names the fields to set", async () => {
+  const dir = tempDir("droplastest");
+  const out = join(dir, "out");
+  const c = tinyTrainConfig(dir, out, { world_size: 1 }, { max_steps: null, dyn_bsz: true, micro_batch_size: 2, global_batch_size: 2, save_hf_weights: false, save_epochs: 0 });
+  expect(await runJob(c, fileLogger(dir, "c").logger)).toBe(1);
+  const err = readJobCopy(out)!.error!;
+  expect(err).toContain("rank 0: data exhausted at step ");
+  expect(err).toContain("of 312500: with train.dyn_bsz the 312500 steps are VeOmni's estimate from data.train_size 10000000 tokens; set data.train_size to the data's token count, set train.max_steps (the data repeats), or set data.drop_last false");
+}, 120_000);
