@@ -17,7 +17,15 @@ import { close, tinyTrainConfig } from "./actors_parity_setup.ts";
 
 const TAG = String(process.pid % 100000); // interface names are at most 15 characters
 const BRIDGE = `vbr${TAG}`;
-const SUBNET = `10.231.${process.pid % 250}`;
+// a /24 no interface of this host uses yet (another run of this test may hold one)
+const SUBNET = (() => {
+  const used = Bun.which("ip") ? Bun.spawnSync(["ip", "-4", "addr"]).stdout.toString() : "";
+  for (let k = 0; k < 250; k++) {
+    const s = `10.231.${(process.pid + k) % 250}`;
+    if (!used.includes(`${s}.`)) return s;
+  }
+  return `10.231.${process.pid % 250}`;
+})();
 const WORLD = 2;
 const nsName = (i: number) => `veomni${TAG}-${i}`;
 
@@ -107,7 +115,7 @@ test.skipIf(why !== null)(`workers in their own network namespaces (veth + bridg
     const dir = tempDir("netns");
     const out = join(dir, "out2");
     const cfg = tinyTrainConfig(dir, out, {}, { max_steps: 4, save_hf_weights: false });
-    const config = { ...cfg, launch: { ...cfg.launch, nats: server.url, nats_token: server.token, local_workers: 0, world_size: WORLD, job_id: "netns1", collective_timeout_s: 20 } };
+    const config = { ...cfg, launch: { ...cfg.launch, nats: server.url, nats_token: server.token, local_workers: 0, world_size: WORLD, job_id: "netns1", collective_timeout_s: 30, dead_after_s: 60 } }; // a loaded host stalls processes for seconds
     const coord = Bun.spawn([process.execPath, COORD_ENTRY, JSON.stringify(config), "train"], { stdin: "ignore", stdout: "ignore", stderr: "pipe" });
     const coordErr = textOf(coord.stderr);
     // no --host: each worker must advertise its namespace's address, found on its route to NATS
