@@ -40,7 +40,7 @@ export function makeTrainRunner(): RunnerFactory {
       const state: Checkpointable = {
         units: () => (plan.savesShards ? model.layout.units.map((lu) => {
           const sh = plan.shardOf(lu.index);
-          return { params: lu.params, start: sh?.start ?? 0, model: sh?.param ?? hp.host[lu.index], expAvg: hm.host[lu.index], expAvgSq: hv.host[lu.index] };
+          return { params: lu.params, allParams: lu.all, start: sh?.start ?? 0, model: sh?.param ?? hp.host[lu.index], expAvg: hm.host[lu.index], expAvgSq: hv.host[lu.index] };
         }) : []),
         extraState: async () => {
           await (sharded ? plan.stageOwned() : hp.pull()); // sync point of a save: device buffers -> host mirrors (no-op on cpu)

@@ -26,6 +26,9 @@ export interface UnitBuffers {
   model: Float32Array;
   expAvg: Float32Array;
   expAvgSq: Float32Array;
+  /** Every global tensor of the unit when the rank holds only some of them (an expert-parallel
+   *  rank's experts): what a checkpoint must hold; default `params`. */
+  allParams?: readonly { name: string; shape: number[] }[];
 }
 
 /** Every element this rank holds, as pieces: for a save (FSDP: each rank its shard) and as
@@ -56,8 +59,8 @@ export function replicatedStatePieces(units: readonly UnitBuffers[], world: numb
 }
 
 /** Every global tensor of model + optimizer (name -> shape): LoadRequest.expected. */
-export function stateShapes(units: readonly { params: readonly ParamView[] }[]): Map<string, number[]> {
+export function stateShapes(units: readonly { params: readonly ParamView[]; allParams?: readonly { name: string; shape: number[] }[] }[]): Map<string, number[]> {
   const out = new Map<string, number[]>();
-  for (const prefix of ["", EXP_AVG, EXP_AVG_SQ]) for (const u of units) for (const p of u.params) out.set(prefix + p.name, p.shape);
+  for (const prefix of ["", EXP_AVG, EXP_AVG_SQ]) for (const u of units) for (const p of u.allParams ?? u.params) out.set(prefix + p.name, p.shape);
   return out;
 }

@@ -182,6 +182,7 @@ export class DecoderLM {
       const old = L.units[x];
       for (const p of old.params) L.byName.delete(p.name);
       const u = expertsUnit(x, old.experts!.layer, c.C, m, first, count);
+      u.all = old.all ?? old.params;
       for (const p of u.params) L.byName.set(p.name, p);
       L.units[x] = u;
     }

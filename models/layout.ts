@@ -38,6 +38,9 @@ export interface UnitLayout {
    *  ([first, first + count) of E; all E unless a plan placed the others elsewhere, see
    *  holdExperts). Absent for every other unit. */
   experts?: { layer: number; first: number; count: number };
+  /** A held expert range's unit: the every-expert unit's parameters (names, shapes, offsets in
+   *  the full layout), for what is global about it (checkpoint shapes, param_stats offsets). */
+  all?: ParamEntry[];
 }
 
 export interface ParamLayout {

@@ -179,7 +179,6 @@ export async function parallelize(o: ParallelizeOptions): Promise<Parallelism> {
   //    experts units re-laid to that range) and the core that sends each expert its rows; step 4
   //    shards those units over ep_fsdp (the ranks holding the same experts)
   let expertGroup: ((u: number) => CommGroup | null) | undefined;
-  const fullLayout = new Map(model.layout.units.map((u) => [u.index, u])); // offsets for owned()
   if (ep > 1) {
     const em = expertMesh(ep, world);
     const epGroup = await comm.group(em.groupOf(rank, ["ep"]), em.groupName(rank, ["ep"]));
@@ -205,9 +204,9 @@ export async function parallelize(o: ParallelizeOptions): Promise<Parallelism> {
     const s = fsdp.shardsOf(u);
     const lu = model.layout.units[u];
     const values = s.param.subarray(0, Math.max(0, Math.min(s.numel, lu.numel - s.start)));
-    if (fullLayout.get(u) === lu) return [{ start: s.start, values }];
+    if (!lu.all) return [{ start: s.start, values }];
     // a held expert range: map each parameter's run to its offset in the every-expert unit
-    const full = fullLayout.get(u)!.params, at = new Map(full.map((p) => [p.name, p.offset]));
+    const at = new Map(lu.all.map((p) => [p.name, p.offset]));
     return flatRuns(lu.params, s.start, values).map((r) => ({ start: at.get(r.name)! + r.from, values: r.values }));
   };
   const shardOf = (u: number) => ({ start: fsdp.shardsOf(u).start, param: fsdp.shardsOf(u).param });

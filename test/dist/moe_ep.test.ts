@@ -3,7 +3,7 @@
 // ep_fsdp 2 on 4 ranks (dense parameters FSDP over 4, experts over ep_fsdp 2) give the same
 // objective, lm_loss, aux_loss (qwen3_moe-tiny's config, aux loss on), expert load, grad norms and
 // parameters after 5 steps; the ep 2 checkpoint merges into the Hub's per-expert names and resumes
-// at ep 1. A DeepSeek-V3 whose layer-1 router bias never picks experts 4-7 (rank 1's under ep 2)
+// at ep 1, and a one-process checkpoint resumes at ep 2. A DeepSeek-V3 whose layer-1 router bias never picks experts 4-7 (rank 1's under ep 2)
 // shows a rank that receives no rows still joins every all-to-all, and its experts get no gradient.
 import { beforeAll, expect, test } from "bun:test";
 import { copyFileSync, mkdirSync } from "node:fs";
@@ -65,8 +65,9 @@ function expectSameRun(ref: MetricsLine[], got: MetricsLine[]): void {
 }
 
 let ref: MetricsLine[];
+const refOut = tempDir("moe-ep-w1");
 beforeAll(async () => {
-  ref = await run(1);
+  ref = await run(1, { save_steps: 3, save_hf_weights: false }, refOut); // the step-3 checkpoint: reshard ep 1 -> 2
 }, 60_000);
 
 test("ep 2 on 2 ranks = 1 rank (aux loss on); its checkpoint merges into the Hub's per-expert names", async () => {
@@ -132,6 +133,15 @@ test("reshard: 3 steps at ep 2 on 2 ranks, resumed at ep 1 on 1 rank = the unint
   expect(first.length).toBe(3);
   const all = await run(1, { load_checkpoint_path: "auto", save_hf_weights: false }, out);
   const resumed = all.slice(3);
+  expect(resumed.map((m) => m.step)).toEqual([4, 5]);
+  close(ref.slice(3).map((m) => m.loss), resumed.map((m) => m.loss), 1e-5, "resumed losses");
+  close(ref.slice(3).map((m) => m.grad_norm), resumed.map((m) => m.grad_norm), 1e-4, "resumed grad norms");
+  close(ref.at(-1)!.param_stats!, resumed.at(-1)!.param_stats!, 1e-4, "parameter stats after 5 steps");
+}, 90_000);
+
+test("reshard: the one-process run's step-3 checkpoint resumed at ep 2 on 2 ranks = the uninterrupted run", async () => {
+  const all = await run(2, { expert_parallel_size: 2, load_checkpoint_path: join(refOut, "checkpoints", "global_step_3"), save_hf_weights: false });
+  const resumed = all.slice(-2);
   expect(resumed.map((m) => m.step)).toEqual([4, 5]);
   close(ref.slice(3).map((m) => m.loss), resumed.map((m) => m.loss), 1e-5, "resumed losses");
   close(ref.slice(3).map((m) => m.grad_norm), resumed.map((m) => m.grad_norm), 1e-4, "resumed grad norms");

@@ -87,5 +87,6 @@ test("MoE layout: each sparse layer's experts are a unit of their own, nested in
     ["2.gate_proj.weight", 0], ["2.up_proj.weight", 128], ["3.gate_proj.weight", 256], ["3.up_proj.weight", 384], ["2.down_proj.weight", 512], ["3.down_proj.weight", 640],
   ]);
   expect(meta.layout.byName.has("model.layers.1.mlp.experts.0.gate_proj.weight")).toBe(false);
+  expect(x.all!.map((p) => p.name)).toEqual(model.layout.units[4].params.map((p) => p.name)); // the every-expert unit, for checkpoint shapes
   expect(() => model.holdExperts(0, 2)).toThrow("holdExperts needs a meta model");
 });
