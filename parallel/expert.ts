@@ -63,8 +63,6 @@ export class ExpertParallel implements ExpertCore {
   // grouped-GEMM scratch over the received rows, grown on demand
   private tmp: Record<"y" | "h" | "dh" | "dgu" | "dy" | "dx", F32 | null> = { y: null, h: null, dh: null, dgu: null, dy: null, dx: null };
   private waitMs = 0;
-  /** Rows this rank's experts received over the run, per local expert (tests: a zero-token expert). */
-  readonly received: Float64Array;
 
   constructor(private k: Kernels, c: DecoderConfig, private group: CommGroup) {
     const m = c.moe;
@@ -79,7 +77,6 @@ export class ExpertParallel implements ExpertCore {
     const n = this.P * this.El;
     this.cntSend = new Int32Array(new SharedArrayBuffer(4 * n));
     this.cntRecv = new Int32Array(new SharedArrayBuffer(4 * n));
-    this.received = new Float64Array(this.El);
   }
 
   /** Seconds this thread waited on the expert all-to-alls since the last call (benchmark). */
@@ -94,7 +91,6 @@ export class ExpertParallel implements ExpertCore {
     const { El, C, IM } = this;
     const x = await this.exchangeCounts(off, s);
     const Rr = x.offL[El];
-    for (let e = 0; e < El; e++) this.received[e] += x.offL[e + 1] - x.offL[e];
     const recv = await this.dispatch(host(xs), off[this.E], x); // [source][expert] rows
     x.xl = this.grow(x.xl, Rr * C, "ep.xl");
     x.gu = this.grow(x.gu, Rr * 2 * IM, "ep.gu");
