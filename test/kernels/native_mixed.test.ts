@@ -175,6 +175,7 @@ describe("mixed precision GEMMs (bf16 operands, f32 accumulation)", () => {
     expect(hasBf16Units(parseCpuInfo("model name : X\nflags : fpu avx2 amx_bf16 amx_tile\n"))).toBe(true);
     expect(hasBf16Units(parseCpuInfo("model name : X\nflags : fpu avx2 fma\n"))).toBe(false);
     expect(parseCpuInfo("processor : 0\nmodel name : AMD EPYC\nflags : a\nprocessor : 1\n").cpus).toBe(2);
+    expect(parseCpuInfo("processor\t: 0\ncpu family\t: 26\nmodel\t\t: 2\nmodel name\t: AMD EPYC\n").model).toBe("AMD EPYC, family 26 model 2");
     const k = createCpuKernels({ threads: 1, mixedPrecision: true });
     expect(k.description).toContain(hasDnn && hasBf16Units() ? "oneDNN dnnl_gemm_bf16bf16f32" : "rounded");
   });

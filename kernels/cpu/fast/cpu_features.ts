@@ -5,7 +5,8 @@
 import { readFileSync } from "node:fs";
 
 export interface CpuInfo {
-  /** "Intel(R) Xeon(R) Platinum 8480+", "AMD EPYC", ... */
+  /** "Intel(R) Xeon(R) Platinum 8480+", "AMD EPYC, family 26 model 2" (family and model numbers
+   *  added on x86: a virtual machine's name alone may not say which generation runs it). */
   model: string;
   /** Logical CPUs listed. */
   cpus: number;
@@ -23,7 +24,9 @@ let info: CpuInfo | null = null;
 
 /** Parse /proc/cpuinfo text (exported for tests). */
 export function parseCpuInfo(text: string): CpuInfo {
-  const model = /^model name\s*:\s*(.+)$/m.exec(text)?.[1]?.trim() ?? "unknown";
+  const name = /^model name\s*:\s*(.+)$/m.exec(text)?.[1]?.trim() ?? "unknown";
+  const family = /^cpu family\s*:\s*(\d+)$/m.exec(text)?.[1], num = /^model\s*:\s*(\d+)$/m.exec(text)?.[1];
+  const model = family && num ? `${name}, family ${family} model ${num}` : name;
   const cpus = (text.match(/^processor\s*:/gm) ?? []).length;
   const flags = (/^(?:flags|Features)\s*:\s*(.+)$/m.exec(text)?.[1] ?? "").trim().split(/\s+/).filter(Boolean);
   const has = (f: string) => flags.includes(f);
