@@ -21,6 +21,10 @@ type I32 = Int32Array;
 export const ATTN_BR = 64; // query rows per block
 export const ATTN_BC = 512; // key columns per block
 
+function checked(status: number, op: string): void {
+  if (status !== 0) throw new Error(`kernels/cpu: native ${op} could not allocate its per-thread block scratch (out of memory)`);
+}
+
 /** Operands of the native attention's GEMMs: f32, bf16 on oneDNN, or bf16-rounded f32 (native/attn.c's mode 0, 1, 2). */
 export type AttnMode = "f32" | "bf16" | "bf16-emulated";
 const MODE_CODE: Record<AttnMode, number> = { f32: 0, bf16: 1, "bf16-emulated": 2 };
@@ -55,8 +59,8 @@ export function attentionOps(blas: Gemm, native: Native | null, BR = ATTN_BR, BC
   function forward(out: F32, lse: F32, q: F32, k: F32, v: F32, cu: I32, T: number, NH: number, NKV: number, HS: number,
     scale: number, causal: boolean): void {
     if (whole) {
-      return whole.vt_attn_fwd(at(out), at(lse), at(q), at(k), at(v), at(cu), cu.length - 1, NH, NKV, HS, scale, causal ? 1 : 0,
-        mode, BR, BC);
+      return checked(whole.vt_attn_fwd(at(out), at(lse), at(q), at(k), at(v), at(cu), cu.length - 1, NH, NKV, HS, scale, causal ? 1 : 0,
+        mode, BR, BC), "attentionForward");
     }
     if (O.length < BR * HS) O = new Float32Array(BR * HS);
     const G = NH / NKV, ldq = NH * HS, ldk = NKV * HS;
@@ -113,8 +117,8 @@ export function attentionOps(blas: Gemm, native: Native | null, BR = ATTN_BR, BC
     const G = NH / NKV, ldq = NH * HS, ldk = NKV * HS;
     if (D.length < T * NH) D = new Float32Array(T * NH);
     if (whole) {
-      return whole.vt_attn_bwd(at(dq), at(dk), at(dv), at(dout), at(q), at(k), at(v), at(out), at(lse), at(D), at(cu), cu.length - 1,
-        T, NH, NKV, HS, scale, causal ? 1 : 0, mode, BR, BC);
+      return checked(whole.vt_attn_bwd(at(dq), at(dk), at(dv), at(dout), at(q), at(k), at(v), at(out), at(lse), at(D), at(cu), cu.length - 1,
+        T, NH, NKV, HS, scale, causal ? 1 : 0, mode, BR, BC), "attentionBackward");
     }
     for (let t = 0; t < T * NH; t++) {
       let s = 0;

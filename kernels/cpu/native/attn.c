@@ -99,11 +99,14 @@ static void mm(int mode, int ta, int tb, i64 M, i64 N, i64 K, float alpha, const
 
 static inline i64 imin(i64 a, i64 b) { return a < b ? a : b; }
 
-void vt_attn_fwd(float* out, float* lse, const float* q, const float* k, const float* v, const int32_t* cu, i64 nseq, i64 NH, i64 NKV,
+// Both entry points return 0, or 1 when a thread could not allocate its scratch (nothing is
+// written then for that thread's tasks: the caller throws).
+int vt_attn_fwd(float* out, float* lse, const float* q, const float* k, const float* v, const int32_t* cu, i64 nseq, i64 NH, i64 NKV,
                  i64 HS, float scale, int causal, int mode, i64 BR, i64 BC) {
   const i64 G = NH / NKV, ldq = NH * HS, ldk = NKV * HS, ntask = nseq * NH;
   const int nthr = omp_get_max_threads();
-#pragma omp parallel if (nthr > 1 && ntask >= nthr)
+  int failed = 0;
+#pragma omp parallel if (nthr > 1 && ntask >= nthr) reduction(| : failed)
   {
     i64 cap = 0;
     char *qb = NULL, *kb = NULL, *vb = NULL;
@@ -112,14 +115,20 @@ void vt_attn_fwd(float* out, float* lse, const float* q, const float* k, const f
     float* O = malloc(sizeof(float) * BR * HS);
     double* m = malloc(sizeof(double) * BR);
     double* l = malloc(sizeof(double) * BR);
+    failed = !S || (mode && !pb) || !O || !m || !l;
 #pragma omp for schedule(dynamic, 1)
     for (i64 task = 0; task < ntask; task++) {
       const i64 s = task / NH, h = task % NH, g = h / G;
       const i64 s0 = cu[s], len = cu[s + 1] - s0;
-      if (len <= 0) continue;
+      if (len <= 0 || failed) continue;
       if (mode && len > cap) {
         cap = len;
-        qb = realloc(qb, cap * HS * 4), kb = realloc(kb, cap * HS * 4), vb = realloc(vb, cap * HS * 4);
+        free(qb), free(kb), free(vb);
+        qb = malloc(cap * HS * 4), kb = malloc(cap * HS * 4), vb = malloc(cap * HS * 4);
+        if (!qb || !kb || !vb) {
+          failed = 1;
+          continue;
+        }
       }
       const opnd Q = prep(mode, q + s0 * ldq + h * HS, len, HS, ldq, qb);
       const opnd K = prep(mode, k + s0 * ldk + g * HS, len, HS, ldk, kb);
@@ -145,10 +154,11 @@ void vt_attn_fwd(float* out, float* lse, const float* q, const float* k, const f
     }
     free(qb), free(kb), free(vb), free(S), free(pb), free(O), free(m), free(l);
   }
+  return failed;
 }
 
 // D (T*NH) scratch from the caller: rowsum(dout * out) per (token, head).
-void vt_attn_bwd(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k, const float* v, const float* out,
+int vt_attn_bwd(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k, const float* v, const float* out,
                  const float* lse, float* D, const int32_t* cu, i64 nseq, i64 T, i64 NH, i64 NKV, i64 HS, float scale, int causal, int mode,
                  i64 BR, i64 BC) {
   const i64 G = NH / NKV, ldq = NH * HS, ldk = NKV * HS, ntask = nseq * NKV;
@@ -159,7 +169,8 @@ void vt_attn_bwd(float* dq, float* dk, float* dv, const float* dout, const float
     for (i64 d = 0; d < HS; d++) s += (double)dout[t * HS + d] * out[t * HS + d];
     D[t] = (float)s;
   }
-#pragma omp parallel if (nthr > 1 && ntask >= nthr)
+  int failed = 0;
+#pragma omp parallel if (nthr > 1 && ntask >= nthr) reduction(| : failed)
   {
     i64 cap = 0;
     char *qb = NULL, *kb = NULL, *vb = NULL, *ob = NULL;
@@ -167,14 +178,20 @@ void vt_attn_bwd(float* dq, float* dk, float* dv, const float* dout, const float
     float* dP = malloc(sizeof(float) * BR * BC);
     char* pb = mode ? malloc(sizeof(float) * BR * BC) : NULL;
     double* m = malloc(sizeof(double) * BR);
+    failed = !S || !dP || (mode && !pb) || !m;
 #pragma omp for schedule(dynamic, 1)
     for (i64 task = 0; task < ntask; task++) {
       const i64 s = task / NKV, g = task % NKV;
       const i64 s0 = cu[s], len = cu[s + 1] - s0;
-      if (len <= 0) continue;
+      if (len <= 0 || failed) continue;
       if (mode && len > cap) {
         cap = len;
-        qb = realloc(qb, cap * HS * 4), kb = realloc(kb, cap * HS * 4), vb = realloc(vb, cap * HS * 4), ob = realloc(ob, cap * HS * 4);
+        free(qb), free(kb), free(vb), free(ob);
+        qb = malloc(cap * HS * 4), kb = malloc(cap * HS * 4), vb = malloc(cap * HS * 4), ob = malloc(cap * HS * 4);
+        if (!qb || !kb || !vb || !ob) {
+          failed = 1;
+          continue;
+        }
       }
       const opnd K = prep(mode, k + s0 * ldk + g * HS, len, HS, ldk, kb);
       const opnd V = prep(mode, v + s0 * ldk + g * HS, len, HS, ldk, vb);
@@ -204,4 +221,5 @@ void vt_attn_bwd(float* dq, float* dk, float* dv, const float* dout, const float
     }
     free(qb), free(kb), free(vb), free(ob), free(S), free(dP), free(pb), free(m);
   }
+  return failed;
 }

@@ -33,10 +33,10 @@ const SYMBOLS = {
   vt_attn_bwd_block: { args: ["ptr", "ptr", "ptr", "ptr", "i64", "i64", "i64", "i64", "i64", "i32", "i32"], returns: "void" },
   vt_sumsq: { args: ["ptr", "i64"], returns: "f64" },
   vt_attn_init: { args: ["ptr"], returns: "i32" },
-  vt_attn_fwd: { args: ["ptr", "ptr", "ptr", "ptr", "ptr", "ptr", "i64", "i64", "i64", "i64", "f32", "i32", "i32", "i64", "i64"], returns: "void" },
+  vt_attn_fwd: { args: ["ptr", "ptr", "ptr", "ptr", "ptr", "ptr", "i64", "i64", "i64", "i64", "f32", "i32", "i32", "i64", "i64"], returns: "i32" },
   vt_attn_bwd: {
     args: ["ptr", "ptr", "ptr", "ptr", "ptr", "ptr", "ptr", "ptr", "ptr", "ptr", "ptr", "i64", "i64", "i64", "i64", "i64", "f32", "i32", "i32", "i64", "i64"],
-    returns: "void",
+    returns: "i32",
   },
   vt_peak_f32: { args: ["i64"], returns: "f64" },
   vt_peak_bf16: { args: ["i64"], returns: "f64" },
