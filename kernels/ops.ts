@@ -215,7 +215,11 @@ export interface Kernels {
    *  logits row t); -100 = ignored. loss (1) += SUM over valid rows of -log softmax(logits)[target];
    *  dhidden (T,C) += gradScale * dloss/dhidden, dweight (V,C) += gradScale * dloss/dweight
    *  (gradScale = 1 / global valid tokens for VeOmni's normalisation). dhidden/dweight may be null
-   *  (evaluation). A target outside [0,V) other than -100 throws. */
+   *  (evaluation). A target outside [0,V) other than -100 throws.
+   *  dweight may be `weight` itself (same storage and offset): the gradient then REPLACES the
+   *  weight (dweight <- gradScale * dloss/dweight, no +=) after its last read, so one (V,C) buffer
+   *  serves both (FSDP: a tied head's gathered embedding becomes its gradient; the fast CPU path
+   *  computes the logits a second time, per block of vocabulary rows). CPU backends only. */
   crossEntropyFused(loss: Tensor<"f32">, dhidden: Tensor<"f32"> | null, dweight: Tensor<"f32"> | null,
     hidden: Tensor<"f32">, weight: Tensor<"f32">, targets: Tensor<"i32">,
     T: number, C: number, V: number, gradScale: number): void;

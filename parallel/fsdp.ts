@@ -2,15 +2,26 @@
 // the model from outside through its per-unit hooks. Each unit's flat parameter buffer (N_u
 // elements) is padded to Np_u = n_u * S and sharded evenly over the S ranks of the shard group:
 // this rank keeps only its shard [i*n_u, (i+1)*n_u) of params, grads and AdamW state.
-//   forward  unit u: all-gather u into a pooled buffer (prefetching u+1 meanwhile), compute,
+//   forward  unit u: all-gather u into a buffer (prefetching u+1 meanwhile), compute,
 //                    free it (ZeRO-3) or keep it until the step ends (ZeRO-2).
-//   backward unit u: all-gather again (ZeRO-3), compute into a pooled full-size grad buffer,
-//                    reduce-scatter it into the shard as soon as the unit's backward ends.
+//   backward unit u: all-gather again (ZeRO-3), compute into a full-size grad buffer,
+//                    reduce-scatter it into the shard as soon as the unit's backward ends
+//                    (the step's first reduce-scatter of a unit writes its shard; later ones
+//                    reduce in place into the buffer's own segment and add it to the shard).
+//                    A new full grad buffer is taken with at most one reduce-scatter in flight
+//                    (none for the embedding's, the largest), so freed buffers serve it.
 //   syncGrads:       wait for the reduce-scatters; HSDP then all-reduces shards over replicas.
-// Tied lm_head: the head (unit H) reads unit 0's params and writes its gradient into unit 0's
-// grads during the head's forward, so unit 0 stays gathered until the head is done and its
-// grad buffer lives from the head's forward until unit 0's backward.
-// On a device backend (WebGPU) shards and gather slots have host mirrors (staging.ts): a gather
+// Buffers are ranges of a few large buffers (fsdp_buffers.ts), so memory freed by one unit serves
+// the others: the peak is what is alive at once, not one buffer per size.
+// Tied lm_head (issue 17's memory): the head (unit H) reads unit 0's params and writes the
+// lm_head gradient during its forward. Unit 0 is gathered again for the head (freed after the
+// embedding forward like any unit); on the cpu backends the head's cross-entropy writes its
+// gradient IN PLACE of the gathered weight (crossEntropyFused with dweight = weight), which is
+// reduce-scattered into unit 0's shard right after the head and freed: one embedding-sized
+// buffer at a time. WebGPU's kernel has no in-place form: there the gradient takes a buffer of
+// its own, reduce-scattered and freed at the same point with the gathered weight. The embedding
+// backward then takes a fresh buffer, reduce-scattered as the unit's second contribution.
+// On a device backend (WebGPU) shards and gather buffers have host mirrors (staging.ts): a gather
 // reads the param shard back once per step (the optimizer changed it on the device), all-gathers
 // on the host and uploads the full unit; a backward's full grad is read back and reduce-scattered
 // into the shard's mirror, accumulated there and uploaded once at syncGrads.
@@ -22,6 +33,7 @@ import type { Kernels, Tensor } from "../kernels/index.ts";
 import { fillUnitRange, modelSource, type DecoderLM, type WeightSource } from "../models/index.ts";
 import { sharedF32, type CommGroup } from "../mesh/index.ts";
 import type { OptimizerShards, StepCollectives } from "./collectives.ts";
+import { FsdpBuffers, type Range } from "./fsdp_buffers.ts";
 import { Mirror, PostOrder } from "./staging.ts";
 
 type F32 = Tensor<"f32">;
@@ -44,26 +56,24 @@ interface Unit {
   n: number; // shard elements (padded)
   start: number; // i * n
   param: Mirror; // (n) this rank's shard
-  grad: Mirror; // (n) reduce-scattered gradient, accumulated over micro-batches (on the host)
-  rsOut: Float32Array | null; // (n) a later micro-batch's reduce-scatter output (allocated on first need)
+  grad: Mirror; // (n) reduce-scattered gradient, accumulated over micro-batches and the tied head (on the host)
   stale: boolean; // device: the optimizer changed the shard since its mirror was pulled
   rsCount: number; // reduce-scatters posted this step (the first one writes `grad` directly)
-  pslot: number; // pool slot holding the gathered params, -1 if none
-  gslot: number; // pool slot holding the full grad, -1 if none
+  p: Range | null; // (Np) the gathered params, null if none
+  g: Range | null; // (Np) the full grad, null if none
   gather: Promise<void> | null;
 }
 
 export class Fsdp implements StepCollectives, OptimizerShards {
   private units: Unit[];
-  // Gather buffers pooled by padded size (layers share one size; embeddings and head their own).
-  private pool: Mirror[] = [];
-  private order = new PostOrder(); // the shard group's staged collectives, in hook order
-  private free = new Map<number, number[]>();
-  private views = new Map<string, F32>();
+  private bufs: FsdpBuffers;
+  private order = new PostOrder(); // the staged collectives, in hook order
   private pendingRs: Promise<void>[] = [];
   private afterSync = false;
   private readonly H: number;
   private readonly tied: boolean;
+  /** The tied head's cross-entropy writes its gradient over the gathered embedding (cpu backends). */
+  private readonly headInPlace: boolean;
   /** The unit computed after u in forward / backward order (prefetch targets; VL vision units
    *  run before unit 0 in forward and after it in backward, see model.backwardUnits). */
   private readonly fwdNext = new Map<number, number>();
@@ -79,6 +89,7 @@ export class Fsdp implements StepCollectives, OptimizerShards {
   ) {
     this.H = model.headUnit;
     this.tied = model.layout.units[this.H].reads.includes(0);
+    this.headInPlace = k.backend === "cpu";
     const fwd = model.forwardUnits;
     const bwd = model.backwardUnits;
     fwd.forEach((u, i) => i + 1 < fwd.length && this.fwdNext.set(u, fwd[i + 1]));
@@ -91,8 +102,7 @@ export class Fsdp implements StepCollectives, OptimizerShards {
         group, N: lu.numel, n, start: group.rank * n,
         param: new Mirror(k, k.alloc([n], "f32", { name: `${lu.name}.param_shard` }), "fsdp"),
         grad: new Mirror(k, k.alloc([n], "f32", { name: `${lu.name}.grad_shard` }), "fsdp"),
-        rsOut: null, rsCount: 0, stale: false,
-        pslot: -1, gslot: -1, gather: null,
+        rsCount: 0, stale: false, p: null, g: null, gather: null,
       };
       // only this rank's shard is ever built (padding past the unit's end is zero); a full
       // buffer given with the model is freed
@@ -101,12 +111,12 @@ export class Fsdp implements StepCollectives, OptimizerShards {
       if (model.params[lu.index]) k.free(model.params[lu.index]);
       return u;
     });
-    // the model's grads array: pool views are swapped in per unit (the Trainer only zeroes them)
-    // (one buffer per size class: acquired and released in turn)
+    this.bufs = new FsdpBuffers(k, Math.max(...this.units.map((x) => x.n * x.group.size)));
+    // the model's grads array: buffer views are swapped in per unit (the Trainer only zeroes them)
     model.grads = this.units.map((x, u) => {
-      const sl = this.acquire(u);
-      this.release(sl);
-      return k.view(this.pool[sl].t, 0, [x.N]);
+      const r = this.bufs.acquire(x.n * x.group.size);
+      this.bufs.release(r);
+      return this.bufs.tensor(r, x.N, u);
     });
     model.addHooks({
       beforeUnitForward: (u) => this.beforeForward(u),
@@ -165,7 +175,7 @@ export class Fsdp implements StepCollectives, OptimizerShards {
       await Promise.all(this.units.map((u) => this.replicate!.allReduce(u.grad.host))); // collective: HSDP replicas
     }
     for (const u of this.units) u.grad.push(); // device: the summed shards, before the optimizer's kernels
-    for (const u of this.units) if (u.pslot >= 0) this.releaseParams(u); // ZeRO-2 kept them for the step
+    for (const u of this.units) this.releaseParams(u); // ZeRO-2 kept them for the step
     this.afterSync = true;
   }
 
@@ -176,7 +186,8 @@ export class Fsdp implements StepCollectives, OptimizerShards {
     if (u === this.H && this.tied) this.gatherParams(0);
     if (u === this.H) {
       this.acquireGrad(u); // the head writes lm_head / norm grads from its forward on
-      if (this.tied) this.acquireGrad(0);
+      if (this.tied && this.headInPlace) this.model.grads![0] = this.model.params[0]; // the gradient replaces the gathered weight
+      else if (this.tied) this.acquireGrad(0);
     }
     const next = this.fwdNext.get(u);
     if (this.o.prefetch && next !== undefined) this.gatherParams(next);
@@ -184,18 +195,34 @@ export class Fsdp implements StepCollectives, OptimizerShards {
     if (u === this.H && this.tied) await this.units[0].gather;
   }
 
-  private afterForward(u: number): void {
+  private async afterForward(u: number): Promise<void> {
+    if (u === this.H && this.tied) {
+      // the head's lm_head gradient (in unit 0's gathered buffer, or a buffer of its own): reduce-
+      // scatter it into the shard and free it and the gathered weight before the backward takes
+      // buffers (collective, waited for here)
+      const x = this.units[0];
+      const r = this.headInPlace ? x.p! : x.g!;
+      if (this.headInPlace) x.p = null, x.gather = null;
+      else x.g = null;
+      await this.reduceGrad(x, r, 0);
+      this.releaseParams(x);
+      return;
+    }
     if (!this.o.fullShard) return;
-    if (u === 0 && this.tied) return; // the head still reads it
     if (u === this.H) return; // its backward comes next
     this.releaseParams(this.units[u]);
-    if (u === this.H && this.tied) this.releaseParams(this.units[0]);
   }
 
   private async beforeBackward(u: number): Promise<void> {
     // unit 0's backward (embedding) reads no params; the head and layers do
     if (u !== 0) this.gatherParams(u);
-    if (u !== this.H) this.acquireGrad(u);
+    // memory: at most one gradient reduce-scatter in flight when a new full grad is taken (the
+    // embedding's, the largest buffer: none), so its buffer is free again (wait on peers; the
+    // collectives were posted in order already)
+    if (u !== this.H) {
+      await Promise.all(u === 0 ? this.pendingRs : this.pendingRs.slice(0, -1));
+      this.acquireGrad(u);
+    }
     const next = this.bwdNext.get(u);
     if (this.o.prefetch && next !== undefined && next !== 0) this.gatherParams(next); // unit 0's backward reads no params
     if (u !== 0) await this.units[u].gather; // wait on peers
@@ -203,90 +230,60 @@ export class Fsdp implements StepCollectives, OptimizerShards {
 
   private afterBackward(u: number): void {
     const x = this.units[u];
-    const full = this.fullView(x.gslot, u);
-    const slot = x.gslot;
-    x.gslot = -1;
-    // the step's first micro-batch writes the shard directly; later ones accumulate into it
+    const r = x.g!;
+    x.g = null;
+    this.pendingRs.push(this.reduceGrad(x, r, u)); // collective, runs while the next unit computes
+    if (this.o.fullShard && u !== 0) this.releaseParams(x);
+  }
+
+  /** Reduce-scatter unit u's full gradient in range r into its shard (the step's first one
+   *  writes the shard; later ones reduce into r's own segment and add that), then free r.
+   *  Device: posted once r's mirror is read back. */
+  private reduceGrad(x: Unit, r: Range, u: number): Promise<void> {
+    const full = this.bufs.host(r);
     const first = x.rsCount++ === 0;
-    if (!first) x.rsOut ??= sharedF32(x.n);
-    const out = first ? x.grad.host : x.rsOut!;
-    // collective, runs while the next unit computes (device: after the full grad is read back)
-    const rs = this.order.run(this.pool[slot].pull(), () => x.group.reduceScatter(out, full));
-    this.pendingRs.push(
-      rs.then(() => {
-        if (!first) {
-          const g = x.grad.host, r = x.rsOut!;
-          for (let j = 0; j < g.length; j++) g[j] += r[j];
-        }
-        this.release(slot);
-      }),
-    );
-    if (this.o.fullShard) {
-      if (u !== 0) this.releaseParams(x);
-      if (u === this.H && this.tied) this.releaseParams(this.units[0]);
-    }
+    const out = first ? x.grad.host : full.subarray(x.start, x.start + x.n); // in place: the transport allows it
+    return this.order.run(this.bufs.pull(r), () => x.group.reduceScatter(out, full)).then(() => {
+      if (!first) {
+        const g = x.grad.host;
+        for (let j = 0; j < g.length; j++) g[j] += out[j];
+      }
+      this.bufs.release(r);
+    }, (e) => {
+      throw new Error(`fsdp: reduce-scatter of ${this.model.layout.units[u].name}'s gradient failed: ${(e as Error).message}`);
+    });
   }
 
   // ---------------------------------------------------------------- buffers
   private gatherParams(u: number): void {
     const x = this.units[u];
-    if (x.pslot >= 0) return; // already gathered or in flight
-    x.pslot = this.acquire(u);
-    const slot = this.pool[x.pslot];
-    const full = this.fullView(x.pslot, u);
+    if (x.p) return; // already gathered or in flight
+    const r = (x.p = this.bufs.acquire(x.n * x.group.size));
+    const full = this.bufs.host(r);
     const ready = x.stale ? x.param.pull() : null; // device: once per step, after the optimizer
     x.stale = false;
-    x.gather = this.order.run(ready, () => x.group.allGather(full, x.param.host)).then(() => slot.push());
-    this.model.params[u] = this.modelView(x.pslot, u);
+    x.gather = this.order.run(ready, () => x.group.allGather(full, x.param.host)).then(() => this.bufs.push(r));
+    this.model.params[u] = this.bufs.tensor(r, x.N, u);
   }
 
   private releaseParams(x: Unit): void {
-    if (x.pslot < 0) return;
-    this.release(x.pslot);
-    x.pslot = -1;
+    if (!x.p) return;
+    this.bufs.release(x.p);
+    x.p = null;
     x.gather = null;
   }
 
   private acquireGrad(u: number): void {
     const x = this.units[u];
-    if (x.gslot >= 0) return;
-    x.gslot = this.acquire(u);
-    this.k.zero(this.pool[x.gslot].t); // padding included: the reduce-scatter sends it
-    this.model.grads![u] = this.modelView(x.gslot, u);
+    if (x.g) return;
+    x.g = this.bufs.acquire(x.n * x.group.size);
+    this.k.zero(this.bufs.tensor(x.g, x.g.len, -1)); // padding included: the reduce-scatter sends it
+    this.model.grads![u] = this.bufs.tensor(x.g, x.N, u);
   }
 
-  /** A free buffer of unit u's padded size (allocated on first need; none after the first step). */
-  private acquire(u: number): number {
-    const np = this.units[u].n * this.units[u].group.size;
-    const s = this.free.get(np)?.pop();
-    if (s !== undefined) return s;
-    this.pool.push(new Mirror(this.k, this.k.alloc([np], "f32", { name: `fsdp.slot${this.pool.length}` }), "fsdp"));
-    return this.pool.length - 1;
-  }
-
-  private release(slot: number): void {
-    const np = this.pool[slot].t.numel;
-    let l = this.free.get(np);
-    if (!l) this.free.set(np, (l = []));
-    l.push(slot);
-  }
-
-  /** (Np_u) host view of a slot: what the collectives move. */
-  private fullView(s: number, u: number): Float32Array {
-    return this.pool[s].host.subarray(0, this.units[u].n * this.units[u].group.size);
-  }
-
-  /** (N_u) tensor view of a slot for the model, cached so the model's own view cache hits. */
-  private modelView(s: number, u: number): F32 {
-    const key = `${s}:${u}`;
-    let v = this.views.get(key);
-    if (!v) this.views.set(key, (v = this.k.view(this.pool[s].t, 0, [this.units[u].N])));
-    return v;
-  }
-
-  /** Bytes this rank holds for the model: shards (param, grad, AdamW m+v, rs outputs) + gather buffers. */
+  /** Bytes this rank holds for the model: shards (param, grad, AdamW m+v) + gather and grad buffers. */
   stateBytes(): number {
-    const shards = this.units.reduce((a, u) => a + u.n * 4 + (u.rsOut ? u.n : 0), 0);
-    return 4 * (shards + this.pool.reduce((a, p) => a + p.t.numel, 0));
+    const shards = this.units.reduce((a, u) => a + u.n * 4, 0);
+    return 4 * (shards + this.bufs.numel);
   }
 }

@@ -41,7 +41,7 @@ export interface HostOps {
   /** idx already checked: entries distinct and in [0,R). */
   moeCombine(out: F32, rows: F32, idx: I32, weights: F32, T: number, K: number, C: number): void;
   moeCombineBackward(drows: F32 | null, dweights: F32 | null, dout: F32, rows: F32, idx: I32, weights: F32, T: number, K: number, C: number): void;
-  /** targets already checked in [0,V) or -100. loss is (1). */
+  /** targets already checked in [0,V) or -100. loss is (1). dweight may alias weight (ops.ts). */
   crossEntropyFused(loss: F32, dhidden: F32 | null, dweight: F32 | null, hidden: F32, weight: F32, targets: I32,
     T: number, C: number, V: number, gradScale: number): void;
   sumSquares(bufs: readonly F32[]): number;

@@ -144,6 +144,9 @@ export class WebgpuKernels implements Kernels {
   crossEntropyFused(loss: Tensor<"f32">, dhidden: Tensor<"f32"> | null, dweight: Tensor<"f32"> | null,
     hidden: Tensor<"f32">, weight: Tensor<"f32">, targets: Tensor<"i32">,
     T: number, C: number, V: number, gradScale: number): void {
+    if (dweight && dweight.storage === weight.storage && dweight.offset === weight.offset) {
+      throw new Error("crossEntropyFused: dweight aliasing weight (the gradient replacing the weight) is implemented on the cpu backends only");
+    }
     crossEntropyFused(this.rt, g(loss), dhidden && g(dhidden), dweight && g(dweight), g(hidden), g(weight), g(targets),
       T, C, V, gradScale);
   }

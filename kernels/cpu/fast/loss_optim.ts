@@ -3,6 +3,10 @@
 // chunks of R rows; per chunk Z (R,V) = H W^T (sgemm), softmax and loss per row, Z turned into
 // dZ = (softmax - onehot) * gradScale in place, then dH = dZ W and dW += dZ^T H (two sgemms).
 // Ignored rows cost nothing. Chunk R keeps Z near 64 MiB (R*V floats), so memory is O(R*V), not O(T*V).
+// dweight aliasing weight (ops.ts: the gradient replaces the weight): the pass above computes
+// the loss and dH and keeps each row's logsumexp; a second pass over blocks of VB vocabulary rows
+// recomputes Z_b = H W_b^T, dZ_b = (exp(Z_b - lse) - onehot) * gradScale and dW_b = dZ_b^T H into
+// a (VB,C) buffer, written over W_b once every chunk of rows has read it.
 
 import type { AdamWParams } from "../../ops.ts";
 import { at, type Native } from "../native/index.ts";
@@ -26,9 +30,14 @@ export function lossOptimOps(blas: Gemm, native: Native | null, Z_FLOATS = CE_CH
   let H = new Float32Array(0);
   let dH = new Float32Array(0);
   let rows = new Int32Array(0);
+  let lse = new Float64Array(0); // per valid row, for the in-place gradient's second pass
+  let dWb = new Float32Array(0);
+  const VB = 4096; // vocabulary rows per block of the in-place gradient (a (VB,C) buffer)
 
   function crossEntropyFused(loss: F32, dhidden: F32 | null, dweight: F32 | null, hidden: F32, weight: F32, targets: I32,
     T: number, C: number, V: number, gradScale: number): void {
+    const inPlace = dweight !== null && dweight.buffer === weight.buffer && dweight.byteOffset === weight.byteOffset;
+    if (inPlace) dweight = null; // first pass: loss and dH only
     if (rows.length < T) rows = new Int32Array(T);
     let nValid = 0;
     for (let t = 0; t < T; t++) if (targets[t] !== -100) rows[nValid++] = t;
@@ -38,6 +47,7 @@ export function lossOptimOps(blas: Gemm, native: Native | null, Z_FLOATS = CE_CH
     if (dhidden && dH.length < R * C) dH = new Float32Array(R * C);
     const grads = dhidden !== null || dweight !== null;
     const Wp = ops.prepare(0, weight, 0, V, C, C);
+    if (inPlace && lse.length < nValid) lse = new Float64Array(nValid);
     let total = 0;
     for (let c0 = 0; c0 < nValid; c0 += R) {
       const r = Math.min(R, nValid - c0);
@@ -50,8 +60,10 @@ export function lossOptimOps(blas: Gemm, native: Native | null, Z_FLOATS = CE_CH
       if (nv) {
         if (ys.length < r) ys = new Int32Array(R), rowLoss = new Float64Array(R);
         for (let i = 0; i < r; i++) ys[i] = targets[rows[c0 + i]];
+        if (inPlace) for (let i = 0; i < r; i++) lse[c0 + i] = Z[i * V + ys[i]]; // z_y, before dZ overwrites it
         nv.vt_ce_rows(at(Z), at(ys), r, V, gradScale, grads ? 1 : 0, at(rowLoss));
         for (let i = 0; i < r; i++) total += rowLoss[i];
+        if (inPlace) for (let i = 0; i < r; i++) lse[c0 + i] += rowLoss[i]; // lse = loss_row + z_y
       }
       for (let i = 0; !nv && i < r; i++) {
         const o = i * V, y = targets[rows[c0 + i]], zy = Z[o + y];
@@ -64,6 +76,7 @@ export function lossOptimOps(blas: Gemm, native: Native | null, Z_FLOATS = CE_CH
           sum += e;
         }
         total += mx + Math.log(sum) - zy;
+        if (inPlace) lse[c0 + i] = mx + Math.log(sum);
         if (grads) {
           const sc = gradScale / sum; // dZ = softmax * gradScale - onehot * gradScale
           for (let v = 0; v < V; v++) Z[o + v] *= sc;
@@ -81,6 +94,33 @@ export function lossOptimOps(blas: Gemm, native: Native | null, Z_FLOATS = CE_CH
       if (dweight) ops.gemm(true, false, V, C, r, 1, Zp!, Hp, 1, dweight, 0, C); // dW += dZ^T H
     }
     loss[0] += total;
+    if (inPlace) weightGradInPlace(weight, hidden, targets, nValid, R, C, V, gradScale);
+  }
+
+  /** The second pass of the in-place gradient: weight (V,C) <- dW, block by block (see the header). */
+  function weightGradInPlace(weight: F32, hidden: F32, targets: I32, nValid: number, R: number, C: number, V: number, gradScale: number): void {
+    const vbMax = Math.min(VB, V);
+    if (dWb.length < vbMax * C) dWb = new Float32Array(vbMax * C);
+    for (let v0 = 0; v0 < V; v0 += vbMax) {
+      const vb = Math.min(vbMax, V - v0);
+      dWb.fill(0, 0, vb * C);
+      for (let c0 = 0; c0 < nValid; c0 += R) {
+        const r = Math.min(R, nValid - c0);
+        for (let i = 0; i < r; i++) {
+          const src = rows[c0 + i] * C, dst = i * C;
+          for (let c = 0; c < C; c++) H[dst + c] = hidden[src + c];
+        }
+        const Hp = ops.prepare(1, H, 0, r, C, C);
+        ops.gemm(false, true, r, vb, C, 1, Hp, ops.prepare(0, weight, v0 * C, vb, C, C), 0, Z, 0, vb); // Z_b (r,vb) = H W_b^T
+        for (let i = 0; i < r; i++) {
+          const o = i * vb, l = lse[c0 + i], y = targets[rows[c0 + i]] - v0;
+          for (let v = 0; v < vb; v++) Z[o + v] = Math.exp(Z[o + v] - l) * gradScale;
+          if (y >= 0 && y < vb) Z[o + y] -= gradScale;
+        }
+        ops.gemm(true, false, vb, C, r, 1, ops.prepare(2, Z, 0, r, vb, vb), Hp, 1, dWb, 0, C); // dW_b (vb,C) += dZ_b^T H
+      }
+      weight.set(dWb.subarray(0, vb * C), v0 * C); // W_b is read no more
+    }
   }
 
   function sumSquares(bufs: readonly F32[]): number {

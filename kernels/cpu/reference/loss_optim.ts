@@ -7,8 +7,15 @@ type I32 = Int32Array;
 
 // loss (1) += sum over valid t of lse(z_t) - z_t[target]; z_t = W (V,C) @ hidden_t (C)
 // dz = (softmax(z) - onehot) * gradScale; dhidden_t += dz @ W; dW += dz^T hidden_t
+// dweight aliasing weight (ops.ts): the gradient replaces the weight once it is no longer read
 export function crossEntropyFused(loss: F32, dhidden: F32 | null, dweight: F32 | null, hidden: F32, weight: F32, targets: I32,
   T: number, C: number, V: number, gradScale: number): void {
+  if (dweight && dweight.buffer === weight.buffer && dweight.byteOffset === weight.byteOffset) {
+    const g = new Float32Array(V * C);
+    crossEntropyFused(loss, dhidden, g, hidden, weight, targets, T, C, V, gradScale);
+    weight.set(g);
+    return;
+  }
   let total = 0;
   const z = new Float64Array(V);
   for (let t = 0; t < T; t++) {
