@@ -61,10 +61,31 @@ export interface GroupedGemmSpec {
   out: GroupLayout; a: GroupLayout; b: GroupLayout;
 }
 
+/**
+ * Mixed precision's parameter side, as PyTorch FSDP2's MixedPrecisionPolicy(param_dtype=bf16):
+ * the parameters a unit computes with are its f32 master values rounded to bf16 (round to
+ * nearest even), cast once per unit use by a plan (parallel/mixed_precision.ts, parallel/fsdp.ts),
+ * not at every matmul. Backends with bf16 matmuls implement it (cpu under mixed precision).
+ */
+export interface Bf16Params {
+  /** bits (N) <- src (N) rounded to bf16 (an FSDP shard before its bf16 all-gather). */
+  cast(bits: Uint16Array, src: Float32Array): void;
+  /** dst (N) <- the bf16 values `bits` (N) as f32 (exact), and until release(dst) every matmul
+   *  operand inside dst is taken as those bf16 numbers with no cast of its own. Non-matmul ops
+   *  (norm weights, biases, embedding rows) read dst's f32 values, which are the bf16 ones. */
+  load(dst: Tensor<"f32">, bits: Uint16Array): void;
+  /** dst is no longer a compute copy (its storage may be reused for anything). */
+  release(dst: Tensor<"f32">): void;
+  /** true: the matmuls keep reading `bits` until release (oneDNN); false: bits are free after load. */
+  readonly readsBits: boolean;
+}
+
 export interface Kernels {
   readonly backend: BackendName;
   /** One line for the startup log: library, threads, adapter. */
   readonly description: string;
+  /** Mixed precision's parameter casts (see Bf16Params); null when matmuls are f32. */
+  readonly bf16Params: Bf16Params | null;
 
   // ---------------------------------------------------------------- memory and sync points
   /** New zero-filled contiguous tensor. dtype defaults to f32. */

@@ -29,7 +29,12 @@
 // is sharded, gathered and reduce-scattered over its own group (ep_fsdp) instead of the shard
 // group (docs/plans.md section 4). The squared grad norm still sums over the shard group: the
 // expert shards of its ranks tile every expert once, so the one norm covers both kinds.
-import type { Kernels, Tensor } from "../kernels/index.ts";
+// Mixed precision (kernels' Bf16Params; FSDP2 MixedPrecisionPolicy(param_dtype=bf16,
+// reduce_dtype=f32)): each gather casts this rank's f32 shard to bf16 and all-gathers the bf16
+// bits (half the bytes of an f32 gather), which become the unit's compute copy (f32 storage of the
+// bf16 values; the bits stay alive for the GEMM where it reads them: oneDNN). Gradients,
+// reduce-scatters, shards and AdamW stay f32. (cpu only: device backends have no Bf16Params.)
+import type { Bf16Params, Kernels, Tensor } from "../kernels/index.ts";
 import { fillUnitRange, modelSource, type DecoderLM, type WeightSource } from "../models/index.ts";
 import { sharedF32, type CommGroup } from "../mesh/index.ts";
 import type { OptimizerShards, StepCollectives } from "./collectives.ts";
@@ -51,6 +56,7 @@ export interface FsdpOptions {
 }
 
 interface Unit {
+  index: number; // u
   group: CommGroup; // the ranks sharing this unit's shards (the shard group, or the unit's own)
   N: number; // real elements
   n: number; // shard elements (padded)
@@ -60,6 +66,7 @@ interface Unit {
   stale: boolean; // device: the optimizer changed the shard since its mirror was pulled
   rsCount: number; // reduce-scatters posted this step (the first one writes `grad` directly)
   p: Range | null; // (Np) the gathered params, null if none
+  bits: Uint16Array | null; // (Np) mixed precision: the gathered bf16 params while the GEMM reads them
   g: Range | null; // (Np) the full grad, null if none
   gather: Promise<void> | null;
 }
@@ -68,6 +75,10 @@ export class Fsdp implements StepCollectives, OptimizerShards {
   private units: Unit[];
   private bufs: FsdpBuffers;
   private order = new PostOrder(); // the staged collectives, in hook order
+  // mixed precision: bf16 gather buffers (shared memory for the transport), pooled by padded size
+  private free16 = new Map<number, Uint16Array[]>();
+  private bytes16 = 0;
+  private readonly bf16: Bf16Params | null;
   private pendingRs: Promise<void>[] = [];
   private afterSync = false;
   private readonly H: number;
@@ -87,6 +98,7 @@ export class Fsdp implements StepCollectives, OptimizerShards {
     private world: CommGroup,
     private o: FsdpOptions,
   ) {
+    this.bf16 = k.bf16Params;
     this.H = model.headUnit;
     this.tied = model.layout.units[this.H].reads.includes(0);
     this.headInPlace = k.backend === "cpu";
@@ -99,10 +111,10 @@ export class Fsdp implements StepCollectives, OptimizerShards {
       const group = o.groupOf?.(lu.index) ?? shard;
       const n = Math.ceil(lu.numel / group.size);
       const u: Unit = {
-        group, N: lu.numel, n, start: group.rank * n,
+        index: lu.index, group, N: lu.numel, n, start: group.rank * n,
         param: new Mirror(k, k.alloc([n], "f32", { name: `${lu.name}.param_shard` }), "fsdp"),
         grad: new Mirror(k, k.alloc([n], "f32", { name: `${lu.name}.grad_shard` }), "fsdp"),
-        rsCount: 0, stale: false, p: null, g: null, gather: null,
+        rsCount: 0, stale: false, p: null, bits: null, g: null, gather: null,
       };
       // only this rank's shard is ever built (padding past the unit's end is zero); a full
       // buffer given with the model is freed
@@ -202,7 +214,7 @@ export class Fsdp implements StepCollectives, OptimizerShards {
       // buffers (collective, waited for here)
       const x = this.units[0];
       const r = this.headInPlace ? x.p! : x.g!;
-      if (this.headInPlace) x.p = null, x.gather = null;
+      if (this.headInPlace) this.dropParams(x);
       else x.g = null;
       await this.reduceGrad(x, r, 0);
       this.releaseParams(x);
@@ -259,18 +271,59 @@ export class Fsdp implements StepCollectives, OptimizerShards {
     const x = this.units[u];
     if (x.p) return; // already gathered or in flight
     const r = (x.p = this.bufs.acquire(x.n * x.group.size));
-    const full = this.bufs.host(r);
-    const ready = x.stale ? x.param.pull() : null; // device: once per step, after the optimizer
-    x.stale = false;
-    x.gather = this.order.run(ready, () => x.group.allGather(full, x.param.host)).then(() => this.bufs.push(r));
-    this.model.params[u] = this.bufs.tensor(r, x.N, u);
+    const view = this.bufs.tensor(r, x.N, u);
+    this.model.params[u] = view;
+    const p = this.bf16;
+    if (!p) {
+      const full = this.bufs.host(r);
+      const ready = x.stale ? x.param.pull() : null; // device: once per step, after the optimizer
+      x.stale = false;
+      x.gather = this.order.run(ready, () => x.group.allGather(full, x.param.host)).then(() => this.bufs.push(r));
+      return;
+    }
+    // mixed (cpu): cast this rank's shard into its place in a bf16 buffer, gather the bf16 in place
+    const bits = this.acquire16(x.n * x.group.size);
+    const mine = bits.subarray(x.start, x.start + x.n);
+    p.cast(mine, x.param.host);
+    x.bits = bits;
+    x.gather = this.order.run(null, () => x.group.allGather(bits, mine)).then(() => {
+      if (x.bits !== bits) return; // released before it landed (never in a step: hooks await it)
+      p.load(view, bits.subarray(0, x.N)); // the compute copy: f32 storage of the bf16 values
+      if (!p.readsBits) {
+        this.release16(bits);
+        x.bits = null;
+      }
+    });
+  }
+
+  /** The gathered params are no longer params (freed, or become the tied head's gradient). */
+  private dropParams(x: Unit): void {
+    if (this.bf16 && x.p) this.bf16.release(this.bufs.tensor(x.p, x.N, x.index));
+    if (x.bits) this.release16(x.bits);
+    x.bits = null;
+    x.p = null;
+    x.gather = null;
   }
 
   private releaseParams(x: Unit): void {
     if (!x.p) return;
-    this.bufs.release(x.p);
-    x.p = null;
-    x.gather = null;
+    const r = x.p;
+    this.dropParams(x);
+    this.bufs.release(r);
+  }
+
+  /** A free bf16 gather buffer of np elements (allocated on first need, shared memory). */
+  private acquire16(np: number): Uint16Array {
+    const b = this.free16.get(np)?.pop();
+    if (b) return b;
+    this.bytes16 += 2 * np;
+    return new Uint16Array(new SharedArrayBuffer(2 * np));
+  }
+
+  private release16(b: Uint16Array): void {
+    let l = this.free16.get(b.length);
+    if (!l) this.free16.set(b.length, (l = []));
+    l.push(b);
   }
 
   private acquireGrad(u: number): void {
@@ -281,9 +334,9 @@ export class Fsdp implements StepCollectives, OptimizerShards {
     this.model.grads![u] = this.bufs.tensor(x.g, x.N, u);
   }
 
-  /** Bytes this rank holds for the model: shards (param, grad, AdamW m+v) + gather and grad buffers. */
+  /** Bytes this rank holds for the model: shards (param, grad, AdamW m+v) + gather and grad buffers (f32 and bf16). */
   stateBytes(): number {
     const shards = this.units.reduce((a, u) => a + u.n * 4, 0);
-    return 4 * (shards + this.bufs.numel);
+    return 4 * (shards + this.bufs.numel) + this.bytes16;
   }
 }

@@ -19,6 +19,7 @@ import { materialize, type DecoderLM, type WeightSource } from "../models/index.
 import { SINGLE_PROCESS, type OptimizerShards, type StepCollectives } from "./collectives.ts";
 import { Ddp } from "./ddp.ts";
 import { ExpertParallel, expertParallelSizes } from "./expert.ts";
+import { MixedParams } from "./mixed_precision.ts";
 import { Fsdp } from "./fsdp.ts";
 import { UlyssesAttention, ulyssesHeads } from "./ulysses.ts";
 import { ulyssesSlice } from "./ulysses_data.ts";
@@ -159,7 +160,13 @@ export async function parallelize(o: ParallelizeOptions): Promise<Parallelism> {
   const params = hostViews(k, model.params);
   const whole = (u: number) => [{ start: 0, values: params.host[u] }];
   const wholeUnits = { shardOf: () => null, savesShards: true, stageOwned: () => params.pull(), restoreShards: () => {} };
-  if (world === 1 || !comm) return { ...base, collectives: SINGLE_PROCESS, beginStep: () => {}, stateBytes: full, owned: whole, ...wholeUnits };
+  // mixed precision on whole units (one process, DDP): each unit's bf16 compute copy is cast once
+  // per step (FSDP casts its shards before its bf16 all-gathers instead)
+  const mixed = () => (k.bf16Params ? new MixedParams(k, k.bf16Params, model) : null);
+  if (world === 1 || !comm) {
+    const mp = mixed();
+    return { ...base, collectives: mp ? mp.wrap(SINGLE_PROCESS) : SINGLE_PROCESS, beginStep: () => mp?.end(), stateBytes: full, owned: whole, ...wholeUnits };
+  }
   if (k.backend !== "cpu" && sizes.ulysses > 1) throw new Error(`kernels.backend = ${k.backend} with train.ulysses_parallel_size = ${sizes.ulysses}: Ulysses' all-to-all is not staged through host memory yet (DDP, FSDP and HSDP are); expected kernels.backend cpu or ulysses_parallel_size 1`);
   const groups = new MeshGroups(mesh, rank, comm);
   const worldGroup = await groups.over(["dp_replicate", "dp_shard", "ulysses"]);
@@ -193,7 +200,11 @@ export async function parallelize(o: ParallelizeOptions): Promise<Parallelism> {
   // 4. data parallel (last: it wraps the units the plans above left)
   if (t.data_parallel_mode === "ddp") {
     const ddp = new Ddp(k, model, worldGroup);
-    return { ...base, collectives: ddp, beginStep: (n) => ddp.beginStep(n), stateBytes: full, owned: (u) => (rank === 0 ? whole(u) : null), ...wholeUnits };
+    const mp = mixed();
+    return {
+      ...base, collectives: mp ? mp.wrap(ddp) : ddp, beginStep: (n) => (mp?.end(), ddp.beginStep(n)), stateBytes: full,
+      owned: (u) => (rank === 0 ? whole(u) : null), ...wholeUnits,
+    };
   }
   const shard = await groups.over(["dp_shard", "ulysses"]);
   const replicate = sizes.dp_replicate > 1 ? await groups.over(["dp_replicate"]) : null;

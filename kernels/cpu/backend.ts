@@ -3,7 +3,7 @@
 // reference loops (cpu/reference/) or the fast path (cpu/fast/: OpenBLAS sgemm + tight loops).
 // Ops execute synchronously inside the call; sync points resolve immediately.
 
-import type { AdamWParams, GeluKind, GroupedGemmSpec, Kernels } from "../ops.ts";
+import type { AdamWParams, Bf16Params, GeluKind, GroupedGemmSpec, Kernels } from "../ops.ts";
 import { checkGroups } from "../grouped_gemm_check.ts";
 import type { Tensor } from "../tensor.ts";
 import type { HostOps } from "./host_ops.ts";
@@ -17,6 +17,8 @@ export class CpuKernels extends CpuMemory implements Kernels {
     readonly description: string,
     /** What matmul operands are rounded to: "bf16" under mixed precision (accumulation stays f32). */
     readonly matmulDtype: "f32" | "bf16" = "f32",
+    /** The bf16 GEMM's parameter side (mixed precision), else null. */
+    readonly bf16Params: Bf16Params | null = null,
   ) {
     super();
   }

@@ -13,7 +13,9 @@ import { ptr } from "bun:ffi";
 import { CpuKernels } from "./backend.ts";
 import type { AttnMode } from "./fast/attention.ts";
 import { cpuSummary, hasBf16Units } from "./fast/cpu_features.ts";
-import { bf16OperandGemm, type Gemm } from "./fast/gemm.ts";
+import { bf16OperandGemm, castBf16, type Bf16Gemm, type Gemm } from "./fast/gemm.ts";
+import type { Bf16Params } from "../ops.ts";
+import { F } from "./memory.ts";
 import { makeFastOps, type FastTuning } from "./fast/index.ts";
 import { loadOneDnn, ONEDNN_DEFAULT_PATH } from "./fast/onednn.ts";
 import { loadOpenBlas, OPENBLAS_DEFAULT_PATH } from "./fast/openblas.ts";
@@ -54,11 +56,20 @@ export function createCpuKernels(opts: CpuKernelsOptions): CpuKernels {
   const f32: Gemm = want === "openblas" || !dnn ? blas : dnn;
   const nat = opts.native === false ? { native: null, reason: "native loops off (TypeScript)" } : loadNative();
   nat.native?.sym.vt_set_threads(opts.threads);
-  let mm = f32;
+  let mm: Gemm = f32;
   let bf16Dnn = false;
+  let params: Bf16Params | null = null;
   if (opts.mixedPrecision) {
     bf16Dnn = dnn !== null && (wantBf16 === "onednn" || (wantBf16 === "auto" && hasBf16Units()));
-    mm = bf16OperandGemm(f32, bf16Dnn ? dnn : null, nat.native);
+    const g: Bf16Gemm = bf16OperandGemm(f32, bf16Dnn ? dnn : null, nat.native);
+    mm = g;
+    const native = nat.native;
+    params = {
+      readsBits: g.readsBits,
+      cast: (bits, src) => castBf16(bits, src, native),
+      load: (dst, bits) => g.loadParams(F(dst, "bf16Params.load dst", bits.length), bits),
+      release: (dst) => g.releaseParams(F(dst, "bf16Params.release dst", dst.numel)),
+    };
   }
   // native attention calls oneDNN from C: only where the f32 GEMM is oneDNN (OpenBLAS-pinned runs keep its sums)
   let attn: AttnMode | null = null;
@@ -68,7 +79,7 @@ export function createCpuKernels(opts: CpuKernelsOptions): CpuKernels {
   const desc = `cpu: ${cpuSummary()}; ${opts.threads} threads; f32 GEMM ${f32.name}${f32 === blas ? ` (${blas.config})` : ""}` +
     `${dnnWhy && !dnn ? ` [${dnnWhy}]` : ""}; matmuls ${opts.mixedPrecision ? mm.name : "f32"}; element-wise: ${nat.reason}; ` +
     `attention: ${attn ? `native flash loops, ${attn} operands` : "TypeScript flash blocks"}`;
-  return new CpuKernels(makeFastOps(f32, mm, nat.native, opts.tuning, attn), desc, opts.mixedPrecision ? "bf16" : "f32");
+  return new CpuKernels(makeFastOps(f32, mm, nat.native, opts.tuning, attn), desc, opts.mixedPrecision ? "bf16" : "f32", params);
 }
 
 /** Plain-loop reference backend (no BLAS): the ground truth in parity tests. */

@@ -32,6 +32,8 @@ function g<D extends DType>(t: Tensor<D>, what = "tensor"): GpuTensor<D> {
 export class WebgpuKernels implements Kernels {
   readonly backend = "webgpu" as const;
   readonly description: string;
+  /** Mixed precision is f32 on webgpu (the description says so): no bf16 parameter copies. */
+  readonly bf16Params = null;
 
   constructor(readonly rt: Runtime) {
     const c = rt.ctx;

@@ -55,13 +55,15 @@ test("world size 1 through the coordinator and one worker = in-process runLocalT
   expect(local.records.map((r) => r.tokens)).toEqual(ref.map((m) => m.tokens));
 }, 60_000);
 
-// Mixed precision (bf16 matmul operands, f32 master weights, grads reduced in f32): each plan vs
-// one process, both mixed. The same tolerance holds: ranks round the same f32 weights to the same
-// bf16 values, so only the f32 reduction order differs.
+// Mixed precision (FSDP2 param_dtype bf16: each unit's parameters cast to bf16 once per use, FSDP
+// gathering them in bf16; f32 master weights, grads reduced in f32): each plan vs one process, both
+// mixed. The same tolerance holds: every rank rounds the same f32 weights to the same bf16 values
+// (one process and DDP cast whole units, FSDP casts shards), so only the f32 reduction order differs.
 describe("data-parallel parity with world size 1, mixed precision on", () => {
   const cases: Array<[string, number, object]> = [
     ["ddp, 2 ranks", 2, { data_parallel_mode: "ddp" }],
     ["fsdp2 (ZeRO-3), 2 ranks", 2, { data_parallel_mode: "fsdp2" }],
+    ["fsdp1 ZeRO-2 (enable_full_shard false), 2 ranks", 2, { data_parallel_mode: "fsdp1", enable_full_shard: false }],
     ["hsdp 2x2 (dp_replicate 2, dp_shard 2), 4 ranks", 4, { data_parallel_mode: "fsdp2", data_parallel_replicate_size: 2 }],
   ];
   for (const [name, world, train] of cases) {

@@ -11,6 +11,8 @@ import { cpuInfo, createKernels, type Kernels } from "../../kernels/index.ts";
 import { cpuPeakFlops } from "../../actors/build.ts";
 import { createModel, initWeights } from "../../models/index.ts";
 import { Trainer } from "../../actors/trainer.ts";
+import { ConfigSchema } from "../../configs/index.ts";
+import { parallelize } from "../../parallel/index.ts";
 import type { MicroBatch } from "../../data/batch.ts";
 
 const SIZES: Record<string, { V: number; C: number; L: number; NH: number; NKV: number; I: number; seq: number }> = {
@@ -68,7 +70,10 @@ export async function main(args: string[]): Promise<void> {
   };
   const model = createModel(k, raw, `bench ${size}`, { maxTokens: T, gradientCheckpointing: ckpt });
   initWeights(model, 0);
+  // the one-process plan, as training runs it (mixed precision: each unit cast to bf16 once per step)
+  const plan = await parallelize({ k, model, config: ConfigSchema.parse({ train: { enable_mixed_precision: mixed } }), rank: 0, world: 1, comm: null });
   const trainer = new Trainer(model, {
+    collectives: plan.collectives,
     schedule: { lr: 3e-4, lr_min: 0, lr_start: 0, train_steps: warmup + steps, lr_warmup_ratio: 0, lr_decay_style: "constant", lr_decay_ratio: 1 },
     weightDecay: 0.1, maxGradNorm: 0, // train_bench.py does not clip
   });
@@ -89,6 +94,7 @@ export async function main(args: string[]): Promise<void> {
     const mb = batch();
     const t0 = performance.now();
     const c0 = process.cpuUsage();
+    plan.beginStep(1);
     const m = await trainer.step(i, [mb]);
     const dt = (performance.now() - t0) / 1000;
     const cu = process.cpuUsage(c0);
