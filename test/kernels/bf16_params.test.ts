@@ -73,7 +73,7 @@ describe("bf16 compute copies of parameters", () => {
       p.release(copy);
       copy.host![w0] += 2 ** -20; // rounds back to the same bf16
       expect(same(await matmuls(k, copy), perCall)).toBe(true);
-    });
+    }, 60_000);
   }
 
   test("loading twice at one place without a release is refused; lengths are checked", () => {
