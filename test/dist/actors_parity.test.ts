@@ -60,6 +60,7 @@ test("world size 1 through the coordinator and one worker = in-process runLocalT
 // mixed. The same tolerance holds: every rank rounds the same f32 weights to the same bf16 values
 // (one process and DDP cast whole units, FSDP casts shards), so only the f32 reduction order differs.
 describe("data-parallel parity with world size 1, mixed precision on", () => {
+  let twoRank: MetricsLine[] | undefined;
   const cases: Array<[string, number, object]> = [
     ["ddp, 2 ranks", 2, { data_parallel_mode: "ddp" }],
     ["fsdp2 (ZeRO-3), 2 ranks", 2, { data_parallel_mode: "fsdp2" }],
@@ -70,9 +71,20 @@ describe("data-parallel parity with world size 1, mixed precision on", () => {
     test(`${name}, mixed`, async () => {
       const got = await run(world, { ...train, enable_mixed_precision: true });
       expect(got.map((m) => m.step)).toEqual([1, 2, 3, 4, 5]);
-      close(refMixed.map((m) => m.loss), got.map((m) => m.loss), 1e-5, `${name} mixed: losses`);
-      close(refMixed.map((m) => m.grad_norm), got.map((m) => m.grad_norm), 1e-4, `${name} mixed: grad norms`);
-      close(refMixed.at(-1)!.param_stats!, got.at(-1)!.param_stats!, 1e-4, `${name} mixed: parameter stats after 5 steps`);
+      // bf16 parameters (FSDP2 param_dtype) turn the reduction order's ulps into bf16 steps now and
+      // then: norm weights near 1 sit on a 2^-7 grid, and at lr 1e-2 one master ulp across a
+      // rounding boundary moves a weight by 0.8%. Measured against one process (4 micro-batches
+      // summed in one buffer, not 2 + 2): loss 3.0e-5 relative at step 5, grad norm 8.5e-4 at step
+      // 4, while the four multi-rank plans (same 2-rank sums) agree with each other to 1e-7
+      close(refMixed.map((m) => m.loss), got.map((m) => m.loss), 1e-4, `${name} mixed: losses`);
+      close(refMixed.map((m) => m.grad_norm), got.map((m) => m.grad_norm), 2e-3, `${name} mixed: grad norms`);
+      close(refMixed.at(-1)!.param_stats!, got.at(-1)!.param_stats!, 1e-3, `${name} mixed: parameter stats after 5 steps`);
+      // tight where the sums are the same: every 2-rank plan equals mixed DDP on 2 ranks
+      if (world === 2) {
+        twoRank ??= got;
+        close(twoRank.map((m) => m.loss), got.map((m) => m.loss), 1e-6, `${name} mixed vs ddp 2 ranks: losses`);
+        close(twoRank.map((m) => m.grad_norm), got.map((m) => m.grad_norm), 1e-5, `${name} mixed vs ddp 2 ranks: grad norms`);
+      }
       // and mixed is not f32: bf16 operands move the losses visibly
       expect(Math.abs(refMixed.at(-1)!.loss - ref.at(-1)!.loss)).toBeGreaterThan(1e-6);
       expect(childPids()).toEqual([]);
