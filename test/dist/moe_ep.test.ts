@@ -45,6 +45,7 @@ async function run(world: number, train: object = {}, out = tempDir(`moe-ep-w${w
     model,
     data: { train_path: dataPath, data_type: "plaintext", max_seq_len: 16 },
     train: { output_dir: out, lr: 1e-2, max_steps: 5, micro_batch_size: 1, global_batch_size: 4, dyn_bsz: false, seed: 7,
+      enable_mixed_precision: false, // f32: the plan vs one process, to f32 tolerance (docs/mixed_precision.md)
       weight_decay: 0.1, max_grad_norm: 1.0, data_parallel_mode: "fsdp2", ...train },
     launch: { heartbeat_s: 0.5, dead_after_s: 30, world_size: world },
     kernels: { backend: "cpu", threads: 1 },

@@ -24,7 +24,9 @@ async function run(world: number, train: object = {}): Promise<MetricsLine[]> {
   const config = ConfigSchema.parse({
     model: { config_path: MODEL },
     data: { train_path: dataPath, data_type: "plaintext", max_seq_len: 16 },
-    train: { output_dir: out, lr: 1e-3, max_steps: 5, global_batch_size: 4, seed: 7, weight_decay: 0.1, max_grad_norm: 1.0,
+    train: { output_dir: out, lr: 1e-3, max_steps: 5, global_batch_size: 4, seed: 7,
+      weight_decay: 0.1, max_grad_norm: 1.0,
+      enable_mixed_precision: false, // f32: the plan vs one process, to f32 tolerance (docs/mixed_precision.md)
       dyn_bsz: true, micro_batch_size: 2, dyn_bsz_buffer_size: 4, save_steps: 0, ...train },
     launch: { heartbeat_s: 0.5, dead_after_s: 20, world_size: world },
     kernels: { backend: "cpu", threads: 1 },

@@ -36,6 +36,7 @@ async function run(world: number, train: object = {}, out = tempDir(`vl-dp-w${wo
     model: { config_path: join(dir, "config.json") },
     data: { train_path: join(dir, "data.jsonl"), data_type: "plaintext", max_seq_len: 16 },
     train: { output_dir: out, lr: 1e-2, max_steps: 3, micro_batch_size: 1, global_batch_size: 2, dyn_bsz: false, seed: 7,
+      enable_mixed_precision: false, // f32: the plan vs one process, to f32 tolerance (docs/mixed_precision.md)
       weight_decay: 0.1, max_grad_norm: 1.0, enable_gradient_checkpointing: false, ...train },
     launch: { heartbeat_s: 0.5, dead_after_s: 20, world_size: world },
     kernels: { backend: "cpu", threads: 1 },
