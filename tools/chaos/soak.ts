@@ -16,6 +16,7 @@ import { join } from "node:path";
 import type { Subprocess } from "bun";
 import type { Config } from "../../configs/index.ts";
 import { connectNats, keys, openBucket, type JobState } from "../../actors/nats.ts";
+import { mulberry32 } from "../../data/rng.ts";
 
 type Proc = Pick<Subprocess, "pid" | "exited" | "kill">;
 
@@ -33,25 +34,13 @@ export interface PlannedKill {
   target: KillTarget;
 }
 
-/** mulberry32: a small seeded generator, so a soak is replayed by its seed. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /**
  * `kills` kills at random steps in [2, steps - 2] (ascending), each after a random delay below
  * `maxDelayMs`; one of them (at a random position) kills the coordinator when `coordinator`, the
  * others a random rank's worker.
  */
 export function planKills(seed: number, kills: number, steps: number, ranks: number, maxDelayMs: number, coordinator = true): PlannedKill[] {
-  const r = rng(seed);
+  const r = mulberry32(seed);
   const lo = 2, hi = Math.max(lo, steps - 2);
   const at = Array.from({ length: kills }, () => lo + Math.floor(r() * (hi - lo + 1))).sort((a, b) => a - b);
   const coordAt = coordinator && kills > 0 ? Math.floor(r() * kills) : -1;
