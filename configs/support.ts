@@ -39,6 +39,7 @@ export const SUPPORT: SupportRule[] = [
   { key: "train.optimizer", action: "warn", why: "anyprecision_adamw is AdamW with float32 states here, the same as adamw" },
   { key: "train.rmpad", action: "warn", why: "has no effect: batches are always packed without padding (the loss is the same)" },
   { key: "train.use_doptim", action: "warn", why: "has no effect: fsdp1/fsdp2 already shard the optimizer state" },
+  { key: "train.enable_full_determinism", action: "warn", why: "has no effect: runs are always deterministic here (seeded data order and init, fixed reduction order, thread-count-independent kernels)" },
   { key: "train.enable_reentrant", action: "warn", why: "has no effect: activation checkpointing recomputes units directly, without autograd re-entry" },
   { key: "train.enable_fsdp_offload", action: "refuse", why: NOT_YET },
   { key: "train.enable_activation_offload", action: "refuse", why: NOT_YET },
