@@ -13,16 +13,7 @@ struct P { ha_o: u32, hb_o: u32, s_o: u32, a_o: u32, b_o: u32, na: u32, nb: u32 
 @group(0) @binding(4) var<storage, read> a: array<f32>;
 @group(0) @binding(5) var<storage, read> b: array<f32>;
 
-/** 2^k as f32 (k in [-126, 127]). */
-fn pow2(k: i32) -> f32 { return bitcast<f32>(u32(k + 127) << 23u); }
-
-/** Exponent k of the scale 2^k that puts max |x| (given as bits) in [2^14, 2^15); 0 for a zero,
- *  inf or NaN maximum; clamped so that 2^k and 2^-k are normal f32. */
-fn scale_exp(bits: u32) -> i32 {
-  let e = i32(bits >> 23u); // biased exponent of the max (bits of a non-negative float)
-  if (bits == 0u || e == 255) { return 0; }
-  return clamp(141 - e, -113, 126);
-}
+#include "f16_scale.wgsl"
 
 fn narrow(x: f32, s: f32) -> f16 {
   let v = x * s;

@@ -45,7 +45,7 @@ export class PipelineCache {
     if (hit) return hit;
     let code = this.sources.get(k.file);
     if (code === undefined) {
-      code = readFileSync(new URL(`./${k.file}`, import.meta.url), "utf8");
+      code = readSource(k.file);
       this.sources.set(k.file, code);
     }
     for (const [name, value] of Object.entries(k.defines ?? {})) {
@@ -80,3 +80,15 @@ export class PipelineCache {
     return p;
   }
 }
+
+/**
+ * A shader's source with each `#include "other.wgsl"` line replaced by that file (shared helper
+ * functions; WGSL has no includes, and a line left unreplaced does not compile). Includes nest;
+ * a file including itself is refused.
+ */
+export function readSource(file: string, seen: string[] = []): string {
+  if (seen.includes(file)) throw new Error(`webgpu ${seen[0]}: #include cycle through ${file}`);
+  const code = readFileSync(new URL(`./${file}`, import.meta.url), "utf8");
+  return code.replace(/^#include "([^"]+)"$/gm, (_m, inc: string) => readSource(inc, [...seen, file]));
+}
+
