@@ -11,11 +11,9 @@ export interface CheckpointActorOptions {
   worldSize: number;
   /** DDP: whole units on every rank (each saves a 1/world share); FSDP: each rank its shard. */
   replicated: boolean;
-  /** the job's generation: in the file names, so a fenced-out writer cannot clobber a newer epoch's files. */
-  epoch: number;
 }
 
-type Msg = { kind: "save"; done: number } | { kind: "load"; dir: string };
+type Msg = { kind: "save"; done: number; epoch: number } | { kind: "load"; dir: string };
 
 export class CheckpointActor {
   private rc: RankCheckpointer;
@@ -26,7 +24,7 @@ export class CheckpointActor {
     this.box = new Actor<Msg, { durable: Promise<unknown> } | number>("checkpoint", async (m) => {
       switch (m.kind) {
         case "save": {
-          const t = await this.rc.save(m.done, this.state);
+          const t = await this.rc.save(m.done, this.state, m.epoch);
           return { durable: t.durable };
         }
         case "load":
@@ -35,9 +33,11 @@ export class CheckpointActor {
     });
   }
 
-  /** Stage the state after `done` steps; the inner promise resolves when this rank's files are durable. */
-  async save(done: number): Promise<{ durable: Promise<unknown> }> {
-    return (await this.box.ask({ kind: "save", done })) as { durable: Promise<unknown> };
+  /** Stage the state after `done` steps, files named with the job's `epoch` (the worker's, current
+   *  when the save is commanded: after an adoption the new one), so a fenced-out writer of an older
+   *  epoch cannot clobber them; the inner promise resolves when this rank's files are durable. */
+  async save(done: number, epoch: number): Promise<{ durable: Promise<unknown> }> {
+    return (await this.box.ask({ kind: "save", done, epoch })) as { durable: Promise<unknown> };
   }
 
   /** Load a committed checkpoint (any saved world size); returns its step. */

@@ -88,7 +88,8 @@ export class Commits {
     }
     if (out?.kind === "committed") {
       this.last = out.relDir;
-      this.log.info({ step: out.step, dir: out.dir }, "checkpoint committed");
+      this.log.info({ step: out.step, dir: out.dir, epoch: out.meta.epoch }, "checkpoint committed");
+      if (out.removed.length) this.log.info({ step: out.step, removed: out.removed }, `removed ${out.removed.length} file(s) an older epoch left uncommitted in ${out.relDir}`);
       void this.onCommitted(out.relDir, out.step).finally(() => this.checkDrained());
     } else if (out?.kind === "failed") this.onFailed(out.rank, out.step, out.reason);
   }

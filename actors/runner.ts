@@ -30,9 +30,11 @@ export interface StepRunner {
   readonly startStep: number;
   /** Run optimizer step `step` (0-based) completely: micro-batches, reductions, optimizer. */
   runStep(step: number): Promise<StepMetrics>;
-  /** The checkpoint actor: save the state after `done` steps. Resolves once the state is staged
-   *  (training may go on); the inner promise when this rank's files are durable (its report). */
-  checkpoint?(done: number): Promise<{ durable: Promise<unknown> }>;
+  /** The checkpoint actor: save the state after `done` steps, its files named with `epoch` (the
+   *  worker's epoch when the save is commanded: a rank adopted by a new coordinator saves under the
+   *  new epoch). Resolves once the state is staged (training may go on); the inner promise when this
+   *  rank's files are durable (its report). */
+  checkpoint?(done: number, epoch: number): Promise<{ durable: Promise<unknown> }>;
   close(): Promise<void>;
 }
 

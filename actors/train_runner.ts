@@ -59,7 +59,7 @@ export function makeTrainRunner(): RunnerFactory {
         },
       };
       const ckpt = config.train.output_dir
-        ? new CheckpointActor({ outputDir: config.train.output_dir, rank, worldSize: world, replicated: plan.shardOf(0) === null, epoch: ctx.epoch }, state)
+        ? new CheckpointActor({ outputDir: config.train.output_dir, rank, worldSize: world, replicated: plan.shardOf(0) === null }, state)
         : null;
       const startStep = ctx.resumeFrom && ckpt ? await ckpt.load(ctx.resumeFrom) : 0;
       if (ctx.resumeFrom) logger.info({ dir: ctx.resumeFrom, step: startStep }, "resumed from checkpoint");
@@ -67,9 +67,9 @@ export function makeTrainRunner(): RunnerFactory {
       return {
         totalSteps,
         startStep,
-        checkpoint: ckpt ? (done: number) => {
+        checkpoint: ckpt ? (done: number, epoch: number) => {
           const end = tracer?.begin("checkpoint", `stage checkpoint ${done}`);
-          return ckpt.save(done).finally(end);
+          return ckpt.save(done, epoch).finally(end);
         } : undefined,
         model,
         trainer,

@@ -225,7 +225,7 @@ class WorkerShell {
     const metrics: StepMetrics = await this.runner!.runStep(s);
     if (save && this.runner!.checkpoint) {
       // checkpoint actor: stage now (part of this step's time), write in the background
-      const staged = await this.runner!.checkpoint(s + 1);
+      const staged = await this.runner!.checkpoint(s + 1, this.epoch);
       const step = s + 1;
       this.saves.set(step, undefined);
       for (const old of [...this.saves.keys()].slice(0, -SAVES_KEPT)) this.saves.delete(old);

@@ -90,6 +90,28 @@ export function commitCheckpoint(input: CommitInput): Metadata {
   return meta;
 }
 
+const EPOCH_FILE = /^(?:model|optim|extra_state)_e(\d+)_rank_\d{5}\.(?:safetensors|json)$/;
+
+/**
+ * After the commit of `dir` under `meta.epoch`: remove the rank files of OLDER epochs that the
+ * commit does not list — what a save of the same step left when its epoch was fenced out or its
+ * coordinator died before committing it (the step is redone and saved again under the new epoch).
+ * They were never part of a commit and nothing loads them; files the commit lists are kept
+ * whatever epoch their names carry (a save in flight when a coordinator adopted its ranks is
+ * committed under the new epoch with the old epoch's names), and so are a newer epoch's.
+ * Returns the names removed.
+ */
+export function removeStaleEpochFiles(dir: string, meta: Metadata): string[] {
+  const removed: string[] = [];
+  for (const name of readdirSync(dir)) {
+    const m = EPOCH_FILE.exec(name);
+    if (!m || name in meta.files || Number(m[1]) >= meta.epoch) continue;
+    rmSync(join(dir, name), { force: true });
+    removed.push(name);
+  }
+  return removed.sort();
+}
+
 /** A `global_step_N` folder that is not a commit (committed.ts), and why. */
 export interface Skipped {
   step: number;

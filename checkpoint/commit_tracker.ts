@@ -6,12 +6,12 @@
 
 import { relative } from "node:path";
 import type { Metadata } from "./format.ts";
-import { commitCheckpoint } from "./commit.ts";
+import { commitCheckpoint, removeStaleEpochFiles } from "./commit.ts";
 import type { RankReport } from "./rank_writer.ts";
 import { checkpointDir } from "./schedule.ts";
 
 export type CommitOutcome =
-  | { kind: "committed"; step: number; dir: string; /** output_dir-relative, for JobState.last_checkpoint */ relDir: string; meta: Metadata }
+  | { kind: "committed"; step: number; dir: string; /** output_dir-relative, for JobState.last_checkpoint */ relDir: string; meta: Metadata; /** older epochs' uncommitted files removed from `dir` */ removed: string[] }
   | { kind: "failed"; step: number; rank: number; reason: string };
 
 export interface TrackerOptions {
@@ -55,7 +55,7 @@ export class CommitTracker {
     try {
       const meta = commitCheckpoint({ dir, step: report.step, epoch: this.o.epoch, worldSize: this.o.worldSize, mesh: this.o.mesh, reports: [...got.values()] });
       this.lastCommitted = Math.max(this.lastCommitted, report.step);
-      return { kind: "committed", step: report.step, dir, relDir: relative(this.o.outputDir, dir), meta };
+      return { kind: "committed", step: report.step, dir, relDir: relative(this.o.outputDir, dir), meta, removed: removeStaleEpochFiles(dir, meta) };
     } catch (e) {
       this.failed.add(report.step);
       return { kind: "failed", step: report.step, rank: -1, reason: (e as Error).message };

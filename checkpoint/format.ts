@@ -9,6 +9,10 @@
 //     ...                             the same three files for every rank (with the job's epoch
 //                                     in the name when given: model_e2_rank_00000.safetensors)
 //     metadata.json                   the commit record: every global tensor -> its pieces
+// The epoch in a file's name is the one its rank had when the save was commanded (after an
+// adoption, the new one); metadata.json's `epoch` is the one that committed it. They differ only
+// for a save in flight while a coordinator adopted its ranks. Loading reads the files metadata.json
+// lists, whatever their names; the commit removes older epochs' files it does not list (commit.ts).
 //   output_dir/model_assets/           config.json + tokenizer files (assets.ts)
 
 export const FORMAT = "veomni-ts-checkpoint";

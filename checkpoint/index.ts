@@ -15,7 +15,7 @@ export * from "./format.ts";
 export * from "./plan.ts";
 export { AsyncSaver, type SaveRequest, type SaveTicket } from "./saver.ts";
 export { type RankReport, layoutRank, stagePieces, writeRank } from "./rank_writer.ts";
-export { buildMetadata, commitCheckpoint, committedClashes, listCommitted, resolveLoadPath, type Skipped } from "./commit.ts";
+export { buildMetadata, commitCheckpoint, committedClashes, listCommitted, removeStaleEpochFiles, resolveLoadPath, type Skipped } from "./commit.ts";
 export { commitState, type CommitState } from "./committed.ts";
 export { parseStepDir } from "./format.ts";
 export { loadAllExtra, loadExtra, loadShard, openCheckpoint, shapeMismatches, type LoadRequest } from "./load.ts";

@@ -44,12 +44,14 @@ export class RankCheckpointer {
     this.saver = new AsyncSaver(o.rank);
   }
 
-  /** Save the state after `step` optimizer steps. Blocks for the staging copy only. */
-  async save(step: number, c: Checkpointable): Promise<SaveTicket> {
+  /** Save the state after `step` optimizer steps, file names carrying `epoch` (default: the
+   *  options' one; a worker passes its current epoch, which an adoption advances). Blocks for the
+   *  staging copy only. */
+  async save(step: number, c: Checkpointable, epoch = this.o.epoch): Promise<SaveTicket> {
     const state = await c.extraState();
     const units = c.units();
     const pieces = this.o.replicated ? replicatedStatePieces(units, this.o.worldSize, this.o.rank) : statePieces(units);
-    return this.saver.save({ dir: checkpointDir(this.o.outputDir, step), step, epoch: this.o.epoch, pieces, extra: { step, rank: this.o.rank, state } });
+    return this.saver.save({ dir: checkpointDir(this.o.outputDir, step), step, epoch, pieces, extra: { step, rank: this.o.rank, state } });
   }
 
   /** Load a committed checkpoint (any saved world size) into c; returns its step. */

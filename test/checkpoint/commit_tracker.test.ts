@@ -85,12 +85,44 @@ test("a stale writer of an older epoch saving the same step cannot clobber the n
   t.begin(4);
   const fresh = await save(2, 22); // the new epoch's ranks
   await save(1, 11); // the old epoch's writer lands late, same step, same folder
-  expect(t.onReport(2, fresh[0])).toBeNull();
-  expect(t.onReport(2, fresh[1])?.kind).toBe("committed");
   expect(readdirSync(dir).filter((n) => n.startsWith("model_")).sort()).toEqual(["model_e1_rank_00000.safetensors", "model_e1_rank_00001.safetensors", "model_e2_rank_00000.safetensors", "model_e2_rank_00001.safetensors"]);
+  expect(t.onReport(2, fresh[0])).toBeNull();
+  const c = t.onReport(2, fresh[1])!;
+  expect(c.kind).toBe("committed");
+  // the commit of epoch 2 removes what epoch 1 left uncommitted in its folder: only epoch-2 names remain
+  const e1 = ["extra_state_e1_rank_00000.json", "extra_state_e1_rank_00001.json", "model_e1_rank_00000.safetensors", "model_e1_rank_00001.safetensors", "optim_e1_rank_00000.safetensors", "optim_e1_rank_00001.safetensors"];
+  expect(c.kind === "committed" && c.removed).toEqual(e1);
+  expect(readdirSync(dir).filter((n) => n !== "metadata.json").sort()).toEqual(e1.map((n) => n.replace("_e1_", "_e2_")));
   const targets = [0, 1, 2].map((r) => fsdpPieces(units, 3, r, null));
   for (const tg of targets) loadShard(dir, { expected: expectedShapes(units), targets: tg });
   const got = assemble(targets);
   for (const [name, a] of fillModel(units, 22)) expect({ name, diff: firstDiff(got.get(name)!, a) }).toEqual({ name, diff: -1 });
   expect(loadExtra(dir, openCheckpoint(dir), 1)).toEqual({ epoch: 2 });
+});
+
+test("the commit keeps every file it lists whatever epoch its name carries, and a newer epoch's files", async () => {
+  // a save begun under epoch 1 and committed under epoch 2 (a coordinator adopted its ranks meanwhile)
+  const out = join(tmp.dir, "adopted");
+  const dir = checkpointDir(out, 6);
+  const full = fillModel(units, 6);
+  const write = async (epoch: number, ranks: number[]) => {
+    const savers = ranks.map((r) => new AsyncSaver(r));
+    const tickets = await Promise.all(savers.map((s, i) => s.save({ dir, step: 6, epoch, pieces: fsdpPieces(units, 2, ranks[i], full), extra: { epoch } })));
+    const reports = await Promise.all(tickets.map((t) => t.durable));
+    await Promise.all(savers.map((s) => s.close()));
+    return reports;
+  };
+  const listed = await write(1, [0, 1]);
+  await write(3, [0]); // a newer epoch's writer (this coordinator is the stale one): not its to remove
+  const t = new CommitTracker({ outputDir: out, worldSize: 2, mesh: { dp_shard: 2 }, epoch: 2 });
+  t.begin(6);
+  t.onReport(2, listed[0]);
+  const c = t.onReport(2, listed[1])!;
+  expect(c.kind === "committed" && c.meta.epoch).toBe(2);
+  expect(c.kind === "committed" && c.removed).toEqual([]);
+  expect(readdirSync(dir).filter((n) => n.startsWith("model_")).sort()).toEqual(["model_e1_rank_00000.safetensors", "model_e1_rank_00001.safetensors", "model_e3_rank_00000.safetensors"]);
+  const targets = [0, 1].map((r) => fsdpPieces(units, 2, r, null));
+  for (const tg of targets) loadShard(dir, { expected: expectedShapes(units), targets: tg });
+  const got = assemble(targets);
+  for (const [name, a] of full) expect({ name, diff: firstDiff(got.get(name)!, a) }).toEqual({ name, diff: -1 });
 });

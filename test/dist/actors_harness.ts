@@ -79,3 +79,21 @@ export function readMetrics(outputDir: string): Array<Record<string, number | nu
 export async function textOf(stream: ReadableStream<Uint8Array>): Promise<string> {
   return new Response(stream).text();
 }
+
+/** Each committed `global_step_N` under OUTPUT_DIR/checkpoints: the epoch its metadata.json was
+ *  committed under, the epochs its rank files' names carry, and any file it holds that the commit
+ *  does not list (besides metadata.json and the hf_ckpt export). */
+export function checkpointEpochs(outputDir: string): Array<{ step: number; committed: number; names: number[]; unlisted: string[] }> {
+  const fs = require("node:fs") as typeof import("node:fs");
+  const root = join(outputDir, "checkpoints");
+  return fs
+    .readdirSync(root)
+    .filter((d) => /^global_step_\d+$/.test(d) && fs.existsSync(join(root, d, "metadata.json")))
+    .map((d) => {
+      const meta = JSON.parse(fs.readFileSync(join(root, d, "metadata.json"), "utf8")) as { step: number; epoch: number; files: Record<string, unknown> };
+      const files = fs.readdirSync(join(root, d)).filter((n) => n !== "metadata.json" && n !== "hf_ckpt");
+      const names = [...new Set(Object.keys(meta.files).map((n) => Number(/_e(\d+)_rank_/.exec(n)?.[1] ?? -1)))].sort((a, b) => a - b);
+      return { step: meta.step, committed: meta.epoch, names, unlisted: files.filter((n) => !(n in meta.files)) };
+    })
+    .sort((a, b) => a.step - b.step);
+}

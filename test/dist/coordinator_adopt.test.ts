@@ -12,7 +12,7 @@ import { SafetensorsFile } from "../../checkpoint/safetensors.ts";
 import { planAdoption, type Adopted } from "../../actors/adopt.ts";
 import { startNatsServer, type NatsServer } from "../../actors/embedded.ts";
 import { keys, type JobState } from "../../actors/nats.ts";
-import { COORD_ENTRY, JOBS, ROOT, WORKER_MAIN, alive, childPids, kvClient, readMetrics, readRank, readState, tempDir, textOf, toyConfig } from "./actors_harness.ts";
+import { COORD_ENTRY, JOBS, ROOT, WORKER_MAIN, alive, checkpointEpochs, childPids, kvClient, readMetrics, readRank, readState, tempDir, textOf, toyConfig } from "./actors_harness.ts";
 import { tinyTrainConfig } from "./actors_parity_setup.ts";
 
 const COORD_MAIN = join(ROOT, "actors/coordinator_main.ts");
@@ -64,6 +64,24 @@ function bytesEqual(outA: string, outB: string, step: number): void {
     a.close();
     b.close();
   }
+}
+
+/**
+ * The checkpoints of a job taken over under epoch `last`: every commit's files are exactly those it
+ * lists, named with one epoch, never a newer one than the commit's; the last (saved after the
+ * takeover) is named and committed under `last`; the first two under epoch 1. A save in flight at
+ * the takeover keeps the names of the epoch that began it.
+ */
+function epochsConsistent(out: string, last: number): void {
+  const ck = checkpointEpochs(out);
+  expect(ck.map((c) => c.step)).toEqual([2, 4, 6, 8]);
+  for (const c of ck) {
+    expect({ step: c.step, unlisted: c.unlisted }).toEqual({ step: c.step, unlisted: [] });
+    expect(c.names.length).toBe(1);
+    expect(c.names[0]).toBeLessThanOrEqual(c.committed);
+  }
+  expect(ck.slice(0, 2).map((c) => [c.committed, ...c.names])).toEqual([[1, 1], [1, 1]]);
+  expect(ck[3]).toMatchObject({ committed: last, names: [last] });
 }
 
 const adopted = (rank: number, lastDone: number, running = -1, firstStep = 0): Adopted => ({
@@ -139,6 +157,7 @@ test("coordinator killed with -9, workers of `bun run worker` adopted by --resum
     expect(got.map((m) => m.grad_norm)).toEqual(want.map((m) => m.grad_norm));
     expect(got.some((m) => m.epoch === 2)).toBe(true);
     bytesEqual(out, straight, 8);
+    epochsConsistent(out, 2);
   } finally {
     first.kill("SIGKILL");
     resumed?.kill("SIGKILL");
@@ -187,6 +206,7 @@ test("a rank that does not answer the adopt command: --resume restarts every ran
     expect(got.map((m) => m.step)).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
     expect(got.map((m) => m.loss)).toEqual(readMetrics(straight).map((m) => m.loss));
     bytesEqual(out, straight, 8);
+    epochsConsistent(out, 3);
   } finally {
     done = true;
     first.kill("SIGKILL");

@@ -7,7 +7,7 @@ import { SafetensorsFile } from "../../checkpoint/safetensors.ts";
 import { join } from "node:path";
 import { startNatsServer, type NatsServer } from "../../actors/embedded.ts";
 import { keys, type JobState } from "../../actors/nats.ts";
-import { COORD_ENTRY, ROOT, alive, childPids, kvClient, readMetrics, readRank, readState, tempDir, textOf } from "./actors_harness.ts";
+import { COORD_ENTRY, ROOT, alive, checkpointEpochs, childPids, kvClient, readMetrics, readRank, readState, tempDir, textOf } from "./actors_harness.ts";
 import { tinyTrainConfig } from "./actors_parity_setup.ts";
 
 let server: NatsServer;
@@ -83,6 +83,9 @@ test("coordinator killed mid-job, resumed with --resume JOB: every step once, fi
     for (const name of a.tensors.keys()) if (!Buffer.from(a.readRaw(name)).equals(Buffer.from(b.readRaw(name)))) throw new Error(`${name} differs from the uninterrupted run`);
     a.close();
     b.close();
+    // the steps redone under epoch 2 are saved under its names; epoch 1's commits stay as they were,
+    // and nothing epoch 1 left uncommitted stays beside a commit
+    expect(checkpointEpochs(out).map((c) => [c.step, c.committed, ...c.names, ...c.unlisted])).toEqual([[2, 1, 1], [4, 1, 1], [6, 2, 2], [8, 2, 2]]);
   } finally {
     first.kill("SIGKILL");
     await nc.close();
