@@ -1,6 +1,7 @@
 // Shared helpers for the actors/NATS tests: configs, a file-only logger, KV readers, and
 // checks that every process a test started is gone. Real servers, real processes; no sleeps.
-import { mkdtempSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, readdirSync } from "node:fs";
+import { SafetensorsFile } from "../../checkpoint/safetensors.ts";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pino from "pino";
@@ -84,16 +85,57 @@ export async function textOf(stream: ReadableStream<Uint8Array>): Promise<string
  *  committed under, the epochs its rank files' names carry, and any file it holds that the commit
  *  does not list (besides metadata.json and the hf_ckpt export). */
 export function checkpointEpochs(outputDir: string): Array<{ step: number; committed: number; names: number[]; unlisted: string[] }> {
-  const fs = require("node:fs") as typeof import("node:fs");
   const root = join(outputDir, "checkpoints");
-  return fs
-    .readdirSync(root)
-    .filter((d) => /^global_step_\d+$/.test(d) && fs.existsSync(join(root, d, "metadata.json")))
+  return readdirSync(root)
+    .filter((d) => /^global_step_\d+$/.test(d) && existsSync(join(root, d, "metadata.json")))
     .map((d) => {
-      const meta = JSON.parse(fs.readFileSync(join(root, d, "metadata.json"), "utf8")) as { step: number; epoch: number; files: Record<string, unknown> };
-      const files = fs.readdirSync(join(root, d)).filter((n) => n !== "metadata.json" && n !== "hf_ckpt");
+      const meta = JSON.parse(readFileSync(join(root, d, "metadata.json"), "utf8")) as { step: number; epoch: number; files: Record<string, unknown> };
+      const files = readdirSync(join(root, d)).filter((n) => n !== "metadata.json" && n !== "hf_ckpt");
       const names = [...new Set(Object.keys(meta.files).map((n) => Number(/_e(\d+)_rank_/.exec(n)?.[1] ?? -1)))].sort((a, b) => a - b);
       return { step: meta.step, committed: meta.epoch, names, unlisted: files.filter((n) => !(n in meta.files)) };
     })
     .sort((a, b) => a.step - b.step);
+}
+
+/** Resolves with the first state of `job` that `pred` accepts; rejects if `proc` ends first
+ *  (with the tail of its stderr `err`). Event-driven: a KV watch of the job's record. */
+export async function stateWhere(
+  server: { url: string; token: string | null },
+  job: string,
+  pred: (st: JobState) => boolean,
+  proc: { pid: number; exited: Promise<number> },
+  err: Promise<string>,
+): Promise<JobState> {
+  const { nc, kv } = await kvClient(server.url, server.token);
+  const w = await kv.watch({ key: keys.state(job) });
+  try {
+    const ended = proc.exited.then(async (c) => {
+      throw new Error(`process ${proc.pid} ended (${c}) before the awaited state of ${job}: ${(await err).slice(-1500)}`);
+    });
+    const reached = (async () => {
+      for await (const e of w) if (e.operation === "PUT" && pred(e.json<JobState>())) return e.json<JobState>();
+      throw new Error("watch ended");
+    })();
+    const st = await Promise.race([reached, ended]);
+    ended.catch(() => {});
+    return st;
+  } finally {
+    w.stop();
+    await nc.close();
+  }
+}
+
+/** Every tensor of two runs' Hugging Face exports at `step` has the same bytes (throws naming the
+ *  first that differs; the file's tensor order is the exporter's business, not the parameters'). */
+export function hfBytesEqual(outA: string, outB: string, step: number): void {
+  const file = (o: string) => new SafetensorsFile(join(o, `checkpoints/global_step_${step}/hf_ckpt/model.safetensors`));
+  const [a, b] = [file(outA), file(outB)];
+  try {
+    const [ka, kb] = [[...a.tensors.keys()].sort(), [...b.tensors.keys()].sort()];
+    if (ka.join() !== kb.join()) throw new Error(`the exports hold different tensors: ${ka.join(",")} vs ${kb.join(",")}`);
+    for (const name of ka) if (!Buffer.from(a.readRaw(name)).equals(Buffer.from(b.readRaw(name)))) throw new Error(`${name} differs from the uninterrupted run`);
+  } finally {
+    a.close();
+    b.close();
+  }
 }
