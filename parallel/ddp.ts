@@ -17,9 +17,9 @@ export class Ddp implements StepCollectives {
   private micro = 0;
   private nMicro = 1;
   private afterSync = false;
-  private order = new PostOrder();
 
-  constructor(k: Kernels, private model: DecoderLM, private world: CommGroup) {
+  /** `order`: the rank's one PostOrder (staging.ts), shared with the other plans' staged collectives. */
+  constructor(k: Kernels, private model: DecoderLM, private world: CommGroup, private order = new PostOrder()) {
     const grads = model.allocGrads().map((g) => new Mirror(k, g, "ddp grads"));
     const last = model.backwardUnits.at(-1); // a micro-batch's backward ends with this unit
     model.addHooks({

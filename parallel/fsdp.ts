@@ -53,6 +53,8 @@ export interface FsdpOptions {
   source?: WeightSource;
   /** The group unit u is sharded over, when not the shard group (experts: ep_fsdp). */
   groupOf?: (u: number) => CommGroup | null;
+  /** The rank's one PostOrder (staging.ts), shared with the other plans' staged collectives. */
+  order?: PostOrder;
 }
 
 interface Unit {
@@ -74,7 +76,7 @@ interface Unit {
 export class Fsdp implements StepCollectives, OptimizerShards {
   private units: Unit[];
   private bufs: FsdpBuffers;
-  private order = new PostOrder(); // the staged collectives, in hook order
+  private order: PostOrder; // the staged collectives, in hook order (shared with the other plans)
   // mixed precision: bf16 gather buffers (shared memory for the transport), pooled by padded size
   private free16 = new Map<number, Uint16Array[]>();
   private bytes16 = 0;
@@ -99,6 +101,7 @@ export class Fsdp implements StepCollectives, OptimizerShards {
     private o: FsdpOptions,
   ) {
     this.bf16 = k.bf16Params;
+    this.order = o.order ?? new PostOrder();
     this.H = model.headUnit;
     this.tied = model.layout.units[this.H].reads.includes(0);
     this.headInPlace = k.backend === "cpu";

@@ -24,6 +24,7 @@ import { Fsdp } from "./fsdp.ts";
 import { UlyssesAttention, ulyssesHeads } from "./ulysses.ts";
 import { ulyssesSlice } from "./ulysses_data.ts";
 import { ulyssesRouterReduce } from "./ulysses_moe.ts";
+import { PostOrder } from "./staging.ts";
 
 /** Sizes of the training mesh's axes (all of them; 1 = not split). */
 export type ParallelSizes = Record<TrainAxis, number>;
@@ -167,8 +168,10 @@ export async function parallelize(o: ParallelizeOptions): Promise<Parallelism> {
     const mp = mixed();
     return { ...base, collectives: mp ? mp.wrap(SINGLE_PROCESS) : SINGLE_PROCESS, beginStep: () => mp?.end(), stateBytes: full, owned: whole, ...wholeUnits };
   }
-  if (k.backend !== "cpu" && sizes.ulysses > 1) throw new Error(`kernels.backend = ${k.backend} with train.ulysses_parallel_size = ${sizes.ulysses}: Ulysses' all-to-all is not staged through host memory yet (DDP, FSDP and HSDP are); expected kernels.backend cpu or ulysses_parallel_size 1`);
   const groups = new MeshGroups(mesh, rank, comm);
+  // every plan's staged collectives (device backends) are posted in one program order: plans
+  // share groups (at ulysses = world size, Ulysses' group is FSDP's shard group and "world")
+  const order = new PostOrder();
   const worldGroup = await groups.over(["dp_replicate", "dp_shard", "ulysses"]);
 
   // 2. Ulysses: the model's declared site gets the sequence-parallel core; each rank keeps its
@@ -176,9 +179,9 @@ export async function parallelize(o: ParallelizeOptions): Promise<Parallelism> {
   if (sizes.ulysses > 1) {
     if (model.family.plan.ulyssesAround !== "attention") throw new Error(`model ${model.config.modelType}: its plan declares no Ulysses site (models/plan.ts ulyssesAround)`);
     const group = await groups.over(["ulysses"]);
-    base.ulysses = new UlyssesAttention(k, model.config, group, { async: t.ulysses_async, maxTokens: model.opts.maxTokens });
+    base.ulysses = new UlyssesAttention(k, model.config, group, { async: t.ulysses_async, maxTokens: model.opts.maxTokens }, order);
     model.setAttentionCore(base.ulysses);
-    if (model.routerStats) model.routerStats.reduce = ulyssesRouterReduce(group); // MoE aux loss over the whole row
+    if (model.routerStats) model.routerStats.reduce = ulyssesRouterReduce(group, order); // MoE aux loss over the whole row
     base.prepare = (mbs) => mbs.map((mb) => ulyssesSlice(mb, group.size, group.rank));
   }
 
@@ -199,7 +202,7 @@ export async function parallelize(o: ParallelizeOptions): Promise<Parallelism> {
 
   // 4. data parallel (last: it wraps the units the plans above left)
   if (t.data_parallel_mode === "ddp") {
-    const ddp = new Ddp(k, model, worldGroup);
+    const ddp = new Ddp(k, model, worldGroup, order);
     const mp = mixed();
     return {
       ...base, collectives: mp ? mp.wrap(ddp) : ddp, beginStep: (n) => (mp?.end(), ddp.beginStep(n)), stateBytes: full,
@@ -208,7 +211,7 @@ export async function parallelize(o: ParallelizeOptions): Promise<Parallelism> {
   }
   const shard = await groups.over(["dp_shard", "ulysses"]);
   const replicate = sizes.dp_replicate > 1 ? await groups.over(["dp_replicate"]) : null;
-  const fsdp = new Fsdp(k, model, shard, replicate, worldGroup, { fullShard: t.enable_full_shard, prefetch: t.enable_forward_prefetch, source: o.source, groupOf: expertGroup });
+  const fsdp = new Fsdp(k, model, shard, replicate, worldGroup, { fullShard: t.enable_full_shard, prefetch: t.enable_forward_prefetch, source: o.source, groupOf: expertGroup, order });
   const primary = !replicate || replicate.rank === 0;
   const owned = (u: number) => {
     if (!primary) return null;

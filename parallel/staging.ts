@@ -14,6 +14,13 @@
 // The mesh matches a group's ops by sequence number, so every rank must post them in the same
 // order. A pull completes whenever the GPU gets there, so collectives that wait for one are
 // posted through `PostOrder`: each after its own pull AND after the previous one was posted.
+// One PostOrder per rank (parallel/plan.ts) serves every plan: Ulysses', expert parallelism's and
+// FSDP's collectives can share a group (e.g. all of them on "world" at ulysses = world size), and
+// only one program order keeps their sequence numbers equal on every rank.
+//
+// Exchanges whose tensors change with the batch (Ulysses' and the experts' all-to-alls, over
+// views of T rows) stage through `pullOf` / `landingOf` + `pushTo` instead of a Mirror: the same
+// two copies, into scratch host arrays the caller reuses.
 import type { Kernels, Tensor } from "../kernels/index.ts";
 import { sharedF32 } from "../mesh/index.ts";
 
@@ -37,13 +44,43 @@ export class Mirror {
   /** SYNC POINT (device): host <- tensor after all work enqueued so far. null on cpu (one memory:
    *  nothing to wait for), which PostOrder.run takes as "post now". */
   pull(): Promise<void> | null {
-    return this.staged ? this.k.readInto(this.t, this.host) : null;
+    return pullOf(this.k, this.t, this.host).ready;
   }
 
   /** Enqueue tensor <- host (device); nothing on cpu, where they are one memory. */
   push(): void {
-    if (this.staged) this.k.upload(this.t, this.host);
+    pushTo(this.k, this.t, this.host);
   }
+}
+
+/** The host array holding tensor t's values for the mesh: on cpu t's own memory (ready null:
+ *  nothing to wait for); on a device the first t.numel elements of `scratch` (shared memory),
+ *  filled by a readback of t after all work enqueued so far. SYNC POINT (device), awaited without
+ *  blocking the compute thread. */
+export function pullOf(k: Kernels, t: F32, scratch: Float32Array): { host: Float32Array; ready: Promise<void> | null } {
+  if (t.host) return { host: t.host as Float32Array, ready: null };
+  if (scratch.length < t.numel) throw new Error(`staging: a scratch of ${scratch.length} values for a tensor of ${t.numel}`);
+  const host = scratch.subarray(0, t.numel);
+  return { host, ready: k.readInto(t, host) };
+}
+
+/** Where the mesh (or host code) writes tensor t's new values: on cpu t's own memory; on a device
+ *  the first t.numel elements of `scratch`, which `pushTo(k, t, ...)` then uploads. */
+export function landingOf(t: F32, scratch: Float32Array): Float32Array {
+  if (t.host) return t.host as Float32Array;
+  if (scratch.length < t.numel) throw new Error(`staging: a scratch of ${scratch.length} values for a tensor of ${t.numel}`);
+  return scratch.subarray(0, t.numel);
+}
+
+/** Enqueue t <- host (a device tensor: an upload behind the work already submitted, `host` free
+ *  for reuse at return); nothing on cpu, where `host` is t's own memory (landingOf, Mirror). */
+export function pushTo(k: Kernels, t: F32, host: Float32Array): void {
+  if (!t.host) k.upload(t, host);
+}
+
+/** Host scratch for staged exchanges: n shared f32 on a device backend, none on cpu (unused there). */
+export function stagingScratch(k: Kernels, n: number): Float32Array {
+  return k.backend === "cpu" ? new Float32Array(0) : sharedF32(n);
 }
 
 /** Posts one group's staged collectives in program order (see the header). */

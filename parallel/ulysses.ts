@@ -15,9 +15,14 @@
 // projection GEMMs run while q (then k) is on the wire, and in backward hands each gradient back
 // as it arrives, so v's dgrad GEMMs run while q's and k's gradients travel. Same arithmetic, same
 // order of every sum: the two give bitwise-equal results.
+// On a device backend (WebGPU) every exchange is staged through host memory (staging.ts): the
+// tensor it sends is read back (q, k, v, att, datt, dq/dk/dv in head layout; the compute thread
+// does not block, async mode's next projection is already enqueued), packed on the host, moved,
+// unpacked and uploaded. The packs and the wire layouts are the cpu path's, so are the results.
 import type { Kernels, Tensor } from "../kernels/index.ts";
-import type { CommGroup } from "../mesh/index.ts";
+import { sharedF32, type CommGroup } from "../mesh/index.ts";
 import type { AttentionCore, AttnSaved, BatchInputs, DecoderConfig } from "../models/index.ts";
+import { landingOf, PostOrder, pullOf, pushTo, stagingScratch } from "./staging.ts";
 
 type F32 = Tensor<"f32">;
 type Which = "q" | "k" | "v";
@@ -55,23 +60,33 @@ export class UlyssesAttention implements AttentionCore {
   private send: Record<Which, Float32Array>;
   private recvGrad: Record<Which, Float32Array>;
   private recvAtt: Float32Array;
+  // device backend: host copies of the row-layout (T, H, HS) and head-layout (Tp, h*HS) tensors
+  // the exchanges read and write (empty on cpu, where those tensors' own memory is used)
+  private rowHost: Record<Which, Float32Array>;
+  private headHost: Record<Which, Float32Array>;
+  /** q, k, v of this forward (sync mode sends them from forward()). */
+  private rows: Partial<Record<Which, F32>> = {};
   // head-layout gradients (Tp_max, h*HS)
   private dh: Record<Which | "att", F32>;
   private inflight: Partial<Record<Which, Promise<void>>> = {};
   private waitMs = 0;
   private sets = 0; // saved sets allocated (layers, or 1 under activation checkpointing)
 
-  constructor(private k: Kernels, private c: DecoderConfig, private group: CommGroup, private o: UlyssesOptions) {
+  /** `order`: the rank's one PostOrder (staging.ts; plans sharing a group must share it). */
+  constructor(private k: Kernels, private c: DecoderConfig, private group: CommGroup, private o: UlyssesOptions, private order = new PostOrder()) {
     this.P = group.size;
     ({ hq: this.hq, hkv: this.hkv, rep: this.rep } = ulyssesHeads(this.P, c.NH, c.NKV));
     this.HS = c.HS;
     this.scale = 1 / Math.sqrt(c.HS);
     const rows = this.P * o.maxTokens;
     const wq = this.hq * c.HS, wkv = this.hkv * c.HS;
-    const shared = (n: number, name: string) => k.alloc([n], "f32", { name }).host!;
-    this.send = { q: shared(rows * wq, "ulysses.send_q"), k: shared(rows * wkv, "ulysses.send_k"), v: shared(rows * wkv, "ulysses.send_v") };
-    this.recvGrad = { q: shared(rows * wq, "ulysses.recv_dq"), k: shared(rows * wkv, "ulysses.recv_dk"), v: shared(rows * wkv, "ulysses.recv_dv") };
-    this.recvAtt = shared(rows * wq, "ulysses.recv_att");
+    const shared = sharedF32;
+    this.send = { q: shared(rows * wq), k: shared(rows * wkv), v: shared(rows * wkv) };
+    this.recvGrad = { q: shared(rows * wq), k: shared(rows * wkv), v: shared(rows * wkv) };
+    this.recvAtt = shared(rows * wq);
+    const D = c.NH * c.HS, DKV = c.NKV * c.HS, st = (n: number) => stagingScratch(k, n);
+    this.rowHost = { q: st(o.maxTokens * D), k: st(o.maxTokens * DKV), v: st(o.maxTokens * DKV) };
+    this.headHost = { q: st(rows * wq), k: st(rows * wkv), v: st(rows * wkv) };
     this.dh = {
       q: k.alloc([rows * wq], "f32", { name: "ulysses.dq_heads" }), k: k.alloc([rows * wkv], "f32", { name: "ulysses.dk_heads" }),
       v: k.alloc([rows * wkv], "f32", { name: "ulysses.dv_heads" }), att: k.alloc([rows * wq], "f32", { name: "ulysses.datt_heads" }),
@@ -82,7 +97,8 @@ export class UlyssesAttention implements AttentionCore {
   activationBytes(): number {
     const rows = this.P * this.o.maxTokens, wq = this.hq * this.HS, wkv = this.hkv * this.HS;
     const staging = 2 * (wq + 2 * wkv) + wq + 2 * wq + 2 * wkv; // send + recvGrad, recvAtt, dh
-    return 4 * rows * (staging + this.sets * (2 * wq + 2 * wkv + this.hq));
+    const hostCopies = [...Object.values(this.rowHost), ...Object.values(this.headHost)].reduce((n, a) => n + a.length, 0);
+    return 4 * rows * (staging + this.sets * (2 * wq + 2 * wkv + this.hq)) + 4 * hostCopies;
   }
 
   /** Seconds this thread was blocked on Ulysses all-to-alls since the last call (benchmark). In
@@ -95,27 +111,28 @@ export class UlyssesAttention implements AttentionCore {
 
   // ---------------------------------------------------------------- forward
   ready(which: Which, x: F32, s: AttnSaved, b: BatchInputs): void {
-    const T = b.T;
-    const h = which === "q" ? this.hq : this.hkv;
-    const H = which === "q" ? this.c.NH : this.c.NKV;
-    this.pack(this.send[which], x.host!, T, H, h, which);
-    if (this.o.async) this.inflight[which] = this.toHeads(which, s, T); // collective: on the wire while the next projection computes
+    this.rows[which] = x;
+    if (this.o.async) this.inflight[which] = this.toHeads(which, x, s, b.T); // collective: on the wire while the next projection computes
   }
 
   async forward(att: F32, s: AttnSaved, b: BatchInputs): Promise<void> {
     const T = b.T, Tp = this.P * T;
     const hs = this.headSaved(s);
     for (const w of ["q", "k", "v"] as const) {
-      await this.wait(this.o.async ? this.inflight[w]! : this.toHeads(w, s, T)); // collective: seq -> heads
+      await this.wait(this.o.async ? this.inflight[w]! : this.toHeads(w, this.rows[w]!, s, T)); // collective: seq -> heads
       this.inflight[w] = undefined;
+      this.rows[w] = undefined;
     }
     const at = (t: F32, n: number) => this.k.view(t, 0, [n]);
     const wq = this.hq * this.HS, wkv = this.hkv * this.HS;
     this.k.attentionForward(at(hs.att, Tp * wq), at(hs.lse, Tp * this.hq), at(hs.q, Tp * wq), at(hs.k, Tp * wkv), at(hs.v, Tp * wkv),
       b.cuSeqlens, Tp, this.hq, this.hkv, this.HS, this.scale, true);
     const n = Tp * wq;
-    await this.wait(this.group.allToAll(this.recvAtt.subarray(0, n), hs.att.host!.subarray(0, n), this.counts(T, this.hq), this.counts(T, this.hq))); // collective: heads -> seq
-    this.unpack(att.host!, this.recvAtt, T, this.c.NH, this.hq, "q");
+    const a = pullOf(this.k, at(hs.att, n), this.headHost.q); // device: read back (cpu: its own memory)
+    await this.wait(this.order.run(a.ready, () => this.group.allToAll(this.recvAtt.subarray(0, n), a.host, this.counts(T, this.hq), this.counts(T, this.hq)))); // collective: heads -> seq
+    const out = landingOf(att, this.rowHost.q);
+    this.unpack(out, this.recvAtt, T, this.c.NH, this.hq, "q");
+    pushTo(this.k, att, out); // device: upload for o_proj
   }
 
   // ---------------------------------------------------------------- backward
@@ -124,15 +141,24 @@ export class UlyssesAttention implements AttentionCore {
     const hs = this.headSaved(s);
     const wq = this.hq * this.HS, wkv = this.hkv * this.HS;
     const at = (t: F32, n: number) => this.k.view(t, 0, [n]);
-    this.pack(this.send.q, datt.host!, T, this.c.NH, this.hq, "q");
-    const datth = this.dh.att.host!.subarray(0, Tp * wq);
-    await this.wait(this.group.allToAll(datth, this.send.q.subarray(0, Tp * wq), this.counts(T, this.hq), this.counts(T, this.hq))); // collective: datt seq -> heads
+    const d = pullOf(this.k, datt, this.rowHost.q); // device: read back (cpu: its own memory)
+    const datth = at(this.dh.att, Tp * wq), land = landingOf(datth, this.headHost.q);
+    await this.wait(this.order.run(d.ready, () => {
+      this.pack(this.send.q, d.host, T, this.c.NH, this.hq, "q");
+      return this.group.allToAll(land, this.send.q.subarray(0, Tp * wq), this.counts(T, this.hq), this.counts(T, this.hq)); // collective: datt seq -> heads
+    }));
+    pushTo(this.k, datth, land); // device: upload for the attention backward
     const dqh = at(this.dh.q, Tp * wq), dkh = at(this.dh.k, Tp * wkv), dvh = at(this.dh.v, Tp * wkv);
     this.k.zero(dqh); this.k.zero(dkh); this.k.zero(dvh);
     this.k.attentionBackward(dqh, dkh, dvh, at(this.dh.att, Tp * wq), at(hs.q, Tp * wq), at(hs.k, Tp * wkv), at(hs.v, Tp * wkv),
       at(hs.att, Tp * wq), at(hs.lse, Tp * this.hq), b.cuSeqlens, Tp, this.hq, this.hkv, this.HS, this.scale, true);
     // dq, dk, dv were zeroed by the caller
-    const back = (w: Which, dst: F32) => this.toRows(w, T).then(() => this.unpack(dst.host!, this.recvGrad[w], T, w === "q" ? this.c.NH : this.c.NKV, w === "q" ? this.hq : this.hkv, w));
+    const back = (w: Which, dst: F32) => this.toRows(w, T).then(() => {
+      const out = landingOf(dst, this.rowHost[w]);
+      if (!dst.host) out.fill(0); // device: dst is zero, its host copy becomes the sum
+      this.unpack(out, this.recvGrad[w], T, w === "q" ? this.c.NH : this.c.NKV, w === "q" ? this.hq : this.hkv, w);
+      pushTo(this.k, dst, out); // device: upload for the projection's backward
+    });
     if (this.o.async) return { v: back("v", dv), q: back("q", dq), k: back("k", dk) }; // all posted now, in the order consumed
     await this.wait(back("v", dv)); // collective: gradients heads -> seq, one after another
     await this.wait(back("q", dq));
@@ -147,18 +173,25 @@ export class UlyssesAttention implements AttentionCore {
     return new Array(this.P).fill(T * h * this.HS);
   }
 
-  /** q/k/v: send (P, T, h*HS) -> this set's head-layout tensor (Tp, h*HS). */
-  private toHeads(w: Which, s: AttnSaved, T: number): Promise<void> {
+  /** q/k/v rows x (T, H, HS) -> pack to send (P, T, h*HS) -> this set's head-layout tensor (Tp, h*HS). */
+  private toHeads(w: Which, x: F32, s: AttnSaved, T: number): Promise<void> {
     const h = w === "q" ? this.hq : this.hkv;
+    const H = w === "q" ? this.c.NH : this.c.NKV;
     const n = this.P * T * h * this.HS;
-    return this.group.allToAll(this.headSaved(s)[w].host!.subarray(0, n), this.send[w].subarray(0, n), this.counts(T, h), this.counts(T, h));
+    const src = pullOf(this.k, x, this.rowHost[w]); // device: read back (cpu: its own memory)
+    const dst = this.k.view(this.headSaved(s)[w], 0, [n]), land = landingOf(dst, this.headHost[w]);
+    return this.order.run(src.ready, () => {
+      this.pack(this.send[w], src.host, T, H, h, w);
+      return this.group.allToAll(land, this.send[w].subarray(0, n), this.counts(T, h), this.counts(T, h));
+    }).then(() => pushTo(this.k, dst, land)); // device: upload for the attention kernel
   }
 
   /** A gradient's head layout (Tp, h*HS) -> recvGrad (P, T, h*HS): chunk j holds rank j's heads for our rows. */
   private toRows(w: Which, T: number): Promise<void> {
     const h = w === "q" ? this.hq : this.hkv;
     const n = this.P * T * h * this.HS;
-    return this.group.allToAll(this.recvGrad[w].subarray(0, n), this.dh[w].host!.subarray(0, n), this.counts(T, h), this.counts(T, h));
+    const g = pullOf(this.k, this.k.view(this.dh[w], 0, [n]), this.headHost[w]); // device: read back (cpu: its own memory)
+    return this.order.run(g.ready, () => this.group.allToAll(this.recvGrad[w].subarray(0, n), g.host, this.counts(T, h), this.counts(T, h)));
   }
 
   /** First head (in the rank's (T, H, HS) rows) of the h heads chunk j carries. */
