@@ -16,12 +16,18 @@
 // with zero-length segments, so no peer waits on it. Expert gradients are summed over ep_fsdp by
 // FSDP's reduce-scatter; with the loss already divided by the step's global valid tokens, that
 // sum is the exact gradient (no extra divide, as torchtitan's ep_fsdp gradient divide factor).
+// On a device backend (WebGPU) the rows are staged through host memory (staging.ts): xs / dys are
+// read back into the dispatch buffer, the permuted rows uploaded for the grouped GEMM, its output
+// read back for the combine, and what returns uploaded (+= on the device for dxs). The counts,
+// permutations and wire layouts are the cpu path's. Every collective is posted through the rank's
+// one PostOrder (the ep group can be FSDP's shard group too).
 // Shape letters: E experts, El = E/ep local experts, R rows this rank routed (T*K), Rr rows it
 // received, C hidden size, IM expert width.
 import type { Kernels, Tensor } from "../kernels/index.ts";
 import { groupedSwigluBackward, groupedSwigluForward } from "../kernels/index.ts";
 import { sharedF32, type CommGroup } from "../mesh/index.ts";
 import type { DecoderConfig, ExpertCore, MoeSaved, MoeScratch } from "../models/index.ts";
+import { landingOf, PostOrder, pullOf, pushTo } from "./staging.ts";
 
 type F32 = Tensor<"f32">;
 
@@ -59,12 +65,15 @@ export class ExpertParallel implements ExpertCore {
   // shared staging (the transport reads/writes them), grown on demand
   private cntSend: Int32Array;
   private cntRecv: Int32Array;
-  private stage: Record<"a" | "b", Float32Array> = { a: sharedF32(1), b: sharedF32(1) };
-  // grouped-GEMM scratch over the received rows, grown on demand
-  private tmp: Record<"y" | "h" | "dh" | "dgu" | "dy" | "dx", F32 | null> = { y: null, h: null, dh: null, dgu: null, dy: null, dx: null };
+  // a: this rank's rows (R,C), b: received rows (Rr,C); d (device backend only): host copy of the
+  // expert-major rows uploaded to / read back from the grouped GEMM
+  private stage: Record<"a" | "b" | "d", Float32Array> = { a: sharedF32(1), b: sharedF32(1), d: sharedF32(1) };
+  // grouped-GEMM scratch over the received rows, grown on demand; ret: returned dxs rows (device)
+  private tmp: Record<"y" | "h" | "dh" | "dgu" | "dy" | "dx" | "ret", F32 | null> = { y: null, h: null, dh: null, dgu: null, dy: null, dx: null, ret: null };
   private waitMs = 0;
 
-  constructor(private k: Kernels, c: DecoderConfig, private group: CommGroup) {
+  /** `order`: the rank's one PostOrder (staging.ts; plans sharing a group must share it). */
+  constructor(private k: Kernels, c: DecoderConfig, private group: CommGroup, private order = new PostOrder()) {
     const m = c.moe;
     if (!m) throw new Error(`train.expert_parallel_size(${group.size}) with model ${c.modelType}: it has no routed experts`);
     this.P = group.size;
@@ -91,13 +100,13 @@ export class ExpertParallel implements ExpertCore {
     const { El, C, IM } = this;
     const x = await this.exchangeCounts(off, s);
     const Rr = x.offL[El];
-    const recv = await this.dispatch(host(xs), off[this.E], x); // [source][expert] rows
+    const recv = await this.dispatch(xs, off[this.E], x); // [source][expert] rows
     x.xl = this.grow(x.xl, Rr * C, "ep.xl");
     x.gu = this.grow(x.gu, Rr * 2 * IM, "ep.gu");
-    this.permute(host(x.xl!), recv, x, C, true);
+    this.toExperts(this.at(x.xl, Rr * C), recv, x);
     const y = this.scratch("y", Rr * C);
     if (Rr > 0) groupedSwigluForward(this.k, this.at(y, Rr * C), this.at(x.gu!, Rr * 2 * IM), this.at(x.xl!, Rr * C), wgu, wd, x.offL, El, C, IM, this.at(this.scratch("h", Rr * IM), Rr * IM));
-    await this.combine(host(ys), host(y), x, false);
+    await this.combine(ys, this.at(y, Rr * C), x, false);
   }
 
   // ---------------------------------------------------------------- backward
@@ -106,16 +115,16 @@ export class ExpertParallel implements ExpertCore {
     const x = this.ex.get(s);
     if (!x) throw new Error("expert parallel: backward without the layer's forward exchange");
     const Rr = x.offL[El];
-    const recv = await this.dispatch(host(dys), off[this.E], x);
+    const recv = await this.dispatch(dys, off[this.E], x);
     const dy = this.scratch("dy", Rr * C), dx = this.scratch("dx", Rr * C);
-    this.permute(host(dy), recv, x, C, true);
-    host(dx).fill(0, 0, Rr * C);
+    this.toExperts(this.at(dy, Rr * C), recv, x);
+    this.k.zero(this.at(dx, Rr * C));
     if (Rr > 0) {
       groupedSwigluBackward(this.k, this.at(dx, Rr * C), dwgu, dwd, this.at(dy, Rr * C), this.at(x.xl!, Rr * C), this.at(x.gu!, Rr * 2 * IM), wgu, wd, x.offL, El, C, IM, {
         h: this.at(this.scratch("h", Rr * IM), Rr * IM), dh: this.at(this.scratch("dh", Rr * IM), Rr * IM), dgu: this.at(this.scratch("dgu", Rr * 2 * IM), Rr * 2 * IM),
       });
     }
-    await this.combine(host(dxs), host(dx), x, true);
+    await this.combine(dxs, this.at(dx, Rr * C), x, true);
   }
 
   // ---------------------------------------------------------------- exchanges
@@ -124,7 +133,7 @@ export class ExpertParallel implements ExpertCore {
     const { P, El } = this;
     for (let j = 0; j < P; j++) for (let e = 0; e < El; e++) this.cntSend[j * El + e] = off[j * El + e + 1] - off[j * El + e];
     const each = Array(P).fill(El);
-    await this.wait(this.group.allToAll(this.cntRecv, this.cntSend, each, each)); // collective: per-expert counts
+    await this.wait(this.order.run(null, () => this.group.allToAll(this.cntRecv, this.cntSend, each, each))); // collective: per-expert counts
     const cnt = this.cntRecv;
     const sendRows = Array.from({ length: P }, (_, j) => off[(j + 1) * El] - off[j * El]);
     const recvRows = Array.from({ length: P }, (_, i) => cnt.subarray(i * El, (i + 1) * El).reduce((a, b) => a + b, 0));
@@ -155,24 +164,46 @@ export class ExpertParallel implements ExpertCore {
 
   /** Step 2: rows (R,C) sorted by expert -> each ep member's run; returns the received rows
    *  [source][local expert] (Rr,C), a view of staging buffer b. */
-  private async dispatch(rows: Float32Array, R: number, x: Exchange): Promise<Float32Array> {
+  private async dispatch(rows: F32, R: number, x: Exchange): Promise<Float32Array> {
     const { C } = this;
     const Rr = x.offL[this.El];
     const a = this.staging("a", R * C), b = this.staging("b", Rr * C);
-    a.set(rows.subarray(0, R * C));
-    await this.wait(this.group.allToAll(b, a, x.sendRows.map((r) => r * C), x.recvRows.map((r) => r * C))); // collective: dispatch
+    const src = pullOf(this.k, this.at(rows, R * C), a); // device: read back into a (cpu: its own memory)
+    await this.wait(this.order.run(src.ready, () => {
+      if (src.host !== a) a.set(src.host);
+      return this.group.allToAll(b, a, x.sendRows.map((r) => r * C), x.recvRows.map((r) => r * C)); // collective: dispatch
+    }));
     return b;
   }
 
+  /** Step 3: received rows [source][expert] -> dst (Rr,C) expert-major (device: uploaded). */
+  private toExperts(dst: F32, recv: Float32Array, x: Exchange): void {
+    const land = landingOf(dst, (n) => this.staging("d", n));
+    this.permute(land, recv, x, this.C, true);
+    pushTo(this.k, dst, land);
+  }
+
   /** Step 5: expert-major rows (Rr,C) -> back to their sources -> out (R,C) (= or += with `add`). */
-  private async combine(out: Float32Array, rows: Float32Array, x: Exchange, add: boolean): Promise<void> {
+  private async combine(out: F32, rows: F32, x: Exchange, add: boolean): Promise<void> {
     const { C } = this;
     const Rr = x.offL[this.El], R = x.sendRows.reduce((p, q) => p + q, 0);
     const b = this.staging("b", Rr * C), a = this.staging("a", R * C);
-    this.permute(rows, b, x, C, false);
-    await this.wait(this.group.allToAll(a, b, x.recvRows.map((r) => r * C), x.sendRows.map((r) => r * C))); // collective: combine
-    if (add) for (let i = 0; i < R * C; i++) out[i] += a[i];
-    else out.set(a);
+    const src = pullOf(this.k, rows, (n) => this.staging("d", n)); // device: read back (cpu: its own memory)
+    await this.wait(this.order.run(src.ready, () => {
+      this.permute(src.host, b, x, C, false);
+      return this.group.allToAll(a, b, x.recvRows.map((r) => r * C), x.sendRows.map((r) => r * C)); // collective: combine
+    }));
+    const o = this.at(out, R * C);
+    if (o.host) {
+      if (add) for (let i = 0; i < R * C; i++) o.host[i] += a[i];
+      else o.host.set(a);
+    } else if (add) {
+      const ret = this.at(this.scratch("ret", R * C), R * C);
+      this.k.upload(ret, a);
+      this.k.axpy(o, 1, ret); // device: out += returned rows
+    } else {
+      this.k.upload(o, a);
+    }
   }
 
   /** [source][expert] <-> [expert][source] row chunks (`toExperts`: from `recv` into `em`; else back). */
@@ -195,7 +226,7 @@ export class ExpertParallel implements ExpertCore {
   }
 
   /** A shared staging buffer of exactly n elements (a view; grown on demand). */
-  private staging(which: "a" | "b", n: number): Float32Array {
+  private staging(which: "a" | "b" | "d", n: number): Float32Array {
     if (this.stage[which].length < n) this.stage[which] = sharedF32(Math.ceil(n * 1.25));
     return this.stage[which].subarray(0, n);
   }
@@ -211,11 +242,8 @@ export class ExpertParallel implements ExpertCore {
   }
 
   private at(t: F32, n: number): F32 {
+    if (n > t.numel) throw new Error(`expert parallel: a view of ${n} values of a tensor of ${t.numel}`);
     return n === t.numel ? t : this.k.view(t, 0, [n]);
   }
 }
 
-function host(t: F32): Float32Array {
-  if (!t.host) throw new Error("expert parallel: needs host tensors (kernels.backend cpu)");
-  return t.host;
-}

@@ -147,7 +147,6 @@ export async function parallelize(o: ParallelizeOptions): Promise<Parallelism> {
     // refuse what expert parallelism cannot split before any group is made
     if (!model.config.moe) throw new Error(`train.expert_parallel_size(${ep}) with model ${model.config.modelType}: it has no routed experts; expected 1`);
     expertParallelSizes(ep, sizes.dp_shard * sizes.ulysses, model.config.moe.E, `launch.world_size(${world})`);
-    if (k.backend !== "cpu") throw new Error(`kernels.backend = ${k.backend} with train.expert_parallel_size = ${ep}: the expert all-to-alls are not staged through host memory yet; expected kernels.backend cpu or expert_parallel_size 1`);
   }
   if (sizes.ulysses > 1) {
     // refuse what Ulysses cannot split before any group is made
@@ -193,7 +192,7 @@ export async function parallelize(o: ParallelizeOptions): Promise<Parallelism> {
     const em = expertMesh(ep, world);
     const epGroup = await comm.group(em.groupOf(rank, ["ep"]), em.groupName(rank, ["ep"]));
     const epFsdp = await comm.group(em.groupOf(rank, ["ep_fsdp"]), em.groupName(rank, ["ep_fsdp"]));
-    base.experts = new ExpertParallel(k, model.config, epGroup);
+    base.experts = new ExpertParallel(k, model.config, epGroup, order);
     model.holdExperts(base.experts.first, base.experts.El);
     model.setExpertCore(base.experts);
     const xs = new Set(model.layout.expertUnits.filter((x) => x >= 0));

@@ -57,25 +57,31 @@ export class Mirror {
  *  nothing to wait for); on a device the first t.numel elements of `scratch` (shared memory),
  *  filled by a readback of t after all work enqueued so far. SYNC POINT (device), awaited without
  *  blocking the compute thread. */
-export function pullOf(k: Kernels, t: F32, scratch: Float32Array): { host: Float32Array; ready: Promise<void> | null } {
+export function pullOf(k: Kernels, t: F32, scratch: Scratch): { host: Float32Array; ready: Promise<void> | null } {
   if (t.host) return { host: t.host as Float32Array, ready: null };
-  if (scratch.length < t.numel) throw new Error(`staging: a scratch of ${scratch.length} values for a tensor of ${t.numel}`);
-  const host = scratch.subarray(0, t.numel);
+  const host = scratchFor(t, scratch);
   return { host, ready: k.readInto(t, host) };
 }
 
 /** Where the mesh (or host code) writes tensor t's new values: on cpu t's own memory; on a device
  *  the first t.numel elements of `scratch`, which `pushTo(k, t, ...)` then uploads. */
-export function landingOf(t: F32, scratch: Float32Array): Float32Array {
-  if (t.host) return t.host as Float32Array;
-  if (scratch.length < t.numel) throw new Error(`staging: a scratch of ${scratch.length} values for a tensor of ${t.numel}`);
-  return scratch.subarray(0, t.numel);
+export function landingOf(t: F32, scratch: Scratch): Float32Array {
+  return t.host ? (t.host as Float32Array) : scratchFor(t, scratch);
+}
+
+/** A host array of at least t.numel values, or a function giving one (called on a device only). */
+export type Scratch = Float32Array | ((n: number) => Float32Array);
+
+function scratchFor(t: F32, scratch: Scratch): Float32Array {
+  const a = typeof scratch === "function" ? scratch(t.numel) : scratch;
+  if (a.length < t.numel) throw new Error(`staging: a scratch of ${a.length} values for a tensor of ${t.numel}`);
+  return a.subarray(0, t.numel);
 }
 
 /** Enqueue t <- host (a device tensor: an upload behind the work already submitted, `host` free
  *  for reuse at return); nothing on cpu, where `host` is t's own memory (landingOf, Mirror). */
 export function pushTo(k: Kernels, t: F32, host: Float32Array): void {
-  if (!t.host) k.upload(t, host);
+  if (!t.host && t.numel > 0) k.upload(t, host);
 }
 
 /** Host scratch for staged exchanges: n shared f32 on a device backend, none on cpu (unused there). */
