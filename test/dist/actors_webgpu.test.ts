@@ -2,8 +2,9 @@
 // CPU-only machine): same losses, grad norms and parameter stats as the CPU backend, and a save on
 // webgpu (device buffers read to host at the save) resumed by a second webgpu job (host -> upload)
 // continues exactly like the straight run. Two worker processes on webgpu (each its own Dawn
-// device; on lavapipe both share the CPU adapter) under DDP and FSDP (ZeRO-3, prefetch), their
-// collectives staged through host memory (parallel/staging.ts), equal one webgpu process.
+// device; on lavapipe both share the CPU adapter) under DDP, FSDP (ZeRO-3, prefetch) and Ulysses 2
+// (fsdp2 sync, ddp async), their collectives staged through host memory (parallel/staging.ts),
+// equal one webgpu process. (MoE plans on webgpu: moe_webgpu.test.ts.)
 //
 // Tolerance: 1e-4 vs cpu (f32 sums in a different order on the GPU, compounded over steps); 1e-5
 // for 2 webgpu ranks vs 1 (the same kernels; only the gradient sums' grouping differs).

@@ -7,7 +7,8 @@
 // on gloo (/work/shared/bench/fsdp_bench.py) in the same run where it works. `--backend webgpu`:
 // every rank opens its own WebGPU device (with one GPU they share it) and stages its collectives
 // through host memory (parallel/staging.ts); `--mixed` sets train.enable_mixed_precision (default
-// false here: f32, as PyTorch's reference runs).
+// false here: f32, as PyTorch's reference runs). Mode `ulysses`: fsdp2 with ulysses_parallel_size
+// = the rank count (every rank computes a 1/N slice of the same rows; no PyTorch reference).
 // Last line: one JSON object with every figure.
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -40,7 +41,8 @@ async function ours(dir: string, mode: string, ranks: number, o: Run): Promise<R
     data: { train_path: join(dir, "data.jsonl"), data_type: "plaintext", max_seq_len: SIZES[size].seq + 1 },
     train: {
       output_dir: out, lr: 3e-4, weight_decay: 0.1, max_steps: warmup + steps, micro_batch_size: 1, global_batch_size: batch * ranks,
-      dyn_bsz: false, data_parallel_mode: mode, enable_gradient_checkpointing: false, seed: 1, enable_mixed_precision: o.mixed,
+      dyn_bsz: false, enable_gradient_checkpointing: false, seed: 1, enable_mixed_precision: o.mixed,
+      ...(mode === "ulysses" ? { data_parallel_mode: "fsdp2", ulysses_parallel_size: ranks } : { data_parallel_mode: mode }),
     },
     launch: { world_size: ranks, heartbeat_s: 1, dead_after_s: 120 },
     kernels: { backend: o.backend, threads: 1 },
@@ -82,6 +84,7 @@ export async function main(args: string[]): Promise<void> {
   if (!s) throw new Error(`--size must be one of ${Object.keys(SIZES).join(", ")}, got ${size}`);
   const rankList = arg(args, "ranks", "1,2").split(",").map(Number);
   const modes = arg(args, "modes", "ddp,fsdp2").split(",");
+  for (const m of modes) if (!["ddp", "fsdp1", "fsdp2", "ulysses"].includes(m)) throw new Error(`--modes: expected ddp, fsdp1, fsdp2 or ulysses, got ${m}`);
   const batch = Number(arg(args, "batch", size === "tiny" ? "4" : "1"));
   const steps = Number(arg(args, "steps", "4"));
   const warmup = Number(arg(args, "warmup", "1"));
@@ -111,7 +114,7 @@ export async function main(args: string[]): Promise<void> {
     }
   }
   if (!args.includes("--no-ref")) {
-    for (const mode of modes) {
+    for (const mode of modes.filter((m) => m !== "ulysses")) {
       for (const r of rankList) {
         if (r === 1 && mode !== modes[0]) continue;
         const row = await torch(size, mode, r, batch, steps, warmup);
