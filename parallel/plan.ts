@@ -160,9 +160,9 @@ export async function parallelize(o: ParallelizeOptions): Promise<Parallelism> {
   const params = hostViews(k, model.params);
   const whole = (u: number) => [{ start: 0, values: params.host[u] }];
   const wholeUnits = { shardOf: () => null, savesShards: true, stageOwned: () => params.pull(), restoreShards: () => {} };
-  // mixed precision on whole units (one process, DDP): each unit's bf16 compute copy is cast once
-  // per step (FSDP casts its shards before its bf16 all-gathers instead)
-  const mixed = () => (k.bf16Params ? new MixedParams(k, k.bf16Params, model) : null);
+  // mixed precision on whole units (one process, DDP): each unit's bf16 compute copy is cast per
+  // use and freed by FSDP's reshard rules (FSDP casts its shards before its bf16 all-gathers instead)
+  const mixed = () => (k.bf16Params ? new MixedParams(k, k.bf16Params, model, t.enable_full_shard) : null);
   if (world === 1 || !comm) {
     const mp = mixed();
     return { ...base, collectives: mp ? mp.wrap(SINGLE_PROCESS) : SINGLE_PROCESS, beginStep: () => mp?.end(), stateBytes: full, owned: whole, ...wholeUnits };

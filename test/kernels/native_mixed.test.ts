@@ -81,6 +81,15 @@ describe.skipIf(!native)("native element-wise loops (gcc -march=native)", () => 
     const out = new Uint16Array(vals.length);
     native!.sym.vt_cast_bf16(vals, 1, vals.length, vals.length, out);
     for (let i = 0; i < vals.length; i++) expect(out[i]).toBe(bf16Bits(vals[i]));
+    // and back (a compute copy's f32 storage): the exact bf16 values, NaN kept, past the thread threshold
+    const wide = new Float32Array(vals.length);
+    native!.sym.vt_widen_bf16(out, out.length, wide);
+    for (let i = 0; i < vals.length; i++) expect(Object.is(wide[i], roundBf16(vals[i])) || (Number.isNaN(wide[i]) && Number.isNaN(vals[i]))).toBe(true);
+    const big = Uint16Array.from({ length: 200_003 }, (_, i) => (i * 40503) & 0xffff);
+    const bw = new Float32Array(big.length);
+    native!.sym.vt_widen_bf16(big, big.length, bw);
+    const bu = new Uint32Array(bw.buffer);
+    for (let i = 0; i < big.length; i++) if (bu[i] !== (big[i] << 16) >>> 0) expect([i, bu[i]]).toEqual([i, (big[i] << 16) >>> 0]);
     // ties go to even: 1 + 2^-8 is halfway between 1 and 1 + 2^-7 -> 1; 1 + 3*2^-8 -> 1 + 2^-6
     expect(roundBf16(1 + 2 ** -8)).toBe(1);
     expect(roundBf16(1 + 3 * 2 ** -8)).toBe(1 + 2 ** -6);

@@ -84,8 +84,9 @@ export function castBf16(bits: Uint16Array, src: Float32Array, native: Native | 
 }
 
 /** dst (N) <- the bf16 values `bits` (N) widened to f32 (exact). */
-export function widenBf16(dst: Float32Array, bits: Uint16Array): void {
+export function widenBf16(dst: Float32Array, bits: Uint16Array, native: Native | null): void {
   if (bits.length !== dst.length) throw new Error(`widenBf16: ${bits.length} bf16 values into ${dst.length} f32 slots`);
+  if (native) return native.sym.vt_widen_bf16(at(bits), bits.length, at(dst));
   const d = new Uint32Array(dst.buffer, dst.byteOffset, dst.length);
   for (let i = 0; i < bits.length; i++) d[i] = bits[i] << 16;
 }
@@ -163,7 +164,7 @@ export function bf16OperandGemm(f32Gemm: Gemm, dnn: OneDnn | null, native: Nativ
     name: dnn ? "bf16 operands on oneDNN dnnl_gemm_bf16bf16f32" : `bf16 operands rounded, f32 accumulation on ${f32Gemm.name}`,
     readsBits: dnn !== null,
     loadParams(dst, bits) {
-      widenBf16(dst, bits);
+      widenBf16(dst, bits, native);
       let l = loaded.get(dst.buffer);
       if (!l) loaded.set(dst.buffer, (l = []));
       if (l.some((e) => e.lo === dst.byteOffset)) throw new Error(`bf16 GEMM: a compute copy is already loaded at byte ${dst.byteOffset} (release it first)`);

@@ -23,6 +23,7 @@ const SYMBOLS = {
   vt_get_threads: { args: [], returns: "i32" },
   vt_cast_bf16: { args: ["ptr", "i64", "i64", "i64", "ptr"], returns: "void" },
   vt_round_bf16: { args: ["ptr", "i64", "i64", "i64", "ptr"], returns: "void" },
+  vt_widen_bf16: { args: ["ptr", "i64", "ptr"], returns: "void" },
   vt_swiglu_fwd: { args: ["ptr", "ptr", "ptr", "i64"], returns: "void" },
   vt_swiglu_bwd: { args: ["ptr", "ptr", "ptr", "ptr", "ptr", "i64"], returns: "void" },
   vt_rmsnorm_fwd: { args: ["ptr", "ptr", "ptr", "ptr", "i64", "i64", "f32"], returns: "void" },

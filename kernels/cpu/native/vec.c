@@ -50,6 +50,16 @@ void vt_round_bf16(const float* src, i64 rows, i64 cols, i64 lds, float* dst) {
   }
 }
 
+// dst (n) f32 <- the bf16 values `bits` (n), exact (a unit's compute copy, once per use).
+void vt_widen_bf16(const uint16_t* bits, i64 n, float* dst) {
+#pragma omp parallel for schedule(static) if (n >= 4 * PAR_MIN)
+  for (i64 i = 0; i < n; i++) {
+    union { float f; uint32_t u; } o;
+    o.u = (uint32_t)bits[i] << 16;
+    dst[i] = o.f;
+  }
+}
+
 // ---------------------------------------------------------------- SwiGLU
 void vt_swiglu_fwd(float* out, const float* gate, const float* up, i64 n) {
 #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
