@@ -110,9 +110,9 @@ export class MixedParams {
     for (let u = 0; u < this.live.length; u++) this.drop(u);
   }
 
-  /** f32 elements of the copies' buffers (their high-water mark), for tests and benchmarks. */
-  get bufferNumel(): number {
-    return this.bufs.numel;
+  /** Bytes of the copies' buffers (their high-water mark): the plan's stateBytes. */
+  get bufferBytes(): number {
+    return 4 * this.bufs.numel;
   }
 
   /** The plan's collectives with the masters swapped back after the step's last backward. */

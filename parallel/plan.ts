@@ -156,7 +156,7 @@ export async function parallelize(o: ParallelizeOptions): Promise<Parallelism> {
   }
   const shardsParams = world > 1 && comm !== null && t.data_parallel_mode !== "ddp";
   if (o.source && !shardsParams) materialize(model, o.source); // whole units on every rank
-  const full = () => 4 * model.layout.totalNumel * 4; // params + grads + AdamW m, v
+  const full = () => 4 * model.layout.totalNumel * 4; // params + grads + AdamW m, v (+ mixed precision's compute copies below)
   const params = hostViews(k, model.params);
   const whole = (u: number) => [{ start: 0, values: params.host[u] }];
   const wholeUnits = { shardOf: () => null, savesShards: true, stageOwned: () => params.pull(), restoreShards: () => {} };
@@ -165,7 +165,7 @@ export async function parallelize(o: ParallelizeOptions): Promise<Parallelism> {
   const mixed = () => (k.bf16Params ? new MixedParams(k, k.bf16Params, model, t.enable_full_shard) : null);
   if (world === 1 || !comm) {
     const mp = mixed();
-    return { ...base, collectives: mp ? mp.wrap(SINGLE_PROCESS) : SINGLE_PROCESS, beginStep: () => mp?.end(), stateBytes: full, owned: whole, ...wholeUnits };
+    return { ...base, collectives: mp ? mp.wrap(SINGLE_PROCESS) : SINGLE_PROCESS, beginStep: () => mp?.end(), stateBytes: () => full() + (mp?.bufferBytes ?? 0), owned: whole, ...wholeUnits };
   }
   const groups = new MeshGroups(mesh, rank, comm);
   // every plan's staged collectives (device backends) are posted in one program order: plans
@@ -204,7 +204,7 @@ export async function parallelize(o: ParallelizeOptions): Promise<Parallelism> {
     const ddp = new Ddp(k, model, worldGroup, order);
     const mp = mixed();
     return {
-      ...base, collectives: mp ? mp.wrap(ddp) : ddp, beginStep: (n) => (mp?.end(), ddp.beginStep(n)), stateBytes: full,
+      ...base, collectives: mp ? mp.wrap(ddp) : ddp, beginStep: (n) => (mp?.end(), ddp.beginStep(n)), stateBytes: () => full() + (mp?.bufferBytes ?? 0),
       owned: (u) => (rank === 0 ? whole(u) : null), ...wholeUnits,
     };
   }

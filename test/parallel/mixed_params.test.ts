@@ -43,7 +43,7 @@ function batches(V: number): MicroBatch[] {
   });
 }
 
-interface Run { metrics: { loss: number; grad_norm: number }[]; params: Float32Array[]; casts: number; maxAlive: number }
+interface Run { metrics: { loss: number; grad_norm: number }[]; params: Float32Array[]; casts: number; maxAlive: number; copyBytes: number }
 
 async function train(k: Kernels, make: () => DecoderLM, how: "plan" | "plain", fullShard: boolean): Promise<Run> {
   const model = make();
@@ -86,7 +86,8 @@ async function train(k: Kernels, make: () => DecoderLM, how: "plan" | "plain", f
       expect(model.params).toEqual(before); // the masters (updated in place) are back
       expect(alive).toBe(0);
     }
-    return { metrics, params: model.params.map((t) => Float32Array.from(t.host!)), casts, maxAlive };
+    const copyBytes = plan ? plan.stateBytes() - 16 * model.layout.totalNumel : 0; // past params, grads, AdamW m, v
+    return { metrics, params: model.params.map((t) => Float32Array.from(t.host!)), casts, maxAlive, copyBytes };
   } finally {
     Object.assign(p, saved);
   }
@@ -107,6 +108,8 @@ describe("one-process mixed precision = rounded masters with per-call casts, bit
           // full shard, per micro-batch: every unit's forward, the tied embedding again for the
           // head, every backward but the head's (kept from its forward) and the embedding's (no params)
           const perUse = m.forwardUnits.length + (m.layout.units[H].reads.includes(0) ? 1 : 0) + m.backwardUnits.filter((u) => u !== 0 && u !== H).length;
+          const total = m.layout.totalNumel;
+          const copyBytes: number[] = [];
           for (const fullShard of [true, false]) {
             const got = await train(k, () => make(k, ckpt), "plan", fullShard);
             for (let s = 0; s < 3; s++) {
@@ -114,6 +117,7 @@ describe("one-process mixed precision = rounded masters with per-call casts, bit
               expect(got.metrics[s].grad_norm).toBe(ref.metrics[s].grad_norm);
             }
             for (let u = 0; u < units; u++) expect(bitsEqual(got.params[u], ref.params[u])).toBe(true);
+            copyBytes.push(got.copyBytes);
             if (fullShard) {
               // in use at once: a layer (+ its experts unit) with the head kept for its backward,
               // or the head with the tied embedding; cast again for each use
@@ -124,6 +128,10 @@ describe("one-process mixed precision = rounded masters with per-call casts, bit
               expect(got.casts).toBe(3 * units);
             }
           }
+          // the plan's stateBytes counts the copies' buffers: every unit's (>= 4 bytes per
+          // parameter) when kept, less when each is freed after its use
+          expect(copyBytes[1]).toBeGreaterThanOrEqual(4 * total);
+          expect(copyBytes[0]).toBeLessThan(copyBytes[1]);
         }
       }, 60_000);
     }
