@@ -30,19 +30,24 @@ function arg(args: string[], name: string, dflt: string): string {
 /** Times every kernel call by op name (the CPU backend runs ops synchronously), in this
  *  process's CPU milliseconds: robust to other processes' load (exact with 1 BLAS thread). */
 function profiled(k: Kernels, table: Map<string, number>): Kernels {
+  const timed = <A extends unknown[], R>(name: string, f: (...a: A) => R) => (...a: A): R => {
+    const c0 = process.cpuUsage();
+    const r = f(...a);
+    const c = process.cpuUsage(c0);
+    table.set(name, (table.get(name) ?? 0) + (c.user + c.system) / 1000);
+    return r;
+  };
+  // mixed precision's per-use parameter casts (the plans' compute copies), timed like the ops
+  const p = k.bf16Params;
+  const bf16Params = p && { ...p, readsBits: p.readsBits, cast: timed("bf16Params.cast", p.cast), load: timed("bf16Params.load", p.load) };
   return new Proxy(k, {
     get(target, prop, recv) {
+      if (prop === "bf16Params") return bf16Params;
       const v = Reflect.get(target, prop, recv);
       if (typeof v !== "function" || typeof prop !== "string" || ["alloc", "view", "read", "sync", "free"].includes(prop)) {
         return typeof v === "function" ? v.bind(target) : v;
       }
-      return (...a: unknown[]) => {
-        const c0 = process.cpuUsage();
-        const r = v.apply(target, a);
-        const c = process.cpuUsage(c0);
-        table.set(prop, (table.get(prop) ?? 0) + (c.user + c.system) / 1000);
-        return r;
-      };
+      return timed(prop, (...a: unknown[]) => v.apply(target, a));
     },
   });
 }
@@ -70,7 +75,7 @@ export async function main(args: string[]): Promise<void> {
   };
   const model = createModel(k, raw, `bench ${size}`, { maxTokens: T, gradientCheckpointing: ckpt });
   initWeights(model, 0);
-  // the one-process plan, as training runs it (mixed precision: each unit cast to bf16 once per step)
+  // the one-process plan, as training runs it (mixed precision: each unit cast to bf16 per use, as FSDP2)
   const plan = await parallelize({ k, model, config: ConfigSchema.parse({ train: { enable_mixed_precision: mixed } }), rank: 0, world: 1, comm: null });
   const trainer = new Trainer(model, {
     collectives: plan.collectives,
