@@ -4,8 +4,10 @@
 //   1. mesh    [pp, dp_replicate, dp_shard, ulysses, tp] from every configured size; a bad
 //              factorisation is refused with every factor named (mesh/dims.ts).
 //   2. Ulysses sequence parallel over `ulysses`            (extension point: TP over `tp` here)
-//   3. expert parallel over the expert mesh [ep_fsdp, ep] (train.expert_parallel_size): each ep
-//      rank keeps E/ep experts of every sparse layer, whose units step 4 shards over ep_fsdp
+//   3. expert parallel over the expert mesh [ep_fsdp, ep] (train.expert_parallel_size) of each
+//      FSDP shard group (dp_shard x ulysses; one per HSDP replica): each ep rank keeps E/ep experts
+//      of every sparse layer, whose units step 4 shards over ep_fsdp (and all-reduces over the
+//      replicas, whose members hold the same experts and shards)
 //   4. data parallel: DDP over every rank, or FSDP over dp_shard x ulysses (VeOmni's dp_shard_sp)
 //      with HSDP replicas over dp_replicate.
 // Plans never replace one another: unit hooks stack (DecoderLM.addHooks). docs/plans.md says how
@@ -78,7 +80,6 @@ export function parallelSizes(t: Config["train"], world: number): ParallelSizes 
   if (ep > 1) {
     const why = (what: string) => new Error(`train.expert_parallel_size(${ep}) with ${what}: not implemented yet; expected 1`);
     if (t.data_parallel_mode === "ddp") throw new Error(`train.expert_parallel_size(${ep}) needs train.data_parallel_mode fsdp1 or fsdp2 (experts are FSDP-sharded over ep_fsdp), got ddp`);
-    if (rep > 1) throw why(`train.data_parallel_replicate_size(${rep})`);
     if (t.ulysses_parallel_size > 1) throw why(`train.ulysses_parallel_size(${t.ulysses_parallel_size})`);
     expertParallelSizes(ep, sizes.dp_shard * sizes.ulysses, null, `launch.world_size(${world})`);
   }
@@ -186,12 +187,19 @@ export async function parallelize(o: ParallelizeOptions): Promise<Parallelism> {
 
   // 3. expert parallel: ep rank j keeps experts [j*E/ep, (j+1)*E/ep) of every sparse layer (its
   //    experts units re-laid to that range) and the core that sends each expert its rows; step 4
-  //    shards those units over ep_fsdp (the ranks holding the same experts)
+  //    shards those units over ep_fsdp (the ranks holding the same experts). The expert mesh lays
+  //    over this rank's FSDP shard group (the whole world without HSDP replicas): member i of it
+  //    is expert-mesh rank i, so every replica places its experts the same way.
   let expertGroup: ((u: number) => CommGroup | null) | undefined;
   if (ep > 1) {
-    const em = expertMesh(ep, world);
-    const epGroup = await comm.group(em.groupOf(rank, ["ep"]), em.groupName(rank, ["ep"]));
-    const epFsdp = await comm.group(em.groupOf(rank, ["ep_fsdp"]), em.groupName(rank, ["ep_fsdp"]));
+    const shardRanks = mesh.groupOf(rank, ["dp_shard", "ulysses"]);
+    const em = expertMesh(ep, shardRanks.length), me = shardRanks.indexOf(rank);
+    const over = (axis: "ep" | "ep_fsdp") => {
+      const ranks = em.groupOf(me, [axis]).map((i) => shardRanks[i]);
+      return comm.group(ranks, `${axis}@${ranks.join(".")}`);
+    };
+    const epGroup = await over("ep");
+    const epFsdp = await over("ep_fsdp");
     base.experts = new ExpertParallel(k, model.config, epGroup, order);
     model.holdExperts(base.experts.first, base.experts.El);
     model.setExpertCore(base.experts);

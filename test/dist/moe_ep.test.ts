@@ -2,7 +2,7 @@
 // over real TCP rings, against one process on the same data and seed: ep 2 on 2 ranks, and ep 2 x
 // ep_fsdp 2 on 4 ranks (dense parameters FSDP over 4, experts over ep_fsdp 2) give the same
 // objective, lm_loss, aux_loss (qwen3_moe-tiny's config, aux loss on), expert load, grad norms and
-// parameters after 5 steps; the ep 2 checkpoint merges into the Hub's per-expert names and resumes
+// parameters after 5 steps, and so do HSDP 2 replicas x ep 2 on 4 ranks; the ep 2 checkpoint merges into the Hub's per-expert names and resumes
 // at ep 1, and a one-process checkpoint resumes at ep 2. A DeepSeek-V3 whose layer-1 router bias never picks experts 4-7 (rank 1's under ep 2)
 // shows a rank that receives no rows still joins every all-to-all, and its experts get no gradient.
 import { beforeAll, expect, test } from "bun:test";
@@ -125,6 +125,11 @@ test("ep 2 x ep_fsdp 2 on 4 ranks (dense FSDP over 4, experts over ep_fsdp 2), a
   // (the other runs recompute each layer in backward, as enable_gradient_checkpointing's default:
   // the exchange runs again there; here every layer keeps its own)
   expectSameRun(ref, await run(4, { expert_parallel_size: 2, enable_gradient_checkpointing: false }));
+  expect(childPids()).toEqual([]);
+}, 90_000);
+
+test("HSDP 2 replicas x (ep 2 over dp_shard 2) on 4 ranks = 1 rank: each replica holds every expert, expert grads all-reduced over the replicas", async () => {
+  expectSameRun(ref, await run(4, { expert_parallel_size: 2, data_parallel_replicate_size: 2 }));
   expect(childPids()).toEqual([]);
 }, 90_000);
 

@@ -46,10 +46,12 @@ test("ulysses: impossible head counts are refused by the builder before any grou
 });
 
 test("expert parallel: bad sizes are refused naming the fields and numbers, before any group", async () => {
-  // ep must divide the FSDP size (dp_shard * ulysses); needs FSDP; HSDP replicas and Ulysses are not combined yet
+  // ep must divide the FSDP size (dp_shard * ulysses); needs FSDP; Ulysses is not combined yet
   expect(() => parallelSizes(train({ data_parallel_mode: "fsdp2", expert_parallel_size: 3 }), 4)).toThrow("train.expert_parallel_size(3) must divide the FSDP size dp_shard * ulysses (4) of launch.world_size(4)");
   expect(() => parallelSizes(train({ data_parallel_mode: "fsdp2", expert_parallel_size: 2 }), 1)).toThrow("train.expert_parallel_size(2) must divide the FSDP size dp_shard * ulysses (1)");
-  expect(() => parallelSizes(train({ data_parallel_mode: "fsdp2", data_parallel_replicate_size: 2, expert_parallel_size: 4 }), 8)).toThrow("train.expert_parallel_size(4) with train.data_parallel_replicate_size(2): not implemented yet");
+  // HSDP: ep splits each replica's shard group, so it must divide dp_shard * ulysses, not the world
+  expect(parallelSizes(train({ data_parallel_mode: "fsdp2", data_parallel_replicate_size: 2, expert_parallel_size: 4 }), 8)).toEqual({ pp: 1, dp_replicate: 2, dp_shard: 4, ulysses: 1, tp: 1 });
+  expect(() => parallelSizes(train({ data_parallel_mode: "fsdp2", data_parallel_replicate_size: 2, expert_parallel_size: 4 }), 4)).toThrow("train.expert_parallel_size(4) must divide the FSDP size dp_shard * ulysses (2) of launch.world_size(4)");
   expect(() => parallelSizes(train({ data_parallel_mode: "ddp", expert_parallel_size: 2 }), 2)).toThrow("train.expert_parallel_size(2) needs train.data_parallel_mode fsdp1 or fsdp2");
   expect(() => parallelSizes(train({ data_parallel_mode: "fsdp2", ulysses_parallel_size: 2, expert_parallel_size: 2 }), 4)).toThrow("train.expert_parallel_size(2) with train.ulysses_parallel_size(2): not implemented yet");
   expect(parallelSizes(train({ data_parallel_mode: "fsdp2", expert_parallel_size: 2 }), 4)).toEqual({ pp: 1, dp_replicate: 1, dp_shard: 4, ulysses: 1, tp: 1 });
