@@ -1,6 +1,6 @@
 // Damaged or foreign checkpoints are refused with an error naming the problem, before any
 // target buffer is modified.
-import { afterAll, beforeAll, describe, expect, test, setDefaultTimeout } from "bun:test";
+import { beforeAll, describe, expect, test, setDefaultTimeout } from "bun:test";
 import { cpSync, readFileSync, renameSync, rmSync, truncateSync, unlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { commitCheckpoint, resolveLoadPath } from "../../checkpoint/commit.ts";
@@ -9,21 +9,21 @@ import { loadShard } from "../../checkpoint/load.ts";
 import type { Piece } from "../../checkpoint/plan.ts";
 import { AsyncSaver } from "../../checkpoint/saver.ts";
 import { firstNonFinite } from "../../checkpoint/rank_writer.ts";
-import { expectedShapes, fillModel, fsdpPieces, saveAll, smallModel, tempDir } from "./helpers.ts";
+import { expectedShapes, fillModel, fsdpPieces, saveAll, smallModel } from "./helpers.ts";
+import { tempDir } from "../harness/tmp.ts";
 
 setDefaultTimeout(60_000); // real processes and files on a shared 2-core machine
 
 const units = smallModel();
 const full = fillModel(units, 11);
 const tmp = tempDir("bad");
-const good = join(tmp.dir, "good", "global_step_3");
+const good = join(tmp, "good", "global_step_3");
 beforeAll(async () => { await saveAll(good, 3, [0, 1].map((r) => fsdpPieces(units, 2, r, full))); });
-afterAll(tmp.cleanup);
 
 let n = 0;
 /** A fresh copy of the good checkpoint to damage. */
 function copy(): string {
-  const dir = join(tmp.dir, `case${n++}`, "global_step_3");
+  const dir = join(tmp, `case${n++}`, "global_step_3");
   cpSync(good, dir, { recursive: true });
   return dir;
 }
@@ -86,7 +86,7 @@ describe("refused checkpoints", () => {
     const dir = copy();
     renameSync(join(dir, METADATA_FILE), join(dir, "metadata.json.tmp-1"));
     expectRefused(dir, /no metadata\.json: not a committed checkpoint/);
-    expect(() => resolveLoadPath(dir, tmp.dir)).toThrow(/not a committed checkpoint/);
+    expect(() => resolveLoadPath(dir, tmp)).toThrow(/not a committed checkpoint/);
     expect(resolveLoadPath("auto", join(dir, "..", ".."))).toBeNull();
     rmSync(join(dir, ".."), { recursive: true });
   });
@@ -101,7 +101,7 @@ describe("refused checkpoints", () => {
   });
 
   test("non-finite parameters are never written or committed", async () => {
-    const dir = join(tmp.dir, "nan", "global_step_4");
+    const dir = join(tmp, "nan", "global_step_4");
     const ranks = [0, 1].map((r) => fsdpPieces(units, 2, r, full));
     ranks[1][3].data[2] = NaN;
     const savers = [new AsyncSaver(0), new AsyncSaver(1)];
@@ -109,7 +109,7 @@ describe("refused checkpoints", () => {
     const rank0 = await tickets[0].durable;
     await expect(tickets[1].durable).rejects.toThrow(/rank 1: checkpoint save failed: rank 1 step 4: non-finite values, checkpoint not written: .*=NaN/);
     expect(() => commitCheckpoint({ dir, step: 4, epoch: 0, worldSize: 2, mesh: {}, reports: [rank0] })).toThrow(/no report from rank\(s\) 1 of 2/);
-    expect(resolveLoadPath("auto", join(tmp.dir, "nan"))).toBeNull();
+    expect(resolveLoadPath("auto", join(tmp, "nan"))).toBeNull();
     await Promise.all(savers.map((s) => s.close()));
   });
 });

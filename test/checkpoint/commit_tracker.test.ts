@@ -1,15 +1,15 @@
 // The coordinator's commit bookkeeping over real saves: reports arrive late and interleaved,
 // a stale epoch is refused, a failed rank is named and the previous commit stays the newest.
-import { afterAll, expect, test, setDefaultTimeout } from "bun:test";
+import { expect, test, setDefaultTimeout } from "bun:test";
 import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { AsyncSaver, CommitTracker, type RankReport, checkpointDir, epochEndingAt, isSaveStep, isSaveStepOf, loadExtra, loadShard, openCheckpoint, resolveLoadPath } from "../../checkpoint/index.ts";
-import { assemble, expectedShapes, fillModel, firstDiff, fsdpPieces, smallModel, tempDir } from "./helpers.ts";
+import { assemble, expectedShapes, fillModel, firstDiff, fsdpPieces, smallModel } from "./helpers.ts";
+import { tempDir } from "../harness/tmp.ts";
 
 setDefaultTimeout(60_000); // real processes and files on a shared 2-core machine
 
 const tmp = tempDir("tracker");
-afterAll(tmp.cleanup);
 const units = smallModel();
 
 async function rankReports(out: string, step: number, world: number): Promise<RankReport[]> {
@@ -22,7 +22,7 @@ async function rankReports(out: string, step: number, world: number): Promise<Ra
 }
 
 test("commits when the last rank reports; failures name the rank; stale epochs refused", async () => {
-  const out = join(tmp.dir, "job");
+  const out = join(tmp, "job");
   const t = new CommitTracker({ outputDir: out, worldSize: 2, mesh: { dp_shard: 2 }, epoch: 3 });
   t.begin(2);
   t.begin(4);
@@ -71,7 +71,7 @@ test("save schedule of a multi-rank job: num_train_epochs even spans of the tota
 });
 
 test("a stale writer of an older epoch saving the same step cannot clobber the new epoch's files", async () => {
-  const out = join(tmp.dir, "fenced");
+  const out = join(tmp, "fenced");
   const dir = checkpointDir(out, 4);
   const save = async (epoch: number, seed: number) => {
     const full = fillModel(units, seed);
@@ -102,7 +102,7 @@ test("a stale writer of an older epoch saving the same step cannot clobber the n
 
 test("the commit keeps every file it lists whatever epoch its name carries, and a newer epoch's files", async () => {
   // a save begun under epoch 1 and committed under epoch 2 (a coordinator adopted its ranks meanwhile)
-  const out = join(tmp.dir, "adopted");
+  const out = join(tmp, "adopted");
   const dir = checkpointDir(out, 6);
   const full = fillModel(units, 6);
   const write = async (epoch: number, ranks: number[]) => {

@@ -1,18 +1,18 @@
 // A checkpoint saved from a real model on 3 uneven FSDP ranks, merged to a Hugging Face folder,
 // loads back through models/ (as `bun run infer` does) with bitwise identical logits; bf16
 // export stays within bf16 rounding.
-import { afterAll, expect, test, setDefaultTimeout } from "bun:test";
+import { expect, test, setDefaultTimeout } from "bun:test";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { checkpointDir, evenShard, mergeToHf, stateShapes, statePieces, writeModelAssets } from "../../checkpoint/index.ts";
 import { createCpuKernels } from "../../kernels/index.ts";
 import { createModel, initWeights, loadPretrained } from "../../models/index.ts";
-import { saveAll, tempDir } from "./helpers.ts";
+import { saveAll } from "./helpers.ts";
+import { tempDir } from "../harness/tmp.ts";
 
 setDefaultTimeout(60_000); // real processes and files on a shared 2-core machine
 
 const tmp = tempDir("export");
-afterAll(tmp.cleanup);
 
 test("save on 3 FSDP ranks -> merge -> load: identical logits", async () => {
   const k = createCpuKernels({ threads: 1 });
@@ -25,8 +25,8 @@ test("save on 3 FSDP ranks -> merge -> load: identical logits", async () => {
     return { params: u.params, start, model: model.params[u.index].host!.slice(start, start + size), expAvg: new Float32Array(size), expAvgSq: new Float32Array(size) };
   })));
   expect(perRank[2].length).toBeGreaterThan(0);
-  const out = join(tmp.dir, "out");
-  const src = join(tmp.dir, "src");
+  const out = join(tmp, "out");
+  const src = join(tmp, "src");
   mkdirSync(src);
   writeFileSync(join(src, "config.json"), JSON.stringify(raw));
   writeModelAssets(out, { dirs: [src] });

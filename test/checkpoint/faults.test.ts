@@ -2,7 +2,7 @@
 // (whole-file CRC, checked on resume and merge), `auto` skipping damaged newer folders (named, with
 // the reason), one definition of "committed" for readers and the writer, clashes with committed
 // checkpoints found at start, and a full disk (the error names the file; nothing half-written stays).
-import { afterAll, beforeAll, describe, expect, test, setDefaultTimeout } from "bun:test";
+import { beforeAll, describe, expect, test, setDefaultTimeout } from "bun:test";
 import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { commitCheckpoint, committedClashes, resolveLoadPath } from "../../checkpoint/commit.ts";
@@ -13,7 +13,8 @@ import { mergeToHf } from "../../checkpoint/merge.ts";
 import { writeModelAssets } from "../../checkpoint/assets.ts";
 import type { Piece } from "../../checkpoint/plan.ts";
 import { layoutRank, stagePieces, writeRank } from "../../checkpoint/rank_writer.ts";
-import { expectedShapes, fillModel, firstDiff, fsdpPieces, saveAll, smallModel, tempDir } from "./helpers.ts";
+import { expectedShapes, fillModel, firstDiff, fsdpPieces, saveAll, smallModel } from "./helpers.ts";
+import { tempDir } from "../harness/tmp.ts";
 
 setDefaultTimeout(60_000); // real files and a CLI process on a shared 2-core machine
 
@@ -21,12 +22,11 @@ const ROOT = join(import.meta.dir, "..", "..");
 const units = smallModel();
 const full = fillModel(units, 5);
 const tmp = tempDir("faults");
-const good = join(tmp.dir, "good", "global_step_3");
+const good = join(tmp, "good", "global_step_3");
 beforeAll(async () => { await saveAll(good, 3, [0, 1].map((r) => fsdpPieces(units, 2, r, full))); });
-afterAll(tmp.cleanup);
 
 let n = 0;
-function copy(step = 3, parent = join(tmp.dir, `case${n++}`)): string {
+function copy(step = 3, parent = join(tmp, `case${n++}`)): string {
   const dir = join(parent, "checkpoints", `global_step_${step}`);
   cpSync(good, dir, { recursive: true });
   if (step !== 3) {
@@ -83,7 +83,7 @@ describe("whole-file CRC", () => {
 
 describe("one definition of committed", () => {
   test("auto names each newer folder it skips and why; an explicit damaged one is one line naming it", () => {
-    const out = join(tmp.dir, "auto");
+    const out = join(tmp, "auto");
     copy(3, out);
     const broken = copy(5, out);
     writeFileSync(join(broken, METADATA_FILE), "{ torn");
@@ -115,14 +115,14 @@ describe("one definition of committed", () => {
     const report = writeRank(damaged, layout, bytes, "{}");
     commitCheckpoint({ dir: damaged, step: 3, epoch: 0, worldSize: 1, mesh: {}, reports: [report] });
     expect(commitState(damaged).committed).toBe(true);
-    const other = copy(3, join(tmp.dir, `case${n++}`));
+    const other = copy(3, join(tmp, `case${n++}`));
     const mp = join(other, METADATA_FILE);
     writeFileSync(mp, readFileSync(mp, "utf8").replace('"step": 3', '"step": 4'));
     expect(commitState(other)).toMatchObject({ committed: false, why: expect.stringContaining("says step 4, the folder is step 3") });
   });
 
   test("clashes: committed steps a run would save again, decided before it starts", () => {
-    const out = join(tmp.dir, "clash");
+    const out = join(tmp, "clash");
     for (const s of [2, 4, 6]) copy(s, out);
     const every2 = (s: number) => s % 2 === 0;
     expect(committedClashes(out, 2, 8, every2).map((c) => c.step)).toEqual([4, 6]); // resumed from the older global_step_2
@@ -135,7 +135,7 @@ describe("one definition of committed", () => {
 /** Root may mount a tmpfs (the real full disk); elsewhere those tests are skipped, /dev/full ones still run. */
 const canMount = (() => {
   if (process.getuid?.() !== 0) return false;
-  const probe = join(tmp.dir, "mount-probe");
+  const probe = join(tmp, "mount-probe");
   mkdirSync(probe, { recursive: true });
   const ok = Bun.spawnSync(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", probe]).exitCode === 0;
   if (ok) Bun.spawnSync(["umount", probe]);
@@ -144,7 +144,7 @@ const canMount = (() => {
 
 /** A 64 KiB tmpfs filled to the last byte, unmounted after `fn`. */
 function withFullTmpfs(fn: (dir: string) => void): void {
-  const dir = join(tmp.dir, `tmpfs${n++}`);
+  const dir = join(tmp, `tmpfs${n++}`);
   mkdirSync(dir, { recursive: true });
   expect(Bun.spawnSync(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", dir]).exitCode).toBe(0);
   try {
@@ -158,7 +158,7 @@ function withFullTmpfs(fn: (dir: string) => void): void {
 describe("full disk", () => {
   // /dev/full answers every write with ENOSPC: the kernel's own full disk, for any user.
   test("a rank's write names the file it was writing", () => {
-    const dir = join(tmp.dir, "full", "global_step_1");
+    const dir = join(tmp, "full", "global_step_1");
     mkdirSync(dir, { recursive: true });
     symlinkSync("/dev/full", join(dir, rankFileName("optim", 0)));
     const pieces = fsdpPieces(units, 1, 0, full);
@@ -172,7 +172,7 @@ describe("full disk", () => {
 
   test.skipIf(!canMount)("model_assets on a full tmpfs: the error names the file and no model_assets.tmp-PID is left", () => {
     withFullTmpfs((out) => {
-      const model = join(tmp.dir, "assets-model");
+      const model = join(tmp, "assets-model");
       mkdirSync(model, { recursive: true });
       writeFileSync(join(model, "config.json"), JSON.stringify({ model_type: "qwen2" }));
       let msg = "";
@@ -184,7 +184,7 @@ describe("full disk", () => {
   });
 
   test("a commit record that cannot be written names it and leaves no metadata.json.tmp-PID", () => {
-    const dir = join(tmp.dir, "full-commit", "global_step_1");
+    const dir = join(tmp, "full-commit", "global_step_1");
     const pieces = fsdpPieces(units, 1, 0, full);
     const layout = layoutRank(0, 1, pieces);
     const staging = new Float32Array(layout.stagingBytes / 4);

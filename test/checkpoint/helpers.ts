@@ -1,8 +1,5 @@
 // Shared by the checkpoint tests: a small model's tensor list grouped into FSDP units, filled
 // with seeded values, and the per-rank pieces an FSDP or DDP trainer would hand to a save.
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { numelOf } from "../../checkpoint/format.ts";
 import { type FlatView, type Piece, evenShard, replicatedShare, shardPieces } from "../../checkpoint/plan.ts";
 
@@ -95,10 +92,6 @@ export function assemble(all: Piece[][]): Map<string, Float32Array> {
   return out;
 }
 
-export function tempDir(tag: string): { dir: string; cleanup: () => void } {
-  const dir = mkdtempSync(join(tmpdir(), `veomni-ckpt-${tag}-`));
-  return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
-}
 
 /** Bitwise equality of two f32 arrays; returns the first differing index or -1. */
 export function firstDiff(a: Float32Array, b: Float32Array): number {

@@ -6,7 +6,8 @@ import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { resolveLoadPath } from "../../checkpoint/commit.ts";
 import { loadShard } from "../../checkpoint/load.ts";
-import { assemble, expectedShapes, fillModel, firstDiff, fsdpPieces, saveAll, smallModel, tempDir } from "./helpers.ts";
+import { assemble, expectedShapes, fillModel, firstDiff, fsdpPieces, saveAll, smallModel } from "./helpers.ts";
+import { tempDir } from "../harness/tmp.ts";
 
 setDefaultTimeout(60_000); // real processes and files on a shared 2-core machine
 
@@ -15,7 +16,6 @@ const tmp = tempDir("kill");
 const children = new Set<ReturnType<typeof Bun.spawn>>();
 afterAll(() => {
   for (const c of children) c.kill(9); // none should be left; this is the guarantee
-  tmp.cleanup();
 });
 
 type Child = { proc: ReturnType<typeof Bun.spawn>; line: (prefix: string) => Promise<string> };
@@ -57,7 +57,7 @@ function expectAutoIs(out: string, step: number) {
 }
 
 async function setup(tag: string): Promise<{ out: string; dir2: string }> {
-  const out = join(tmp.dir, tag);
+  const out = join(tmp, tag);
   await saveAll(join(out, "checkpoints", "global_step_1"), 1, [0, 1].map((r) => fsdpPieces(units, 2, r, fillModel(units, 1))));
   return { out, dir2: join(out, "checkpoints", "global_step_2") };
 }

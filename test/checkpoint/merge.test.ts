@@ -1,10 +1,11 @@
 // Merge of 2, 3 and 4 uneven ranks into a Hugging Face folder equals the in-memory model.
-import { afterAll, describe, expect, test, setDefaultTimeout } from "bun:test";
+import { describe, expect, test, setDefaultTimeout } from "bun:test";
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { mergeToHf, parseDType, parseSize, writeModelAssets } from "../../checkpoint/index.ts";
 import { HF_INDEX, SafetensorsFolder, f32ToBf16 } from "../../checkpoint/safetensors.ts";
-import { firstDiff, fillModel, fsdpPieces, saveAll, smallModel, tempDir } from "./helpers.ts";
+import { firstDiff, fillModel, fsdpPieces, saveAll, smallModel } from "./helpers.ts";
+import { tempDir } from "../harness/tmp.ts";
 
 setDefaultTimeout(60_000); // real processes and files on a shared 2-core machine
 
@@ -13,10 +14,9 @@ const full = fillModel(units, 3);
 const params = [...full].filter(([n]) => !n.startsWith("optim."));
 const tmp = tempDir("merge");
 const ROOT = join(import.meta.dir, "..", "..");
-afterAll(tmp.cleanup);
 
 // A model folder with config + tokenizer files, as model_path would be.
-const modelDir = join(tmp.dir, "model");
+const modelDir = join(tmp, "model");
 mkdirSync(modelDir);
 writeFileSync(join(modelDir, "config.json"), JSON.stringify({ model_type: "llama", torch_dtype: "float32", vocab_size: 37 }));
 writeFileSync(join(modelDir, "tokenizer.json"), '{"version":"1.0"}');
@@ -24,17 +24,17 @@ writeFileSync(join(modelDir, "model.safetensors"), "weights are not assets");
 
 describe("merge to Hugging Face", () => {
   test("model_assets: config + tokenizer copied, weights not", () => {
-    const names = writeModelAssets(join(tmp.dir, "out"), { dirs: [modelDir] });
+    const names = writeModelAssets(join(tmp, "out"), { dirs: [modelDir] });
     expect(names).toEqual(["config.json", "tokenizer.json"]);
-    expect(readdirSync(join(tmp.dir, "out")).sort()).toEqual(["model_assets"]);
+    expect(readdirSync(join(tmp, "out")).sort()).toEqual(["model_assets"]);
   });
 
   for (const world of [2, 3, 4]) {
     test(`${world} ranks -> one f32 file, bitwise equal`, async () => {
-      const dir = join(tmp.dir, `w${world}`, "global_step_9");
+      const dir = join(tmp, `w${world}`, "global_step_9");
       await saveAll(dir, 9, [...Array(world).keys()].map((r) => fsdpPieces(units, world, r, full)));
       const save = join(dir, "hf_ckpt");
-      const files = mergeToHf({ loadDir: dir, modelAssetsDir: join(tmp.dir, "out", "model_assets"), saveDir: save, shardBytes: parseSize("2GB"), dtype: "F32" });
+      const files = mergeToHf({ loadDir: dir, modelAssetsDir: join(tmp, "out", "model_assets"), saveDir: save, shardBytes: parseSize("2GB"), dtype: "F32" });
       expect(files).toEqual(["config.json", "model.safetensors", "tokenizer.json"]);
       expect(readdirSync(dir).some((n) => n.includes(".tmp-"))).toBe(false);
       const hf = new SafetensorsFolder(save);
@@ -46,16 +46,16 @@ describe("merge to Hugging Face", () => {
   }
 
   test("bf16 in shards of at most --shard-size, with index; re-merge replaces the folder", async () => {
-    const dir = join(tmp.dir, "w3", "global_step_9");
-    const save = join(tmp.dir, "hf_bf16");
+    const dir = join(tmp, "w3", "global_step_9");
+    const save = join(tmp, "hf_bf16");
     for (let round = 0; round < 2; round++) {
-      mergeToHf({ loadDir: dir, modelAssetsDir: join(tmp.dir, "out", "model_assets"), saveDir: save, shardBytes: 1000, dtype: parseDType("bf16") });
+      mergeToHf({ loadDir: dir, modelAssetsDir: join(tmp, "out", "model_assets"), saveDir: save, shardBytes: 1000, dtype: parseDType("bf16") });
     }
     const index = JSON.parse(readFileSync(join(save, HF_INDEX), "utf8"));
     const shardFiles = [...new Set(Object.values(index.weight_map) as string[])].sort();
     expect(shardFiles.length).toBeGreaterThan(3);
     expect(shardFiles[0]).toBe(`model-00001-of-${String(shardFiles.length).padStart(5, "0")}.safetensors`);
-    expect(readdirSync(tmp.dir).filter((n) => n.startsWith("hf_bf16"))).toEqual(["hf_bf16"]);
+    expect(readdirSync(tmp).filter((n) => n.startsWith("hf_bf16"))).toEqual(["hf_bf16"]);
     const hf = new SafetensorsFolder(save);
     for (const [name, a] of params) {
       expect(hf.info(name)!.dtype).toBe("BF16");
@@ -71,12 +71,12 @@ describe("merge to Hugging Face", () => {
 
   test("CLI: bun run merge, and its errors", () => {
     const bun = process.execPath;
-    const save = join(tmp.dir, "cli_out");
-    const ok = Bun.spawnSync([bun, "tools/merge.ts", "--load-dir", join(tmp.dir, "w2", "global_step_9"), "--model_assets_dir", join(tmp.dir, "out", "model_assets"), "--save-dir", save, "--shard-size=2GB", "--dtype", "f32"], { cwd: ROOT });
+    const save = join(tmp, "cli_out");
+    const ok = Bun.spawnSync([bun, "tools/merge.ts", "--load-dir", join(tmp, "w2", "global_step_9"), "--model_assets_dir", join(tmp, "out", "model_assets"), "--save-dir", save, "--shard-size=2GB", "--dtype", "f32"], { cwd: ROOT });
     expect(ok.stderr.toString()).toBe("");
     expect(ok.exitCode).toBe(0);
     expect(existsSync(join(save, "model.safetensors"))).toBe(true);
-    const bad = Bun.spawnSync([bun, "tools/merge.ts", "--load-dir", join(tmp.dir, "nope"), "--save-dir", save], { cwd: ROOT });
+    const bad = Bun.spawnSync([bun, "tools/merge.ts", "--load-dir", join(tmp, "nope"), "--save-dir", save], { cwd: ROOT });
     expect(bad.exitCode).toBe(1);
     expect(bad.stderr.toString()).toContain("no metadata.json: not a committed checkpoint");
     expect(existsSync(join(save, "model.safetensors"))).toBe(true); // the earlier export is untouched

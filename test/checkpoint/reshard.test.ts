@@ -1,16 +1,16 @@
 // Save on N ranks, load on M (FSDP even padded splits, DDP shares): every tensor byte-identical.
-import { afterAll, describe, expect, test, setDefaultTimeout } from "bun:test";
+import { describe, expect, test, setDefaultTimeout } from "bun:test";
 import { join } from "node:path";
 import { loadExtra, loadShard, openCheckpoint } from "../../checkpoint/load.ts";
 import { coverageErrors } from "../../checkpoint/plan.ts";
-import { assemble, ddpPieces, expectedShapes, fillModel, firstDiff, fsdpPieces, saveAll, smallModel, tempDir } from "./helpers.ts";
+import { assemble, ddpPieces, expectedShapes, fillModel, firstDiff, fsdpPieces, saveAll, smallModel } from "./helpers.ts";
+import { tempDir } from "../harness/tmp.ts";
 
 setDefaultTimeout(60_000); // real processes and files on a shared 2-core machine
 
 const units = smallModel();
 const full = fillModel(units, 7);
 const tmp = tempDir("reshard");
-afterAll(tmp.cleanup);
 
 function expectSame(got: Map<string, Float32Array>) {
   expect([...got.keys()].sort()).toEqual([...full.keys()].sort());
@@ -20,7 +20,7 @@ function expectSame(got: Map<string, Float32Array>) {
 describe("reshard", () => {
   for (const [n, m] of [[4, 2], [2, 4], [4, 3], [3, 1]]) {
     test(`FSDP ${n} -> ${m} ranks`, async () => {
-      const dir = join(tmp.dir, `fsdp_${n}_${m}`, "global_step_5");
+      const dir = join(tmp, `fsdp_${n}_${m}`, "global_step_5");
       await saveAll(dir, 5, [...Array(n).keys()].map((r) => fsdpPieces(units, n, r, full)));
       const meta = openCheckpoint(dir);
       expect(meta.world_size).toBe(n);
@@ -35,13 +35,13 @@ describe("reshard", () => {
   }
 
   test("DDP 2 -> FSDP 3, and FSDP 4 -> one full replica", async () => {
-    const dir = join(tmp.dir, "ddp", "global_step_1");
+    const dir = join(tmp, "ddp", "global_step_1");
     await saveAll(dir, 1, [0, 1].map((r) => ddpPieces(units, 2, r, full)));
     const targets = [0, 1, 2].map((r) => fsdpPieces(units, 3, r, null));
     for (const t of targets) loadShard(dir, { expected: expectedShapes(units), targets: t });
     expectSame(assemble(targets));
 
-    const dir2 = join(tmp.dir, "fsdp4", "global_step_2");
+    const dir2 = join(tmp, "fsdp4", "global_step_2");
     await saveAll(dir2, 2, [0, 1, 2, 3].map((r) => fsdpPieces(units, 4, r, full)));
     const replica = [...full].map(([name, a]) => ({ name, group: name.startsWith("optim.") ? "optim" as const : "model" as const, shape: expectedShapes(units).get(name)!, start: 0, data: new Float32Array(a.length) }));
     loadShard(dir2, { expected: expectedShapes(units), targets: replica });

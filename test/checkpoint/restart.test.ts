@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { decide } from "../../actors/supervision.ts";
 import { resolveLoadPath } from "../../checkpoint/index.ts";
 import { writeData } from "./dp_local.ts";
-import { tempDir } from "./helpers.ts";
+import { tempDir } from "../harness/tmp.ts";
 
 setDefaultTimeout(60_000); // real processes and files on a shared 2-core machine
 
@@ -15,7 +15,6 @@ const tmp = tempDir("restart");
 const children = new Set<ReturnType<typeof Bun.spawn>>();
 afterAll(() => {
   for (const c of children) c.kill(9);
-  tmp.cleanup();
 });
 const WORLD = 2, STEPS = 8, SAVE = 3;
 
@@ -35,15 +34,15 @@ async function job(out: string, data: string, parkAt?: number) {
 }
 
 test("kill -9 mid-step, restart from the last commit: same final parameters", async () => {
-  const data = join(tmp.dir, "data.jsonl");
+  const data = join(tmp, "data.jsonl");
   await writeData(data);
-  const ref = await job(join(tmp.dir, "ref"), data);
+  const ref = await job(join(tmp, "ref"), data);
   expect(ref.stderr).toBe("");
   expect(ref.code).toBe(0);
   expect(ref.lines[0]).toBe("FRESH");
   expect(ref.lines.filter((l) => l.startsWith("COMMIT"))).toEqual(["COMMIT committed 3", "COMMIT committed 6"]);
 
-  const out = join(tmp.dir, "job");
+  const out = join(tmp, "job");
   const first = await job(out, data, 5);
   expect(first.signal).toBe("SIGKILL");
   const lastCheckpoint = resolveLoadPath("auto", out);
@@ -56,7 +55,7 @@ test("kill -9 mid-step, restart from the last commit: same final parameters", as
   expect(second.lines[0]).toBe("RESUMED 3");
   const losses = (r: { lines: string[] }) => r.lines.filter((l) => l.startsWith("LOSS"));
   expect(losses(second)).toEqual(losses(ref).slice(3)); // bitwise (hex of the f32 bits)
-  expect(readFileSync(join(out, "final.f32")).equals(readFileSync(join(tmp.dir, "ref", "final.f32")))).toBe(true);
+  expect(readFileSync(join(out, "final.f32")).equals(readFileSync(join(tmp, "ref", "final.f32")))).toBe(true);
   // A second failure with restarts exhausted stops the job, naming the rank.
   const stop = decide({ kind: "exited", rank: 1, pid: 1, code: null, signal: "SIGKILL", stderrTail: "" }, { restarts: 1, maxRestarts: 1, lastCheckpoint });
   expect(stop).toMatchObject({ action: "stop", exitCode: 1 });

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { decide } from "../../actors/supervision.ts";
 import { CommitTracker, type RankReport, resolveLoadPath } from "../../checkpoint/index.ts";
 import { writeData } from "./dp_local.ts";
-import { tempDir } from "./helpers.ts";
+import { tempDir } from "../harness/tmp.ts";
 
 setDefaultTimeout(60_000); // real processes and files on a shared 2-core machine
 
@@ -17,7 +17,6 @@ const tmp = tempDir("ranks");
 const alive = new Set<ReturnType<typeof Bun.spawn>>();
 afterAll(() => {
   for (const p of alive) p.kill(9);
-  tmp.cleanup();
 });
 const WORLD = 2, STEPS = 6, SAVE = 2;
 type Ev = { rank: number; ev: string; [k: string]: any };
@@ -66,13 +65,13 @@ async function epoch(mode: "ddp" | "fsdp", out: string, data: string, n: number,
 const lossBits = (events: Ev[]) => events.filter((e) => e.ev === "loss" && e.rank === 0).map((e) => e.bits);
 
 for (const mode of ["ddp", "fsdp"] as const) test(`${mode}, 2 ranks: kill -9 of rank 1 mid-step, stop all, restart under a new epoch from the last commit`, async () => {
-  const data = join(tmp.dir, `data_${mode}.jsonl`);
+  const data = join(tmp, `data_${mode}.jsonl`);
   await writeData(data);
-  const ref = await epoch(mode, join(tmp.dir, `ref_${mode}`), data, 1, null);
+  const ref = await epoch(mode, join(tmp, `ref_${mode}`), data, 1, null);
   expect(await Promise.all(ref.procs.map((p) => p.exited))).toEqual([0, 0]);
   expect(ref.events.filter((e) => e.ev.startsWith("commit")).map((e) => e.step)).toEqual([2, 4, 6]);
 
-  const out = join(tmp.dir, `job_${mode}`);
+  const out = join(tmp, `job_${mode}`);
   const first = await epoch(mode, out, data, 1, null, 3);
   await first.next((e) => e.ev === "parked");
   first.procs[1].kill(9);
@@ -91,6 +90,6 @@ for (const mode of ["ddp", "fsdp"] as const) test(`${mode}, 2 ranks: kill -9 of 
   expect(second.events.filter((e) => e.ev === "resumed").map((e) => e.step)).toEqual([2, 2]);
   expect(lossBits(second.events)).toEqual(lossBits(ref.events).slice(2));
   for (const r of [0, 1]) {
-    expect(readFileSync(join(out, `final_rank${r}.f32`)).equals(readFileSync(join(tmp.dir, `ref_${mode}`, `final_rank${r}.f32`)))).toBe(true);
+    expect(readFileSync(join(out, `final_rank${r}.f32`)).equals(readFileSync(join(tmp, `ref_${mode}`, `final_rank${r}.f32`)))).toBe(true);
   }
 }, 60_000);

@@ -2,7 +2,7 @@
 // data loader on W data-parallel ranks (in one process, gradients summed in rank order), saved
 // after K steps through the async saver + commit, then a fresh set of ranks resumed with `auto`:
 // every later step's loss and the final parameters are bitwise equal to the uninterrupted run.
-import { afterAll, describe, expect, test, setDefaultTimeout } from "bun:test";
+import { describe, expect, test, setDefaultTimeout } from "bun:test";
 import { join } from "node:path";
 import {
   AsyncSaver, checkpointDir, commitCheckpoint, loadAllExtra, loadShard, openCheckpoint,
@@ -11,14 +11,14 @@ import {
 import type { LoaderState } from "../../data/index.ts";
 import { initWeights } from "../../models/index.ts";
 import { buffers, makeRanks, run, writeData } from "./dp_local.ts";
-import { firstDiff, tempDir } from "./helpers.ts";
+import { firstDiff } from "./helpers.ts";
+import { tempDir } from "../harness/tmp.ts";
 
 setDefaultTimeout(60_000); // real processes and files on a shared 2-core machine
 
 const tmp = tempDir("resume");
-afterAll(tmp.cleanup);
 const STEPS = 6, SAVE_AT = 3;
-const dataFile = join(tmp.dir, "data.jsonl");
+const dataFile = join(tmp, "data.jsonl");
 await writeData(dataFile);
 
 describe("exact resume", () => {
@@ -27,7 +27,7 @@ describe("exact resume", () => {
       const full = makeRanks(world, STEPS, dataFile);
       const fullLosses = await run(full, 0, STEPS);
 
-      const out = join(tmp.dir, `w${world}`);
+      const out = join(tmp, `w${world}`);
       const first = makeRanks(world, STEPS, dataFile);
       expect(await run(first, 0, SAVE_AT)).toEqual(fullLosses.slice(0, SAVE_AT));
       const dir = checkpointDir(out, SAVE_AT);

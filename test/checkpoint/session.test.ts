@@ -1,18 +1,17 @@
 // LocalCheckpointing, the world-size-1 path a single-process run uses: model_assets at start,
 // saves every save_steps, `auto` resume, save_hf_weights export at the end. A run stopped after
 // 3 steps and resumed ends with the same Hugging Face export, byte for byte, as an unbroken run.
-import { afterAll, expect, test, setDefaultTimeout } from "bun:test";
+import { expect, test, setDefaultTimeout } from "bun:test";
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { type Checkpointable, LocalCheckpointing, listCommitted } from "../../checkpoint/index.ts";
 import type { LoaderState } from "../../data/index.ts";
 import { type Rank, buffers, makeRanks, raw, run, writeData } from "./dp_local.ts";
-import { tempDir } from "./helpers.ts";
+import { tempDir } from "../harness/tmp.ts";
 
 setDefaultTimeout(60_000); // real processes and files on a shared 2-core machine
 
 const tmp = tempDir("session");
-afterAll(tmp.cleanup);
 const STEPS = 6;
 
 function checkpointable(r: Rank): Checkpointable {
@@ -32,7 +31,7 @@ async function session(out: string, data: string, until: number, hf: boolean): P
   const c = checkpointable(r);
   const s = new LocalCheckpointing({
     outputDir: out, save_steps: 2, save_epochs: 0, save_hf_weights: hf, load_checkpoint_path: "auto",
-    assets: { dirs: [join(tmp.dir, "model")] }, hfDtype: "F32", // f32: byte equality is exact, no bf16 rounding to hide a difference
+    assets: { dirs: [join(tmp, "model")] }, hfDtype: "F32", // f32: byte equality is exact, no bf16 rounding to hide a difference
   });
   const start = await s.start(c);
   await run([r], start, until, async (done) => { await s.afterStep(done, c); });
@@ -40,17 +39,17 @@ async function session(out: string, data: string, until: number, hf: boolean): P
 }
 
 test("stop after 3 steps, resume with auto: same final HF export as an unbroken run", async () => {
-  mkdirSync(join(tmp.dir, "model"));
-  writeFileSync(join(tmp.dir, "model", "config.json"), JSON.stringify(raw));
-  writeFileSync(join(tmp.dir, "model", "tokenizer.json"), "{}");
-  const data = join(tmp.dir, "data.jsonl");
+  mkdirSync(join(tmp, "model"));
+  writeFileSync(join(tmp, "model", "config.json"), JSON.stringify(raw));
+  writeFileSync(join(tmp, "model", "tokenizer.json"), "{}");
+  const data = join(tmp, "data.jsonl");
   await writeData(data);
 
-  const ref = await session(join(tmp.dir, "ref"), data, STEPS, true);
-  expect(ref).toEqual({ start: 0, hfDir: join(tmp.dir, "ref", "checkpoints", "global_step_6", "hf_ckpt") });
+  const ref = await session(join(tmp, "ref"), data, STEPS, true);
+  expect(ref).toEqual({ start: 0, hfDir: join(tmp, "ref", "checkpoints", "global_step_6", "hf_ckpt") });
   expect(readdirSync(ref.hfDir!).sort()).toEqual(["config.json", "model.safetensors", "tokenizer.json"]);
 
-  const out = join(tmp.dir, "job");
+  const out = join(tmp, "job");
   expect((await session(out, data, 3, false)).hfDir).toBeNull();
   expect(listCommitted(join(out, "checkpoints")).map((c) => c.step)).toEqual([2]);
   expect(existsSync(join(out, "model_assets", "config.json"))).toBe(true);

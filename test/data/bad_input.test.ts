@@ -4,24 +4,23 @@ import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import { writeFileSync } from "node:fs";
 import { createDataLoader } from "../../data/index.ts";
-import { cfg, tempDir, writeParquet } from "./helpers.ts";
+import { cfg, writeParquet } from "./helpers.ts";
+import { tempDir } from "../harness/tmp.ts";
 
 const opts = { dpRank: 0, dpSize: 1, vocabSize: 1000, tokenizerPath: null };
 const good = (k: number) => JSON.stringify({ input_ids: [k + 1, k + 1, k + 1] });
 
 /** A jsonl of 12 good rows with `bad` at line 5; returns the error of reading it all, and skips. */
 async function run(bad: string, onBad: "error" | "skip", extra: Partial<Parameters<typeof cfg>[1]> = {}) {
-  const { dir, done } = tempDir("bad");
-  try {
-    const lines = Array.from({ length: 12 }, (_, k) => good(k));
-    lines.splice(4, 0, bad);
-    const f = join(dir, "d.jsonl");
-    writeFileSync(f, lines.join("\n") + "\n");
-    const l = createDataLoader(cfg(f, { onBad, mbs: 1, dyn: false, maxSeqLen: 8, ...extra }), opts);
-    let steps = 0;
-    try { while (await l.nextStep()) steps++; } catch (e) { return { error: (e as Error).message, steps, skipped: l.skipped, f }; }
-    return { error: null, steps, skipped: l.skipped, f };
-  } finally { done(); }
+  const dir = tempDir("bad");
+  const lines = Array.from({ length: 12 }, (_, k) => good(k));
+  lines.splice(4, 0, bad);
+  const f = join(dir, "d.jsonl");
+  writeFileSync(f, lines.join("\n") + "\n");
+  const l = createDataLoader(cfg(f, { onBad, mbs: 1, dyn: false, maxSeqLen: 8, ...extra }), opts);
+  let steps = 0;
+  try { while (await l.nextStep()) steps++; } catch (e) { return { error: (e as Error).message, steps, skipped: l.skipped, f }; }
+  return { error: null, steps, skipped: l.skipped, f };
 }
 
 describe("bad input", () => {
@@ -48,40 +47,36 @@ describe("bad input", () => {
   }
 
   test("missing text column and wrong text type with a tokenizer; parquet without the column", async () => {
-    const { dir, done } = tempDir("col");
-    try {
-      const f = join(dir, "t.jsonl");
-      writeFileSync(f, [JSON.stringify({ text: "fine" }), JSON.stringify({ txt: "x" }), JSON.stringify({ text: 5 })].join("\n"));
-      const mk = (onBad: "error" | "skip") => createDataLoader(cfg(f, { onBad, mbs: 1, dyn: false, maxSeqLen: 8, seed: 1 }), { ...opts, vocabSize: 151936, tokenizerPath: "qwen3" });
-      let msgs: string[] = [];
-      for (let seed = 0; seed < 1; seed++) {
-        const l = mk("error");
-        try { while (await l.nextStep()); } catch (e) { msgs.push((e as Error).message); }
-      }
-      expect(msgs[0]).toMatch(new RegExp(`${f} line (2: missing column 'text'|3: column 'text': expected a string, got number)`));
-      const s = mk("skip");
-      let n = 0;
-      while (await s.nextStep()) n++;
-      expect(n).toBe(1);
-      expect(s.skipped).toBe(2);
-      const p = join(dir, "p.parquet");
-      writeParquet(p, [{ name: "body", data: ["a", "b"], type: "STRING" }], "SNAPPY", 10);
-      expect(() => createDataLoader(cfg(p), { ...opts, tokenizerPath: "qwen3" })).toThrow(new RegExp(`${p}: no column named 'text'.*columns: body`));
-    } finally { done(); }
+    const dir = tempDir("col");
+    const f = join(dir, "t.jsonl");
+    writeFileSync(f, [JSON.stringify({ text: "fine" }), JSON.stringify({ txt: "x" }), JSON.stringify({ text: 5 })].join("\n"));
+    const mk = (onBad: "error" | "skip") => createDataLoader(cfg(f, { onBad, mbs: 1, dyn: false, maxSeqLen: 8, seed: 1 }), { ...opts, vocabSize: 151936, tokenizerPath: "qwen3" });
+    let msgs: string[] = [];
+    for (let seed = 0; seed < 1; seed++) {
+      const l = mk("error");
+      try { while (await l.nextStep()); } catch (e) { msgs.push((e as Error).message); }
+    }
+    expect(msgs[0]).toMatch(new RegExp(`${f} line (2: missing column 'text'|3: column 'text': expected a string, got number)`));
+    const s = mk("skip");
+    let n = 0;
+    while (await s.nextStep()) n++;
+    expect(n).toBe(1);
+    expect(s.skipped).toBe(2);
+    const p = join(dir, "p.parquet");
+    writeParquet(p, [{ name: "body", data: ["a", "b"], type: "STRING" }], "SNAPPY", 10);
+    expect(() => createDataLoader(cfg(p), { ...opts, tokenizerPath: "qwen3" })).toThrow(new RegExp(`${p}: no column named 'text'.*columns: body`));
   }, 30_000);
 
   test("empty file, empty dataset, too few samples for one step: fail at start with the counts", () => {
-    const { dir, done } = tempDir("empty");
-    try {
-      const e = join(dir, "e.jsonl"), g = join(dir, "g.jsonl");
-      writeFileSync(e, "\n  \n");
-      writeFileSync(g, [good(0), good(1), good(2)].join("\n"));
-      expect(() => createDataLoader(cfg(e), opts)).toThrow(`${e}: empty file`);
-      expect(() => createDataLoader(cfg(e, { onBad: "skip" }), opts)).toThrow(/empty dataset: 0 samples in 1 file/);
-      expect(() => createDataLoader(cfg(`${e},${g}`, { onBad: "skip", mbs: 2, gbs: 4, dyn: false }), opts))
-        .toThrow(/too few samples for one step: 3 samples in data.train_path, one step needs 4/);
-      expect(() => createDataLoader(cfg(g, { mbs: 2, gbs: 6 }), { ...opts, dpSize: 2 })).toThrow(/global_batch_size 6 is not a multiple of micro_batch_size 2 x data-parallel size 2/);
-      expect(() => createDataLoader(cfg(join(dir, "nope")), opts)).toThrow(/does not exist/);
-    } finally { done(); }
+    const dir = tempDir("empty");
+    const e = join(dir, "e.jsonl"), g = join(dir, "g.jsonl");
+    writeFileSync(e, "\n  \n");
+    writeFileSync(g, [good(0), good(1), good(2)].join("\n"));
+    expect(() => createDataLoader(cfg(e), opts)).toThrow(`${e}: empty file`);
+    expect(() => createDataLoader(cfg(e, { onBad: "skip" }), opts)).toThrow(/empty dataset: 0 samples in 1 file/);
+    expect(() => createDataLoader(cfg(`${e},${g}`, { onBad: "skip", mbs: 2, gbs: 4, dyn: false }), opts))
+      .toThrow(/too few samples for one step: 3 samples in data.train_path, one step needs 4/);
+    expect(() => createDataLoader(cfg(g, { mbs: 2, gbs: 6 }), { ...opts, dpSize: 2 })).toThrow(/global_batch_size 6 is not a multiple of micro_batch_size 2 x data-parallel size 2/);
+    expect(() => createDataLoader(cfg(join(dir, "nope")), opts)).toThrow(/does not exist/);
   });
 });

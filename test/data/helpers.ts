@@ -1,14 +1,8 @@
 // Shared helpers for test/data: temp folders with real files, and loader configs.
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { writeFileSync } from "node:fs";
 import { parquetWriteBuffer } from "hyparquet-writer";
 import type { DataLoaderConfig } from "../../data/index.ts";
 
-export function tempDir(tag: string): { dir: string; done: () => void } {
-  const dir = mkdtempSync(join(tmpdir(), `veomni-data-${tag}-`));
-  return { dir, done: () => rmSync(dir, { recursive: true, force: true }) };
-}
 
 /** jsonl of pre-tokenized samples: sample k has length 1 + (k*7 % maxLen) and every id = k + 1,
  *  so any packed token tells which sample it came from. */

@@ -2,7 +2,7 @@
 // paths relative to the data file, parquet with bytes), pre-tokenized rows with image tokens,
 // labels -100 on vision tokens, pixel_values per packed micro-batch, bad images named or
 // skipped, exact resume, data-parallel shares, and the worker thread.
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { beforeAll, describe, expect, test } from "bun:test";
 import { copyFileSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parquetWriteBuffer } from "hyparquet-writer";
@@ -10,16 +10,17 @@ import {
   createDataLoader, DataLoaderWorker, expandImageTokens, IGNORE_INDEX, initImageDecoders, loadTokenizer, loadVisionOptions, makeTemplate,
   preprocessImages, qwen2vlChatPrompt, resolveTokenizer, tokenizeWithImages, type MicroBatch,
 } from "../../data/index.ts";
-import { cfg, tempDir } from "./helpers.ts";
+import { cfg } from "./helpers.ts";
+import { tempDir } from "../harness/tmp.ts";
 
 const FIX = join(import.meta.dir, "../fixtures/images");
 const VS = 151652, VE = 151653, PAD = 151655;
 const tk = loadTokenizer(resolveTokenizer("qwen3"));
-let dir = "", done = () => {};
+let dir = "";
 let model = "";
 
 beforeAll(() => {
-  ({ dir, done } = tempDir("vl"));
+  dir = tempDir("vl");
   model = join(dir, "model");
   mkdirSync(model);
   writeFileSync(join(model, "config.json"), JSON.stringify({ model_type: "qwen2_vl", vocab_size: 151936, image_token_id: PAD, vision_start_token_id: VS, vision_end_token_id: VE }));
@@ -29,7 +30,6 @@ beforeAll(() => {
   mkdirSync(join(dir, "imgs"));
   for (const f of ["fit56x84.png", "photo420.jpg", "odd131x97.png", "grey.png"]) copyFileSync(join(FIX, f), join(dir, "imgs", f));
 });
-afterAll(() => done());
 
 const vision = () => loadVisionOptions(null, model)!;
 const opts = () => ({ dpRank: 0, dpSize: 1, vocabSize: 151936, tokenizerPath: "qwen3", vision: vision() });

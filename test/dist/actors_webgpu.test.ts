@@ -13,7 +13,8 @@ import { runJob } from "../../actors/coordinator.ts";
 import type { MetricsLine } from "../../actors/metrics.ts";
 import type { Config } from "../../configs/index.ts";
 import { probeAdapter } from "../../kernels/webgpu/index.ts";
-import { childPids, fileLogger, readMetrics, tempDir } from "./actors_harness.ts";
+import { childPids, fileLogger, readMetrics } from "./actors_harness.ts";
+import { tempDir } from "../harness/tmp.ts";
 import { close, tinyTrainConfig } from "./actors_parity_setup.ts";
 
 setDefaultTimeout(60_000);

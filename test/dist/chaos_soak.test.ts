@@ -10,7 +10,8 @@ import { startNatsServer, type NatsServer } from "../../actors/embedded.ts";
 import { chaosConfig, writeChaosModel } from "../../tools/chaos/job.ts";
 import { planKills, soak, type PlannedKill } from "../../tools/chaos/soak.ts";
 import { weightsDiffer } from "../../tools/bench/chaos.ts";
-import { childPids, tempDir } from "./actors_harness.ts";
+import { childPids } from "./actors_harness.ts";
+import { tempDir } from "../harness/tmp.ts";
 
 let server: NatsServer;
 beforeAll(async () => {

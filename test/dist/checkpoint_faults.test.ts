@@ -7,7 +7,8 @@ import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { runJob } from "../../actors/coordinator.ts";
 import { rankFileName } from "../../checkpoint/format.ts";
-import { childPids, fileLogger, readMetrics, tempDir } from "./actors_harness.ts";
+import { childPids, fileLogger, readMetrics } from "./actors_harness.ts";
+import { tempDir } from "../harness/tmp.ts";
 import { tinyTrainConfig } from "./actors_parity_setup.ts";
 
 const stopped = (file: string) =>

@@ -6,7 +6,8 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { startNatsServer, type NatsServer } from "../../actors/embedded.ts";
 import { keys } from "../../actors/nats.ts";
-import { COORD_ENTRY, JOBS, WORKER_MAIN, childPids, kvClient, readMetrics, tempDir, textOf } from "./actors_harness.ts";
+import { COORD_ENTRY, JOBS, WORKER_MAIN, childPids, kvClient, readMetrics, textOf } from "./actors_harness.ts";
+import { tempDir, testEnv } from "../harness/tmp.ts";
 import { tinyTrainConfig } from "./actors_parity_setup.ts";
 
 let server: NatsServer;
@@ -31,7 +32,7 @@ test("a worker whose rank is outside the world is refused naming the world size;
     train: { output_dir: out, lr: 0.5, max_steps: 3, micro_batch_size: 2 },
     launch: { nats: server.url, nats_token: server.token, local_workers: 0, world_size: 2, job_id: job, heartbeat_s: 0.2, dead_after_s: 10 },
   };
-  const coord = Bun.spawn([process.execPath, COORD_ENTRY, JSON.stringify(config), "toy"], { stdin: "ignore", stdout: "ignore", stderr: "pipe" });
+  const coord = Bun.spawn([process.execPath, COORD_ENTRY, JSON.stringify(config), "toy"], { env: testEnv(), stdin: "ignore", stdout: "ignore", stderr: "pipe" });
   // wait for the job to be in rendezvous (event: its state key appears)
   const { nc, kv } = await kvClient(server.url, server.token);
   const w = await kv.watch({ key: keys.state(job) });
@@ -85,7 +86,7 @@ test("a worker that says it is exiting exits then, even with a step blocked on a
   const job = "ux-exit";
   // collective_timeout_s 300: longer than this test may run, so only a prompt exit passes
   const config = { ...cfg, launch: { ...cfg.launch, nats: server.url, nats_token: server.token, local_workers: 0, world_size: 2, job_id: job, heartbeat_s: 0.2, dead_after_s: 3, collective_timeout_s: 300 } };
-  const coord = Bun.spawn([process.execPath, COORD_ENTRY, JSON.stringify(config), "train"], { stdin: "ignore", stdout: "ignore", stderr: "ignore" });
+  const coord = Bun.spawn([process.execPath, COORD_ENTRY, JSON.stringify(config), "train"], { env: testEnv(), stdin: "ignore", stdout: "ignore", stderr: "ignore" });
   const ws = [worker(["--rank", "0"]), worker(["--rank", "1"])];
   const err0 = textOf(ws[0].stderr);
   // wait (KV events) until both ranks have run a step, then freeze rank 1 (SIGSTOP: its sockets
@@ -122,7 +123,7 @@ test("`bun run jobs` with no argument finds the newest job from the newest outpu
   const start = (name: string, steps: number) => Bun.spawn([process.execPath, COORD_ENTRY, JSON.stringify({
     train: { output_dir: `${root}/${name}`, lr: 0.5, max_steps: steps, micro_batch_size: 20 },
     launch: { world_size: 1, heartbeat_s: 0.2, job_id: name },
-  }), "toy"], { stdin: "ignore", stdout: "ignore", stderr: "pipe" });
+  }), "toy"], { env: testEnv(), stdin: "ignore", stdout: "ignore", stderr: "pipe" });
   // a job that finishes (only its kept record remains) beside one that runs on, whose record is
   // rewritten at every step, so it is the newer (the coordinator logs when its workers run)
   const old = start("old", 2);

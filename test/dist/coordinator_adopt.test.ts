@@ -11,7 +11,8 @@ import { hostname } from "node:os";
 import { planAdoption, type Adopted } from "../../actors/adopt.ts";
 import { startNatsServer, type NatsServer } from "../../actors/embedded.ts";
 import type { JobState } from "../../actors/nats.ts";
-import { COORD_ENTRY, JOBS, ROOT, WORKER_MAIN, alive, checkpointEpochs, childPids, hfBytesEqual, kvClient, stateWhere as harnessStateWhere, readMetrics, readRank, readState, tempDir, textOf, toyConfig } from "./actors_harness.ts";
+import { COORD_ENTRY, JOBS, ROOT, WORKER_MAIN, alive, checkpointEpochs, childPids, hfBytesEqual, kvClient, stateWhere as harnessStateWhere, readMetrics, readRank, readState, textOf, toyConfig } from "./actors_harness.ts";
+import { tempDir } from "../harness/tmp.ts";
 import { tinyTrainConfig } from "./actors_parity_setup.ts";
 
 const COORD_MAIN = join(ROOT, "actors/coordinator_main.ts");

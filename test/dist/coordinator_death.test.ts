@@ -9,7 +9,8 @@ import { join } from "node:path";
 import { runJob } from "../../actors/coordinator.ts";
 import { startNatsServer } from "../../actors/embedded.ts";
 import { keys, toJson, type JobState } from "../../actors/nats.ts";
-import { COORD_ENTRY, JOBS, childPids, fileLogger, kvClient, readState, tempDir, textOf, toyConfig } from "./actors_harness.ts";
+import { COORD_ENTRY, JOBS, childPids, fileLogger, kvClient, readState, textOf, toyConfig } from "./actors_harness.ts";
+import { tempDir, testEnv } from "../harness/tmp.ts";
 
 /** Gone: no such process, or a zombie nobody reaped yet (orphans reparent to a pid 1 that may not reap). */
 function gone(pid: number): boolean {
@@ -38,7 +39,7 @@ function descendants(pid: number): number[] {
 
 /** A coordinator process (JSON logs on stderr) and the log lines it wrote so far. */
 function startCoordinator(config: unknown, detached = false) {
-  const proc = Bun.spawn([process.execPath, COORD_ENTRY, JSON.stringify(config), "toy"], { stdin: "ignore", stdout: "ignore", stderr: "pipe", detached });
+  const proc = Bun.spawn([process.execPath, COORD_ENTRY, JSON.stringify(config), "toy"], { env: testEnv(), stdin: "ignore", stdout: "ignore", stderr: "pipe", detached });
   const lines: Array<Record<string, unknown>> = [];
   let wake = () => {};
   void (async () => {

@@ -7,7 +7,8 @@ import { SafetensorsFile } from "../../checkpoint/safetensors.ts";
 import { join } from "node:path";
 import { startNatsServer, type NatsServer } from "../../actors/embedded.ts";
 import { keys, type JobState } from "../../actors/nats.ts";
-import { COORD_ENTRY, ROOT, alive, checkpointEpochs, childPids, kvClient, readMetrics, readRank, readState, tempDir, textOf } from "./actors_harness.ts";
+import { COORD_ENTRY, ROOT, alive, checkpointEpochs, childPids, kvClient, readMetrics, readRank, readState, textOf } from "./actors_harness.ts";
+import { tempDir, testEnv } from "../harness/tmp.ts";
 import { tinyTrainConfig } from "./actors_parity_setup.ts";
 
 let server: NatsServer;
@@ -29,7 +30,7 @@ function config(dir: string, out: string, job: string) {
 }
 
 function coordinator(args: string[]) {
-  return Bun.spawn([process.execPath, ...args], { stdin: "ignore", stdout: "ignore", stderr: "pipe" });
+  return Bun.spawn([process.execPath, ...args], { env: testEnv(), stdin: "ignore", stdout: "ignore", stderr: "pipe" });
 }
 
 test("coordinator killed mid-job, resumed with --resume JOB: every step once, final parameters bitwise equal", async () => {

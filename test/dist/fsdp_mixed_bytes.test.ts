@@ -7,7 +7,8 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { runJob } from "../../actors/coordinator.ts";
 import type { TraceEvent } from "../../actors/trace.ts";
-import { childPids, fileLogger, tempDir } from "./actors_harness.ts";
+import { childPids, fileLogger } from "./actors_harness.ts";
+import { tempDir } from "../harness/tmp.ts";
 import { tinyTrainConfig } from "./actors_parity_setup.ts";
 
 afterAll(() => expect(childPids()).toEqual([]));

@@ -4,7 +4,8 @@ import { expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { runJob } from "../../actors/coordinator.ts";
 import { causeOf, describe, precedence, type Failure } from "../../actors/supervision.ts";
-import { childPids, fileLogger, kvClient, readRank, tempDir } from "./actors_harness.ts";
+import { childPids, fileLogger, kvClient, readRank } from "./actors_harness.ts";
+import { tempDir } from "../harness/tmp.ts";
 import { tinyTrainConfig } from "./actors_parity_setup.ts";
 
 // What a worker's stderr holds when a collective times out (pino JSON, as written off a terminal),

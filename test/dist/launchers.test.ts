@@ -6,7 +6,8 @@ import type { Subprocess } from "bun";
 import { startNatsServer, type NatsServer } from "../../actors/embedded.ts";
 import { launchRank } from "../../actors/launcher_env.ts";
 import { keys } from "../../actors/nats.ts";
-import { COORD_ENTRY, WORKER_MAIN, childPids, kvClient, readMetrics, readRank, tempDir, textOf } from "./actors_harness.ts";
+import { COORD_ENTRY, WORKER_MAIN, childPids, kvClient, readMetrics, readRank, textOf } from "./actors_harness.ts";
+import { tempDir, testEnv } from "../harness/tmp.ts";
 
 test("rank and world from each launcher's variables; --rank wins; the first launcher set decides", () => {
   expect(launchRank(undefined, { RANK: "3", WORLD_SIZE: "4" })).toEqual({ rank: 3, world: 4, source: "RANK" });
@@ -51,7 +52,7 @@ test("4 workers, each started by a different launcher's environment, train one j
     train: { output_dir: out, lr: 0.5, max_steps: 3, micro_batch_size: 5 },
     launch: { nats: server.url, nats_token: server.token, local_workers: 0, world_size: 4, job_id: "launch4", heartbeat_s: 0.2, dead_after_s: 10 },
   };
-  const coord = Bun.spawn([process.execPath, COORD_ENTRY, JSON.stringify(config), "toy"], { stdin: "ignore", stdout: "ignore", stderr: "pipe" });
+  const coord = Bun.spawn([process.execPath, COORD_ENTRY, JSON.stringify(config), "toy"], { env: testEnv(), stdin: "ignore", stdout: "ignore", stderr: "pipe" });
   const coordErr = textOf(coord.stderr);
   const workers = [
     launched({ RANK: "0", WORLD_SIZE: "4" }), // torchrun
@@ -74,7 +75,7 @@ test("a launcher's world size that is not the job's is refused by name; no rank 
     train: { output_dir: out, lr: 0.5, max_steps: 2, micro_batch_size: 5 },
     launch: { nats: server.url, nats_token: server.token, local_workers: 0, world_size: 2, job_id: "launch2", heartbeat_s: 0.2, dead_after_s: 10 },
   };
-  const coord = Bun.spawn([process.execPath, COORD_ENTRY, JSON.stringify(config), "toy"], { stdin: "ignore", stdout: "ignore", stderr: "pipe" });
+  const coord = Bun.spawn([process.execPath, COORD_ENTRY, JSON.stringify(config), "toy"], { env: testEnv(), stdin: "ignore", stdout: "ignore", stderr: "pipe" });
   // the job record exists before the worker naming it starts (KV watch: the event, not a sleep)
   const { nc, kv } = await kvClient(server.url, server.token);
   const w = await kv.watch({ key: keys.state("launch2") });

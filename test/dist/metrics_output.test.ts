@@ -6,7 +6,8 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { runJob } from "../../actors/coordinator.ts";
 import { MetricsSink, type MetricsLine } from "../../actors/metrics.ts";
-import { childPids, fileLogger, kvClient, readMetrics, readRank, tempDir, toyConfig } from "./actors_harness.ts";
+import { childPids, fileLogger, kvClient, readMetrics, readRank, toyConfig } from "./actors_harness.ts";
+import { tempDir } from "../harness/tmp.ts";
 
 test("a fresh run into a folder with an earlier run is refused before anything starts; overwrite_output_dir starts it over", async () => {
   const out = tempDir("rerun");

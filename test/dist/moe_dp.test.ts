@@ -12,7 +12,8 @@ import { SafetensorsFolder } from "../../checkpoint/safetensors.ts";
 import { createKernels } from "../../kernels/index.ts";
 import { loadPretrained } from "../../models/index.ts";
 import { singleRow } from "../models/fixtures.ts";
-import { childPids, fileLogger, readMetrics, tempDir } from "./actors_harness.ts";
+import { childPids, fileLogger, readMetrics } from "./actors_harness.ts";
+import { tempDir } from "../harness/tmp.ts";
 import { close, writeTinyModelAndData } from "./actors_parity_setup.ts";
 
 const dir = tempDir("moe-dp");

@@ -15,7 +15,8 @@ import { mergeToHf, parseSize } from "../../checkpoint/index.ts";
 import { SafetensorsFolder, writeHfWeights } from "../../checkpoint/safetensors.ts";
 import { createKernels } from "../../kernels/index.ts";
 import { exportTensors, initModelFromConfig } from "../../models/index.ts";
-import { childPids, fileLogger, readMetrics, tempDir } from "./actors_harness.ts";
+import { childPids, fileLogger, readMetrics } from "./actors_harness.ts";
+import { tempDir } from "../harness/tmp.ts";
 import { close, writeTinyModelAndData } from "./actors_parity_setup.ts";
 
 const dir = tempDir("moe-ep");

@@ -11,7 +11,8 @@ import { join } from "node:path";
 import { runJob } from "../../actors/coordinator.ts";
 import type { MetricsLine } from "../../actors/metrics.ts";
 import { ConfigSchema } from "../../configs/index.ts";
-import { childPids, fileLogger, readMetrics, tempDir } from "./actors_harness.ts";
+import { childPids, fileLogger, readMetrics } from "./actors_harness.ts";
+import { tempDir } from "../harness/tmp.ts";
 import { close, writeTinyModelAndData } from "./actors_parity_setup.ts";
 
 const dir = tempDir("moe-sp");

@@ -15,7 +15,8 @@ import { runJob } from "../../actors/coordinator.ts";
 import type { MetricsLine } from "../../actors/metrics.ts";
 import { ConfigSchema } from "../../configs/index.ts";
 import { probeAdapter } from "../../kernels/webgpu/index.ts";
-import { childPids, fileLogger, readMetrics, tempDir } from "./actors_harness.ts";
+import { childPids, fileLogger, readMetrics } from "./actors_harness.ts";
+import { tempDir } from "../harness/tmp.ts";
 import { close, writeTinyModelAndData } from "./actors_parity_setup.ts";
 
 setDefaultTimeout(60_000);

@@ -5,7 +5,8 @@ import { afterAll, expect, test } from "bun:test";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { startNatsServer, type NatsServer } from "../../actors/embedded.ts";
 import { BUCKET, keys, type JobState } from "../../actors/nats.ts";
-import { COORD_ENTRY, childPids, kvClient, readMetrics, readState, tempDir, textOf } from "./actors_harness.ts";
+import { COORD_ENTRY, childPids, kvClient, readMetrics, readState, textOf } from "./actors_harness.ts";
+import { tempDir, testEnv } from "../harness/tmp.ts";
 
 const servers: NatsServer[] = [];
 afterAll(async () => {
@@ -44,7 +45,7 @@ test("three clustered nats-servers, bucket R3: a job keeps running when the buck
     // heartbeat deadlines well above a JetStream leader election (a few seconds)
     launch: { nats: urls, nats_token: token, local_workers: 2, world_size: 2, job_id: "cl1", heartbeat_s: 0.2, dead_after_s: 20 },
   };
-  const coord = Bun.spawn([process.execPath, COORD_ENTRY, JSON.stringify(config), "toy"], { stdin: "ignore", stdout: "ignore", stderr: "pipe" });
+  const coord = Bun.spawn([process.execPath, COORD_ENTRY, JSON.stringify(config), "toy"], { env: testEnv(), stdin: "ignore", stdout: "ignore", stderr: "pipe" });
   const coordErr = textOf(coord.stderr);
   const early = coord.exited.then(async (c) => {
     throw new Error(`coordinator exited (${c}) before the kill: ${(await coordErr).slice(-2000)}`);

@@ -6,7 +6,8 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { runJob, type JobInfo } from "../../actors/coordinator.ts";
 import { keys, type JobState } from "../../actors/nats.ts";
-import { JOBS, alive, childPids, textOf, fileLogger, kvClient, readMetrics, readRank, readState, tempDir, toyConfig } from "./actors_harness.ts";
+import { JOBS, alive, childPids, textOf, fileLogger, kvClient, readMetrics, readRank, readState, toyConfig } from "./actors_harness.ts";
+import { tempDir } from "../harness/tmp.ts";
 
 test("embedded default: job runs, KV readable during and at the end, nothing left running", async () => {
   const out = tempDir("emb");

@@ -6,7 +6,8 @@ import { readFileSync } from "node:fs";
 import { runJob } from "../../actors/coordinator.ts";
 import { startNatsServer } from "../../actors/embedded.ts";
 import { PROTOCOL_VERSION, decodeToWorker, encode, subjects } from "../../actors/protocol.ts";
-import { WORKER_MAIN, alive, childPids, fileLogger, kvClient, readMetrics, readRank, readState, tempDir, textOf, toyConfig } from "./actors_harness.ts";
+import { WORKER_MAIN, alive, childPids, fileLogger, kvClient, readMetrics, readRank, readState, textOf, toyConfig } from "./actors_harness.ts";
+import { tempDir } from "../harness/tmp.ts";
 
 function spawnWorker(args: string[], token: string) {
   return Bun.spawn([process.execPath, WORKER_MAIN, ...args], { env: { ...process.env, VEOMNI_NATS_TOKEN: token }, stdin: "ignore", stdout: "ignore", stderr: "pipe" });

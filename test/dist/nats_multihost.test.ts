@@ -8,7 +8,8 @@ import { afterAll, beforeAll, expect, test } from "bun:test";
 import type { Subprocess } from "bun";
 import { startNatsServer, type NatsServer } from "../../actors/embedded.ts";
 import { keys, type RankRecord } from "../../actors/nats.ts";
-import { COORD_ENTRY, JOBS, WORKER_MAIN, alive, childPids, kvClient, readMetrics, readRank, readState, tempDir, textOf } from "./actors_harness.ts";
+import { COORD_ENTRY, JOBS, WORKER_MAIN, alive, childPids, kvClient, readMetrics, readRank, readState, textOf } from "./actors_harness.ts";
+import { tempDir, testEnv } from "../harness/tmp.ts";
 import { tinyTrainConfig } from "./actors_parity_setup.ts";
 
 let server: NatsServer;
@@ -34,7 +35,7 @@ function startCoordinator(job: string, out: string, train: object, launch: objec
     train: { output_dir: out, lr: 0.5, ...train },
     launch: { nats: server.url, nats_token: server.token, local_workers: 0, world_size: 2, job_id: job, heartbeat_s: 0.2, ...launch },
   };
-  return Bun.spawn([process.execPath, COORD_ENTRY, JSON.stringify(config), "toy"], { stdin: "ignore", stdout: "ignore", stderr: "pipe" });
+  return Bun.spawn([process.execPath, COORD_ENTRY, JSON.stringify(config), "toy"], { env: testEnv(), stdin: "ignore", stdout: "ignore", stderr: "pipe" });
 }
 
 test("external nats-server, coordinator and workers started separately", async () => {
@@ -91,7 +92,7 @@ test("the real train step across separately started processes (tiny model, DDP o
   const out = tempDir("mh-train-out");
   const cfg = tinyTrainConfig(dir, out, {}, { max_steps: 3, save_hf_weights: false });
   const config = { ...cfg, launch: { ...cfg.launch, nats: server.url, nats_token: server.token, local_workers: 0, world_size: 2, job_id: "mh3" } };
-  const coord = Bun.spawn([process.execPath, COORD_ENTRY, JSON.stringify(config), "train"], { stdin: "ignore", stdout: "ignore", stderr: "pipe" });
+  const coord = Bun.spawn([process.execPath, COORD_ENTRY, JSON.stringify(config), "train"], { env: testEnv(), stdin: "ignore", stdout: "ignore", stderr: "pipe" });
   const coordErr = textOf(coord.stderr);
   const workers = [startWorker(0), startWorker(1)];
   const [cc, ...wc] = await Promise.all([coord.exited, ...workers.map((w) => w.exited)]);
@@ -106,7 +107,7 @@ test("the real train step across separately started processes (tiny model, DDP o
 test("Ctrl-C of a coordinator process: exit 130, its workers and embedded nats-server gone", async () => {
   const out = tempDir("mh-int");
   const config = { train: { output_dir: out, lr: 0.5, max_steps: 100000, micro_batch_size: 20 }, launch: { world_size: 2, heartbeat_s: 0.2 } };
-  const coord = Bun.spawn([process.execPath, COORD_ENTRY, JSON.stringify(config), "toy"], { stdin: "ignore", stdout: "ignore", stderr: "pipe" });
+  const coord = Bun.spawn([process.execPath, COORD_ENTRY, JSON.stringify(config), "toy"], { env: testEnv(), stdin: "ignore", stdout: "ignore", stderr: "pipe" });
   // read the coordinator's JSON log lines until the job runs; collect the pids it names
   const pids: number[] = [];
   const reader = coord.stderr.getReader();

@@ -12,7 +12,8 @@ import { afterAll, expect, test } from "bun:test";
 import { join } from "node:path";
 import { startNatsServer, type NatsServer } from "../../actors/embedded.ts";
 import { runJob } from "../../actors/coordinator.ts";
-import { COORD_ENTRY, WORKER_MAIN, alive, childPids, fileLogger, kvClient, readMetrics, readRank, tempDir, textOf } from "./actors_harness.ts";
+import { COORD_ENTRY, WORKER_MAIN, alive, childPids, fileLogger, kvClient, readMetrics, readRank, textOf } from "./actors_harness.ts";
+import { tempDir, testEnv } from "../harness/tmp.ts";
 import { close, tinyTrainConfig } from "./actors_parity_setup.ts";
 
 const TAG = String(process.pid % 100000); // interface names are at most 15 characters
@@ -116,7 +117,7 @@ test.skipIf(why !== null)(`workers in their own network namespaces (veth + bridg
     const out = join(dir, "out2");
     const cfg = tinyTrainConfig(dir, out, {}, { max_steps: 4, save_hf_weights: false });
     const config = { ...cfg, launch: { ...cfg.launch, nats: server.url, nats_token: server.token, local_workers: 0, world_size: WORLD, job_id: "netns1", collective_timeout_s: 30, dead_after_s: 60 } }; // a loaded host stalls processes for seconds
-    const coord = Bun.spawn([process.execPath, COORD_ENTRY, JSON.stringify(config), "train"], { stdin: "ignore", stdout: "ignore", stderr: "pipe" });
+    const coord = Bun.spawn([process.execPath, COORD_ENTRY, JSON.stringify(config), "train"], { env: testEnv(), stdin: "ignore", stdout: "ignore", stderr: "pipe" });
     const coordErr = textOf(coord.stderr);
     // no --host: each worker must advertise its namespace's address, found on its route to NATS
     const workers = addrs.map((_, i) => Bun.spawn(["ip", "netns", "exec", nsName(i), process.execPath, WORKER_MAIN, "--rank", String(i), "--nats", server!.url], {

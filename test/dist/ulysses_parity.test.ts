@@ -11,7 +11,8 @@ import type { MetricsLine } from "../../actors/metrics.ts";
 import { mergeToHf } from "../../checkpoint/index.ts";
 import { createCpuKernels } from "../../kernels/index.ts";
 import { loadPretrained } from "../../models/index.ts";
-import { childPids, fileLogger, readMetrics, tempDir } from "./actors_harness.ts";
+import { childPids, fileLogger, readMetrics } from "./actors_harness.ts";
+import { tempDir } from "../harness/tmp.ts";
 import { close, tinyTrainConfig } from "./actors_parity_setup.ts";
 
 const dir = tempDir("ulysses");

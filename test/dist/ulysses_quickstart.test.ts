@@ -15,7 +15,8 @@ import { parquetWriteBuffer } from "hyparquet-writer";
 import { writeSafetensors } from "../../checkpoint/safetensors.ts";
 import { createCpuKernels } from "../../kernels/index.ts";
 import { createModel, exportTensors, initWeights } from "../../models/index.ts";
-import { childPids, ROOT, tempDir } from "./actors_harness.ts";
+import { childPids, ROOT } from "./actors_harness.ts";
+import { tempDir, testEnv } from "../harness/tmp.ts";
 
 const FLAGS = [
   "--config", "configs/pretrain/qwen2_5.yaml", "--model.model_path", "Qwen2.5-7B", "--data.train_path", "./fineweb/sample/10BT/",
@@ -66,7 +67,7 @@ async function standIns(cwd: string): Promise<void> {
 test("VeOmni's quick start, flag for flag, with ulysses 2 on local stand-ins: 20 steps, checkpoints at 10 and 20", async () => {
   const cwd = tempDir("quickstart");
   await standIns(cwd);
-  const p = Bun.spawn([process.execPath, join(ROOT, "actors/coordinator_main.ts"), ...FLAGS], { cwd, stdout: "pipe", stderr: "pipe" });
+  const p = Bun.spawn([process.execPath, join(ROOT, "actors/coordinator_main.ts"), ...FLAGS], { env: testEnv(), cwd, stdout: "pipe", stderr: "pipe" });
   const [code, err] = await Promise.all([p.exited, new Response(p.stderr).text()]);
   if (code !== 0) throw new Error(`coordinator exit ${code}: ${err.slice(-2000)}`);
   const out = join(cwd, "Qwen2.5-7B-Instruct_CT");

@@ -12,7 +12,8 @@ import type { MetricsLine } from "../../actors/metrics.ts";
 import { ConfigSchema } from "../../configs/index.ts";
 import { mergeToHf, parseSize } from "../../checkpoint/index.ts";
 import { SafetensorsFolder } from "../../checkpoint/safetensors.ts";
-import { childPids, fileLogger, readMetrics, tempDir } from "./actors_harness.ts";
+import { childPids, fileLogger, readMetrics } from "./actors_harness.ts";
+import { tempDir } from "../harness/tmp.ts";
 import { close } from "./actors_parity_setup.ts";
 
 const FIX = new URL("../fixtures/", import.meta.url).pathname;

@@ -7,7 +7,8 @@ import { join } from "node:path";
 import { startNatsServer } from "../../actors/embedded.ts";
 import { keys, openBucket, toJson, type JobState } from "../../actors/nats.ts";
 import { PROTOCOL_VERSION, decodeToCoordinator, encode, subjects } from "../../actors/protocol.ts";
-import { ROOT, WORKER_MAIN, childPids, kvClient, textOf, toyConfig, tempDir } from "./actors_harness.ts";
+import { ROOT, WORKER_MAIN, childPids, kvClient, textOf, toyConfig } from "./actors_harness.ts";
+import { tempDir } from "../harness/tmp.ts";
 
 test("a welcome whose configuration does not fit this build's schema is refused by name", async () => {
   const server = await startNatsServer();

@@ -5,8 +5,7 @@
 // Tolerance: HF logits as the fixture states (1e-5 abs + rel); losses 1e-4 absolute and grad norms
 // 1e-4 relative against torch or the CPU backend (f32 sums in a different order, compounded over steps).
 import { expect, setDefaultTimeout, test } from "bun:test";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, writeFileSync } from "node:fs";
 import pino from "pino";
 import { runLocalTraining } from "../../actors/local.ts";
 import { loadConfig } from "../../configs/index.ts";
@@ -17,6 +16,7 @@ import { SafetensorsFile } from "../../checkpoint/safetensors.ts";
 import { probeAdapter } from "../../kernels/webgpu/index.ts";
 import { argmax, createModel, initWeights, loadPretrained } from "../../models/index.ts";
 import { FIXTURES, readExpected, singleRow, toMicroBatch } from "../models/fixtures.ts";
+import { tempDir } from "../harness/tmp.ts";
 
 setDefaultTimeout(60_000);
 const probe = await probeAdapter();
@@ -133,26 +133,22 @@ if (!probe.ok) {
   });
 
   test("the same training command with --kernels.backend webgpu gives the CPU losses (runLocalTraining)", async () => {
-    const dir = mkdtempSync(`${tmpdir()}/veomni-webgpu-`);
-    try {
-      const rows = Array.from({ length: 12 }, (_, r) => JSON.stringify({ input_ids: Array.from({ length: 12 }, (_, i) => 3 + ((r + i) % 7)) }));
-      writeFileSync(`${dir}/data.jsonl`, rows.join("\n") + "\n");
-      const losses: Record<string, number[]> = {};
-      for (const backend of ["cpu", "webgpu"]) {
-        const { config } = loadConfig([
-          "--model.config_path", `${FIXTURES}qwen2-tiny/config.json`, "--data.train_path", `${dir}/data.jsonl`,
-          "--data.data_type", "plaintext", "--data.max_seq_len", "32", "--train.output_dir", `${dir}/${backend}`,
-          "--train.micro_batch_size", "2", "--train.global_batch_size", "4", "--train.max_steps", "4", "--train.lr", "0.01",
-          "--train.enable_gradient_checkpointing", "true", "--train.use_wandb", "false", "--kernels.backend", backend, "--kernels.threads", "1",
-          "--train.enable_mixed_precision", "false", // webgpu computes in f32: compare the f32 runs
-        ]);
-        const res = await runLocalTraining(config, pino({ level: "silent" }));
-        losses[backend] = readFileSync(res.metricsPath, "utf8").trim().split("\n").map((l) => JSON.parse(l).loss as number);
-      }
-      expect(losses.webgpu!.length).toBe(4);
-      for (let s = 0; s < 4; s++) expect(Math.abs(losses.webgpu![s]! - losses.cpu![s]!)).toBeLessThan(1e-4);
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
+    const dir = tempDir("webgpu");
+    const rows = Array.from({ length: 12 }, (_, r) => JSON.stringify({ input_ids: Array.from({ length: 12 }, (_, i) => 3 + ((r + i) % 7)) }));
+    writeFileSync(`${dir}/data.jsonl`, rows.join("\n") + "\n");
+    const losses: Record<string, number[]> = {};
+    for (const backend of ["cpu", "webgpu"]) {
+      const { config } = loadConfig([
+        "--model.config_path", `${FIXTURES}qwen2-tiny/config.json`, "--data.train_path", `${dir}/data.jsonl`,
+        "--data.data_type", "plaintext", "--data.max_seq_len", "32", "--train.output_dir", `${dir}/${backend}`,
+        "--train.micro_batch_size", "2", "--train.global_batch_size", "4", "--train.max_steps", "4", "--train.lr", "0.01",
+        "--train.enable_gradient_checkpointing", "true", "--train.use_wandb", "false", "--kernels.backend", backend, "--kernels.threads", "1",
+        "--train.enable_mixed_precision", "false", // webgpu computes in f32: compare the f32 runs
+      ]);
+      const res = await runLocalTraining(config, pino({ level: "silent" }));
+      losses[backend] = readFileSync(res.metricsPath, "utf8").trim().split("\n").map((l) => JSON.parse(l).loss as number);
     }
+    expect(losses.webgpu!.length).toBe(4);
+    for (let s = 0; s < 4; s++) expect(Math.abs(losses.webgpu![s]! - losses.cpu![s]!)).toBeLessThan(1e-4);
   });
 }

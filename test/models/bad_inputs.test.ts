@@ -2,24 +2,17 @@
 // unknown model_type, a checkpoint whose shapes differ from config.json (every mismatch listed),
 // corrupted and truncated safetensors.
 import { expect, test } from "bun:test";
-import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { copyFileSync, readFileSync, writeFileSync } from "node:fs";
 import { createKernels } from "../../kernels/index.ts";
 import { SafetensorsFile, writeSafetensors } from "../../checkpoint/safetensors.ts";
 import { loadPretrained } from "../../models/index.ts";
 import { FIXTURES } from "./fixtures.ts";
+import { tempDir } from "../harness/tmp.ts";
 
 const k = await createKernels({ backend: "cpu", threads: 1 });
 const opts = { maxTokens: 8, gradientCheckpointing: false };
 
-function withTemp(fn: (dir: string) => void): void {
-  const dir = mkdtempSync(`${tmpdir()}/veomni-models-`);
-  try {
-    fn(dir);
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-}
+const withTemp = (fn: (dir: string) => void): void => fn(tempDir("models"));
 
 function copyFixture(dir: string, name: string, cfg?: (c: Record<string, unknown>) => void): void {
   const c = JSON.parse(readFileSync(`${FIXTURES}${name}/config.json`, "utf8"));
@@ -191,16 +184,12 @@ test("DeepSeek-V3: the multi-token-prediction layer after the last decoder layer
     const eh = new Float32Array(32 * 64).fill(1); // DeepSeek's MTP eh_proj (C, 2C)
     writeSafetensors(`${dir}/model.safetensors`, [...tensors, { name: extra, dtype: "F32", shape: [32, 64], data: eh }]);
   };
-  const dir = mkdtempSync(`${tmpdir()}/veomni-models-`);
-  try {
-    withExtra(dir, "model.layers.3.eh_proj.weight"); // the fixture has 3 layers: layer 3 is the MTP module
-    const m = loadPretrained(k, dir, opts);
-    const ref = loadPretrained(k, `${FIXTURES}deepseek_v3-tiny`, opts);
-    const ids = { inputIds: Int32Array.of(5, 9, 13), labels: Int32Array.of(5, 9, 13), positionIds: Int32Array.of(0, 1, 2), cuSeqlens: Int32Array.of(0, 3), validTokens: 2 };
-    expect(Array.from(await m.logits(ids))).toEqual(Array.from(await ref.logits(ids)));
-    withExtra(dir, "model.layers.1.eh_proj.weight"); // inside the model: still a mismatch
-    expect(() => loadPretrained(k, dir, opts)).toThrow(/unexpected model\.layers\.1\.eh_proj\.weight \(shape \[32,64\]\)/);
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
+  const dir = tempDir("models");
+  withExtra(dir, "model.layers.3.eh_proj.weight"); // the fixture has 3 layers: layer 3 is the MTP module
+  const m = loadPretrained(k, dir, opts);
+  const ref = loadPretrained(k, `${FIXTURES}deepseek_v3-tiny`, opts);
+  const ids = { inputIds: Int32Array.of(5, 9, 13), labels: Int32Array.of(5, 9, 13), positionIds: Int32Array.of(0, 1, 2), cuSeqlens: Int32Array.of(0, 3), validTokens: 2 };
+  expect(Array.from(await m.logits(ids))).toEqual(Array.from(await ref.logits(ids)));
+  withExtra(dir, "model.layers.1.eh_proj.weight"); // inside the model: still a mismatch
+  expect(() => loadPretrained(k, dir, opts)).toThrow(/unexpected model\.layers\.1\.eh_proj\.weight \(shape \[32,64\]\)/);
 });

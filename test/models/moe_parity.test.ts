@@ -15,6 +15,7 @@ import { SafetensorsFile } from "../../checkpoint/safetensors.ts";
 import { generate, loadPretrained, promptLoss } from "../../models/index.ts";
 import { Trainer } from "../../actors/trainer.ts";
 import { FIXTURES, maxAbsDiff, readExpected, singleRow, toMicroBatch } from "./fixtures.ts";
+import { tempDir } from "../harness/tmp.ts";
 
 // OpenBLAS: the GEMM Debian's torch made the fixtures with; the step-3 tolerances are calibrated to
 // its summation order. oneDNN, the default f32 GEMM where installed, is parity-tested in test/kernels.
@@ -98,29 +99,25 @@ for (const name of ["qwen3_moe-tiny", "qwen2_moe-tiny", "deepseek_v3-tiny", "qwe
 }
 
 test("qwen3_moe with output_router_logits false: aux_loss is still logged (torch's value) but stays out of the objective and the gradient", async () => {
-  const { mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } = await import("node:fs");
-  const dir = mkdtempSync("/tmp/veomni-moe-noaux-");
-  try {
-    const cfg = JSON.parse(readFileSync(`${FIXTURES}qwen3_moe-tiny/config.json`, "utf8"));
-    writeFileSync(`${dir}/config.json`, JSON.stringify({ ...cfg, output_router_logits: false }));
-    symlinkSync(`${FIXTURES}qwen3_moe-tiny/model.safetensors`, `${dir}/model.safetensors`);
-    const exp = readExpected("qwen3_moe-tiny") as ReturnType<typeof readExpected> & { steps: MoeStep[] };
-    const mbs = exp.micro_batches.map(toMicroBatch);
-    const run = async (path: string) => {
-      const model = loadPretrained(k, path, { maxTokens: 16, gradientCheckpointing: false });
-      const trainer = new Trainer(model, {
-        schedule: { lr: exp.train.lr, lr_min: 0, lr_start: 0, train_steps: 1, lr_warmup_ratio: 0, lr_decay_style: "constant", lr_decay_ratio: 1 },
-        weightDecay: exp.train.weight_decay, maxGradNorm: exp.train.max_grad_norm,
-      });
-      const m = await trainer.step(0, mbs);
-      return { m, gate: await k.read(model.grad("model.layers.1.mlp.gate.weight")) };
-    };
-    const off = await run(dir), on = await run(`${FIXTURES}qwen3_moe-tiny`);
-    expect(off.m.loss).toBe(off.m.moe!.lm_loss);
-    expect(Math.abs(off.m.moe!.lm_loss - exp.steps[0].lm_loss)).toBeLessThan(1e-5);
-    expect(Math.abs(off.m.moe!.aux_loss! - exp.steps[0].aux_loss!)).toBeLessThan(1e-5);
-    expect(maxAbsDiff(off.gate, on.gate)).toBeGreaterThan(1e-4); // the aux term's gradient reaches the router only when on
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
+  const { readFileSync, symlinkSync, writeFileSync } = await import("node:fs");
+  const dir = tempDir("moe-noaux");
+  const cfg = JSON.parse(readFileSync(`${FIXTURES}qwen3_moe-tiny/config.json`, "utf8"));
+  writeFileSync(`${dir}/config.json`, JSON.stringify({ ...cfg, output_router_logits: false }));
+  symlinkSync(`${FIXTURES}qwen3_moe-tiny/model.safetensors`, `${dir}/model.safetensors`);
+  const exp = readExpected("qwen3_moe-tiny") as ReturnType<typeof readExpected> & { steps: MoeStep[] };
+  const mbs = exp.micro_batches.map(toMicroBatch);
+  const run = async (path: string) => {
+    const model = loadPretrained(k, path, { maxTokens: 16, gradientCheckpointing: false });
+    const trainer = new Trainer(model, {
+      schedule: { lr: exp.train.lr, lr_min: 0, lr_start: 0, train_steps: 1, lr_warmup_ratio: 0, lr_decay_style: "constant", lr_decay_ratio: 1 },
+      weightDecay: exp.train.weight_decay, maxGradNorm: exp.train.max_grad_norm,
+    });
+    const m = await trainer.step(0, mbs);
+    return { m, gate: await k.read(model.grad("model.layers.1.mlp.gate.weight")) };
+  };
+  const off = await run(dir), on = await run(`${FIXTURES}qwen3_moe-tiny`);
+  expect(off.m.loss).toBe(off.m.moe!.lm_loss);
+  expect(Math.abs(off.m.moe!.lm_loss - exp.steps[0].lm_loss)).toBeLessThan(1e-5);
+  expect(Math.abs(off.m.moe!.aux_loss! - exp.steps[0].aux_loss!)).toBeLessThan(1e-5);
+  expect(maxAbsDiff(off.gate, on.gate)).toBeGreaterThan(1e-4); // the aux term's gradient reaches the router only when on
 });

@@ -3,8 +3,7 @@
 // the ordinary way, bit for bit, for 1, 2, 3 and 4 ranks (uneven splits, odd offsets, padding);
 // a meta model materialized equals the full one; a rank reads only its share of the bytes.
 import { expect, test } from "bun:test";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, writeFileSync } from "node:fs";
 import { createKernels } from "../../kernels/index.ts";
 import { SafetensorsFile, writeHfWeights } from "../../checkpoint/safetensors.ts";
 import {
@@ -12,6 +11,7 @@ import {
   type DecoderLM, type WeightSource,
 } from "../../models/index.ts";
 import { FIXTURES } from "./fixtures.ts";
+import { tempDir } from "../harness/tmp.ts";
 
 const k = await createKernels({ backend: "cpu", threads: 1 });
 const OPTS = { maxTokens: 8, gradientCheckpointing: false };
@@ -33,13 +33,9 @@ function expectShardsEqual(full: DecoderLM, src: WeightSource, S: number): void 
   }
 }
 
-function tempDir(): string {
-  return mkdtempSync(`${tmpdir()}/veomni-shard-`);
-}
-
 /** A HF folder of `model`'s weights in `dtype`, split in shards of at most `maxBytes` (index json). */
 async function saveFolder(model: DecoderLM, dtype: "F32" | "BF16" | "F16", maxBytes: number, config: string): Promise<string> {
-  const dir = tempDir();
+  const dir = tempDir("shard");
   writeFileSync(`${dir}/config.json`, config);
   const files = writeHfWeights(dir, await exportTensors(model, dtype), maxBytes);
   expect(files.length).toBeGreaterThan(2); // several shards + the index

@@ -1,13 +1,13 @@
 // Configuration: YAML + CLI overrides + zod validation + cross-field checks, with errors that
 // name the file (line:col), the dotted key and what was expected.
 import { describe, expect, test } from "bun:test";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import yaml from "js-yaml";
 import { ConfigError, loadConfig, splitArgs, writeResolvedConfig, ConfigSchema } from "../../configs/index.ts";
+import { tempDir } from "../harness/tmp.ts";
 
-const dir = mkdtempSync(join(tmpdir(), "veomni-config-"));
+const dir = tempDir("config");
 const BASE = `model:
   config_path: m/config.json
 data:

@@ -1,12 +1,12 @@
 // Process logs: JSON lines in output_dir/logs/<process>.log, on disk when the call returns.
 import { expect, test } from "bun:test";
-import { mkdtempSync, readFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { makeLogger } from "../../configs/index.ts";
+import { tempDir } from "../harness/tmp.ts";
 
 test("a process logs JSON lines to output_dir/logs/<process>.log", () => {
-  const out = mkdtempSync(join(tmpdir(), "veomni-log-"));
+  const out = tempDir("log");
   const log = makeLogger("worker-3", out, "info");
   log.debug("not at info level");
   log.info({ step: 7, loss: 2.5 }, "step done");

@@ -2,12 +2,12 @@
 // format description (test/harness/read_tfevents.py, CRCs checked), the progress line, and the
 // loss-curve PNGs of `bun run plot`.
 import { expect, test } from "bun:test";
-import { mkdtempSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { TensorBoardWriter, tfRecord } from "../../actors/tensorboard.ts";
 import { clock, progressLine, shownPath } from "../../actors/run_view.ts";
 import type { MetricsLine } from "../../actors/metrics.ts";
+import { tempDir } from "../harness/tmp.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
 const READER = join(ROOT, "test/harness/read_tfevents.py");
@@ -19,7 +19,7 @@ function readEvents(file: string): Array<{ step?: number; wall_time: number; fil
 }
 
 test("TensorBoard event file: the logged scalars read back, CRCs valid", () => {
-  const dir = mkdtempSync(join(tmpdir(), "veomni-tb-"));
+  const dir = tempDir("tb");
   const w = new TensorBoardWriter(dir, 1_700_000_000_000);
   const logged = [
     { step: 1, loss: 11.5, lr: 0.001 },
@@ -43,7 +43,7 @@ test("TensorBoard event file: the logged scalars read back, CRCs valid", () => {
 }, 30_000);
 
 test("a flipped byte fails the reader's CRC check (the check is real)", () => {
-  const dir = mkdtempSync(join(tmpdir(), "veomni-tb-"));
+  const dir = tempDir("tb");
   const rec = tfRecord(new TextEncoder().encode("hello"));
   rec[13] ^= 1;
   writeFileSync(join(dir, "bad"), rec);
@@ -65,12 +65,12 @@ test("progress line: step/total, elapsed, ETA, loss, tok/s, MFU, memory", () => 
 
 test("bun run plot: one PNG per curve, runs compared on one chart", () => {
   const runs = ["a", "b"].map((n, k) => {
-    const d = mkdtempSync(join(tmpdir(), `veomni-plot-${n}-`));
+    const d = tempDir(`plot-${n}`);
     const rows = Array.from({ length: 12 }, (_, i) => JSON.stringify({ step: i + 1, loss: 10 / (i + 1 + k), lr: 1e-3, grad_norm: 1, tokens_per_s: 100 + i }));
     writeFileSync(join(d, "metrics.jsonl"), rows.join("\n") + "\n{\"step\": 13, \"lo"); // a partial last line is skipped
     return d;
   });
-  const out = mkdtempSync(join(tmpdir(), "veomni-plot-out-"));
+  const out = tempDir("plot-out");
   const r = Bun.spawnSync([process.execPath, join(ROOT, "tools/plot.ts"), ...runs, "--out", out], { stdout: "pipe", stderr: "pipe" });
   expect(r.stderr.toString()).toBe("");
   expect(r.exitCode).toBe(0);

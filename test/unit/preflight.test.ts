@@ -2,15 +2,15 @@
 // the real `bun run coordinator` entry point, and nothing (no output folder, no nats-server) is
 // started. Also: human bounds, the table of fields we do not act on, --help and --print-config.
 import { describe, expect, test } from "bun:test";
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { ConfigSchema, loadConfig } from "../../configs/index.ts";
 import { SUPPORT, supportProblems } from "../../configs/support.ts";
 import { preflightTrain } from "../../actors/preflight.ts";
+import { tempDir } from "../harness/tmp.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
-const dir = mkdtempSync(join(tmpdir(), "veomni-preflight-"));
+const dir = tempDir("preflight");
 const QUICK = join(ROOT, "configs/quickstart.yaml");
 const TINY = join(ROOT, "test/fixtures/qwen2-tiny"); // config.json + model.safetensors, no tokenizer
 
