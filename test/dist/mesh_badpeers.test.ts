@@ -94,7 +94,7 @@ async function handshake(addr: string, h: Hello, secret: string): Promise<Raw> {
 
 describe("mesh bad peers", () => {
   test("garbage, wrong secret, stale epoch, wrong job, oversized length and a slow handshake are refused; the real peer connects", async () => {
-    const handshakeMs = 800;
+    const handshakeMs = 2000; // every handshake here, the real peer's too, must finish within it on a loaded machine
     const { procs, table } = await spawnRanks(2, "pair", { handshakeMs }, live);
     procs[1].send({ table }); // rank 0 gets the table only after the attacks
     const addr = table[1];
@@ -133,13 +133,13 @@ describe("mesh bad peers", () => {
       await logs(/handshake dropped from 127\.0\.0\.1:\d+: .*handshake body length 1073741824 B above the limit 1024 B/);
     };
     const slow = async () => {
+      const t0 = performance.now(); // before the connect: the listener's clock starts later, so no load can make this early
       const raw = await Raw.connect(addr);
       raw.write(encodeHs(HsType.Hello, hello()).subarray(0, 5)); // then nothing
-      const t0 = performance.now();
       const rej = await raw.readHs();
       expect(rej.body.reason).toBe(REFUSED);
       await logs(new RegExp(`handshake refused from 127\\.0\\.0\\.1:\\d+: handshake not completed within ${handshakeMs} ms`));
-      expect(performance.now() - t0).toBeGreaterThan(handshakeMs - 200);
+      expect(performance.now() - t0).toBeGreaterThanOrEqual(handshakeMs - 1);
       await raw.closed;
     };
     await Promise.all([

@@ -1,6 +1,7 @@
 // Concurrent groups of a 2x2 mesh, and failures: kill -9 of a rank mid-collective, and
 // misbehaving peers (wrong op, wrong size). Every surviving rank must fail with an error that
-// names the peer and the op, within the receive deadline, and exit; nothing is left behind.
+// names the peer and the op, and exit (a dead peer at once, a silent one at the receive deadline);
+// nothing is left behind.
 import { afterAll, describe, expect, test } from "bun:test";
 import { gen, hash } from "./mesh_cases.ts";
 import { killAll, startRanks, type RankProc } from "./mesh_procs.ts";
@@ -34,21 +35,19 @@ describe("mesh groups and failures", () => {
     expect(await Promise.all(procs.map((p) => p.exited))).toEqual([0, 0, 0, 0]);
   });
 
-  test("kill -9 of one rank mid all-reduce: the others fail naming it, within the deadline", async () => {
-    const deadlineMs = 3000;
-    const procs = await startRanks(4, "loop", { deadlineMs }, live);
+  test("kill -9 of one rank mid all-reduce: the others fail at once naming it, not at the receive deadline", async () => {
+    // A deadline past this test's timeout: the others can only fail in time by seeing the closed socket.
+    const procs = await startRanks(4, "loop", { deadlineMs: 600_000 }, live);
     await Promise.all(procs.map((p) => p.next((e) => e.ev === "iter" && (e.i as number) >= 2)));
-    const t0 = performance.now();
     procs[2].kill("SIGKILL");
     const others = [0, 1, 3].map((r) => procs[r]);
     const errs = await Promise.all(others.map((p) => p.on("error")));
     const codes = await Promise.all(others.map((p) => p.exited));
-    const dt = performance.now() - t0;
     expect(codes).toEqual([1, 1, 1]);
-    expect(dt).toBeLessThan(deadlineMs); // a closed socket is seen at once, not at the deadline
     for (const e of errs) {
       expect(String(e.message)).toContain("rank 2");
       expect(String(e.message)).toContain("all_reduce");
+      expect(String(e.message)).not.toMatch(/within \d+ ms/); // a closed connection, not a timer
     }
     expect(await procs[2].exited).not.toBe(0);
   });
@@ -69,17 +68,16 @@ describe("mesh groups and failures", () => {
   test("a stalled peer (alive, silent) fails the others at the receive deadline", async () => {
     const deadlineMs = 1500;
     const procs = await startRanks(3, "stall", { badRank: 2, deadlineMs }, live);
-    await Promise.all(procs.map((p) => p.on("joined")));
-    const t0 = performance.now();
     const errs = await Promise.all([procs[0].on("error"), procs[1].on("error")]);
-    const dt = performance.now() - t0;
-    expect(dt).toBeGreaterThan(deadlineMs - 100);
-    expect(dt).toBeLessThan(2 * deadlineMs); // slack for a loaded 2-core CI machine
-    // rank 0 waits on rank 2 (its ring predecessor) from the start: it times out naming rank 2
-    // and its abort reaches rank 1 (whose own timer, started a little later, may also fire).
-    expect(String(errs[0].message)).toMatch(/all_reduce seq 0: no frame from rank 2 within 1500 ms/);
-    expect(String(errs[1].message)).toMatch(/rank 0 aborted: .*no frame from rank 2|no frame from rank 0 within/);
+    // rank 0 waits on rank 2 (its ring predecessor), rank 1 on rank 0: whichever timer fires first
+    // (rank 0's, naming rank 2, or on a loaded machine rank 1's, naming rank 0) aborts the other.
+    for (const e of errs) expect(String(e.message)).toMatch(/all_reduce seq 0: (rank [01] aborted: .*)?no frame from rank [02] within 1500 ms/);
+    // not before the deadline, by the failing ranks' own clocks from entering the all-reduce (the
+    // first to fail did on its own timer); no upper bound: a timer may fire late on a loaded machine
+    const ms = await Promise.all([procs[0].on("stalled"), procs[1].on("stalled")]);
+    expect(Math.max(...ms.map((e) => e.ms as number))).toBeGreaterThanOrEqual(deadlineMs - 1);
     expect(await Promise.all([procs[0].exited, procs[1].exited])).toEqual([1, 1]);
+    expect(procs[2].proc.exitCode).toBeNull(); // the stalled rank was alive all along
     procs[2].kill();
   });
 });

@@ -13,11 +13,11 @@ function spawnWorker(args: string[], token: string) {
   return Bun.spawn([process.execPath, WORKER_MAIN, ...args], { env: { ...process.env, VEOMNI_NATS_TOKEN: token }, stdin: "ignore", stdout: "ignore", stderr: "pipe" });
 }
 
-test("kill -9 of a local worker mid-step: job stops, error names the rank, nothing left", async () => {
+test("kill -9 of a local worker mid-step: job stops at its exit (not a heartbeat deadline), error names the rank, nothing left", async () => {
   const out = tempDir("kill");
   const { logger, file } = fileLogger(out);
-  const config = toyConfig(out, { train: { max_steps: 1000, micro_batch_size: 60 }, launch: { world_size: 2, dead_after_s: 2 } });
-  let killedAt = 0;
+  // a heartbeat deadline past the test's timeout: only the worker's exit can stop the job in time
+  const config = toyConfig(out, { train: { max_steps: 1000, micro_batch_size: 60 }, launch: { world_size: 2, dead_after_s: 600 } });
   let pids: number[] = [];
   const code = await runJob(config, logger, {
     runner: "toy",
@@ -26,15 +26,12 @@ test("kill -9 of a local worker mid-step: job stops, error names the rank, nothi
       const { nc, kv } = await kvClient(i.natsUrl, i.token);
       pids = await Promise.all([0, 1].map(async (r) => (await readRank(kv, i.job, r))!.pid));
       await nc.close();
-      // fire and forget: the coordinator sends step 3 right after this hook, so the kill lands mid-step
-      setTimeout(() => {
-        killedAt = Date.now();
-        process.kill(pids[1], "SIGKILL");
-      }, 20);
+      // fire and forget: the coordinator sends step 3 right after this hook, so the kill most often
+      // lands mid-step (the random moment of a kill, not a wait; the outcome is the same either way)
+      setTimeout(() => process.kill(pids[1], "SIGKILL"), 20);
     },
   });
   expect(code).toBe(1);
-  expect((Date.now() - killedAt) / 1000).toBeLessThan(config.launch.dead_after_s + 3);
   expect(readFileSync(file, "utf8")).toContain(`rank 1 (pid ${pids[1]}) was killed by SIGKILL before the job ended`);
   for (const p of pids) expect(alive(p)).toBe(false);
   expect(childPids()).toEqual([]);

@@ -61,7 +61,11 @@ const scripts: Record<RankConfig["script"], (c: Comm) => Promise<void>> = {
     const g = await c.world();
     say({ ev: "joined" });
     if (cfg.rank === cfg.badRank) await new Promise(() => {}); // alive, linked, never sends
-    await g.allReduce(gen(13, cfg.rank, 100), "sum");
+    const t0 = performance.now();
+    await g.allReduce(gen(13, cfg.rank, 100), "sum").catch((e) => {
+      say({ ev: "stalled", ms: performance.now() - t0 }); // this rank's own clock: the test process may lag
+      throw e;
+    });
   },
   async victim(c) {
     for (const name of cfg.groups ?? []) {
