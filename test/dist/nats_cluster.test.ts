@@ -41,9 +41,12 @@ test("three clustered nats-servers, bucket R3: a job keeps running when the buck
   const config = {
     train: { output_dir: out, lr: 0.5, max_steps: STEPS, micro_batch_size: 50 },
     // >= 7.5 s of steps (the toy step busy-waits micro_batch_size ms), so the kill lands mid-job even
-    // when the test's own client needs seconds to find the cluster's JetStream leader;
-    // heartbeat deadlines well above a JetStream leader election (a few seconds)
-    launch: { nats: urls, nats_token: token, local_workers: 2, world_size: 2, job_id: "cl1", heartbeat_s: 0.2, dead_after_s: 20 },
+    // when the test's own client needs seconds to find the cluster's JetStream leader.
+    // Heartbeat deadlines and the workers' grace far above what the failover takes: the KV watches
+    // (heartbeats, the job record) resume only when the client sees two 5 s idle heartbeats missed,
+    // then re-creates its consumer once the stream has a new leader; on a loaded host that passed
+    // 20 s. A failover that never recovers still fails the test (at the deadline, within its timeout).
+    launch: { nats: urls, nats_token: token, local_workers: 2, world_size: 2, job_id: "cl1", heartbeat_s: 0.2, dead_after_s: 60, coordinator_grace_s: 120 },
   };
   const coord = Bun.spawn([process.execPath, COORD_ENTRY, JSON.stringify(config), "toy"], { env: testEnv(), stdin: "ignore", stdout: "ignore", stderr: "pipe" });
   const coordErr = textOf(coord.stderr);
@@ -74,4 +77,4 @@ test("three clustered nats-servers, bucket R3: a job keeps running when the buck
     coord.kill("SIGKILL"); // (already gone unless the test failed)
     await nc.close();
   }
-}, 60_000);
+}, 180_000);
