@@ -14,21 +14,17 @@ const dir = tempDir("preflight");
 const QUICK = join(ROOT, "configs/quickstart.yaml");
 const TINY = join(ROOT, "test/fixtures/qwen2-tiny"); // config.json + model.safetensors, no tokenizer
 
-function run(script: string, args: string[]): { code: number; out: string; err: string } {
-  const r = Bun.spawnSync([process.execPath, join(ROOT, script), ...args], { cwd: ROOT, stdout: "pipe", stderr: "pipe", env: { ...process.env, VEOMNI_NATS_TOKEN: "" } });
-  return { code: r.exitCode, out: r.stdout.toString(), err: r.stderr.toString() };
-}
-
-async function runAsync(script: string, args: string[]): Promise<{ code: number; out: string; err: string }> {
+async function run(script: string, args: string[]): Promise<{ code: number; out: string; err: string }> {
   const p = Bun.spawn([process.execPath, join(ROOT, script), ...args], { cwd: ROOT, stdout: "pipe", stderr: "pipe", env: { ...process.env, VEOMNI_NATS_TOKEN: "" } });
   const [code, out, err] = await Promise.all([p.exited, new Response(p.stdout).text(), new Response(p.stderr).text()]);
   return { code, out, err };
 }
 
-/** Runs the coordinator expecting a refusal: exit 2, one-line messages, no stack trace, nothing created. */
-function refused(args: string[]): string {
+/** Runs the coordinator expecting a refusal: exit 2, one-line messages, no stack trace, nothing created.
+ *  A test with several refusals starts them at once (each process mostly loads modules). */
+async function refused(args: string[]): Promise<string> {
   const out = join(dir, `out-${Math.random().toString(36).slice(2)}`);
-  const r = run("actors/coordinator_main.ts", ["--config", QUICK, "--train.output_dir", out, ...args]);
+  const r = await run("actors/coordinator_main.ts", ["--config", QUICK, "--train.output_dir", out, ...args]);
   expect(r.code).toBe(2);
   expect(r.err).not.toMatch(/\n\s+at /); // no stack frames
   expect(r.err).not.toContain("step -1");
@@ -43,60 +39,67 @@ const file = (name: string, text: string) => {
 };
 
 describe("refused before anything starts, naming the field", () => {
-  test("VeOmni's README command with no model folder and no data", () => {
-    const err = refused(["--model.model_path", join(dir, "Qwen2.5-7B"), "--data.train_path", join(dir, "fineweb/sample/10BT/"), "--train.ulysses_parallel_size", "1"]);
+  test("VeOmni's README command with no model folder and no data", async () => {
+    const err = await refused(["--model.model_path", join(dir, "Qwen2.5-7B"), "--data.train_path", join(dir, "fineweb/sample/10BT/"), "--train.ulysses_parallel_size", "1"]);
     expect(err).toContain("model.model_path: ");
     expect(err).toContain("Qwen2.5-7B does not exist");
     expect(err).toContain("data.train_path: ");
     expect(err).toContain("nothing was started");
   }, 60_000);
 
-  test("a model_path without config.json, and one without weights", () => {
+  test("a model_path without config.json, and one without weights", async () => {
     const empty = join(dir, "empty-model");
     mkdirSync(empty, { recursive: true });
-    expect(refused(["--model.model_path", empty])).toContain(`model.model_path: ${empty} has no config.json`);
     const noWeights = join(dir, "no-weights");
     mkdirSync(noWeights, { recursive: true });
     copyFileSync(join(TINY, "config.json"), join(noWeights, "config.json"));
-    expect(refused(["--model.model_path", noWeights])).toContain(`model.model_path: ${noWeights} has no *.safetensors weights`);
+    const [a, b] = await Promise.all([refused(["--model.model_path", empty]), refused(["--model.model_path", noWeights])]);
+    expect(a).toContain(`model.model_path: ${empty} has no config.json`);
+    expect(b).toContain(`model.model_path: ${noWeights} has no *.safetensors weights`);
   }, 60_000);
 
-  test("an unsupported model_type in config.json", () => {
+  test("an unsupported model_type in config.json", async () => {
     const p = file("bert.json", JSON.stringify({ model_type: "bert" }));
-    expect(refused(["--model.config_path", p])).toMatch(/model\.config_path: .*model_type "bert" is not supported/);
+    expect(await refused(["--model.config_path", p])).toMatch(/model\.config_path: .*model_type "bert" is not supported/);
   }, 60_000);
 
-  test("a missing or empty data.train_path", () => {
-    expect(refused(["--data.train_path", join(dir, "nope.jsonl")])).toContain("data.train_path: ");
+  test("a missing or empty data.train_path", async () => {
     const empty = file("empty.jsonl", "");
-    expect(refused(["--data.train_path", empty])).toMatch(/data\.train_path .*empty/);
+    const [a, b] = await Promise.all([refused(["--data.train_path", join(dir, "nope.jsonl")]), refused(["--data.train_path", empty])]);
+    expect(a).toContain("data.train_path: ");
+    expect(b).toMatch(/data\.train_path .*empty/);
   }, 60_000);
 
-  test("text data without a tokenizer names model.tokenizer_path", () => {
+  test("text data without a tokenizer names model.tokenizer_path", async () => {
     const text = file("text.jsonl", '{"text": "hello world"}\n');
-    const err = refused(["--model.config_path", "null", "--model.model_path", TINY, "--model.tokenizer_path", "null", "--data.train_path", text]);
+    const [err, noTok] = await Promise.all([
+      refused(["--model.config_path", "null", "--model.model_path", TINY, "--model.tokenizer_path", "null", "--data.train_path", text]),
+      refused(["--model.tokenizer_path", join(dir, "no-tok")]),
+    ]);
     expect(err).toContain("model.tokenizer_path: data.train_path holds text");
     expect(err).toContain(`model.model_path ${TINY} has no tokenizer.json`);
-    expect(refused(["--model.tokenizer_path", join(dir, "no-tok")])).toContain("model.tokenizer_path: ");
+    expect(noTok).toContain("model.tokenizer_path: ");
   }, 60_000);
 
-  test("an unsupported parallel size and an unimplemented field", () => {
-    expect(refused(["--train.tensor_parallel_size", "2", "--launch.world_size", "2"])).toContain("train.tensor_parallel_size = 2: not implemented yet");
-    expect(refused(["--train.enable_activation_offload", "true"])).toContain("train.enable_activation_offload = true");
+  test("an unsupported parallel size and an unimplemented field", async () => {
+    const [tp, offload] = await Promise.all([refused(["--train.tensor_parallel_size", "2", "--launch.world_size", "2"]), refused(["--train.enable_activation_offload", "true"])]);
+    expect(tp).toContain("train.tensor_parallel_size = 2: not implemented yet");
+    expect(offload).toContain("train.enable_activation_offload = true");
   }, 60_000);
 
-  test("bounds read as humans write them", () => {
-    expect(refused(["--train.lr", "-0.001"])).toContain("train.lr must be > 0, got -0.001");
-    expect(refused(["--data.max_seq_len", "1.5"])).toContain("data.max_seq_len must be an integer, got 1.5");
-    expect(refused(["--train.lr_warmup_ratio", "2"])).toContain("train.lr_warmup_ratio must be <= 1, got 2");
+  test("bounds read as humans write them", async () => {
+    const [lr, seq, warm] = await Promise.all([refused(["--train.lr", "-0.001"]), refused(["--data.max_seq_len", "1.5"]), refused(["--train.lr_warmup_ratio", "2"])]);
+    expect(lr).toContain("train.lr must be > 0, got -0.001");
+    expect(seq).toContain("data.max_seq_len must be an integer, got 1.5");
+    expect(warm).toContain("train.lr_warmup_ratio must be <= 1, got 2");
   }, 60_000);
 
-  test("an unreachable NATS URL is one line naming --launch.nats", () => {
+  test("an unreachable NATS URL is one line naming --launch.nats", async () => {
     // a port nothing listens on: bind one, note it, close it
     const srv = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
     const port = srv.port;
     srv.stop(true);
-    const err = refused(["--launch.nats", `nats://127.0.0.1:${port}`, "--launch.local_workers", "1"]);
+    const err = await refused(["--launch.nats", `nats://127.0.0.1:${port}`, "--launch.local_workers", "1"]);
     expect(err).toContain(`--launch.nats: cannot reach NATS at nats://127.0.0.1:${port} (connection refused)`);
   }, 60_000);
 });
@@ -156,7 +159,7 @@ describe("--help and --print-config", () => {
   // the nine processes start at once (each mostly loads modules): one wait instead of nine in a row
   let helps: Array<Promise<{ code: number; out: string; err: string }>> = [];
   beforeAll(() => {
-    helps = commands.map(([script, pre]) => runAsync(script, [...pre, "--help"]));
+    helps = commands.map(([script, pre]) => run(script, [...pre, "--help"]));
   });
   commands.forEach(([script, pre], i) => {
     test(`${script} ${pre.join(" ")} --help prints usage and exits 0`, async () => {
@@ -168,8 +171,8 @@ describe("--help and --print-config", () => {
     }, 60_000);
   });
 
-  test("--print-config prints the resolved configuration with defaults", () => {
-    const r = run("actors/coordinator_main.ts", ["--print-config", "--config", QUICK, "--train.lr", "0.003"]);
+  test("--print-config prints the resolved configuration with defaults", async () => {
+    const r = await run("actors/coordinator_main.ts", ["--print-config", "--config", QUICK, "--train.lr", "0.003"]);
     expect(r.code).toBe(0);
     const c = ConfigSchema.parse({});
     expect(r.out).toContain("lr: 0.003");
