@@ -25,7 +25,7 @@ import { decide, describe, precedence, type Failure } from "./supervision.ts";
 const SETTLE_MS = 500;
 import { Commits } from "./commits.ts";
 import { markOrphanedJobs } from "./orphans.ts";
-import { writeJobCopy } from "./job_copy.ts";
+import { readJobCopy, writeJobCopy } from "./job_copy.ts";
 import { prepareOutputDir } from "./output_dir.ts";
 import { resolveLoadPath } from "../checkpoint/index.ts";
 import { previousRecord, stepOf, stopStaleLocalRanks, trimMetrics } from "./resume.ts";
@@ -140,7 +140,15 @@ export async function runJob(config: Config, logger: Logger, opts: RunJobOptions
     // a shared NATS may hold jobs whose coordinator died without recording an end
     // (not the job this one resumes: its ranks may be waiting to be adopted)
     if (!embedded) for (const st of await markOrphanedJobs(kv, `coordinator pid ${process.pid} on ${hostname()}`, opts.resume ? job : undefined)) logger.warn({ job: st.job }, `job ${st.job} recorded as failed: ${st.error}`);
-    const prev = opts.resume ? await previousRecord(kv, job, l.dead_after_s) : null;
+    let prev = opts.resume ? await previousRecord(kv, job, l.dead_after_s) : null;
+    // A server without the job's record (an embedded one, or a new one after a Slurm requeue): its
+    // copy in output_dir carries the epoch on, so a resumed job never reuses an epoch (nor its
+    // checkpoint file names). Not checked for life: a coordinator is bound to the server it created
+    // the record on, and that one is gone.
+    if (opts.resume && !prev && config.train.output_dir) {
+      const copy = readJobCopy(config.train.output_dir);
+      if (copy?.job === job) prev = copy;
+    }
     state = {
       job, phase: "rendezvous", epoch: (prev?.epoch ?? 0) + 1, world_size: world, step: 0, max_steps: config.train.max_steps ?? 0, loss: null, tokens_per_s: null,
       last_checkpoint: null, error: null, coordinator: { host: hostname(), pid: process.pid }, output_dir: resolve(config.train.output_dir ?? "."),

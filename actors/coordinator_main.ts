@@ -4,16 +4,18 @@
 // are one line naming the field; a stack trace is only for our own bugs.
 // `bun run coordinator --resume JOB [--launch.nats URL | --train.output_dir DIR] [...]` takes
 // over a job whose coordinator died (resume.ts): its configuration comes from the job's record in
-// KV (with launch.nats) or from DIR/veomni_cli.yaml (an embedded NATS died with its coordinator),
-// flags still override it; the ranks restart from the newest committed checkpoint.
+// KV (with launch.nats) or from DIR/veomni_cli.yaml (an embedded NATS died with its coordinator, or
+// a new server holds no record), flags still override it; live ranks are adopted (adopt.ts), else
+// they restart from the newest committed checkpoint. A job that is done or unknown is refused.
 import { mkdtempSync, existsSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { ConfigError, GROUPS, configYaml, fieldsHelp, loadConfig, makeLogger, splitArgs, writeResolvedConfig, type Config, type Logger } from "../configs/index.ts";
 import { runJob } from "./coordinator.ts";
 import { preflightTrain } from "./preflight.ts";
-import { connectNats, keys, openBucket, readJson, withTimeout } from "./nats.ts";
+import { connectNats, keys, openBucket, readJson, withTimeout, type JobState } from "./nats.ts";
+import { whyNotResumable } from "./resume.ts";
 import { UserError, natsConnectError } from "./cli_errors.ts";
-import { readJobCopy } from "./job_copy.ts";
+import { JOB_COPY, readJobCopy } from "./job_copy.ts";
 import { join } from "node:path";
 
 const HELP = `usage: bun run coordinator --config FILE [--group.field VALUE ...] [--print-config]
@@ -26,9 +28,11 @@ runs train.max_steps (or the data's) optimizer steps. Everything is checked befo
   --config FILE        VeOmni-style YAML with the groups ${GROUPS.join(", ")}
   --group.field VALUE  override one field (also --group.field=VALUE), parsed to the field's type
   --print-config       print the resolved configuration (defaults filled in) and exit
-  --resume JOB         take over job JOB after its coordinator died: its configuration from its KV
-                       record (launch.nats) or OUTPUT_DIR/veomni_cli.yaml, the ranks restarted under
-                       the next epoch from the newest committed checkpoint (docs/deploy.md)
+  --resume JOB         take over job JOB after its coordinator died (or the job failed or stopped):
+                       its configuration from its KV record (launch.nats) or OUTPUT_DIR/veomni_cli.yaml;
+                       running workers are adopted, else the ranks restart under the next epoch from
+                       the newest committed checkpoint; a job that is done or unknown is refused
+                       (docs/deploy.md)
   --help               this text
 
 Writes OUTPUT_DIR/metrics.jsonl, logs/, plots/, tensorboard/, veomni_cli.yaml and checkpoints/.
@@ -46,13 +50,17 @@ async function resumedConfig(job: string, argv: string[]): Promise<{ config: Con
     const nc = await connectNats({ url: cli.nats, token: cli.token ?? Bun.env.VEOMNI_NATS_TOKEN, name: "veomni-resume" });
     try {
       const stored = await withTimeout(readJson<Config>(await openBucket(nc), keys.config(job)), 10_000, `read ${keys.config(job)}`);
-      if (!stored) throw new ConfigError([`--resume ${job}: no ${keys.config(job)} in KV bucket veomni_jobs at ${cli.nats}`]);
-      const dir = mkdtempSync(join(tmpdir(), "veomni-resume-"));
-      try {
-        writeFileSync(join(dir, "config.yaml"), JSON.stringify(stored)); // JSON is YAML
-        return loadConfig(["--config", join(dir, "config.yaml"), ...argv], "train");
-      } finally {
-        rmSync(dir, { recursive: true, force: true });
+      // none: the server may have lost its store (a new one after a Slurm requeue): the output_dir's copy
+      if (!stored && !cli.dir)
+        throw new ConfigError([`--resume ${job}: no ${keys.config(job)} in KV bucket veomni_jobs at ${cli.nats}: expected the id of a job run on that server (bun run jobs --nats ${cli.nats} lists them), or give --train.output_dir DIR of a job whose server lost its store`]);
+      if (stored) {
+        const dir = mkdtempSync(join(tmpdir(), "veomni-resume-"));
+        try {
+          writeFileSync(join(dir, "config.yaml"), JSON.stringify(stored)); // JSON is YAML
+          return loadConfig(["--config", join(dir, "config.yaml"), ...argv], "train");
+        } finally {
+          rmSync(dir, { recursive: true, force: true });
+        }
       }
     } finally {
       await nc.close();
@@ -112,6 +120,7 @@ async function main(argv: string[]): Promise<number> {
   }
   try {
     await checkNats(config);
+    if (resume) await checkResumable(resume, config);
   } catch (e) {
     if (!(e instanceof UserError)) throw e;
     say(e.message);
@@ -142,6 +151,24 @@ async function main(argv: string[]): Promise<number> {
     say(err.message);
     return 1;
   }
+}
+
+/** --resume JOB: a record of JOB exists (KV, else OUTPUT_DIR/job.json) and JOB has not ended
+ *  done; before anything is written (resume.ts whyNotResumable). */
+async function checkResumable(job: string, c: Config): Promise<void> {
+  let kvRecord: JobState | null = null;
+  const url = c.launch.nats;
+  if (url !== null) {
+    const nc = await connectNats({ url, token: c.launch.nats_token ?? undefined, name: "veomni-resume-check" });
+    try {
+      kvRecord = await withTimeout(readJson<JobState>(await openBucket(nc), keys.state(job)), 10_000, `read ${keys.state(job)}`);
+    } finally {
+      await nc.close();
+    }
+  }
+  const out = c.train.output_dir!;
+  const why = whyNotResumable(job, kvRecord, readJobCopy(out), { kv: url && `KV bucket veomni_jobs at ${url}`, copy: join(out, JOB_COPY) });
+  if (why) throw new UserError(why);
 }
 
 /** An external NATS server: reachable and accepting our token, before the job is created. */

@@ -37,6 +37,26 @@ export async function previousRecord(kv: KV, job: string, deadAfterS: number): P
   return prev;
 }
 
+/**
+ * Why `--resume JOB` has nothing to take over, as one line naming the job and what was expected,
+ * or null when it may go on. `kv`: the job's record in KV (null: none, or no NATS server to ask
+ * yet: an embedded one starts with the job); `copy`: OUTPUT_DIR/job.json, the record's copy the
+ * coordinator keeps beside the checkpoints (the one left when the NATS server's store is gone, as
+ * after a Slurm requeue on other nodes). `where`: the places looked in, for the message.
+ */
+export function whyNotResumable(job: string, kv: JobState | null, copy: JobState | null, where: { kv: string | null; copy: string }): string | null {
+  const rec = kv ?? (copy?.job === job ? copy : null);
+  if (!rec) {
+    const looked = [where.kv && `none in ${where.kv}`, copy ? `${where.copy} is the record of job ${copy.job}` : `no ${where.copy}`].filter(Boolean).join("; ");
+    return `--resume ${job}: no record of job ${job} (${looked}): expected the id of a job that ran with this train.output_dir (or on this NATS server), whose coordinator died before its end`;
+  }
+  if (rec.phase === "done") {
+    const from = kv ? where.kv : where.copy;
+    return `--resume ${job}: job ${job} is done (step ${rec.step} of ${rec.max_steps}${rec.last_checkpoint ? `, last checkpoint ${rec.last_checkpoint}` : ""}; record in ${from}): nothing to resume; expected a job whose coordinator died or that failed or stopped before its end (to train it further: a new job with --train.load_checkpoint_path auto and a larger --train.max_steps)`;
+  }
+  return null;
+}
+
 /** The step a committed checkpoint folder `.../global_step_N` holds (0: none, training starts over). */
 export function stepOf(checkpointDir: string | null): number {
   if (!checkpointDir) return 0;
