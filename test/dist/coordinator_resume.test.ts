@@ -85,8 +85,11 @@ test("coordinator killed mid-job, resumed with --resume JOB: every step once, fi
     a.close();
     b.close();
     // the steps redone under epoch 2 are saved under its names; epoch 1's commits stay as they were,
-    // and nothing epoch 1 left uncommitted stays beside a commit
-    expect(checkpointEpochs(out).map((c) => [c.step, c.committed, ...c.names, ...c.unlisted])).toEqual([[2, 1, 1], [4, 1, 1], [6, 2, 2], [8, 2, 2]]);
+    // and nothing epoch 1 left uncommitted stays beside a commit (step 6: committed by epoch 1 when
+    // the kill came late, after its save, on a loaded machine)
+    const ck = checkpointEpochs(out).map((c) => [c.step, c.committed, ...c.names, ...c.unlisted]);
+    expect(ck.filter(([s]) => s !== 6)).toEqual([[2, 1, 1], [4, 1, 1], [8, 2, 2]]);
+    expect([[6, 1, 1], [6, 2, 2]] as Array<Array<number | string>>).toContainEqual(ck[2]);
   } finally {
     first.kill("SIGKILL");
     await nc.close();

@@ -5,7 +5,8 @@
 //   run 0: a worker killed with -9 and launch.max_restarts 0: the job fails and the script requeues it;
 //   run 1 (SLURM_RESTART_COUNT=1, as Slurm starts a requeued job): the script resumes the job from
 //          its newest commit; then the "node" dies (every process of the allocation killed with -9);
-//   run 2 (requeued by Slurm, --requeue): resumes again and finishes.
+//   run 2 (requeued by Slurm, --requeue): resumes again; its coordinator killed with -9 once is
+//          resumed in place by the script, adopting the workers; the job finishes.
 // Every step once, the final parameters bitwise those of an uninterrupted run. What this cannot
 // check (real Slurm's signals, requeue and node placement) is listed in docs/deploy.md.
 import { afterAll, beforeAll, expect, test } from "bun:test";
@@ -117,13 +118,13 @@ test("Slurm batch script: restarts exhausted -> requeued, resumed; the node dies
     });
   const procs: Subprocess[] = [];
   try {
-    // run 0: kill rank 1's worker after the commit of step 2; no restart left: failed, requeued
+    // run 0: kill rank 1's worker at the commit of step 2; no restart left: failed, requeued
     const r0 = sbatch(0);
     procs.push(r0);
     const r0Err = textOf(r0.stderr);
     await fileAppears(join(out, "job.json"), r0);
     await serverUp(server.url, token, r0);
-    await stateWhere(server, job, (st) => st.last_checkpoint === "checkpoints/global_step_2" && st.step >= 3, r0, r0Err);
+    await stateWhere(server, job, (st) => st.last_checkpoint === "checkpoints/global_step_2", r0, r0Err);
     const { nc, kv } = await kvClient(server.url, token);
     process.kill((await readRank(kv, job, 1))!.pid, "SIGKILL");
     await nc.close();
@@ -133,17 +134,18 @@ test("Slurm batch script: restarts exhausted -> requeued, resumed; the node dies
     expect(e0).toContain(`veomni-slurm[4242 run 0]: requeueing: the job failed (restarts exhausted or a fatal error, exit 1); the next run resumes ${job} from the newest commit in ${out}`);
     expect(readFileSync(log, "utf8")).toBe("requeue 4242\n");
 
-    // run 1 (the requeued job): resumed from the newest commit; the node dies after the commit of step 4
+    // run 1 (the requeued job): resumed from the newest commit; the node dies at the commit of step 4
     const r1 = sbatch(1);
     procs.push(r1);
     const r1Err = textOf(r1.stderr);
     await serverUp(server.url, token, r1);
-    const st1 = await stateWhere(server, job, (st) => st.last_checkpoint === "checkpoints/global_step_4" && st.step >= 5, r1, r1Err);
+    const st1 = await stateWhere(server, job, (st) => st.last_checkpoint === "checkpoints/global_step_4", r1, r1Err);
     expect(st1.epoch).toBe(2); // a fresh NATS store: the epoch carried on from OUT/job.json
     process.kill(-r1.pid, "SIGKILL"); // the whole allocation's processes (setsid: r1 leads the group)
     await r1.exited;
     await groupGone(r1.pid); // nats-server, coordinator, workers: nothing of run 1 goes on
-    expect(await r1Err).toContain(`resuming job ${job} under epoch 2 from ${join(out, "checkpoints/global_step_2")}`);
+    // from step 2's commit (or 4's, when the kill came after its save on a loaded machine)
+    expect(await r1Err).toMatch(new RegExp(`resuming job ${job} under epoch 2 from ${join(out, "checkpoints/global_step_")}[24]:`));
 
     // run 2 (requeued by Slurm after the node failure): resumed again; its coordinator killed once
     // (resumed in place, adopting the workers); finishes
@@ -151,11 +153,11 @@ test("Slurm batch script: restarts exhausted -> requeued, resumed; the node dies
     procs.push(r2);
     const r2Err = textOf(r2.stderr);
     await serverUp(server.url, token, r2);
-    const st2 = await stateWhere(server, job, (st) => st.epoch === 3 && st.phase === "running" && st.step >= 5, r2, r2Err);
+    const st2 = await stateWhere(server, job, (st) => st.epoch === 3 && st.phase === "running", r2, r2Err);
     process.kill(st2.coordinator.pid, "SIGKILL");
     const [c2, e2] = await Promise.all([r2.exited, r2Err]);
     if (c2 !== 0) throw new Error(`run 2 exit ${c2}: ${e2.slice(-2500)}`);
-    expect(e2).toContain(`resuming job ${job} under epoch 3 from ${join(out, "checkpoints/global_step_4")}`);
+    expect(e2).toContain(`resuming job ${job} under epoch 3 from ${join(out, "checkpoints/global_step_4")}:`);
     expect(e2).toMatch(/veomni-slurm\[4242 run 2\]: the coordinator ended with \d+; resuming slurm-4242 in place/);
     expect(e2).toContain(`adopting the running ranks of job ${job} (epoch 3) under epoch 4`);
     expect(e2).toContain(`veomni-slurm[4242 run 2]: job ${job} done`);
@@ -169,9 +171,13 @@ test("Slurm batch script: restarts exhausted -> requeued, resumed; the node dies
     hfBytesEqual(out, straight, STEPS);
     // each run under its own epoch, carried on through OUT/job.json while each run's NATS is new
     const ck = checkpointEpochs(out);
-    expect(ck.slice(0, 2).map((c) => [c.step, c.committed, ...c.names, ...c.unlisted])).toEqual([[2, 1, 1], [4, 2, 2]]);
-    expect(ck[2]).toMatchObject({ step: 6, committed: 4, unlisted: [] }); // adopted: begun under 3 or 4
-    expect(Math.max(...ck[2].names)).toBeLessThanOrEqual(4);
+    expect(ck.map((c) => c.step)).toEqual([2, 4, 6]);
+    expect(ck[0]).toMatchObject({ committed: 1, names: [1] });
+    expect(ck[2].committed).toBeGreaterThanOrEqual(4); // by run 2's in-place resume (adopted: epoch 4)
+    for (const c of ck) {
+      expect(c.unlisted).toEqual([]);
+      expect(Math.max(...c.names)).toBeLessThanOrEqual(c.committed);
+    }
   } finally {
     for (const p of procs) {
       try {
