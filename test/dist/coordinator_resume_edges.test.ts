@@ -16,7 +16,8 @@ import { startNatsServer, type NatsServer } from "../../actors/embedded.ts";
 import { connectNats } from "../../actors/nats.ts";
 import { pidAlive } from "../../actors/orphans.ts";
 import { decodeToCoordinator, decodeToWorker, subjects } from "../../actors/protocol.ts";
-import { COORD_ENTRY, ROOT, WORKER_MAIN, checkpointEpochs, childPids, hfBytesEqual, kvClient, readMetrics, readRank, readState, stateWhere, tempDir, textOf } from "./actors_harness.ts";
+import { COORD_ENTRY, ROOT, WORKER_MAIN, checkpointEpochs, childPids, hfBytesEqual, kvClient, readMetrics, readRank, readState, stateWhere, textOf } from "./actors_harness.ts";
+import { tempDir, testEnv } from "../harness/tmp.ts";
 import { tinyTrainConfig } from "./actors_parity_setup.ts";
 
 const COORD_MAIN = join(ROOT, "actors/coordinator_main.ts");
@@ -32,7 +33,7 @@ afterAll(async () => {
 
 type Proc = Subprocess<"ignore", "ignore", "pipe">;
 function spawn(args: string[]): Proc {
-  return Bun.spawn([process.execPath, ...args], { env: { ...(process.env as Record<string, string>), VEOMNI_NATS_TOKEN: server.token }, stdin: "ignore", stdout: "ignore", stderr: "pipe" });
+  return Bun.spawn([process.execPath, ...args], { env: testEnv({ VEOMNI_NATS_TOKEN: server.token }), stdin: "ignore", stdout: "ignore", stderr: "pipe" });
 }
 const resume = (job: string, ...more: string[]) => spawn([COORD_MAIN, "--resume", job, "--launch.nats", server.url, ...more]);
 

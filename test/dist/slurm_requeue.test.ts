@@ -15,7 +15,8 @@ import { connect } from "@nats-io/transport-node";
 import { existsSync, readFileSync, watch, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { startNatsServer, type NatsServer } from "../../actors/embedded.ts";
-import { COORD_ENTRY, ROOT, checkpointEpochs, childPids, hfBytesEqual, kvClient, readMetrics, readRank, stateWhere, tempDir, textOf } from "./actors_harness.ts";
+import { COORD_ENTRY, ROOT, checkpointEpochs, childPids, hfBytesEqual, kvClient, readMetrics, readRank, stateWhere, textOf } from "./actors_harness.ts";
+import { tempDir, testEnv } from "../harness/tmp.ts";
 import { tinyTrainConfig } from "./actors_parity_setup.ts";
 
 const SCRIPT = join(ROOT, "tools/deploy/slurm.sbatch");
@@ -92,7 +93,7 @@ test("docs/deploy.md shows tools/deploy/slurm.sbatch verbatim", () => {
 test("Slurm batch script: restarts exhausted -> requeued, resumed; the node dies -> requeued, resumed; every step once, bitwise equal", async () => {
   // the uninterrupted run (its own workers)
   const straight = tempDir("slurm-straight");
-  const sp = Bun.spawn([process.execPath, COORD_ENTRY, JSON.stringify(config(straight, { local_workers: 2, nats: straightServer.url, nats_token: straightServer.token, job_id: "slurm-straight" })), "train"], { stdout: "ignore", stderr: "pipe" });
+  const sp = Bun.spawn([process.execPath, COORD_ENTRY, JSON.stringify(config(straight, { local_workers: 2, nats: straightServer.url, nats_token: straightServer.token, job_id: "slurm-straight" })), "train"], { env: testEnv(), stdout: "ignore", stderr: "pipe" });
   const spErr = textOf(sp.stderr);
   if ((await sp.exited) !== 0) throw new Error(`uninterrupted run: ${(await spErr).slice(-1500)}`);
 
@@ -106,14 +107,13 @@ test("Slurm batch script: restarts exhausted -> requeued, resumed; the node dies
   const job = "slurm-4242";
   const sbatch = (run: number) =>
     Bun.spawn(["setsid", "bash", SCRIPT], {
-      env: {
-        ...(process.env as Record<string, string>),
+      env: testEnv({
         PATH: `${FAKE_SLURM}:${join(ROOT, "node_modules/.bin")}:${process.env.PATH}`,
         SLURM_SUBMIT_DIR: ROOT, SLURM_JOB_ID: "4242", SLURM_JOB_NODELIST: "node[1-2]", SLURM_NTASKS: "2",
         ...(run > 0 ? { SLURM_RESTART_COUNT: String(run) } : {}),
         VEOMNI_CONFIG: cfgFile, VEOMNI_OUTPUT_DIR: out, VEOMNI_NATS_PORT: String(port), VEOMNI_NATS_TOKEN: token, VEOMNI_MAX_RESTARTS: "0",
         FAKE_SLURM_LOG: log,
-      },
+      }),
       stdin: "ignore", stdout: "ignore", stderr: "pipe",
     });
   const procs: Subprocess[] = [];
