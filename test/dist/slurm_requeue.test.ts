@@ -5,8 +5,9 @@
 //   run 0: a worker killed with -9 and launch.max_restarts 0: the job fails and the script requeues it;
 //   run 1 (SLURM_RESTART_COUNT=1, as Slurm starts a requeued job): the script resumes the job from
 //          its newest commit; then the "node" dies (every process of the allocation killed with -9);
-//   run 2 (requeued by Slurm, --requeue): resumes again; its coordinator killed with -9 once is
-//          resumed in place by the script, adopting the workers; the job finishes.
+//   run 2 (requeued by Slurm, --requeue): resumes again; USR1 (the time limit near): requeued, stopped;
+//   run 3: resumes again; its coordinator killed with -9 once is resumed in place by the script,
+//          adopting the workers; the job finishes.
 // Every step once, the final parameters bitwise those of an uninterrupted run. What this cannot
 // check (real Slurm's signals, requeue and node placement) is listed in docs/deploy.md.
 import { afterAll, beforeAll, expect, test } from "bun:test";
@@ -90,7 +91,7 @@ test("docs/deploy.md shows tools/deploy/slurm.sbatch verbatim", () => {
   expect(block).toBe(readFileSync(SCRIPT, "utf8"));
 });
 
-test("Slurm batch script: restarts exhausted -> requeued, resumed; the node dies -> requeued, resumed; every step once, bitwise equal", async () => {
+test("Slurm batch script: restarts exhausted, the node dead, the time limit near -> requeued and resumed; a killed coordinator resumed in place; every step once, bitwise equal", async () => {
   // the uninterrupted run (its own workers)
   const straight = tempDir("slurm-straight");
   const sp = Bun.spawn([process.execPath, COORD_ENTRY, JSON.stringify(config(straight, { local_workers: 2, nats: straightServer.url, nats_token: straightServer.token, job_id: "slurm-straight" })), "train"], { env: testEnv(), stdout: "ignore", stderr: "pipe" });
@@ -147,21 +148,34 @@ test("Slurm batch script: restarts exhausted -> requeued, resumed; the node dies
     // from step 2's commit (or 4's, when the kill came after its save on a loaded machine)
     expect(await r1Err).toMatch(new RegExp(`resuming job ${job} under epoch 2 from ${join(out, "checkpoints/global_step_")}[24]:`));
 
-    // run 2 (requeued by Slurm after the node failure): resumed again; its coordinator killed once
-    // (resumed in place, adopting the workers); finishes
+    // run 2 (requeued by Slurm after the node failure): resumed again; the time limit comes near
+    // (Slurm's USR1, --signal=B:USR1@120): the script requeues the job and stops it
     const r2 = sbatch(2);
     procs.push(r2);
     const r2Err = textOf(r2.stderr);
     await serverUp(server.url, token, r2);
-    const st2 = await stateWhere(server, job, (st) => st.epoch === 3 && st.phase === "running", r2, r2Err);
-    process.kill(st2.coordinator.pid, "SIGKILL");
+    await stateWhere(server, job, (st) => st.epoch === 3 && st.phase === "running", r2, r2Err);
+    process.kill(r2.pid, "SIGUSR1"); // the batch shell (setsid execs it: same pid)
     const [c2, e2] = await Promise.all([r2.exited, r2Err]);
-    if (c2 !== 0) throw new Error(`run 2 exit ${c2}: ${e2.slice(-2500)}`);
+    expect({ code: c2, tail: c2 === 0 ? "" : e2.slice(-2000) }).toEqual({ code: 0, tail: "" });
     expect(e2).toContain(`resuming job ${job} under epoch 3 from ${join(out, "checkpoints/global_step_4")}:`);
-    expect(e2).toMatch(/veomni-slurm\[4242 run 2\]: the coordinator ended with \d+; resuming slurm-4242 in place/);
-    expect(e2).toContain(`adopting the running ranks of job ${job} (epoch 3) under epoch 4`);
-    expect(e2).toContain(`veomni-slurm[4242 run 2]: job ${job} done`);
-    expect(readFileSync(log, "utf8")).toBe("requeue 4242\n"); // Slurm requeued run 1, not the script
+    expect(e2).toContain(`veomni-slurm[4242 run 2]: requeueing: the time limit is near; the next run resumes ${job}`);
+    expect(readFileSync(out + "/job.json", "utf8")).toContain('"phase": "stopped"'); // recorded before NATS went
+    expect(readFileSync(log, "utf8")).toBe("requeue 4242\nrequeue 4242\n"); // run 1 was requeued by Slurm
+
+    // run 3: resumed; its coordinator killed with -9 once (resumed in place, adopting the workers); finishes
+    const r3 = sbatch(3);
+    procs.push(r3);
+    const r3Err = textOf(r3.stderr);
+    await serverUp(server.url, token, r3);
+    const st3 = await stateWhere(server, job, (st) => st.epoch === 4 && st.phase === "running", r3, r3Err);
+    process.kill(st3.coordinator.pid, "SIGKILL");
+    const [c3, e3] = await Promise.all([r3.exited, r3Err]);
+    if (c3 !== 0) throw new Error(`run 3 exit ${c3}: ${e3.slice(-2500)}`);
+    expect(e3).toMatch(new RegExp(`resuming job ${job} under epoch 4 from ${join(out, "checkpoints/global_step_")}[46]:`));
+    expect(e3).toMatch(/veomni-slurm\[4242 run 3\]: the coordinator ended with \d+; resuming slurm-4242 in place/);
+    expect(e3).toContain(`adopting the running ranks of job ${job} (epoch 4) under epoch 5`);
+    expect(e3).toContain(`veomni-slurm[4242 run 3]: job ${job} done`);
 
     const got = readMetrics(out);
     const want = readMetrics(straight);
@@ -173,7 +187,7 @@ test("Slurm batch script: restarts exhausted -> requeued, resumed; the node dies
     const ck = checkpointEpochs(out);
     expect(ck.map((c) => c.step)).toEqual([2, 4, 6]);
     expect(ck[0]).toMatchObject({ committed: 1, names: [1] });
-    expect(ck[2].committed).toBeGreaterThanOrEqual(4); // by run 2's in-place resume (adopted: epoch 4)
+    expect(ck[2].committed).toBeGreaterThanOrEqual(3); // after the node died
     for (const c of ck) {
       expect(c.unlisted).toEqual([]);
       expect(Math.max(...c.names)).toBeLessThanOrEqual(c.committed);
