@@ -9,7 +9,7 @@ import { defaultKeys, makeSample, type Sample, type SampleSpec } from "./samples
 import { expandTrainPath, indexSources, readUnit, type RawRow, type SourceIndex } from "./sources.ts";
 import { type BufRef, type LoaderState, reshardStates, streamAt, streamFor } from "./state.ts";
 import { makeTemplate } from "./templates.ts";
-import { loadTokenizer, type TextTokenizer } from "./tokenizer.ts";
+import { loadTokenizer, resolveTokenizer, type TextTokenizer } from "./tokenizer.ts";
 import { initImageDecoders } from "./images/decode.ts";
 import type { VisionOptions } from "./multimodal.ts";
 
@@ -71,7 +71,6 @@ export interface LoaderInfo {
   /** Optimizer steps the schedule should plan for: max_steps, else an estimate (VeOmni's); with
    *  data.drop_last false the exact count (dyn_bsz: planned from every sample's length, after plan()). */
   trainSteps: number;
-  tokenizerEngine: "fast" | "hf" | null;
 }
 
 interface Buffered extends BufRef { sample: Sample }
@@ -94,6 +93,9 @@ export class DataLoader {
    *  which depends on the budgets). */
   private warmupBase: number;
 
+  /** The tokenizer once built (null: none configured); undefined until a sample needs it. */
+  private tk: TextTokenizer | null | undefined = undefined;
+
   constructor(private cfg: DataLoaderConfig, private opts: LoaderOptions) {
     const { data, train } = cfg;
     const { dpRank, dpSize } = opts;
@@ -104,13 +106,24 @@ export class DataLoader {
     if (gbs % (mbs * dpSize) !== 0)
       throw new Error(`train.global_batch_size ${gbs} is not a multiple of micro_batch_size ${mbs} x data-parallel size ${dpSize}`);
     const gradAccum = gbs / (mbs * dpSize);
-    const tokenizer: TextTokenizer | null = opts.tokenizerPath ? loadTokenizer(opts.tokenizerPath, opts.cwd) : null;
+    // The tokenizer is built on the first text sample (conversations: now, for the template): a
+    // parsed tokenizer.json holds ~70 MiB of this thread's heap (~120 MiB while parsing, Qwen's),
+    // dead weight for pre-tokenized input_ids rows (issue 17's memory per rank). The folder is
+    // checked now, so a wrong path still fails at start.
+    if (opts.tokenizerPath) resolveTokenizer(opts.tokenizerPath, opts.cwd);
+    const loadNow = data.data_type === "conversation";
+    if (loadNow) this.tokenizerOf();
+    const tokenizer = this.tk;
     const keys = defaultKeys(data.data_type, data.text_keys);
-    const template = data.data_type === "conversation" && tokenizer
+    const template = loadNow && tokenizer
       ? makeTemplate(data.chat_template ?? "default", { bosToken: tokenizer.bosToken, eosToken: tokenizer.eosToken, tokenizerTemplate: tokenizer.chatTemplate })
       : null;
     const imageKeys = (data.image_keys ?? "images").split(",").map((k) => k.trim()).filter(Boolean);
-    this.spec = { dataType: data.data_type, keys, maxSeqLen: data.max_seq_len, vocabSize: opts.vocabSize, tokenizer, template, imageKeys, vision: opts.vision ?? null };
+    const self = this;
+    this.spec = {
+      dataType: data.data_type, keys, maxSeqLen: data.max_seq_len, vocabSize: opts.vocabSize, template, imageKeys, vision: opts.vision ?? null,
+      get tokenizer() { return self.tokenizerOf(); },
+    };
     const files = expandTrainPath(data.train_path, opts.cwd);
     this.idx = indexSources(files, keys, data.on_bad_sample === "skip", imageKeys);
     for (const f of this.idx.emptyFiles) opts.log?.warn({ file: f }, "skipping empty data file");
@@ -130,7 +143,7 @@ export class DataLoader {
         // rank 0 holds the most samples, ceil(N / dp) per epoch, gbs / dp of them per step
         ? Math.ceil((Math.ceil(N / dpSize) * train.num_train_epochs) / (gbs / dpSize))
         : Math.floor((N * train.num_train_epochs) / gbs));
-    this.info = { files: files.length, units: this.idx.units.length, totalSamples: N, gradAccum, budget, trainSteps, tokenizerEngine: tokenizer?.engine ?? null };
+    this.info = { files: files.length, units: this.idx.units.length, totalSamples: N, gradAccum, budget, trainSteps };
     this.st = {
       version: 1, dpRank, dpSize, seed: train.seed, total: N, units: this.idx.units.length,
       step: 0, epoch: 0, cursor: 0, streams: [], buffer: [], skipped: 0,
@@ -279,6 +292,18 @@ export class DataLoader {
       break;
     }
     return packMicroBatch(this.buf.splice(0, mbs).map((b) => b.sample), this.spec.vision?.preprocessor);
+  }
+
+  /** The tokenizer, built on first use (null when model.tokenizer_path gives none). */
+  private tokenizerOf(): TextTokenizer | null {
+    if (this.tk === undefined) this.tk = this.opts.tokenizerPath ? loadTokenizer(this.opts.tokenizerPath, this.opts.cwd) : null;
+    return this.tk;
+  }
+
+  /** Engine of the tokenizer if one was built ("fast": bpe.ts, "hf"), else null (none configured,
+   *  or only pre-tokenized samples read so far). */
+  get tokenizerEngine(): "fast" | "hf" | null {
+    return this.tk?.engine ?? null;
   }
 
   private budgetAt(step: number): number {

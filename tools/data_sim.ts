@@ -57,7 +57,7 @@ export async function main(argv: string[]): Promise<void> {
     loaders.push(createDataLoader(config, { dpRank: r, dpSize: dp, vocabSize: vocab ?? Number.MAX_SAFE_INTEGER, tokenizerPath, vision }));
   }
   const info = loaders[0].info;
-  console.log(`data-sim: dp ${dp}, ${info.files} file(s), ${info.totalSamples} samples/epoch, grad accum ${info.gradAccum}, budget ${info.budget} tokens, tokenizer ${info.tokenizerEngine ?? "none"}`);
+  console.log(`data-sim: dp ${dp}, ${info.files} file(s), ${info.totalSamples} samples/epoch, grad accum ${info.gradAccum}, budget ${info.budget} tokens, tokenizer ${tokenizerPath ?? "none"}`);
   if (flags.has("--load-state")) {
     const states = JSON.parse(readFileSync(flags.get("--load-state")!, "utf8")) as LoaderState[];
     for (const l of loaders) await l.restore(states);
@@ -88,6 +88,7 @@ export async function main(argv: string[]): Promise<void> {
   }
   const skipped = loaders.reduce((a, l) => a + l.skipped, 0);
   if (skipped) console.log(`data-sim: ${skipped} bad sample(s) skipped`);
+  if (tokenizerPath) console.log(`data-sim: tokenizer ${loaders[0].tokenizerEngine ?? "never loaded (pre-tokenized rows only)"}`);
   console.log(JSON.stringify({ steps, samples, tokens, hash: hash.toString(16).padStart(16, "0") }));
 }
 
