@@ -1,6 +1,6 @@
 // crossEntropyFused with dweight aliasing weight (ops.ts): the gradient replaces the weight. On
-// every CPU path (reference, fast f32 with several row chunks and vocabulary blocks, fast mixed on
-// both bf16 GEMMs) the loss and dhidden are those of the ordinary call and the weight ends up
+// every CPU path (reference, fast f32 with several row chunks and vocabulary blocks or with one
+// row chunk, whose dW needs no block buffer, fast mixed on both bf16 GEMMs) the loss and dhidden are those of the ordinary call and the weight ends up
 // holding what the ordinary call accumulates into a zeroed dweight.
 import { describe, expect, test } from "bun:test";
 import { existsSync } from "node:fs";
@@ -24,6 +24,7 @@ const hasDnn = existsSync("/usr/lib/x86_64-linux-gnu/libdnnl.so.2") && hasBf16Un
 const backends: [string, () => Kernels, number][] = [
   ["reference", () => createReferenceKernels(), 1e-6],
   ["fast f32, 3 row chunks", () => createCpuKernels({ threads: 1, tuning: { attnBR: 64, attnBC: 512, ceChunkFloats: 16 * V } }), 2e-5],
+  ["fast f32, 1 row chunk (dW written straight over each vocabulary block)", () => createCpuKernels({ threads: 1 }), 2e-5],
   ["fast mixed emulated", () => createCpuKernels({ threads: 1, mixedPrecision: true, bf16Gemm: "emulated" }), 2e-5],
   ...(hasDnn ? [["fast mixed oneDNN", () => createCpuKernels({ threads: 1, mixedPrecision: true, bf16Gemm: "onednn" }), 2e-5] as [string, () => Kernels, number]] : []),
 ];

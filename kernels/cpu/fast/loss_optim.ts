@@ -6,7 +6,8 @@
 // dweight aliasing weight (ops.ts: the gradient replaces the weight): the pass above computes
 // the loss and dH and keeps each row's logsumexp; a second pass over blocks of VB vocabulary rows
 // recomputes Z_b = H W_b^T, dZ_b = (exp(Z_b - lse) - onehot) * gradScale and dW_b = dZ_b^T H into
-// a (VB,C) buffer, written over W_b once every chunk of rows has read it.
+// a (VB,C) buffer, written over W_b once every chunk of rows has read it (with one chunk of rows:
+// straight into W_b, no buffer).
 
 import type { AdamWParams } from "../../ops.ts";
 import { at, type Native } from "../native/index.ts";
@@ -100,10 +101,16 @@ export function lossOptimOps(blas: Gemm, native: Native | null, Z_FLOATS = CE_CH
   /** The second pass of the in-place gradient: weight (V,C) <- dW, block by block (see the header). */
   function weightGradInPlace(weight: F32, hidden: F32, targets: I32, nValid: number, R: number, C: number, V: number, gradScale: number): void {
     const vbMax = Math.min(VB, V);
-    if (dWb.length < vbMax * C) dWb = new Float32Array(vbMax * C);
+    // One chunk of rows (nValid <= R, the usual case): W_b is read once, by Z_b's GEMM, before
+    // dW_b is accumulated, so dW_b goes straight into W_b's rows (zeroed, then the same beta-1
+    // GEMM as into the block buffer: the same values) and the (VB,C) buffer is never allocated
+    // (16 MiB at C 1024, issue 17's memory per rank).
+    const direct = nValid <= R;
+    if (!direct && dWb.length < vbMax * C) dWb = new Float32Array(vbMax * C);
     for (let v0 = 0; v0 < V; v0 += vbMax) {
       const vb = Math.min(vbMax, V - v0);
-      dWb.fill(0, 0, vb * C);
+      const dst = direct ? weight : dWb, dOff = direct ? v0 * C : 0;
+      if (!direct) dWb.fill(0, 0, vb * C);
       for (let c0 = 0; c0 < nValid; c0 += R) {
         const r = Math.min(R, nValid - c0);
         for (let i = 0; i < r; i++) {
@@ -117,9 +124,10 @@ export function lossOptimOps(blas: Gemm, native: Native | null, Z_FLOATS = CE_CH
           for (let v = 0; v < vb; v++) Z[o + v] = Math.exp(Z[o + v] - l) * gradScale;
           if (y >= 0 && y < vb) Z[o + y] -= gradScale;
         }
-        ops.gemm(true, false, vb, C, r, 1, ops.prepare(2, Z, 0, r, vb, vb), Hp, 1, dWb, 0, C); // dW_b (vb,C) += dZ_b^T H
+        if (direct) weight.fill(0, v0 * C, (v0 + vb) * C); // W_b was read (Z_b) for the last time
+        ops.gemm(true, false, vb, C, r, 1, ops.prepare(2, Z, 0, r, vb, vb), Hp, 1, dst, dOff, C); // dW_b (vb,C) += dZ_b^T H
       }
-      weight.set(dWb.subarray(0, vb * C), v0 * C); // W_b is read no more
+      if (!direct) weight.set(dWb.subarray(0, vb * C), v0 * C); // W_b is read no more
     }
   }
 
