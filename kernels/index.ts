@@ -9,7 +9,7 @@
 import type { Kernels } from "./ops.ts";
 import { createCpuKernels } from "./cpu/index.ts";
 
-export type { AdamWParams, AllocOptions, Bf16Params, GeluKind, GroupedGemmSpec, GroupLayout, Kernels } from "./ops.ts";
+export type { AdamWParams, AllocOptions, Bf16Params, GeluKind, GroupedGemmSpec, GroupLayout, Kernels, ScratchLender } from "./ops.ts";
 export { GROUP_ROWS } from "./ops.ts";
 export type { BackendName, DType, HostArray, Storage, Tensor } from "./tensor.ts";
 export { DTYPE_BYTES, expectTensor, numelOf, shapeStr } from "./tensor.ts";

@@ -80,12 +80,29 @@ export interface Bf16Params {
   readonly readsBits: boolean;
 }
 
+/**
+ * Host memory a plan has allocated and is not using at the moment, lent to a kernel's large
+ * scratch for the length of ONE synchronous op call (borrow at its start, give back before it
+ * returns), so the scratch costs no memory of its own: FSDP's gather buffers are idle while the
+ * tied head's cross-entropy runs, and its (R,V) logits chunk fits in them (issue 17's memory per
+ * rank). Contents are undefined on borrow; a lender never allocates for a borrow.
+ */
+export interface ScratchLender {
+  /** A free (floats) f32 host array, or null when no free range is that long. */
+  borrow(floats: number): Float32Array | null;
+  /** The array is free again (its contents are the lender's). */
+  giveBack(a: Float32Array): void;
+}
+
 export interface Kernels {
   readonly backend: BackendName;
   /** One line for the startup log: library, threads, adapter. */
   readonly description: string;
   /** Mixed precision's parameter casts (see Bf16Params); null when matmuls are f32. */
   readonly bf16Params: Bf16Params | null;
+  /** Where the fast CPU ops take their large scratch from first (null: their own arrays, kept
+   *  between calls); backends without host scratch do not have it. */
+  lendScratch?(lender: ScratchLender | null): void;
 
   // ---------------------------------------------------------------- memory and sync points
   /** New zero-filled contiguous tensor. dtype defaults to f32. */

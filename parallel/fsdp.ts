@@ -127,6 +127,7 @@ export class Fsdp implements StepCollectives, OptimizerShards {
       return u;
     });
     this.bufs = new FsdpBuffers(k, Math.max(...this.units.map((x) => x.n * x.group.size)));
+    k.lendScratch?.(this.bufs); // idle gather-buffer ranges serve the kernels' large scratch
     // the model's grads array: buffer views are swapped in per unit (the Trainer only zeroes them)
     model.grads = this.units.map((x, u) => {
       const r = this.bufs.acquire(x.n * x.group.size);

@@ -4,10 +4,13 @@
 // layers' buffers in backward). Size-class pools would keep one buffer per size alive instead:
 // the peak would be the sum of each class's own peak. Small units (under 1/16 of the largest)
 // take ranges of buffers of their own, so they never split a large free range.
+// On the cpu backends a free range is also lent to the kernels' large scratch for one op call
+// (ScratchLender: the tied head's logits chunk, while the head's forward leaves a layer-sized
+// range free), so that scratch costs no memory of its own.
 // On a device backend (WebGPU) each large buffer is a device tensor with a host mirror
 // (staging.ts); a range is pulled and pushed on its own, so collectives moving one range's mirror
 // never race with copies of another's.
-import type { Kernels, Tensor } from "../kernels/index.ts";
+import type { Kernels, ScratchLender, Tensor } from "../kernels/index.ts";
 import { Mirror } from "./staging.ts";
 
 type F32 = Tensor<"f32">;
@@ -19,8 +22,9 @@ export interface Range {
   readonly len: number;
 }
 
-export class FsdpBuffers {
+export class FsdpBuffers implements ScratchLender {
   private bufs: Mirror[] = [];
+  private lent = new Map<Float32Array, Range>();
   private small: boolean[] = [];
   // free ranges per buffer, sorted by offset, merged with their neighbours
   private freeOf: { off: number; len: number }[][] = [];
@@ -33,14 +37,7 @@ export class FsdpBuffers {
     const small = len * 16 < this.largest;
     for (let b = 0; b < this.bufs.length; b++) {
       if (this.small[b] !== small) continue;
-      const fr = this.freeOf[b];
-      const i = fr.findIndex((f) => f.len >= len);
-      if (i < 0) continue;
-      const f = fr[i];
-      const r = { buf: b, off: f.off, len };
-      if (f.len === len) fr.splice(i, 1);
-      else fr[i] = { off: f.off + len, len: f.len - len };
-      return r;
+      if (this.freeOf[b].some((f) => f.len >= len)) return this.take(b, len);
     }
     // none fits: a new buffer (allocated once; reused from then on), the first large one of the
     // largest unit's size (it holds every smaller unit's ranges in turn), later ones of this size
@@ -51,6 +48,26 @@ export class FsdpBuffers {
     return { buf: this.bufs.length - 1, off: 0, len };
   }
 
+  /** ScratchLender (kernels/ops.ts): a free range of a buffer that exists, as host memory (cpu:
+   *  the buffer itself), held for one kernel call; null when none is free (never allocates). */
+  borrow(floats: number): Float32Array | null {
+    for (let b = 0; b < this.bufs.length; b++) {
+      if (this.bufs[b].staged || !this.freeOf[b].some((f) => f.len >= floats)) continue;
+      const r = this.take(b, floats);
+      const a = this.host(r);
+      this.lent.set(a, r);
+      return a;
+    }
+    return null;
+  }
+
+  giveBack(a: Float32Array): void {
+    const r = this.lent.get(a);
+    if (!r) throw new Error(`fsdp buffers: giveBack of ${a.length} floats that were not lent`);
+    this.lent.delete(a);
+    this.release(r);
+  }
+
   release(r: Range): void {
     const fr = this.freeOf[r.buf];
     let i = fr.findIndex((f) => f.off > r.off);
@@ -59,6 +76,16 @@ export class FsdpBuffers {
     // merge with the next, then with the previous range
     if (i + 1 < fr.length && fr[i].off + fr[i].len === fr[i + 1].off) fr.splice(i, 2, { off: fr[i].off, len: fr[i].len + fr[i + 1].len });
     if (i > 0 && fr[i - 1].off + fr[i - 1].len === fr[i].off) fr.splice(i - 1, 2, { off: fr[i - 1].off, len: fr[i - 1].len + fr[i].len });
+  }
+
+  /** The first free range of buffer b holding len elements (there is one): its start, taken. */
+  private take(b: number, len: number): Range {
+    const fr = this.freeOf[b];
+    const i = fr.findIndex((f) => f.len >= len);
+    const f = fr[i];
+    if (f.len === len) fr.splice(i, 1);
+    else fr[i] = { off: f.off + len, len: f.len - len };
+    return { buf: b, off: f.off, len };
   }
 
   /** (len) host view of a range: what the collectives move. */

@@ -3,7 +3,7 @@
 // reference loops (cpu/reference/) or the fast path (cpu/fast/: OpenBLAS sgemm + tight loops).
 // Ops execute synchronously inside the call; sync points resolve immediately.
 
-import type { AdamWParams, Bf16Params, GeluKind, GroupedGemmSpec, Kernels } from "../ops.ts";
+import type { AdamWParams, Bf16Params, GeluKind, GroupedGemmSpec, Kernels, ScratchLender } from "../ops.ts";
 import { checkGroups } from "../grouped_gemm_check.ts";
 import type { Tensor } from "../tensor.ts";
 import type { HostOps } from "./host_ops.ts";
@@ -21,6 +21,10 @@ export class CpuKernels extends CpuMemory implements Kernels {
     readonly bf16Params: Bf16Params | null = null,
   ) {
     super();
+  }
+
+  lendScratch(lender: ScratchLender | null): void {
+    this.ops.lendScratch?.(lender);
   }
 
   gemm(out: T32, a: T32, b: T32, M: number, N: number, K: number, transA: boolean, transB: boolean, alpha: number, beta: number): void {

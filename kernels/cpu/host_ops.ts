@@ -4,7 +4,7 @@
 // argument order as the `Kernels` contract (ops.ts), where the shapes are documented.
 // All arrays are exact views (length = the documented element count).
 
-import type { AdamWParams, GeluKind, GroupedGemmSpec } from "../ops.ts";
+import type { AdamWParams, GeluKind, GroupedGemmSpec, ScratchLender } from "../ops.ts";
 
 type F32 = Float32Array;
 type I32 = Int32Array;
@@ -46,4 +46,6 @@ export interface HostOps {
     T: number, C: number, V: number, gradScale: number): void;
   sumSquares(bufs: readonly F32[]): number;
   adamw(param: F32, grad: F32, m: F32, v: F32, p: AdamWParams): void;
+  /** Kernels.lendScratch (ops.ts); absent: the op set has no large scratch (the reference). */
+  lendScratch?(lender: ScratchLender | null): void;
 }

@@ -47,3 +47,20 @@ test("ranges are disjoint views of shared memory; merge with both neighbours", (
   b.release(y); // joins x's and z's ranges: 64 free again
   expect(b.acquire(64)).toEqual({ buf: 0, off: 0, len: 64 });
 });
+
+test("lends a free range to kernel scratch (never allocating), never an acquired one; giveBack frees it", () => {
+  const b = new FsdpBuffers(k, 100);
+  const p = b.acquire(60); // buffer 0: [0, 60) in use, [60, 100) free
+  const before = b.numel;
+  expect(b.borrow(50)).toBeNull(); // no free range that long: no new buffer for scratch
+  const lent = b.borrow(30)!;
+  expect(lent.length).toBe(30);
+  expect(lent.buffer).toBe(b.host(p).buffer); // the gather buffer's own memory
+  expect(lent.byteOffset).toBe(60 * 4); // after the acquired range, not over it
+  expect(b.numel).toBe(before);
+  expect(b.acquire(20).buf).not.toBe(0); // a lent range is not free: only 10 left in buffer 0
+  b.giveBack(lent);
+  b.release(p);
+  expect(b.acquire(100)).toEqual({ buf: 0, off: 0, len: 100 }); // merged into one range again
+  expect(() => b.giveBack(new Float32Array(3))).toThrow(/not lent/);
+});

@@ -9,7 +9,7 @@
 // a (VB,C) buffer, written over W_b once every chunk of rows has read it (with one chunk of rows:
 // straight into W_b, no buffer).
 
-import type { AdamWParams } from "../../ops.ts";
+import type { AdamWParams, ScratchLender } from "../../ops.ts";
 import { at, type Native } from "../native/index.ts";
 import { fexp } from "./fexp.ts";
 import { operandsOf, type Gemm } from "./gemm.ts";
@@ -27,23 +27,42 @@ export function lossOptimOps(blas: Gemm, native: Native | null, Z_FLOATS = CE_CH
   const ops = operandsOf(blas); // slots: 0 W, 1 H chunk, 2 dZ chunk (mixed precision: each cast once)
   let ys = new Int32Array(0);
   let rowLoss = new Float64Array(0);
-  let Z = new Float32Array(0);
+  let Z: F32 = new Float32Array(0); // this call's logits chunk: borrowed, or ownZ
   let H = new Float32Array(0);
   let dH = new Float32Array(0);
   let rows = new Int32Array(0);
   let lse = new Float64Array(0); // per valid row, for the in-place gradient's second pass
   let dWb = new Float32Array(0);
   const VB = 4096; // vocabulary rows per block of the in-place gradient (a (VB,C) buffer)
+  // Z, the (R,V) logits chunk (33 MiB at R 256, V 34000), is borrowed for each call when a plan
+  // lends idle memory (Kernels.lendScratch: FSDP's free gather-buffer ranges), else kept here.
+  let lender: ScratchLender | null = null;
+  let ownZ: F32 = new Float32Array(0);
 
   function crossEntropyFused(loss: F32, dhidden: F32 | null, dweight: F32 | null, hidden: F32, weight: F32, targets: I32,
     T: number, C: number, V: number, gradScale: number): void {
+    let nValid = 0;
+    for (let t = 0; t < T; t++) if (targets[t] !== -100) nValid++;
+    const R = Math.max(1, Math.min(nValid, Math.floor(Z_FLOATS / V) || 1, 1024));
+    const lent = lender?.borrow(R * V) ?? null;
+    if (!lent && ownZ.length < R * V) ownZ = new Float32Array(R * V);
+    Z = lent ?? ownZ;
+    try {
+      crossEntropyChunks(loss, dhidden, dweight, hidden, weight, targets, T, C, V, gradScale, R);
+    } finally {
+      Z = ownZ;
+      if (lent) lender!.giveBack(lent);
+    }
+  }
+
+  /** crossEntropyFused with Z (>= R*V floats) in place. */
+  function crossEntropyChunks(loss: F32, dhidden: F32 | null, dweight: F32 | null, hidden: F32, weight: F32, targets: I32,
+    T: number, C: number, V: number, gradScale: number, R: number): void {
     const inPlace = dweight !== null && dweight.buffer === weight.buffer && dweight.byteOffset === weight.byteOffset;
     if (inPlace) dweight = null; // first pass: loss and dH only
     if (rows.length < T) rows = new Int32Array(T);
     let nValid = 0;
     for (let t = 0; t < T; t++) if (targets[t] !== -100) rows[nValid++] = t;
-    const R = Math.max(1, Math.min(nValid, Math.floor(Z_FLOATS / V) || 1, 1024));
-    if (Z.length < R * V) Z = new Float32Array(R * V);
     if (H.length < R * C) H = new Float32Array(R * C);
     if (dhidden && dH.length < R * C) dH = new Float32Array(R * C);
     const grads = dhidden !== null || dweight !== null;
@@ -171,5 +190,5 @@ export function lossOptimOps(blas: Gemm, native: Native | null, Z_FLOATS = CE_CH
     }
   }
 
-  return { crossEntropyFused, sumSquares, adamw };
+  return { crossEntropyFused, sumSquares, adamw, lendScratch: (l: ScratchLender | null) => void (lender = l) };
 }
