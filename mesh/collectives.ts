@@ -150,7 +150,8 @@ function reduceCrc(d: Float32Array, a: Float32Array, b: Float32Array, kind: Redu
 
 /**
  * out (off[me+1]-off[me]) <- reduce over members of data[off[me], off[me+1]).
- * `out` may alias data's own segment (all-reduce). `data` is only read.
+ * `out` may alias data's own segment (all-reduce). `data` is scratch: the segments of the
+ * members other than this one and the one before it end up holding partial sums.
  * Returns the CRC32C of each chunk of `out` (computed with the last add), so an all-gather
  * of `out` that follows needs no pass of its own.
  */
@@ -181,12 +182,16 @@ export async function reduceScatter(
       const check = !frame.verified; // its CRC is checked in the same pass as the add
       // Last step: the add goes straight into `out` (which may be loc itself: element i is
       // read first) and avg divides the f32 sum once, here at the owner. Before: the partial
-      // sum goes on in place, with a new payload CRC, in the same buffer, to the next step.
-      const dst = last ? out.subarray(at / 4, at / 4 + acc.length) : acc;
+      // sum is written over this member's own contribution `loc` (read by this add only) and
+      // goes on from there, with a new payload CRC, to the next step; the frame buffer returns
+      // to the pool at once. Forwarding the frame itself kept it until written: up to two
+      // segments of pooled 512 KiB frames per reduce-scatter, garbage past the pool's 32 (a
+      // step's reduce-scatters grew a rank's memory by ~90 MiB, issue 17).
+      const dst = last ? out.subarray(at / 4, at / 4 + acc.length) : loc;
       const [got, crc] = reduceCrc(dst, acc, loc, last || kind !== "avg" ? kind : "sum", n, check);
       if (check && got !== frame.h.payloadCrc) throw x.g.failLink(prev, crcMismatch(frame.h, got));
       if (last) crcs[j] = crc;
-      else return forward(x, prev, next, frame, op, s + 1, j, total, crc);
+      else sendView(x, next, op, s + 1, j, total, new Uint8Array(loc.buffer, loc.byteOffset, loc.byteLength), crc);
     }, true);
   }
   return crcs;

@@ -214,7 +214,9 @@ export class CommGroup {
 
   /**
    * out (counts[me]) <- reduce over members of inp[off[me], off[me+1]), inp (sum counts).
-   * counts: elements per member (default: inp.length / size, which must divide).
+   * counts: elements per member (default: inp.length / size, which must divide). `inp` is
+   * scratch: afterwards other members' segments of it hold partial sums (the ring forwards them
+   * from there, so no frame buffers pile up).
    */
   reduceScatter(out: Float32Array, inp: Float32Array, reduce: ReduceKind = "sum", counts?: readonly number[]): Promise<void> {
     const o = this.comm.ref(out, "reduce_scatter output");

@@ -22,7 +22,7 @@ const unevenCounts = (n: number, base: number): number[] => Array.from({ length:
 const a2aCount = (from: number, to: number): number => ((from * 7 + to * 3) % 5) * 300 + (from === to ? 11 : 0) + (to === 0 ? 1500 : 0);
 
 export const CASES = [
-  "all_reduce_sum", "all_reduce_avg", "all_reduce_max_tiny", "reduce_scatter_sum_uneven", "reduce_scatter_avg_padded",
+  "all_reduce_sum", "all_reduce_avg", "all_reduce_max_tiny", "reduce_scatter_sum_uneven", "reduce_scatter_input_scratch", "reduce_scatter_avg_padded",
   "all_gather_f32_inplace", "all_gather_bytes", "broadcast_bytes", "all_to_all_f32", "barrier",
 ] as const;
 
@@ -44,8 +44,10 @@ export async function runCases(g: CommGroup): Promise<Record<string, string>> {
 
   let counts = unevenCounts(n, 1000);
   let res = new Float32Array(new SharedArrayBuffer(counts[r] * 4));
-  await g.reduceScatter(res, gen(4, r, counts.reduce((x, y) => x + y)), "sum", counts);
+  const rsIn = gen(4, r, counts.reduce((x, y) => x + y));
+  await g.reduceScatter(res, rsIn, "sum", counts);
   out.reduce_scatter_sum_uneven = hash(res);
+  out.reduce_scatter_input_scratch = hash(rsIn); // the partial sums forwarded from it
   counts = Array(n).fill(Math.ceil(4099 / n)); // padded even shards, FSDP style
   res = new Float32Array(new SharedArrayBuffer(counts[r] * 4));
   await g.reduceScatter(res, gen(5, r, counts[0] * n), "avg", counts);
@@ -115,6 +117,20 @@ export function referenceCases(n: number, r: number): Record<string, string> {
   let off = offsets(counts);
   let full = reduceRef(ranksOf(n).map((i) => gen(4, i, off[n])), off, "sum");
   out.reduce_scatter_sum_uneven = hash(full.subarray(off[r], off[r + 1]));
+  // the input afterwards: segment k (other than r's and r-1's, which start the ring) holds the
+  // partial sum x_{k+1} + ... + x_r that rank r forwarded from there
+  const scratch = gen(4, r, off[n]);
+  for (let k = 0; k < n; k++) {
+    if (k === r || k === (r + n - 1) % n) continue;
+    const acc = gen(4, (k + 1) % n, off[n]).slice(off[k], off[k + 1]);
+    for (let m = (k + 2) % n; ; m = (m + 1) % n) {
+      const x = gen(4, m, off[n]).subarray(off[k], off[k + 1]);
+      for (let i = 0; i < acc.length; i++) acc[i] = acc[i] + x[i]; // f32 store: the ring's rounding
+      if (m === r) break;
+    }
+    scratch.set(acc, off[k]);
+  }
+  out.reduce_scatter_input_scratch = hash(scratch);
   counts = Array(n).fill(Math.ceil(4099 / n));
   off = offsets(counts);
   full = reduceRef(ranksOf(n).map((i) => gen(5, i, off[n])), off, "avg");
