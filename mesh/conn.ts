@@ -10,6 +10,13 @@ import {
 } from "./wire.ts";
 
 const POOL_MAX = 32; // pooled frame buffers per link and length (32 x 512 KiB = 16 MiB)
+// Frames a peer sends before this rank posts their receive wait in `queue`; past this many bytes
+// the reactor stops reading the socket (wantsRead) until a receive takes some, so TCP holds the
+// rest in the peer's buffer (zero-copy views of its tensors) instead of fresh frame buffers here:
+// a rank behind its peers by a whole tensor's all-gather held that tensor twice (issue 17).
+// Deadlock-free: a group's ops run in the same order on every rank, one at a time, so the frames
+// of the oldest unfinished op are always at the head of their link's queue.
+const QUEUE_MAX_BYTES = 4 << 20;
 const SEND_BATCH = 2 << 20; // bytes offered to the kernel per system call (512 KiB and 8 MiB: slower)
 
 export interface Frame {
@@ -65,6 +72,7 @@ export class Conn implements Link {
   private curFill = 0;
   private curCrc = 0; // CRC32C of cur's payload bytes received so far
   private queue: Frame[] = [];
+  private queuedBytes = 0;
   private waiter: Waiter | null = null;
   // Posted receives, in arrival order; never non-empty while `queue` is (frames that came
   // first are matched on posting). `direct`: posted[0] while its payload streams into dst.
@@ -230,6 +238,7 @@ export class Conn implements Link {
       }
     } else {
       this.queue.push(f);
+      this.queuedBytes += f.buf.length;
     }
   }
 
@@ -271,7 +280,7 @@ export class Conn implements Link {
    * payload CRC is left to the caller (Conn.verify, or its own pass; f.verified says which).
    */
   recv(e: Expect, deadlineMs: number, lazy = false): Promise<Frame> {
-    const f = this.queue.shift();
+    const f = this.shiftQueued();
     if (f) {
       if (this.check(f.h, e)) return Promise.reject(this.mismatch(f.h, e));
       const bad = lazy ? null : this.verifyQueued(f);
@@ -288,6 +297,19 @@ export class Conn implements Link {
     });
   }
 
+  /** The oldest queued frame, if any. */
+  private shiftQueued(): Frame | undefined {
+    const f = this.queue.shift();
+    if (f) this.queuedBytes -= f.buf.length;
+    return f;
+  }
+
+  /** Whether the reactor should read this socket now: not while QUEUE_MAX_BYTES of frames wait
+   *  for their receives (a frame already started, a handshake or a dead link: always). */
+  wantsRead(): boolean {
+    return this.queuedBytes < QUEUE_MAX_BYTES || this.cur !== null || this.mode === "hs" || this.dead !== null;
+  }
+
   /**
    * Post a receive: the payload of the next frame, which must match `e`, lands in `dst`
    * (e.len bytes) without a frame buffer; resolves with its checked payload CRC. Posts queue up
@@ -296,7 +318,7 @@ export class Conn implements Link {
   recvInto(e: Expect, dst: Uint8Array, deadlineMs: number): Promise<number> {
     if (dst.length !== e.len) return Promise.reject(new Error(`recvInto: ${dst.length} B destination for a ${e.len} B frame`));
     if (this.posted.length === 0) {
-      const f = this.queue.shift();
+      const f = this.shiftQueued();
       if (f) {
         if (this.check(f.h, e)) return Promise.reject(this.mismatch(f.h, e));
         const bad = this.verifyQueued(f);
@@ -488,6 +510,7 @@ export class Conn implements Link {
       w.reject(e);
     }
     this.queue.length = 0;
+    this.queuedBytes = 0;
     this.rejectPosted(e);
     return true;
   }

@@ -15,6 +15,7 @@ import {
 export interface Link {
   target(): Uint8Array; // where the next received bytes go (non-empty; DISCARD once dead)
   received(n: number): boolean; // n bytes landed at the start of target(); true: read no more this round
+  wantsRead(): boolean; // false: leave the bytes in the kernel (its receiver is full), poll without POLLIN
   writable(): void; // the kernel takes bytes again: flush
   wantsWrite(): boolean;
   closedByPeer(): void; // EOF (after any error())
@@ -89,7 +90,7 @@ export class NetSocket {
 
   /** @internal one poll round's readiness for this socket. */
   events(): number {
-    return POLLIN | (this.state === "open" && this.link?.wantsWrite() ? POLLOUT : 0);
+    return (this.link?.wantsRead() === false ? 0 : POLLIN) | (this.state === "open" && this.link?.wantsWrite() ? POLLOUT : 0);
   }
 
   /** @internal */
@@ -98,7 +99,10 @@ export class NetSocket {
     if (rev & POLLOUT && this.state === "open") link?.writable();
     if (!(rev & (POLLIN | POLLHUP | POLLERR))) return;
     let budget = READ_BUDGET;
+    // a hang-up or error is read through (to its EOF), else poll would report it again at once
+    const hold = !(rev & (POLLHUP | POLLERR));
     while (budget > 0 && this.state !== "closed") {
+      if (hold && link?.wantsRead() === false) break; // backpressure: the link's queue is full
       const t = link?.target() ?? DISCARD;
       const n = Number(sys.nn_recv(this.fd, t, t.length));
       if (n > 0) {

@@ -6,7 +6,7 @@ import { readdirSync } from "node:fs";
 import { balancedOffsets, Comm, crc32c, deviceMesh, expertMesh, sharedF32 } from "../../mesh/index.ts";
 import { crc32cImpl, crc32cReference, crc32cTs } from "../../mesh/crc32c.ts";
 import { addDivF32, addF32, errnoText, sockaddr, sockaddrText } from "../../mesh/net.ts";
-import { Reactor } from "../../mesh/reactor.ts";
+import { Reactor, type NetSocket } from "../../mesh/reactor.ts";
 import { encodeFrame, encodeHs, FRAME_HEADER, HsType, Op, readFrameHeader, readHsHeader } from "../../mesh/wire.ts";
 
 describe("device mesh", () => {
@@ -171,6 +171,7 @@ describe("native data plane (mesh/net.c)", () => {
             }
           },
           wantsWrite: () => sent < n,
+          wantsRead: () => true,
           closedByPeer: () => {},
           error: (e: Error) => { throw e; },
         };
@@ -186,6 +187,45 @@ describe("native data plane (mesh/net.c)", () => {
       await r.stop();
     }
   });
+
+  test("a link that wants no reads is not read: TCP holds the sender back until it wants them again", async () => {
+    const r = new Reactor();
+    try {
+      const n = 24 << 20; // far more than the kernel buffers of a loopback connection (a few MiB)
+      const out = new Uint8Array(n);
+      for (let i = 0; i < n; i++) out[i] = (i * 31 + (i >> 12)) & 255;
+      const got = new Uint8Array(n);
+      let fill = 0, sent = 0, paused = true;
+      let stalled!: () => void, done!: () => void;
+      const blocked = new Promise<void>((res) => (stalled = res));
+      const all = new Promise<void>((res) => (done = res));
+      const base = { closedByPeer: () => {}, error: (e: Error) => { throw e; } };
+      const port = await r.listen("127.0.0.1", [0], (s: NetSocket) => {
+        s.link = { ...base, target: () => got.subarray(fill), received: (m: number) => ((fill += m) === n && done(), false),
+          writable: () => {}, wantsWrite: () => false, wantsRead: () => !paused };
+      });
+      const w = await r.connect("127.0.0.1", port);
+      w.link = { ...base, target: () => new Uint8Array(64), received: () => false, wantsRead: () => true,
+        wantsWrite: () => sent < n,
+        writable: () => {
+          for (;;) {
+            const k = w.writev([out], sent);
+            if (k <= 0) return stalled(); // the kernel takes no more: the reader holds nothing back
+            if ((sent += k) === n) return;
+          }
+        } };
+      w.link.writable();
+      await blocked;
+      expect(fill).toBe(0); // nothing was read while the link wanted no reads
+      expect(sent).toBeLessThan(n);
+      paused = false; // the next poll round reads again
+      await all;
+      expect(sent).toBe(n);
+      expect(Buffer.from(got).equals(Buffer.from(out))).toBe(true);
+    } finally {
+      await r.stop();
+    }
+  }, 60_000);
 });
 
 describe("comm edges (one real rank)", () => {
