@@ -343,24 +343,22 @@ describe("loader", () => {
   });
 
   test("the tokenizer is built on the first text sample: pre-tokenized rows never build it; a wrong path still fails at start", async () => {
-    const { dir, done } = tempDir("lazytok");
-    try {
-      const ids = join(dir, "ids.jsonl");
-      writeIdJsonl(ids, 12, 8);
-      const pre = createDataLoader(cfg(ids, { mbs: 2, dyn: false }), { ...opts(0, 1), tokenizerPath: "qwen3" });
-      expect((await runAll([pre]))[0].length).toBe(6);
-      expect(pre.tokenizerEngine).toBeNull(); // every row was input_ids: no tokenizer.json parsed
-      const text = join(dir, "text.jsonl");
-      writeFileSync(text, [JSON.stringify({ text: "hello world" }), JSON.stringify({ input_ids: [5, 6] })].join("\n") + "\n");
-      const mixed = createDataLoader(cfg(text, { mbs: 2, dyn: false, maxSeqLen: 32 }), { ...opts(0, 1), vocabSize: 151936, tokenizerPath: "qwen3" });
-      const mb = (await mixed.nextStep())!.microBatches[0];
-      expect(mixed.tokenizerEngine).toBe("fast");
-      const tk = loadTokenizer("qwen3");
-      const want = [...tk.encode("hello world"), tk.eosId!];
-      const got = [0, 1].map((s) => Array.from(mb.inputIds.subarray(mb.cuSeqlens[s], mb.cuSeqlens[s + 1])));
-      expect(got).toContainEqual(want); // the text row tokenized as with an eager tokenizer
-      expect(got).toContainEqual([5, 6]);
-      expect(() => createDataLoader(cfg(ids), { ...opts(0, 1), tokenizerPath: join(dir, "no-such-tokenizer") })).toThrow(/no-such-tokenizer/);
-    } finally { done(); }
+    const dir = tempDir("lazytok");
+    const ids = join(dir, "ids.jsonl");
+    writeIdJsonl(ids, 12, 8);
+    const pre = createDataLoader(cfg(ids, { mbs: 2, dyn: false }), { ...opts(0, 1), tokenizerPath: "qwen3" });
+    expect((await runAll([pre]))[0].length).toBe(6);
+    expect(pre.tokenizerEngine).toBeNull(); // every row was input_ids: no tokenizer.json parsed
+    const text = join(dir, "text.jsonl");
+    writeFileSync(text, [JSON.stringify({ text: "hello world" }), JSON.stringify({ input_ids: [5, 6] })].join("\n") + "\n");
+    const mixed = createDataLoader(cfg(text, { mbs: 2, dyn: false, maxSeqLen: 32 }), { ...opts(0, 1), vocabSize: 151936, tokenizerPath: "qwen3" });
+    const mb = (await mixed.nextStep())!.microBatches[0];
+    expect(mixed.tokenizerEngine).toBe("fast");
+    const tk = loadTokenizer("qwen3");
+    const want = [...tk.encode("hello world"), tk.eosId!];
+    const got = [0, 1].map((s) => Array.from(mb.inputIds.subarray(mb.cuSeqlens[s], mb.cuSeqlens[s + 1])));
+    expect(got).toContainEqual(want); // the text row tokenized as with an eager tokenizer
+    expect(got).toContainEqual([5, 6]);
+    expect(() => createDataLoader(cfg(ids), { ...opts(0, 1), tokenizerPath: join(dir, "no-such-tokenizer") })).toThrow(/no-such-tokenizer/);
   });
 });
