@@ -12,6 +12,7 @@ import type { Logger } from "pino";
 import type { Config } from "../configs/index.ts";
 import { startNatsServer, type NatsServer } from "./embedded.ts";
 import { CasRecord, connectNats, keys, openBucket, retrying, toJson, type JobState, type RankRecord } from "./nats.ts";
+import { liveWatch } from "./kv_watch.ts";
 import { Actor } from "./mailbox.ts";
 import { PROTOCOL_VERSION, decodeToCoordinator, encode, subjects, type PeerInfo, type StepMetrics, type ToWorker } from "./protocol.ts";
 import { Rendezvous } from "./rendezvous.ts";
@@ -513,18 +514,31 @@ class JobRun {
     else this.log.warn({ err: String(e) }, `${what} failed; heartbeat deadlines go on from the last beat seen`);
   }
 
-  /** Heartbeat deadlines (paused while NATS is unreachable), coordinator liveness touch, reconnect re-sends. */
+  /**
+   * Heartbeat deadlines (paused while NATS is unreachable), coordinator liveness touch, reconnect
+   * re-sends. The rank records arrive through a watch that stalls while the bucket's stream leader
+   * changes (kv_watch.ts), so a rank silent past launch.dead_after_s is declared dead only once a
+   * direct read of its record shows no write since the last one seen.
+   */
   private startLiveness(): ReturnType<typeof setInterval>[] {
     const l = this.config.launch;
-    void (async () => {
-      const w = await this.kv.watch({ key: `${this.job}.ranks.>` });
-      this.watches.push(w);
-      for await (const e of w) {
-        if (e.operation !== "PUT") continue;
+    const beatMs = l.heartbeat_s * 1000;
+    const deadMs = l.dead_after_s * 1000;
+    const w = liveWatch(this.kv, {
+      what: "rank heartbeat watch",
+      key: `${this.job}.ranks.>`,
+      // every rank writes each heartbeat_s: three periods of nothing from any rank is a stall
+      quietMs: Math.max(1000, Math.min(3 * beatMs, deadMs / 3)),
+      maxQuietMs: deadMs,
+      onEntry: (e) => {
+        if (e.operation !== "PUT") return;
         const r = e.json<RankRecord>();
         if (r.epoch === this.state.epoch && this.lastSeen.has(r.rank)) this.lastSeen.set(r.rank, Date.now());
-      }
-    })().catch((e) => this.watchEnded("rank heartbeat watch", e));
+      },
+      closed: () => this.nc.isClosed(),
+      log: this.log,
+    });
+    this.watches.push(w);
     void (async () => {
       for await (const s of this.nc.status()) {
         if (s.type === "disconnect") {
@@ -538,14 +552,26 @@ class JobRun {
         }
       }
     })().catch((e) => this.watchEnded("NATS status stream", e));
+    const confirming = new Set<number>();
+    const confirm = async (rank: number, silentMs: number): Promise<void> => {
+      const got = await w.confirm(keys.rank(this.job, rank)); // a newer revision refreshes lastSeen through onEntry
+      const now = Date.now();
+      const t = this.lastSeen.get(rank);
+      if (this.timers.length === 0 || t === undefined || now - t <= deadMs) return; // closed, or alive after all
+      // Unanswered (the bucket is electing a leader): nothing is known; wait up to twice the deadline
+      // for an answer before the silence alone decides, so a KV that never comes back still ends the job.
+      if (got === "unanswered" && now - t <= 2 * deadMs) return;
+      this.raise({ kind: "silent", rank, silentS: Math.max(silentMs, now - t) / 1000, deadlineS: l.dead_after_s });
+    };
     const check = setInterval(() => {
       if (!this.connected) return;
       const now = Date.now();
       for (const [rank, t] of this.lastSeen) {
-        const silentS = (now - t) / 1000;
-        if (silentS > l.dead_after_s) this.raise({ kind: "silent", rank, silentS, deadlineS: l.dead_after_s });
+        if (now - t <= deadMs || confirming.has(rank)) continue;
+        confirming.add(rank);
+        void confirm(rank, now - t).finally(() => confirming.delete(rank));
       }
-    }, Math.max(100, Math.min(l.heartbeat_s, l.dead_after_s / 4) * 1000));
+    }, Math.max(100, Math.min(beatMs, deadMs / 4)));
     // Touch <job>.state so workers (and `bun run jobs`) see a live coordinator. Repeat the pending
     // step command: core NATS keeps nothing for a subscriber that is reconnecting, and workers
     // answer a repeat with their cached report (or ignore it while still running the step).

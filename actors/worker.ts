@@ -15,6 +15,7 @@ import { CasRecord, connectNats, keys, openBucket, readJson, retrying, type JobS
 import { PROTOCOL_VERSION, assertNever, decodeToWorker, encode, subjects, type AdoptedSave, type StepMetrics, type ToCoordinator, type ToWorker } from "./protocol.ts";
 import { peakRssMb, type RunnerFactory, type StepRunner } from "./runner.ts";
 import { findJob } from "./find_job.ts";
+import { liveWatch } from "./kv_watch.ts";
 
 export interface WorkerOptions {
   natsUrl: string;
@@ -330,19 +331,23 @@ class WorkerShell {
    * silence passes launch.coordinator_grace_s, the time a `coordinator --resume` has to adopt it.
    * A record that names a newer epoch adopting this one (`adopt_from`) is that takeover: wait for
    * its `adopt` command. (Ranks spawned by the coordinator itself exit with it at once: worker_main.)
+   * The record arrives through a watch that stalls while the bucket's stream leader changes
+   * (kv_watch.ts): silence is confirmed by a direct read of the record before it counts.
    */
   private watchCoordinator(config: Config): () => void {
     let connected = true;
     const deadMs = config.launch.dead_after_s * 1000;
     const graceMs = config.launch.coordinator_grace_s * 1000;
+    const touchMs = Math.max(config.launch.heartbeat_s, 0.5) * 1000; // the coordinator's touch period (coordinator.ts)
     let warned = false;
-    let stopped = false;
-    void (async () => {
-      const w = await this.kv.watch({ key: keys.state(this.job) });
-      for await (const e of w) {
-        if (stopped) break;
+    const w = liveWatch(this.kv, {
+      what: "job state watch",
+      key: keys.state(this.job),
+      quietMs: Math.max(1000, Math.min(3 * touchMs, deadMs / 3)),
+      maxQuietMs: deadMs,
+      onEntry: (e) => {
         this.coordinatorSeen();
-        if (e.operation !== "PUT") continue;
+        if (e.operation !== "PUT") return;
         const st = e.json<JobState>();
         if (st.epoch === this.epoch || st.adopt_from === this.epoch) warned = false;
         if (st.phase === "done" || st.phase === "failed" || st.phase === "stopped") {
@@ -352,8 +357,10 @@ class WorkerShell {
           this.o.logger.error({ epoch: st.epoch, mine: this.epoch }, `epoch ${st.epoch} took over the job; exiting`);
           this.finish(EXIT.fenced);
         }
-      }
-    })().catch((e) => this.watchEnded("job state watch", e));
+      },
+      closed: () => this.nc.isClosed(),
+      log: this.o.logger,
+    });
     void (async () => {
       for await (const s of this.nc.status()) {
         if (s.type === "disconnect") connected = false;
@@ -366,22 +373,31 @@ class WorkerShell {
         }
       }
     })().catch((e) => this.watchEnded("NATS status stream", e));
-    const t = setInterval(() => {
-      if (!connected) return;
+    let confirming = false;
+    const judge = async (): Promise<void> => {
+      // a newer revision than the watch delivered: the coordinator is alive (onEntry saw it)
+      const got = await w.confirm(keys.state(this.job));
       const silentMs = Date.now() - this.lastSeen;
+      if (got === "newer" || silentMs <= deadMs) return;
       if (silentMs > graceMs) {
+        // (also when the read is unanswered: a job record unreadable for the whole grace cannot go on)
         this.o.logger.error(`coordinator silent for ${(silentMs / 1000).toFixed(1)} s (launch.coordinator_grace_s = ${config.launch.coordinator_grace_s}); nobody adopted this rank; exiting`);
         this.finish(EXIT.orphaned);
-      } else if (silentMs > deadMs && !warned) {
+      } else if (!warned) {
         warned = true;
         this.o.logger.warn(
           `coordinator silent for ${(silentMs / 1000).toFixed(1)} s; keeping this rank's state for up to launch.coordinator_grace_s = ${config.launch.coordinator_grace_s} s: ` +
             `bun run coordinator --resume ${this.job} adopts it`,
         );
       }
+    };
+    const t = setInterval(() => {
+      if (!connected || confirming || Date.now() - this.lastSeen <= deadMs) return;
+      confirming = true;
+      void judge().finally(() => (confirming = false));
     }, Math.max(100, Math.min(deadMs, graceMs) / 4));
     return () => {
-      stopped = true;
+      w.stop();
       clearInterval(t);
     };
   }
