@@ -33,8 +33,9 @@ export interface LiveWatch {
   revision(key: string): number;
   /**
    * Read `key` directly (not through the watch). Returns the entry when its revision is newer than
-   * any seen (it is then also passed to onEntry), "same" when it is not, "unanswered" when the
-   * read failed (no stream leader yet, NATS unreachable): then nothing is known.
+   * any seen (it is then also passed to onEntry), "same" when it is not and the stream can take
+   * writes, "unanswered" when the read failed or the stream has no leader (an election, NATS
+   * unreachable): then nobody could have written, and nothing is known.
    */
   confirm(key: string): Promise<"newer" | "same" | "unanswered">;
   stop(): void;
@@ -95,7 +96,17 @@ export function liveWatch(kv: KV, o: LiveWatchOptions): LiveWatch {
       } catch {
         return "unanswered";
       }
-      return e && offer(e) ? "newer" : "same";
+      if (e && offer(e)) return "newer";
+      // No write since the last one seen. While the stream has no leader (an election: nats-server
+      // waits 4-9 s before it starts one) nobody can write, so that silence proves nothing; a
+      // direct get is answered by any replica, so ask the stream itself.
+      try {
+        const st = await withTimeout(kv.status(), OP_MS, `status of ${key}'s bucket`);
+        if (st.streamInfo.config.num_replicas > 1 && !st.streamInfo.cluster?.leader) return "unanswered";
+      } catch {
+        return "unanswered";
+      }
+      return "same";
     },
     stop() {
       stopped = true;
