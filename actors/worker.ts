@@ -379,6 +379,7 @@ class WorkerShell {
       const got = await w.confirm(keys.state(this.job));
       const silentMs = Date.now() - this.lastSeen;
       if (got === "newer" || silentMs <= deadMs) return;
+      if (got === "unanswered" && silentMs <= graceMs) return; // (the bucket is electing a leader: nothing is known yet)
       if (silentMs > graceMs) {
         // (also when the read is unanswered: a job record unreadable for the whole grace cannot go on)
         this.o.logger.error(`coordinator silent for ${(silentMs / 1000).toFixed(1)} s (launch.coordinator_grace_s = ${config.launch.coordinator_grace_s}); nobody adopted this rank; exiting`);
