@@ -80,7 +80,9 @@ export function liveWatch(kv: KV, o: LiveWatchOptions): LiveWatch {
 
   const tick = setInterval(() => {
     if (stopped || o.closed() || Date.now() - lastNew <= quiet) return;
-    o.log.info({ quiet_ms: quiet }, `${o.what}: nothing new for ${(quiet / 1000).toFixed(1)} s; starting it over (its stream leader may have changed)`);
+    // info once per quiet spell after something came, else debug: writers not started yet, or
+    // busy in a long step, are quiet too
+    o.log[quiet === o.quietMs && seen.size > 0 ? "info" : "debug"]({ quiet_ms: quiet }, `${o.what}: nothing new for ${(quiet / 1000).toFixed(1)} s; starting it over (its stream leader may have changed)`);
     lastNew = Date.now();
     quiet = Math.min(quiet * 2, o.maxQuietMs);
     current?.stop(); // ends the for-await above, which creates a new watch
