@@ -6,6 +6,7 @@ import { dirname, join, relative } from "node:path";
 import type { Logger } from "pino";
 import type { Config } from "../configs/index.ts";
 import { CommitTracker, committedClashes, isSaveStepOf, mergeToHf, writeModelAssets, checkpointDir, type RankReport } from "../checkpoint/index.ts";
+import { readJobCopy } from "./job_copy.ts";
 
 export class Commits {
   private tracker: CommitTracker;
@@ -27,7 +28,9 @@ export class Commits {
     const t = config.train;
     const rep = t.data_parallel_replicate_size;
     const mesh: Record<string, number> = t.data_parallel_mode === "ddp" ? { dp: world } : { dp_replicate: rep, dp_shard: world / rep };
-    this.tracker = new CommitTracker({ outputDir, worldSize: world, mesh, epoch });
+    // fencing: the job record's copy in output_dir (beside the checkpoints, on the same file
+    // system) says which epoch owns the job now; a coordinator replaced while frozen commits nothing
+    this.tracker = new CommitTracker({ outputDir, worldSize: world, mesh, epoch, currentEpoch: () => readJobCopy(outputDir)?.epoch ?? null });
   }
 
   /** Write output_dir/model_assets (config, tokenizer) once at the start. */

@@ -26,7 +26,7 @@ import { decide, describe, precedence, type Failure } from "./supervision.ts";
 const SETTLE_MS = 500;
 import { Commits } from "./commits.ts";
 import { markOrphanedJobs } from "./orphans.ts";
-import { readJobCopy, writeJobCopy } from "./job_copy.ts";
+import { assertOwnEpoch, readJobCopy, writeJobCopy } from "./job_copy.ts";
 import { prepareOutputDir } from "./output_dir.ts";
 import { resolveLoadPath } from "../checkpoint/index.ts";
 import { previousRecord, stepOf, stopStaleLocalRanks, trimMetrics } from "./resume.ts";
@@ -376,6 +376,7 @@ class JobRun {
         // the first step after an adoption may come from the ranks' cached reports: their own time
         if (s === start && this.adoptFrom !== null) wallS = Math.max(wallS, ...reports.map((r) => r.stepTimeS));
         const m = mergeStep(s, reports, wallS);
+        assertOwnEpoch(this.config.train.output_dir, this.state.epoch, `metrics of step ${m.step}`);
         sink.write(m);
         view.step(m);
         this.state.step = m.step;

@@ -29,3 +29,15 @@ export function readJobCopy(outputDir: string): JobState | null {
     return null; // being replaced right now: the caller says there is no copy
   }
 }
+
+/**
+ * Fencing of a coordinator taken over while frozen (SIGSTOP, a long pause), then woken: the copy
+ * says which epoch owns the job now; a newer one than `epoch` means this coordinator must write
+ * nothing more to output_dir (metrics lines, commits) and stop. Throws one line naming the file.
+ */
+export function assertOwnEpoch(outputDir: string | null, epoch: number, what: string): void {
+  const cur = outputDir ? readJobCopy(outputDir)?.epoch ?? null : null;
+  if (cur !== null && cur > epoch) {
+    throw new Error(`${what}: refused: this coordinator's epoch ${epoch} is older than the job's current epoch ${cur} (${join(outputDir!, JOB_COPY)}): another coordinator took the job over; this one stops`);
+  }
+}

@@ -150,7 +150,8 @@ export class CasRecord<T> {
     } catch (e) {
       if (!/wrong last sequence/i.test(String(e))) throw e;
       const cur = await withTimeout(readJson<T>(this.kv, this.key), OP_MS, `get ${this.key}`);
-      if (!cur || !owns(cur)) throw new Error(`${this.key}: written by another process since revision ${this.revision}: ${JSON.stringify(cur)}`);
+      // permanent: another coordinator owns the job now (this one was taken over); retrying cannot help
+      if (!cur || !owns(cur)) throw Object.assign(new Error(`${this.key}: written by another process since revision ${this.revision}: ${JSON.stringify(cur)}`), { permanent: true });
       await this.adopt(value);
     }
   }

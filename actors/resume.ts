@@ -20,9 +20,19 @@ function pidAlive(pid: number): boolean {
   }
 }
 
+/** Whether process `pid` of this host is stopped (state T in /proc/PID/stat; false where unknown). */
+function stopped(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return /^[Tt]$/.test(stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3));
+  } catch {
+    return false;
+  }
+}
+
 /**
  * The job's last record, if any, after checking its coordinator is gone: on this host its pid
- * no longer runs; elsewhere the record went unwritten for `deadAfterS` (a live coordinator
+ * no longer runs (or is stopped and its record quiet for `deadAfterS`); elsewhere the record went unwritten for `deadAfterS` (a live coordinator
  * touches it every heartbeat). Throws a one-line error naming the live coordinator otherwise.
  */
 export async function previousRecord(kv: KV, job: string, deadAfterS: number): Promise<JobState | null> {
@@ -32,7 +42,9 @@ export async function previousRecord(kv: KV, job: string, deadAfterS: number): P
   if (!live) return prev;
   const c = prev.coordinator;
   const quietS = (Date.now() - Date.parse(prev.updated_at)) / 1000;
-  const alive = c.host === hostname() ? pidAlive(c.pid) && c.pid !== process.pid : quietS < deadAfterS;
+  // on this host a stopped process (SIGSTOP, a debugger) whose record went quiet is as dead as a
+  // silent remote one: if it wakes, the newer epoch fences its commits out (checkpoint/commit.ts)
+  const alive = c.host === hostname() ? pidAlive(c.pid) && c.pid !== process.pid && !(stopped(c.pid) && quietS >= deadAfterS) : quietS < deadAfterS;
   if (alive) throw new Error(`job ${job} is still run by coordinator pid ${c.pid} on ${c.host} (record updated ${quietS.toFixed(1)} s ago); stop it before resuming`);
   return prev;
 }

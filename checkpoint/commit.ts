@@ -3,7 +3,7 @@
 // rename, fsync folder). That rename is the commit; before it the folder does not exist as a
 // checkpoint. Also: list committed checkpoints and resolve `load_checkpoint_path: auto`.
 
-import { closeSync, existsSync, fsyncSync, openSync, readdirSync, renameSync, rmSync, statSync, writeSync } from "node:fs";
+import { closeSync, existsSync, fsyncSync, linkSync, openSync, readdirSync, rmSync, statSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import {
   FORMAT, FORMAT_VERSION, METADATA_FILE, type Metadata, type TensorMeta, parseStepDir,
@@ -19,12 +19,19 @@ export interface CommitInput {
   worldSize: number;
   mesh: Record<string, number>;
   reports: readonly RankReport[];
+  /** The job's epoch as its record says now (the coordinator reads OUTPUT_DIR/job.json), or null
+   *  when unknown. Newer than `epoch`: this coordinator was declared dead and another took the job
+   *  over (a zombie woken from SIGSTOP); its commit is refused. Checked just before the commit. */
+  currentEpoch?: () => number | null;
   /** Fault injection for the kill tests: runs after the temp file is durable, before the rename. */
   beforeRename?: () => void;
 }
 
+/** A commit refused because a newer epoch owns the job: the coordinator must stop, not go on. */
+export class StaleEpochError extends Error {}
+
 /** Builds the metadata from all ranks' reports; throws listing every missing rank or bad tiling. */
-export function buildMetadata(input: Omit<CommitInput, "dir" | "beforeRename">): Metadata {
+export function buildMetadata(input: Omit<CommitInput, "dir" | "beforeRename" | "currentEpoch">): Metadata {
   const { step, epoch, worldSize, reports } = input;
   const seen = new Map<number, RankReport>();
   for (const r of reports) {
@@ -64,6 +71,15 @@ export function buildMetadata(input: Omit<CommitInput, "dir" | "beforeRename">):
 /** Commits a checkpoint folder. Every reported file must be on disk with its reported size. */
 export function commitCheckpoint(input: CommitInput): Metadata {
   const meta = buildMetadata(input);
+  const final = join(input.dir, METADATA_FILE);
+  const fence = () => {
+    const cur = input.currentEpoch?.() ?? null;
+    if (cur !== null && cur > input.epoch) {
+      throw new StaleEpochError(`commit step ${input.step}: refused: this coordinator's epoch ${input.epoch} is older than the job's current epoch ${cur}: another coordinator took the job over; this one stops`);
+    }
+    if (existsSync(final)) throw new Error(`commit step ${input.step}: ${final} already exists; a commit is never overwritten`);
+  };
+  fence();
   for (const [name, f] of Object.entries(meta.files)) {
     const p = join(input.dir, name);
     const size = existsSync(p) ? statSync(p).size : -1;
@@ -85,7 +101,17 @@ export function commitCheckpoint(input: CommitInput): Metadata {
     throw new Error(`commit step ${input.step}: writing ${tmp}: ${err.code ? `${err.code}: ` : ""}${err.message.replace(/^[A-Z]+: /, "")}`);
   }
   input.beforeRename?.();
-  renameSync(tmp, join(input.dir, METADATA_FILE));
+  try {
+    fence();
+    // link, not rename: it fails (EEXIST) rather than replace a metadata.json another coordinator
+    // committed since the check above; the commit is the link, the temp name is then dropped
+    linkSync(tmp, final);
+  } catch (e) {
+    rmSync(tmp, { force: true });
+    if ((e as NodeJS.ErrnoException).code === "EEXIST") throw new Error(`commit step ${input.step}: ${final} already exists; a commit is never overwritten`);
+    throw e;
+  }
+  rmSync(tmp, { force: true });
   fsyncDir(input.dir);
   return meta;
 }
@@ -102,10 +128,14 @@ const EPOCH_FILE = /^(?:model|optim|extra_state)_e(\d+)_rank_\d{5}\.(?:safetenso
  * Returns the names removed.
  */
 export function removeStaleEpochFiles(dir: string, meta: Metadata): string[] {
+  // the metadata.json on disk is the commit: when it is not `meta` (damaged, or another
+  // coordinator's), the files it lists are kept too, and none at all when it cannot be read
+  const onDisk = commitState(dir);
+  if (!onDisk.committed) return [];
   const removed: string[] = [];
   for (const name of readdirSync(dir)) {
     const m = EPOCH_FILE.exec(name);
-    if (!m || name in meta.files || Number(m[1]) >= meta.epoch) continue;
+    if (!m || name in meta.files || name in onDisk.meta.files || Number(m[1]) >= meta.epoch) continue;
     rmSync(join(dir, name), { force: true });
     removed.push(name);
   }

@@ -19,6 +19,8 @@ export interface TrackerOptions {
   worldSize: number;
   mesh: Record<string, number>;
   epoch: number;
+  /** the job's epoch as its record says now (commit.ts CommitInput.currentEpoch) */
+  currentEpoch?: () => number | null;
 }
 
 export class CommitTracker {
@@ -53,7 +55,7 @@ export class CommitTracker {
     this.pending.delete(report.step);
     const dir = checkpointDir(this.o.outputDir, report.step);
     try {
-      const meta = commitCheckpoint({ dir, step: report.step, epoch: this.o.epoch, worldSize: this.o.worldSize, mesh: this.o.mesh, reports: [...got.values()] });
+      const meta = commitCheckpoint({ dir, step: report.step, epoch: this.o.epoch, worldSize: this.o.worldSize, mesh: this.o.mesh, reports: [...got.values()], currentEpoch: this.o.currentEpoch });
       this.lastCommitted = Math.max(this.lastCommitted, report.step);
       return { kind: "committed", step: report.step, dir, relDir: relative(this.o.outputDir, dir), meta, removed: removeStaleEpochFiles(dir, meta) };
     } catch (e) {

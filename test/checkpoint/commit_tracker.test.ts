@@ -1,9 +1,9 @@
 // The coordinator's commit bookkeeping over real saves: reports arrive late and interleaved,
 // a stale epoch is refused, a failed rank is named and the previous commit stays the newest.
 import { expect, test, setDefaultTimeout } from "bun:test";
-import { existsSync, readdirSync } from "node:fs";
+import { existsSync, readFileSync, readdirSync } from "node:fs";
 import { join } from "node:path";
-import { AsyncSaver, CommitTracker, type RankReport, checkpointDir, epochEndingAt, isSaveStep, isSaveStepOf, loadExtra, loadShard, openCheckpoint, resolveLoadPath } from "../../checkpoint/index.ts";
+import { AsyncSaver, CommitTracker, type RankReport, checkpointDir, epochEndingAt, isSaveStep, isSaveStepOf, loadExtra, loadShard, openCheckpoint, removeStaleEpochFiles, resolveLoadPath } from "../../checkpoint/index.ts";
 import { assemble, expectedShapes, fillModel, firstDiff, fsdpPieces, smallModel } from "./helpers.ts";
 import { tempDir } from "../harness/tmp.ts";
 
@@ -125,4 +125,57 @@ test("the commit keeps every file it lists whatever epoch its name carries, and 
   for (const tg of targets) loadShard(dir, { expected: expectedShapes(units), targets: tg });
   const got = assemble(targets);
   for (const [name, a] of full) expect({ name, diff: firstDiff(got.get(name)!, a) }).toEqual({ name, diff: -1 });
+});
+
+test("a zombie coordinator (declared dead, then woken) commits nothing: a newer job epoch refuses it, a commit is never overwritten", async () => {
+  const out = join(tmp, "zombie");
+  const dir = checkpointDir(out, 4);
+  const save = async (epoch: number, seed: number) => {
+    const savers = [0, 1].map((r) => new AsyncSaver(r));
+    const full = fillModel(units, seed);
+    const tickets = await Promise.all(savers.map((s, r) => s.save({ dir, step: 4, epoch, pieces: fsdpPieces(units, 2, r, full), extra: { epoch } })));
+    const reports = await Promise.all(tickets.map((t) => t.durable));
+    await Promise.all(savers.map((s) => s.close()));
+    return reports;
+  };
+  let jobEpoch = 1; // what the job record says (the coordinator reads job.json)
+  const zombie = new CommitTracker({ outputDir: out, worldSize: 2, mesh: { dp_shard: 2 }, epoch: 1, currentEpoch: () => jobEpoch });
+  zombie.begin(4);
+  const old = await save(1, 11);
+  expect(zombie.onReport(1, old[0])).toBeNull();
+  // frozen here; another coordinator takes the job over under epoch 2 and its ranks save step 4
+  jobEpoch = 2;
+  const fresh = await save(2, 22);
+  // woken before the new coordinator commits: refused by the epoch, nothing written
+  const refused = zombie.onReport(1, old[1])!;
+  expect(refused).toEqual({
+    kind: "failed", step: 4, rank: -1,
+    reason: "commit step 4: refused: this coordinator's epoch 1 is older than the job's current epoch 2: another coordinator took the job over; this one stops",
+  });
+  expect(readdirSync(dir).filter((n) => n.startsWith("metadata"))).toEqual([]); // no commit, no temp file
+  // the new coordinator commits (its epoch is the job's); epoch 1's files go
+  const owner = new CommitTracker({ outputDir: out, worldSize: 2, mesh: { dp_shard: 2 }, epoch: 2, currentEpoch: () => jobEpoch });
+  owner.begin(4);
+  owner.onReport(2, fresh[0]);
+  const c = owner.onReport(2, fresh[1])!;
+  expect(c.kind === "committed" && c.removed.length).toBe(6);
+  const committed = readFileSync(join(dir, "metadata.json"));
+  // a zombie that cannot see the job's epoch (no job.json) still never replaces the commit
+  const blind = new CommitTracker({ outputDir: out, worldSize: 2, mesh: { dp_shard: 2 }, epoch: 2 });
+  blind.begin(4);
+  blind.onReport(2, fresh[0]);
+  expect(blind.onReport(2, fresh[1])).toEqual({
+    kind: "failed", step: 4, rank: -1, reason: `commit step 4: ${join(dir, "metadata.json")} already exists; a commit is never overwritten`,
+  });
+  expect(readFileSync(join(dir, "metadata.json")).equals(committed)).toBe(true);
+  expect(readdirSync(dir).filter((n) => n.startsWith("metadata"))).toEqual(["metadata.json"]);
+  // removing an older epoch's leftovers never touches what the commit on disk lists, whatever
+  // metadata the caller holds (here a later epoch's that lists none of them)
+  const listed = Object.keys(c.kind === "committed" ? c.meta.files : {}).sort();
+  expect(removeStaleEpochFiles(dir, { ...(c.kind === "committed" ? c.meta : ({} as never)), epoch: 5, files: {} })).toEqual([]);
+  expect(readdirSync(dir).filter((n) => n !== "metadata.json").sort()).toEqual(listed);
+  const targets = [0, 1].map((r) => fsdpPieces(units, 2, r, null));
+  for (const tg of targets) loadShard(dir, { expected: expectedShapes(units), targets: tg });
+  const got = assemble(targets);
+  for (const [name, a] of fillModel(units, 22)) expect({ name, diff: firstDiff(got.get(name)!, a) }).toEqual({ name, diff: -1 });
 });

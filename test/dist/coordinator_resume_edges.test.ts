@@ -10,7 +10,7 @@
 // job's NATS subjects and KV record, never by sleeping.
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import type { Subprocess } from "bun";
-import { existsSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { startNatsServer, type NatsServer } from "../../actors/embedded.ts";
 import { connectNats } from "../../actors/nats.ts";
@@ -117,7 +117,7 @@ async function rankProcessesGone(job: string, world: number): Promise<void> {
  * with -9: it dies with the save's files written and its metadata.json not. (The ranks need a
  * whole step and the write after the command; the freeze lands within microseconds of it.)
  */
-async function killWhileCommitting(coord: Proc, job: string, saveStep: number, out: string, world: number): Promise<void> {
+async function killWhileCommitting(coord: Proc, job: string, saveStep: number, out: string, world: number, leaveFrozen = false): Promise<void> {
   const nc = await connectNats({ url: server.url, token: server.token, name: "test-kill-committing" });
   try {
     let frozen!: () => void;
@@ -151,6 +151,7 @@ async function killWhileCommitting(coord: Proc, job: string, saveStep: number, o
   }
   const meta = join(out, `checkpoints/global_step_${saveStep}/metadata.json`);
   if (existsSync(meta)) throw new Error(`${meta} was committed before the coordinator was frozen: the kill missed the commit window`);
+  if (leaveFrozen) return;
   coord.kill("SIGKILL");
   await coord.exited;
 }
@@ -263,3 +264,44 @@ test("killed twice in a row: the resumed coordinator killed -9 while adopting, a
     await workers.stop();
   }
 }, 240_000);
+
+test("a zombie coordinator (frozen while committing, taken over, then woken) commits nothing and exits; the checkpoints stay those of the new epoch", async () => {
+  const out = tempDir("edges-zombie");
+  const first = spawn([COORD_ENTRY, JSON.stringify(config(out, "edges4", 0)), "train"]);
+  const firstErr = textOf(first.stderr);
+  const workers = launcher("edges4", 2);
+  let resumed: Proc | null = null;
+  try {
+    // frozen (SIGSTOP) with every rank's report of step 4 queued to it, metadata.json not written
+    await killWhileCommitting(first, "edges4", 4, out, 2, true);
+    // a stopped coordinator counts dead once its record is quiet for dead_after_s: until then
+    // --resume is refused naming it (each refusal is that event; bounded by the test's timeout)
+    let code: number;
+    let log: string;
+    for (;;) {
+      resumed = resume("edges4", "--launch.dead_after_s", "4");
+      [code, log] = await Promise.all([resumed.exited, textOf(resumed.stderr)]);
+      if (code === 0 || !log.includes("is still run by coordinator")) break;
+    }
+    if (code !== 0) throw new Error(`resumed coordinator exit ${code}: ${log.slice(-2000)}`);
+    const ckpt = join(out, "checkpoints");
+    const metas = () => readdirSync(ckpt).sort().map((d) => (existsSync(join(ckpt, d, "metadata.json")) ? `${d}: ${readFileSync(join(ckpt, d, "metadata.json"), "utf8")}` : d));
+    const before = metas();
+    first.kill("SIGCONT"); // it wakes with epoch 1's reports of step 4 to commit
+    const zombieCode = await first.exited;
+    const zombieLog = await firstErr;
+    expect(zombieCode).not.toBe(0);
+    expect(metas()).toEqual(before);
+    expect(readdirSync(join(ckpt, "global_step_4")).filter((n) => n.startsWith("metadata"))).toEqual(["metadata.json"]);
+    // whichever of its queued reports it handles first (a rank's save of step 4, the step's metrics)
+    expect(zombieLog).toMatch(/job stopped: (commit step 4|metrics of step 4): refused: this coordinator's epoch 1 is older than the job's current epoch 2\b.*: another coordinator took the job over; this one stops/);
+    const { nc, kv } = await kvClient(server.url, server.token);
+    expect(await readState(kv, "edges4")).toMatchObject({ phase: "done", step: STEPS, error: null, epoch: 2 });
+    await nc.close();
+    await sameAsStraight(out);
+  } finally {
+    first.kill("SIGKILL");
+    resumed?.kill("SIGKILL");
+    await workers.stop();
+  }
+}, 180_000);
