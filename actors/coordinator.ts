@@ -87,12 +87,24 @@ export async function runJob(config: Config, logger: Logger, opts: RunJobOptions
   // Failures go to the current attempt (a restart starts a new one); the first one wins.
   let attemptRaise: (f: Failure) => void = () => {};
   const raise = (f: Failure) => attemptRaise(f);
-  const onSignal = (sig: NodeJS.Signals) => raise({ kind: "interrupted", signal: sig });
-  for (const sig of ["SIGINT", "SIGTERM"] as const) {
+  // SIGINT/SIGTERM stop the job (recorded "stopped", workers stopped). Handled for the whole of
+  // runJob, its cleanup included, and however often they come: launchers signal both `bun run`
+  // and its child (two SIGTERMs), people press Ctrl-C twice; with `once`, the second one killed
+  // the coordinator before it recorded the stop. A repeat is only logged (kill -9 forces).
+  let signalled: NodeJS.Signals | null = null;
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (signalled) {
+      logger.warn({ job, signal: sig }, `${sig} again: already stopping on ${signalled} (recording the job stopped, stopping workers); kill -9 ${process.pid} forces`);
+      return;
+    }
+    signalled = sig;
+    raise({ kind: "interrupted", signal: sig });
+  };
+  const signalHandlers = (["SIGINT", "SIGTERM"] as const).map((sig) => {
     const h = () => onSignal(sig);
-    process.once(sig, h);
-    cleanups.push(() => process.off(sig, h));
-  }
+    process.on(sig, h);
+    return () => process.off(sig, h);
+  });
   if (opts.signal) {
     const h = () => raise({ kind: "interrupted", signal: "SIGINT" });
     if (opts.signal.aborted) h();
@@ -209,6 +221,9 @@ export async function runJob(config: Config, logger: Logger, opts: RunJobOptions
           rej(new JobFailed(f));
         } else settle ??= setTimeout(() => rej(new JobFailed(best!)), SETTLE_MS);
       };
+      // a stop asked for before this attempt could take it (starting up, between restarts)
+      if (signalled) attemptRaise({ kind: "interrupted", signal: signalled });
+      else if (opts.signal?.aborted) attemptRaise({ kind: "interrupted", signal: "SIGINT" });
       run = new JobRun(nc, kv, config, job, state, stateWriter, logger, raise, opts, info, resumeFrom, adoptFrom);
       workers = new LocalWorkers({ natsUrl, token, job, outputDir: config.train.output_dir, env: { VEOMNI_THREADS: String(threads), ...opts.workerEnv } }, (e) =>
         raise({ kind: "exited", rank: e.rank, pid: e.pid, code: e.code, signal: e.signal, stderrTail: e.stderrTail }),
@@ -272,6 +287,7 @@ export async function runJob(config: Config, logger: Logger, opts: RunJobOptions
     await nc?.close().catch((e) => logger.debug({ err: String(e) }, "NATS close after the connection was lost"));
     await server?.stop();
     if (natsFile) rmSync(natsFile, { force: true });
+    for (const off of signalHandlers) off();
   }
   logger.info({ job, exitCode }, exitCode === 0 ? "job done" : "job ended with an error");
   return exitCode;

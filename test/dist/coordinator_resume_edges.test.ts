@@ -305,3 +305,43 @@ test("a zombie coordinator (frozen while committing, taken over, then woken) com
     await workers.stop();
   }
 }, 180_000);
+
+test("SIGTERM twice in a row, and again while it stops: the job is recorded stopped, its workers stopped, the last commit intact", async () => {
+  const out = tempDir("edges-sigterm");
+  const coord = spawn([COORD_ENTRY, JSON.stringify(config(out, "edges5", 2)), "train"]);
+  // the log, read as it comes: the signal that lands while it stops is sent on its "job stopped" line
+  let log = "";
+  let onLine = () => {};
+  const reading = (async () => {
+    const dec = new TextDecoder();
+    for await (const chunk of coord.stderr) {
+      log += dec.decode(chunk, { stream: true });
+      onLine();
+    }
+  })();
+  const logged = (s: string) => new Promise<void>((r) => ((onLine = () => void (log.includes(s) && r())), onLine()));
+  try {
+    await stateWhere(server, "edges5", (st) => st.last_checkpoint === "checkpoints/global_step_2" && st.step >= 3, coord, reading.then(() => log));
+    const { nc, kv } = await kvClient(server.url, server.token);
+    // one worker frozen: the coordinator's reap of it (3 s, then SIGKILL) keeps it stopping while
+    // the third SIGTERM lands
+    const frozen = (await readRank(kv, "edges5", 1))!.pid;
+    process.kill(frozen, "SIGSTOP");
+    coord.kill("SIGTERM"); // what a launcher signalling `bun run` and its child does
+    coord.kill("SIGTERM");
+    await Promise.race([logged("job stopped: interrupted by SIGTERM"), coord.exited]);
+    coord.kill("SIGTERM");
+    expect(await coord.exited).toBe(143);
+    await reading;
+    expect(log).toContain("SIGTERM again: already stopping on SIGTERM");
+    expect(await readState(kv, "edges5")).toMatchObject({ phase: "stopped", error: "interrupted by SIGTERM", last_checkpoint: expect.stringMatching(/^checkpoints\/global_step_[24]$/) });
+    await nc.close();
+    expect(JSON.parse(readFileSync(join(out, "job.json"), "utf8"))).toMatchObject({ phase: "stopped" });
+    expect(pidAlive(frozen)).toBe(false);
+    // every commit whole: its files exactly those it lists
+    for (const c of checkpointEpochs(out)) expect({ step: c.step, unlisted: c.unlisted, committed: c.committed }).toEqual({ step: c.step, unlisted: [], committed: 1 });
+    expect(checkpointEpochs(out).map((c) => c.step)[0]).toBe(2);
+  } finally {
+    coord.kill("SIGKILL");
+  }
+}, 120_000);
