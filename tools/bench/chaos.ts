@@ -109,6 +109,10 @@ export async function main(args: string[]): Promise<void> {
     if (pass) rmSync(dir, { recursive: true, force: true });
     else say(`logs kept in ${dir}/logs`);
     process.exitCode = pass ? 0 : 1;
+  } catch (e) {
+    // the probe or reference run failed (or anything else threw): its logs are what to read
+    console.error(`bench chaos: ${(e as Error).message}; logs kept in ${join(dir, "logs")}`);
+    throw e;
   } finally {
     await server.stop();
   }

@@ -93,52 +93,60 @@ export async function main(args: string[]): Promise<void> {
   const mixed = arg(args, "mixed", "false") === "true";
   const run: Run = { size, batch, steps, warmup, backend, mixed };
   const dir = mkdtempSync(join(tmpdir(), "veomni-scaling-"));
-  writeFileSync(join(dir, "config.json"), JSON.stringify({
-    model_type: "llama", vocab_size: s.V, hidden_size: s.C, num_hidden_layers: s.L, num_attention_heads: s.NH, num_key_value_heads: s.NKV,
-    intermediate_size: s.I, rms_norm_eps: 1e-6, rope_theta: 10000, tie_word_embeddings: true, max_position_embeddings: s.seq + 1, initializer_range: 0.02,
-  }));
-  // random tokens, one sample = seq+1 ids (seq predicted positions), enough for every step of the biggest run
-  const need = batch * Math.max(...rankList) * (steps + warmup);
-  let seed = 1234;
-  const rnd = () => ((seed = (seed * 1103515245 + 12345) >>> 0) >>> 8) % s.V;
-  writeFileSync(join(dir, "data.jsonl"), Array.from({ length: need }, () => JSON.stringify({ input_ids: Array.from({ length: s.seq + 1 }, rnd) })).join("\n") + "\n");
-  console.log(`scaling: size ${size}, backend ${backend}${mixed ? " mixed precision" : " f32"}, ranks ${rankList.join(",")}, modes ${modes.join(",")}, per-rank batch ${batch} x seq ${s.seq}, ${steps} timed steps after ${warmup} warm-up, 1 thread per rank`);
-  const rows: Row[] = [];
-  for (const mode of modes) {
-    for (const r of rankList) {
-      if (r === 1 && mode !== modes[0]) continue; // one single-process baseline
-      const row = await ours(dir, r === 1 ? "ddp" : mode, r, run);
-      if (r === 1) row.mode = "single";
-      rows.push(row);
-      console.log(`  veomni-ts ${row.mode.padEnd(6)} ranks ${r}: ${row.tokens_per_s ?? "-"} tok/s, peak rss ${row.peak_rss_mb} MB, steady rss ${row.rss_mb} MB, model state ${row.state_mb} MB${row.error ? `  ERROR ${row.error}` : ""}`);
-    }
-  }
-  if (!args.includes("--no-ref")) {
-    for (const mode of modes.filter((m) => m !== "ulysses")) {
+  // removed when every run succeeded; kept (and named) when one failed or threw: its error row
+  // points at logs in it
+  let ok = false;
+  try {
+    writeFileSync(join(dir, "config.json"), JSON.stringify({
+      model_type: "llama", vocab_size: s.V, hidden_size: s.C, num_hidden_layers: s.L, num_attention_heads: s.NH, num_key_value_heads: s.NKV,
+      intermediate_size: s.I, rms_norm_eps: 1e-6, rope_theta: 10000, tie_word_embeddings: true, max_position_embeddings: s.seq + 1, initializer_range: 0.02,
+    }));
+    // random tokens, one sample = seq+1 ids (seq predicted positions), enough for every step of the biggest run
+    const need = batch * Math.max(...rankList) * (steps + warmup);
+    let seed = 1234;
+    const rnd = () => ((seed = (seed * 1103515245 + 12345) >>> 0) >>> 8) % s.V;
+    writeFileSync(join(dir, "data.jsonl"), Array.from({ length: need }, () => JSON.stringify({ input_ids: Array.from({ length: s.seq + 1 }, rnd) })).join("\n") + "\n");
+    console.log(`scaling: size ${size}, backend ${backend}${mixed ? " mixed precision" : " f32"}, ranks ${rankList.join(",")}, modes ${modes.join(",")}, per-rank batch ${batch} x seq ${s.seq}, ${steps} timed steps after ${warmup} warm-up, 1 thread per rank`);
+    const rows: Row[] = [];
+    for (const mode of modes) {
       for (const r of rankList) {
-        if (r === 1 && mode !== modes[0]) continue;
-        const row = await torch(size, mode, r, batch, steps, warmup);
+        if (r === 1 && mode !== modes[0]) continue; // one single-process baseline
+        const row = await ours(dir, r === 1 ? "ddp" : mode, r, run);
+        if (r === 1) row.mode = "single";
         rows.push(row);
-        console.log(`  pytorch   ${row.mode.padEnd(6)} ranks ${r}: ${row.tokens_per_s ?? "-"} tok/s, peak rss ${row.peak_rss_mb ?? "-"} MB${row.error ? `  ERROR ${row.error}` : ""}`);
+        console.log(`  veomni-ts ${row.mode.padEnd(6)} ranks ${r}: ${row.tokens_per_s ?? "-"} tok/s, peak rss ${row.peak_rss_mb} MB, steady rss ${row.rss_mb} MB, model state ${row.state_mb} MB${row.error ? `  ERROR ${row.error}` : ""}`);
       }
     }
-  }
-  const eff: Record<string, number | null> = {};
-  for (const impl of ["veomni-ts", "pytorch"]) {
-    const base = rows.find((x) => x.impl === impl && x.ranks === 1)?.tokens_per_s;
-    for (const x of rows.filter((y) => y.impl === impl && y.ranks > 1)) {
-      eff[`${impl}/${x.mode}/${x.ranks}`] = base && x.tokens_per_s ? Math.round((x.tokens_per_s / (x.ranks * base)) * 1000) / 1000 : null;
+    if (!args.includes("--no-ref")) {
+      for (const mode of modes.filter((m) => m !== "ulysses")) {
+        for (const r of rankList) {
+          if (r === 1 && mode !== modes[0]) continue;
+          const row = await torch(size, mode, r, batch, steps, warmup);
+          rows.push(row);
+          console.log(`  pytorch   ${row.mode.padEnd(6)} ranks ${r}: ${row.tokens_per_s ?? "-"} tok/s, peak rss ${row.peak_rss_mb ?? "-"} MB${row.error ? `  ERROR ${row.error}` : ""}`);
+        }
+      }
     }
+    const eff: Record<string, number | null> = {};
+    for (const impl of ["veomni-ts", "pytorch"]) {
+      const base = rows.find((x) => x.impl === impl && x.ranks === 1)?.tokens_per_s;
+      for (const x of rows.filter((y) => y.impl === impl && y.ranks > 1)) {
+        eff[`${impl}/${x.mode}/${x.ranks}`] = base && x.tokens_per_s ? Math.round((x.tokens_per_s / (x.ranks * base)) * 1000) / 1000 : null;
+      }
+    }
+    const ratios: Record<string, number | null> = {};
+    for (const x of rows.filter((y) => y.impl === "veomni-ts")) {
+      const ref = rows.find((y) => y.impl === "pytorch" && y.ranks === x.ranks && (x.ranks === 1 || y.mode === (x.mode.startsWith("fsdp") ? "fsdp" : "ddp")));
+      ratios[`${x.mode}/${x.ranks}`] = ref?.tokens_per_s && x.tokens_per_s ? Math.round((x.tokens_per_s / ref.tokens_per_s) * 100) / 100 : null;
+    }
+    console.log(`  scaling efficiency: ${JSON.stringify(eff)}`);
+    console.log(`  veomni-ts / pytorch tokens/s: ${JSON.stringify(ratios)}`);
+    console.log(JSON.stringify({ bench: "scaling", size, backend, mixed, batch_per_rank: batch, seq: s.seq, threads_per_rank: 1, rows, scaling_efficiency: eff, vs_pytorch: ratios }));
+    ok = !rows.some((r) => r.error);
+  } finally {
+    if (ok) rmSync(dir, { recursive: true, force: true });
+    else console.error(`scaling: a run failed; its configs, data and logs are kept in ${dir}`);
   }
-  const ratios: Record<string, number | null> = {};
-  for (const x of rows.filter((y) => y.impl === "veomni-ts")) {
-    const ref = rows.find((y) => y.impl === "pytorch" && y.ranks === x.ranks && (x.ranks === 1 || y.mode === (x.mode.startsWith("fsdp") ? "fsdp" : "ddp")));
-    ratios[`${x.mode}/${x.ranks}`] = ref?.tokens_per_s && x.tokens_per_s ? Math.round((x.tokens_per_s / ref.tokens_per_s) * 100) / 100 : null;
-  }
-  console.log(`  scaling efficiency: ${JSON.stringify(eff)}`);
-  console.log(`  veomni-ts / pytorch tokens/s: ${JSON.stringify(ratios)}`);
-  rmSync(dir, { recursive: true, force: true });
-  console.log(JSON.stringify({ bench: "scaling", size, backend, mixed, batch_per_rank: batch, seq: s.seq, threads_per_rank: 1, rows, scaling_efficiency: eff, vs_pytorch: ratios }));
 }
 
 if (import.meta.main) await main(process.argv.slice(2));
