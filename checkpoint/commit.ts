@@ -77,7 +77,10 @@ export function commitCheckpoint(input: CommitInput): Metadata {
     if (cur !== null && cur > input.epoch) {
       throw new StaleEpochError(`commit step ${input.step}: refused: this coordinator's epoch ${input.epoch} is older than the job's current epoch ${cur}: another coordinator took the job over; this one stops`);
     }
-    if (existsSync(final)) throw new Error(`commit step ${input.step}: ${final} already exists; a commit is never overwritten`);
+    if (!existsSync(final)) return;
+    const st = commitState(input.dir);
+    if (st.committed) throw new Error(`commit step ${input.step}: ${final} already exists (committed by epoch ${st.meta.epoch}); a commit is never overwritten`);
+    rmSync(final, { force: true }); // damaged (committed.ts): not a commit, replaced by this one
   };
   fence();
   for (const [name, f] of Object.entries(meta.files)) {
@@ -108,7 +111,7 @@ export function commitCheckpoint(input: CommitInput): Metadata {
     linkSync(tmp, final);
   } catch (e) {
     rmSync(tmp, { force: true });
-    if ((e as NodeJS.ErrnoException).code === "EEXIST") throw new Error(`commit step ${input.step}: ${final} already exists; a commit is never overwritten`);
+    if ((e as NodeJS.ErrnoException).code === "EEXIST") throw new Error(`commit step ${input.step}: ${final} was committed by another coordinator meanwhile; a commit is never overwritten`);
     throw e;
   }
   rmSync(tmp, { force: true });

@@ -165,7 +165,7 @@ test("a zombie coordinator (declared dead, then woken) commits nothing: a newer 
   blind.begin(4);
   blind.onReport(2, fresh[0]);
   expect(blind.onReport(2, fresh[1])).toEqual({
-    kind: "failed", step: 4, rank: -1, reason: `commit step 4: ${join(dir, "metadata.json")} already exists; a commit is never overwritten`,
+    kind: "failed", step: 4, rank: -1, reason: `commit step 4: ${join(dir, "metadata.json")} already exists (committed by epoch 2); a commit is never overwritten`,
   });
   expect(readFileSync(join(dir, "metadata.json")).equals(committed)).toBe(true);
   expect(readdirSync(dir).filter((n) => n.startsWith("metadata"))).toEqual(["metadata.json"]);
