@@ -1,6 +1,8 @@
 // Shared helpers for the actors/NATS tests: configs, a file-only logger, KV readers, and
 // checks that every process a test started is gone. Real servers, real processes; no sleeps.
+import { afterAll, beforeAll, expect } from "bun:test";
 import { existsSync, readFileSync, readdirSync } from "node:fs";
+import { startNatsServer, type NatsServer } from "../../actors/embedded.ts";
 import { SafetensorsFile } from "../../checkpoint/safetensors.ts";
 import { join } from "node:path";
 import pino from "pino";
@@ -49,6 +51,27 @@ export function alive(pid: number): boolean {
   } catch {
     return false;
   }
+}
+
+/** One nats-server for the calling test file: started before its first test, stopped after its
+ *  last, when no process the file started may still run. Read `url` and `token` inside tests. */
+export function natsServerForFile(): Pick<NatsServer, "url" | "token"> {
+  let server: NatsServer | null = null;
+  const running = (): NatsServer => {
+    if (!server) throw new Error("natsServerForFile: the server is read before the file's beforeAll started it");
+    return server;
+  };
+  beforeAll(async () => {
+    server = await startNatsServer();
+  });
+  afterAll(async () => {
+    await server?.stop();
+    expect(childPids()).toEqual([]);
+  });
+  return {
+    get url() { return running().url; },
+    get token() { return running().token; },
+  };
 }
 
 /** Direct child processes of this test process (nats-server, workers) still running. */
@@ -119,6 +142,17 @@ export async function stateWhere(
     w.stop();
     await nc.close();
   }
+}
+
+/** The run in `out` equals the uninterrupted run in `straight`, bit for bit: steps 1..`steps` each
+ *  logged once, the same losses and grad norms, the same exported bytes at the last step. */
+export function expectSameRun(out: string, straight: string, steps: number): void {
+  const got = readMetrics(out);
+  const want = readMetrics(straight);
+  expect(got.map((m) => m.step)).toEqual([...Array(steps).keys()].map((i) => i + 1));
+  expect(got.map((m) => m.loss)).toEqual(want.map((m) => m.loss));
+  expect(got.map((m) => m.grad_norm)).toEqual(want.map((m) => m.grad_norm));
+  hfBytesEqual(out, straight, steps);
 }
 
 /** Every tensor of two runs' Hugging Face exports at `step` has the same bytes (throws naming the

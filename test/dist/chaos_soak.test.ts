@@ -3,24 +3,16 @@
 // launcher starts the killed and the stopped workers again), then the coordinator killed with -9
 // (`coordinator --resume` adopts the live ranks). Every kill survived, no committed byte lost,
 // and the final parameters and every step's loss equal an uninterrupted run's bit for bit.
-import { afterAll, beforeAll, expect, test } from "bun:test";
+import { expect, test } from "bun:test";
 import { join } from "node:path";
 import { readFileSync } from "node:fs";
-import { startNatsServer, type NatsServer } from "../../actors/embedded.ts";
 import { chaosConfig, writeChaosModel } from "../../tools/chaos/job.ts";
 import { planKills, soak, type PlannedKill } from "../../tools/chaos/soak.ts";
 import { weightsDiffer } from "../../tools/bench/chaos.ts";
-import { childPids } from "./actors_harness.ts";
+import { natsServerForFile } from "./actors_harness.ts";
 import { tempDir } from "../harness/tmp.ts";
 
-let server: NatsServer;
-beforeAll(async () => {
-  server = await startNatsServer();
-});
-afterAll(async () => {
-  await server.stop();
-  expect(childPids()).toEqual([]);
-});
+const server = natsServerForFile();
 
 test("planKills: seeded, ascending steps inside the run, exactly one coordinator kill", () => {
   const a = planKills(42, 6, 100, 4, 500);

@@ -3,21 +3,13 @@
 // a worker (or `bun run jobs`) given a wrong token or an unreachable URL says so in one line, a
 // finished job's record stays readable from its output folder (`bun run jobs --dir`), and
 // `bun run jobs` with no argument finds the newest job under the current folder.
-import { afterAll, beforeAll, expect, test } from "bun:test";
-import { startNatsServer, type NatsServer } from "../../actors/embedded.ts";
+import { expect, test } from "bun:test";
 import { keys } from "../../actors/nats.ts";
-import { COORD_ENTRY, JOBS, WORKER_MAIN, childPids, kvClient, readMetrics, textOf } from "./actors_harness.ts";
+import { COORD_ENTRY, JOBS, WORKER_MAIN, kvClient, readMetrics, textOf, natsServerForFile } from "./actors_harness.ts";
 import { tempDir, testEnv } from "../harness/tmp.ts";
 import { tinyTrainConfig } from "./actors_parity_setup.ts";
 
-let server: NatsServer;
-beforeAll(async () => {
-  server = await startNatsServer();
-});
-afterAll(async () => {
-  await server.stop();
-  expect(childPids()).toEqual([]);
-});
+const server = natsServerForFile();
 
 function worker(args: string[], token = server.token) {
   return Bun.spawn([process.execPath, WORKER_MAIN, "--nats", server.url, ...args], {

@@ -2,23 +2,14 @@
 // taking it over: the configuration comes from the job's KV record, the ranks restart under the
 // next epoch from the newest committed checkpoint, the steps after it are redone once, and the
 // final parameters are bitwise those of an uninterrupted run (same losses, same exported bytes).
-import { afterAll, beforeAll, expect, test } from "bun:test";
-import { SafetensorsFile } from "../../checkpoint/safetensors.ts";
+import { expect, test } from "bun:test";
 import { join } from "node:path";
-import { startNatsServer, type NatsServer } from "../../actors/embedded.ts";
 import { keys, type JobState } from "../../actors/nats.ts";
-import { COORD_ENTRY, ROOT, alive, checkpointEpochs, childPids, kvClient, readMetrics, readRank, readState, textOf } from "./actors_harness.ts";
+import { COORD_ENTRY, ROOT, alive, checkpointEpochs, kvClient, readRank, readState, textOf, natsServerForFile, expectSameRun } from "./actors_harness.ts";
 import { tempDir, testEnv } from "../harness/tmp.ts";
 import { tinyTrainConfig } from "./actors_parity_setup.ts";
 
-let server: NatsServer;
-beforeAll(async () => {
-  server = await startNatsServer();
-});
-afterAll(async () => {
-  await server.stop();
-  expect(childPids()).toEqual([]);
-});
+const server = natsServerForFile();
 
 const COORD_MAIN = join(ROOT, "actors/coordinator_main.ts");
 
@@ -72,18 +63,7 @@ test("coordinator killed mid-job, resumed with --resume JOB: every step once, fi
 
     const st = (await readState(kv, "res1"))!;
     expect(st).toMatchObject({ phase: "done", step: 8, epoch: 2, error: null, last_checkpoint: "checkpoints/global_step_8" });
-    const got = readMetrics(out);
-    const want = readMetrics(straightOut);
-    expect(got.map((m) => m.step)).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
-    expect(got.map((m) => m.loss)).toEqual(want.map((m) => m.loss));
-    expect(got.map((m) => m.grad_norm)).toEqual(want.map((m) => m.grad_norm));
-    // every tensor's bytes (the file's tensor order is the exporter's business, not the parameters')
-    const weights = (o: string) => new SafetensorsFile(join(o, "checkpoints/global_step_8/hf_ckpt/model.safetensors"));
-    const [a, b] = [weights(out), weights(straightOut)];
-    expect([...a.tensors.keys()].sort()).toEqual([...b.tensors.keys()].sort());
-    for (const name of a.tensors.keys()) if (!Buffer.from(a.readRaw(name)).equals(Buffer.from(b.readRaw(name)))) throw new Error(`${name} differs from the uninterrupted run`);
-    a.close();
-    b.close();
+    expectSameRun(out, straightOut, 8); // every tensor's bytes, whatever the file's tensor order
     // the steps redone under epoch 2 are saved under its names; epoch 1's commits stay as they were,
     // and nothing epoch 1 left uncommitted stays beside a commit (step 6: committed by epoch 1 when
     // the kill came late, after its save, on a loaded machine)

@@ -8,28 +8,20 @@
 // Each takeover ends with every step once and the final parameters bitwise those of an
 // uninterrupted run. Real nats-server, real processes; the kill moments are found by watching the
 // job's NATS subjects and KV record, never by sleeping.
-import { afterAll, beforeAll, expect, test } from "bun:test";
+import { expect, test } from "bun:test";
 import type { Subprocess } from "bun";
 import { existsSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { startNatsServer, type NatsServer } from "../../actors/embedded.ts";
 import { connectNats } from "../../actors/nats.ts";
 import { pidAlive } from "../../actors/orphans.ts";
 import { decodeToCoordinator, decodeToWorker, subjects } from "../../actors/protocol.ts";
-import { COORD_ENTRY, ROOT, WORKER_MAIN, checkpointEpochs, childPids, hfBytesEqual, kvClient, readMetrics, readRank, readState, stateWhere, textOf } from "./actors_harness.ts";
+import { COORD_ENTRY, ROOT, WORKER_MAIN, checkpointEpochs, kvClient, readRank, readState, stateWhere, textOf, natsServerForFile, expectSameRun } from "./actors_harness.ts";
 import { tempDir, testEnv } from "../harness/tmp.ts";
 import { tinyTrainConfig } from "./actors_parity_setup.ts";
 
 const COORD_MAIN = join(ROOT, "actors/coordinator_main.ts");
 
-let server: NatsServer;
-beforeAll(async () => {
-  server = await startNatsServer();
-});
-afterAll(async () => {
-  await server.stop();
-  expect(childPids()).toEqual([]);
-});
+const server = natsServerForFile();
 
 type Proc = Subprocess<"ignore", "ignore", "pipe">;
 function spawn(args: string[]): Proc {
@@ -84,12 +76,7 @@ function straightOut(): Promise<string> {
  *  each commit's files exactly those it lists, named with epochs no newer than its own. */
 async function sameAsStraight(out: string): Promise<void> {
   const straight = await straightOut();
-  const got = readMetrics(out);
-  const want = readMetrics(straight);
-  expect(got.map((m) => m.step)).toEqual([1, 2, 3, 4, 5, 6]);
-  expect(got.map((m) => m.loss)).toEqual(want.map((m) => m.loss));
-  expect(got.map((m) => m.grad_norm)).toEqual(want.map((m) => m.grad_norm));
-  hfBytesEqual(out, straight, STEPS);
+  expectSameRun(out, straight, STEPS);
   const ck = checkpointEpochs(out);
   expect(ck.map((c) => c.step)).toEqual([2, 4, 6]);
   for (const c of ck) {

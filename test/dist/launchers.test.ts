@@ -1,12 +1,11 @@
 // Ranks from the launchers' environments: the parser's rules (order, --rank wins, bad values
 // named), then real worker processes started the way srun / torchrun / mpirun / a Kubernetes
 // indexed Job start them (no --rank, no --job) joining one job of 4 ranks over a real nats-server.
-import { afterAll, beforeAll, expect, test } from "bun:test";
+import { expect, test } from "bun:test";
 import type { Subprocess } from "bun";
-import { startNatsServer, type NatsServer } from "../../actors/embedded.ts";
 import { launchRank } from "../../actors/launcher_env.ts";
 import { keys } from "../../actors/nats.ts";
-import { COORD_ENTRY, WORKER_MAIN, childPids, kvClient, readMetrics, readRank, textOf } from "./actors_harness.ts";
+import { COORD_ENTRY, WORKER_MAIN, kvClient, readMetrics, readRank, textOf, natsServerForFile } from "./actors_harness.ts";
 import { tempDir, testEnv } from "../harness/tmp.ts";
 
 test("rank and world from each launcher's variables; --rank wins; the first launcher set decides", () => {
@@ -30,14 +29,7 @@ test("malformed launcher values are one-line errors naming the variable", () => 
   expect(() => launchRank(undefined, { JOB_COMPLETION_INDEX: "1.5" })).toThrow(`JOB_COMPLETION_INDEX="1.5": expected a non-negative integer`);
 });
 
-let server: NatsServer;
-beforeAll(async () => {
-  server = await startNatsServer();
-});
-afterAll(async () => {
-  await server.stop();
-  expect(childPids()).toEqual([]);
-});
+const server = natsServerForFile();
 
 /** A worker as a launcher starts it: only the launcher's variables (none of the others inherited). */
 function launched(env: Record<string, string>, extra: string[] = []): Subprocess<"ignore", "ignore", "pipe"> {

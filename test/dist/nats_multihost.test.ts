@@ -4,22 +4,14 @@
 // deadline (the coordinator did not spawn it, so only its silence tells). Also: the real train step
 // across such processes, and Ctrl-C of a coordinator process (exit 130, nothing left running).
 // Hosts with their own network stacks (namespaces, veth, a bridge): netns_multihost.test.ts.
-import { afterAll, beforeAll, expect, test } from "bun:test";
+import { expect, test } from "bun:test";
 import type { Subprocess } from "bun";
-import { startNatsServer, type NatsServer } from "../../actors/embedded.ts";
 import { keys, type RankRecord } from "../../actors/nats.ts";
-import { COORD_ENTRY, JOBS, WORKER_MAIN, alive, childPids, kvClient, readMetrics, readRank, readState, textOf } from "./actors_harness.ts";
+import { COORD_ENTRY, JOBS, WORKER_MAIN, alive, kvClient, readMetrics, readRank, readState, textOf, natsServerForFile } from "./actors_harness.ts";
 import { tempDir, testEnv } from "../harness/tmp.ts";
 import { tinyTrainConfig } from "./actors_parity_setup.ts";
 
-let server: NatsServer;
-beforeAll(async () => {
-  server = await startNatsServer();
-});
-afterAll(async () => {
-  await server.stop();
-  expect(childPids()).toEqual([]);
-});
+const server = natsServerForFile();
 
 function startWorker(rank: number, token = server.token): Subprocess<"ignore", "ignore", "pipe"> {
   return Bun.spawn([process.execPath, WORKER_MAIN, "--rank", String(rank), "--nats", server.url], {

@@ -16,7 +16,7 @@ import { connect } from "@nats-io/transport-node";
 import { existsSync, readFileSync, watch, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { startNatsServer, type NatsServer } from "../../actors/embedded.ts";
-import { COORD_ENTRY, ROOT, checkpointEpochs, childPids, hfBytesEqual, kvClient, readMetrics, readRank, stateWhere, textOf } from "./actors_harness.ts";
+import { COORD_ENTRY, ROOT, checkpointEpochs, childPids, kvClient, readRank, stateWhere, textOf, expectSameRun } from "./actors_harness.ts";
 import { tempDir, testEnv } from "../harness/tmp.ts";
 import { tinyTrainConfig } from "./actors_parity_setup.ts";
 
@@ -177,12 +177,7 @@ test("Slurm batch script: restarts exhausted, the node dead, the time limit near
     expect(e3).toContain(`adopting the running ranks of job ${job} (epoch 4) under epoch 5`);
     expect(e3).toContain(`veomni-slurm[4242 run 3]: job ${job} done`);
 
-    const got = readMetrics(out);
-    const want = readMetrics(straight);
-    expect(got.map((m) => m.step)).toEqual([1, 2, 3, 4, 5, 6]);
-    expect(got.map((m) => m.loss)).toEqual(want.map((m) => m.loss));
-    expect(got.map((m) => m.grad_norm)).toEqual(want.map((m) => m.grad_norm));
-    hfBytesEqual(out, straight, STEPS);
+    expectSameRun(out, straight, STEPS);
     // each run under its own epoch, carried on through OUT/job.json while each run's NATS is new
     const ck = checkpointEpochs(out);
     expect(ck.map((c) => c.step)).toEqual([2, 4, 6]);

@@ -37,8 +37,10 @@ test("greedy tiny-random-llama-2 from input_ids: HF continuation, dumped logits 
   expect(Math.abs(d.prompt_loss - promptLoss(await m.logits(singleRow([1, 42])), Int32Array.of(1, 42), 3000))).toBeLessThan(1e-6);
 });
 
-test("text prompt through the Qwen tokenizer on an exported BF16 model; seeded sampling is reproducible", async () => {
-  const dir = tempDir("infer");
+/** A 1-layer Qwen2 (d 16, Qwen's 151936-token vocabulary, tied) with seeded weights, exported as
+ *  BF16 safetensors into a new folder beside the named files of the Qwen tokenizer fixture. */
+async function tinyQwenExport(tag: string, tokenizerFiles: string[]) {
+  const dir = tempDir(tag);
   const cfg = {
     model_type: "qwen2", vocab_size: 151936, hidden_size: 16, intermediate_size: 32, num_hidden_layers: 1, num_attention_heads: 2,
     num_key_value_heads: 1, rms_norm_eps: 1e-6, rope_theta: 1e6, tie_word_embeddings: true, max_position_embeddings: 64,
@@ -49,7 +51,12 @@ test("text prompt through the Qwen tokenizer on an exported BF16 model; seeded s
   initWeights(model, 7);
   writeFileSync(`${dir}/config.json`, JSON.stringify(cfg));
   writeHfWeights(dir, await exportTensors(model, "BF16"));
-  copyFileSync(`${QWEN_TOKENIZER}/tokenizer.json`, `${dir}/tokenizer.json`);
+  for (const f of tokenizerFiles) copyFileSync(`${QWEN_TOKENIZER}/${f}`, `${dir}/${f}`);
+  return { dir, k };
+}
+
+test("text prompt through the Qwen tokenizer on an exported BF16 model; seeded sampling is reproducible", async () => {
+  const { dir, k } = await tinyQwenExport("infer", ["tokenizer.json"]);
   const args = ["--infer.model_path", dir, "--infer.prompt", "Call me Ishmael.", "--infer.max_tokens", "5", "--infer.seed", "3"];
   const a = infer([...args, "--infer.dump_logits", `${dir}/a.json`]);
   expect(a.err).toContain("prompt_loss");
@@ -72,18 +79,7 @@ test("text prompt through the Qwen tokenizer on an exported BF16 model; seeded s
 }, 30000);
 
 test("--infer.chat wraps the prompt in the tokenizer's chat template (a user turn, then the assistant's)", async () => {
-  const dir = tempDir("infer-chat");
-  const cfg = {
-    model_type: "qwen2", vocab_size: 151936, hidden_size: 16, intermediate_size: 32, num_hidden_layers: 1, num_attention_heads: 2,
-    num_key_value_heads: 1, rms_norm_eps: 1e-6, rope_theta: 1e6, tie_word_embeddings: true, max_position_embeddings: 64,
-    initializer_range: 0.5, eos_token_id: 151643,
-  };
-  const k = await createKernels({ backend: "cpu", threads: 1 });
-  const model = createModel(k, cfg, "test config", { maxTokens: 8, gradientCheckpointing: false });
-  initWeights(model, 7);
-  writeFileSync(`${dir}/config.json`, JSON.stringify(cfg));
-  writeHfWeights(dir, await exportTensors(model, "BF16"));
-  for (const f of ["tokenizer.json", "tokenizer_config.json"]) copyFileSync(`${QWEN_TOKENIZER}/${f}`, `${dir}/${f}`);
+  const { dir } = await tinyQwenExport("infer-chat", ["tokenizer.json", "tokenizer_config.json"]);
   const r = infer(["--infer.model_path", dir, "--infer.chat", "true", "--infer.prompt", "Hi", "--infer.do_sample", "false", "--infer.max_tokens", "3", "--infer.dump_logits", `${dir}/c.json`]);
   expect(r.err).toContain("prompt_loss");
   expect(r.code).toBe(0);
