@@ -68,6 +68,11 @@ describe("config from YAML", () => {
     expect(msg).toContain('train.data_parallel_mode: expected one of "ddp", "fsdp1", "fsdp2", "fsdp2-vescale", got "zero3"');
   });
 
+  test("data.dataloader_type other than native (VeOmni's other loaders are not built) is refused, not ignored", () => {
+    const msg = errorOf(() => loadConfig(["--config", yamlFile("loader.yaml", BASE), "--data.dataloader_type", "streaming"]));
+    expect(msg).toContain('data.dataloader_type: expected one of "native", got "streaming"');
+  });
+
   test("YAML syntax error gives file:line:col", () => {
     const p = yamlFile("syntax.yaml", "train:\n  lr: 1\n   bad: [1, 2\n");
     const msg = errorOf(() => loadConfig(["--config", p]));
